@@ -1,0 +1,8 @@
+"""Inference backends, installed as ``probgen.inference``; each registers itself by name."""
+
+from probgen.inference.em import EM
+from probgen.inference.enumeration import Enumeration
+from probgen.inference.mcmc import MCMC
+from probgen.inference.svi import SVI
+
+__all__ = ["EM", "MCMC", "SVI", "Enumeration"]

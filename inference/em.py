@@ -1,0 +1,247 @@
+"""Expectation-maximisation for models with discrete local latents and point-estimated globals.
+
+A family that offers ``init_params``/``e_step``/``m_step`` hooks gets its closed-form fast path.
+Any other model gets a generic EM built on Pyro's enumeration:
+
+* E-step: the model is traced under parallel enumeration with the global sites set to the current
+  values; the log evidence is contracted exactly, and the posterior weight of every log-factor is
+  its gradient (``d log Z / d log f``), the posterior marginal over that factor's scope.
+* M-step: the expected complete-data log-likelihood ``Q(theta) = sum_f <w_f, log f(theta)>``
+  (plus the log prior when ``map=True``) is maximised over the unconstrained globals by L-BFGS.
+  A step that does not raise ``Q`` is rejected, so the log-likelihood never decreases.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.poutine as poutine
+import torch
+from torch import Tensor
+from torch.distributions import biject_to
+from tqdm.auto import tqdm
+
+from probgen.errors import ConvergenceWarning
+from probgen.fit import Fit, register_backend
+from probgen.model import GenerativeModel
+from probgen.posterior import EnumFactors, enum_factors
+
+__all__ = ["EM"]
+
+_HOOKS = ("init_params", "e_step", "m_step")
+
+
+def _has_fast_path(model: GenerativeModel) -> bool:
+    return all(callable(getattr(model, h, None)) for h in _HOOKS)
+
+
+class EM:
+    """Expectation-maximisation (``method="em"``).
+
+    Options (scikit-learn's names): ``max_iter`` (100), ``tol`` (1e-3, on the change of the
+    per-item log-likelihood), ``n_init`` (1 restart), ``init`` (a strategy name, e.g.
+    ``"kmeans"``/``"random"``, or a dict of starting values by site name), and for the generic
+    path ``map`` (False: maximum likelihood; True: add the priors) and ``m_step_iters`` (20
+    L-BFGS iterations per M-step).  A family's ``em_defaults()`` supplies its own defaults.
+    """
+
+    name = "em"
+
+    def supports(self, model: GenerativeModel, data: Any) -> str | None:
+        if _has_fast_path(model):
+            return None
+        roles = model.roles(data)
+        if roles.local_sites:
+            return (
+                f"it has continuous per-item latent sites {list(roles.local_sites)}, which EM cannot "
+                "point-estimate or sum out"
+            )
+        if not roles.global_sites and not roles.discrete_sites:
+            return "it has no latent sites to estimate"
+        return None
+
+    def fit(self, model: GenerativeModel, data: Any, *, seed: int, progress: bool, **options: Any) -> Fit:
+        defaults: dict[str, Any] = {"max_iter": 100, "tol": 1e-3, "n_init": 1, "init": "random"}
+        if hasattr(model, "em_defaults"):
+            defaults.update(model.em_defaults())
+        known = set(defaults) | {"map", "m_step_iters", "verbose"}
+        unknown = set(options) - known
+        if unknown:
+            raise ValueError(f"Unknown EM option(s) {sorted(unknown)}; expected some of: {', '.join(sorted(known))}.")
+        opts = {**defaults, **options}
+        max_iter, tol, n_init = opts["max_iter"], opts["tol"], opts["n_init"]
+        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+            raise ValueError(f"max_iter must be a positive int; got {max_iter!r}.")
+        if isinstance(n_init, bool) or not isinstance(n_init, int) or n_init < 1:
+            raise ValueError(f"n_init must be a positive int; got {n_init!r}.")
+        if not isinstance(tol, int | float) or not tol >= 0:
+            raise ValueError(f"tol must be a non-negative number; got {tol!r}.")
+        init = opts["init"]
+        if not isinstance(init, str | Mapping):
+            raise TypeError(f"init must be a strategy name or a dict of starting values; got {type(init).__name__}.")
+
+        fast = _has_fast_path(model)
+        scale = float(model.em_convergence_scale(data)) if hasattr(model, "em_convergence_scale") else float(
+            model.num_items(data)
+        )
+        generic = None if fast else _GenericEM(model, data, bool(opts.get("map", False)), int(opts.get("m_step_iters", 20)))
+        gen = torch.Generator().manual_seed(seed)
+        best: tuple[float, dict[str, Tensor], list[float], bool] | None = None
+        bar = tqdm(total=n_init * max_iter, disable=not progress, desc="EM", leave=False)
+        for restart in range(n_init):
+            pyro.set_rng_seed(seed + restart)
+            if fast:
+                params = model.init_params(data, init=init, generator=gen)
+            else:
+                assert generic is not None
+                params = generic.init_params(init)
+            history: list[float] = []
+            converged = False
+            for it in range(max_iter):
+                if fast:
+                    stats, ll = model.e_step(data, params)
+                    ll = float(ll)
+                else:
+                    assert generic is not None
+                    stats, ll = generic.e_step(params)
+                if not math.isfinite(ll):
+                    raise FloatingPointError(
+                        f"EM log-likelihood became {ll} at iteration {it} of restart {restart}; "
+                        "the data or starting values make a component degenerate."
+                    )
+                history.append(ll)
+                bar.update(1)
+                bar.set_postfix(loglik=f"{ll:.4g}")
+                if it > 0 and abs(history[-1] - history[-2]) / scale < tol:
+                    converged = True
+                    break
+                params = model.m_step(data, stats) if fast else generic.m_step(params, stats)  # type: ignore[union-attr]
+            bar.update(max_iter - len(history))
+            final = history[-1]
+            if best is None or final > best[0]:
+                best = (final, params, history, converged)
+        bar.close()
+        assert best is not None
+        final, params, history, converged = best
+        if not converged:
+            warnings.warn(
+                f"EM did not converge in max_iter={max_iter} iterations (tol={tol}); "
+                "raise max_iter or tol, or try other starting values.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        params = {k: v.detach() for k, v in params.items()}
+        return Fit(
+            model=model,
+            data=data,
+            method=self.name,
+            params=params,
+            posterior=None,
+            history=np.asarray(history, dtype=float),
+            converged=converged,
+            log_evidence=final,
+            extras={"n_iter": len(history), "fast_path": fast},
+            seed=seed,
+        )
+
+
+class _GenericEM:
+    """EM on any Pyro model by enumeration and a gradient M-step (see module docstring)."""
+
+    def __init__(self, model: GenerativeModel, data: Any, use_prior: bool, m_step_iters: int) -> None:
+        self.model = model
+        self.data = data
+        self.use_prior = use_prior
+        self.m_step_iters = m_step_iters
+        self.roles = model.roles(data)
+        with poutine.block(), torch.no_grad():
+            self.prior_trace = poutine.trace(model.model).get_trace(data)
+        self.param_names = [n for n, s in self.prior_trace.nodes.items() if s["type"] == "param"]
+
+    # ---------------------------------------------------------------- parametrisation
+    def _transform(self, name: str) -> Any:
+        return biject_to(self.prior_trace.nodes[name]["fn"].support)
+
+    def init_params(self, init: Any) -> dict[str, Tensor]:
+        names = self.roles.global_sites
+        given = dict(init) if isinstance(init, Mapping) else {}
+        unknown = set(given) - set(names)
+        if unknown:
+            raise ValueError(f"init names unknown site(s) {sorted(unknown)}; global sites are {list(names)}.")
+        if isinstance(init, str) and init not in ("random", "prior"):
+            raise ValueError(f"init={init!r} is not a strategy this model offers; expected 'random' or a dict of values.")
+        with poutine.block(), torch.no_grad():
+            trace = poutine.trace(self.model.model).get_trace(self.data)
+        params = {}
+        for n in names:
+            value = torch.as_tensor(given[n]) if n in given else trace.nodes[n]["value"]
+            expected = trace.nodes[n]["value"].shape
+            if value.shape != expected:
+                raise ValueError(f"init[{n!r}] has shape {tuple(value.shape)}; expected {tuple(expected)}.")
+            params[n] = value.to(trace.nodes[n]["value"].dtype).detach()
+        return params
+
+    # ------------------------------------------------------------------------ E-step
+    def _factors(self, params: Mapping[str, Tensor]) -> EnumFactors:
+        draws = {k: v.unsqueeze(0) for k, v in params.items()}
+        return enum_factors(self.model, self.data, draws or None)
+
+    def e_step(self, params: Mapping[str, Tensor]) -> tuple[list[Tensor], float]:
+        f = self._factors(params)
+        tree, leaves = f.leaf_tree()
+        with torch.enable_grad():
+            total = f.contract(tree, pointwise=False).sum()
+            grads = torch.autograd.grad(total, leaves, allow_unused=True)
+        weights = [torch.zeros_like(leaf) if g is None else g.detach() for g, leaf in zip(grads, leaves, strict=True)]
+        return weights, float(total.detach())
+
+    # ------------------------------------------------------------------------ M-step
+    def _q(self, params: Mapping[str, Tensor], weights: list[Tensor]) -> Tensor:
+        f = self._factors(params)
+        terms = [t for ts in f.tree.values() for t in ts]
+        q = sum(((w * t).sum() for w, t in zip(weights, terms, strict=True)), torch.zeros(()))
+        if self.use_prior:
+            for name in self.roles.global_sites:
+                q = q + self.prior_trace.nodes[name]["fn"].log_prob(params[name]).sum()
+        return q
+
+    def m_step(self, params: Mapping[str, Tensor], weights: list[Tensor]) -> dict[str, Tensor]:
+        names = list(self.roles.global_sites)
+        store = pyro.get_param_store()
+        unconstrained = {n: self._transform(n).inv(params[n]).detach().clone().requires_grad_() for n in names}
+        leaves = list(unconstrained.values()) + [store.get_param(n).unconstrained() for n in self.param_names]
+        if not leaves:
+            return dict(params)
+        saved = [leaf.detach().clone() for leaf in leaves]
+
+        def current() -> dict[str, Tensor]:
+            return {n: self._transform(n)(u) for n, u in unconstrained.items()}
+
+        with torch.no_grad():
+            q_old = float(self._q(params, weights))
+        opt = torch.optim.LBFGS(leaves, max_iter=self.m_step_iters, line_search_fn="strong_wolfe")
+
+        def closure() -> Tensor:
+            opt.zero_grad()
+            loss = -self._q(current(), weights)
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            opt.step(closure)
+        with torch.no_grad():
+            new = {n: v.detach() for n, v in current().items()}
+            q_new = float(self._q(new, weights))
+            if not (q_new >= q_old) or not math.isfinite(q_new):
+                for leaf, old in zip(leaves, saved, strict=True):
+                    leaf.copy_(old)
+                return {n: v.detach() for n, v in params.items()}
+        return new
+
+
+register_backend("em", EM)

@@ -1,0 +1,39 @@
+"""probgen: generative models on Pyro, fitted by EM, SVI, exact enumeration or MCMC.
+
+>>> import probgen as pg
+>>> sorted(pg.available_methods())
+['em', 'enum', 'mcmc', 'svi']
+"""
+
+from __future__ import annotations
+
+import torch as _torch  # noqa: F401  (imported first so torch sets up before pyro)
+
+from probgen.diagnostics import check, compare, summary
+from probgen.errors import ConvergenceWarning, ModelNotSupportedError
+from probgen.fit import Backend, Fit, available_methods, fit, get_backend, register_backend
+from probgen.model import GenerativeModel, SiteRoles, model
+from probgen.persistence import load
+
+from probgen import datasets  # noqa: E402,I001  (after the core it uses)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "ConvergenceWarning",
+    "Fit",
+    "GenerativeModel",
+    "ModelNotSupportedError",
+    "SiteRoles",
+    "available_methods",
+    "check",
+    "compare",
+    "datasets",
+    "fit",
+    "get_backend",
+    "load",
+    "model",
+    "register_backend",
+    "summary",
+]

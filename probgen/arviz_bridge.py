@@ -1,0 +1,73 @@
+"""The one conversion from a probgen `Fit` to ArviZ (0.23 line, built on ``arviz.from_dict``).
+
+ArviZ's own Pyro converter drops the log-likelihood group for models with enumerated discrete
+latents and carries only ``diverging`` in sample_stats; this converter fills both.  Keeping it
+in one module means a move to ArviZ 1.x (xarray DataTree) touches this file only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    import arviz
+
+    from probgen.fit import Fit
+
+__all__ = ["log_likelihood_name", "to_inference_data"]
+
+
+def _numpy(d: dict[str, Any]) -> dict[str, np.ndarray]:
+    out = {}
+    for k, v in d.items():
+        arr = v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+        out[k] = arr
+    return out
+
+
+def log_likelihood_name(fit: Fit) -> str:
+    """Variable name of the pointwise log-likelihood (the observed site, or ``"obs"``)."""
+    observed = fit.model.roles(fit.data).observed_sites
+    return observed[0] if len(observed) == 1 else "obs"
+
+
+def _observed(fit: Fit) -> dict[str, np.ndarray]:
+    hook = getattr(fit.model, "observed_arrays", None)
+    if callable(hook):
+        return _numpy(hook(fit.data))
+    if isinstance(fit.data, torch.Tensor):
+        return {log_likelihood_name(fit): fit.data.detach().cpu().numpy()}
+    return {}
+
+
+def to_inference_data(fit: Fit, *, posterior_predictive: bool = False, num_ppc_samples: int | None = None) -> arviz.InferenceData:
+    """Convert ``fit`` to ``arviz.InferenceData``.
+
+    Groups: ``posterior`` (draws; point estimates as one chain of one draw), ``log_likelihood``
+    (chain, draw, item) with discrete latents summed out, ``sample_stats`` (sampler statistics
+    for MCMC; the objective's final value otherwise), ``observed_data``, and
+    ``posterior_predictive`` when asked.
+    """
+    import arviz as az
+
+    if fit.posterior:
+        posterior = _numpy(fit.posterior)
+    else:
+        posterior = _numpy({k: v[None, None] for k, v in fit.params.items()})
+    ll_name = log_likelihood_name(fit)
+    groups: dict[str, Any] = {
+        "log_likelihood": {ll_name: fit.pointwise_log_likelihood().detach().cpu().numpy()},
+        "observed_data": _observed(fit),
+    }
+    if posterior:
+        groups["posterior"] = posterior
+    if fit.sample_stats:
+        groups["sample_stats"] = dict(fit.sample_stats)
+    if posterior_predictive:
+        reps = fit.posterior_predictive(num_samples=num_ppc_samples)
+        groups["posterior_predictive"] = _numpy(reps)  # thinned replicates sit in one chain
+    groups = {k: v for k, v in groups.items() if v}
+    return az.from_dict(**groups)

@@ -1,0 +1,69 @@
+"""Small real datasets shipped with probgen (no network needed).
+
+Each loader returns a pandas DataFrame.  Sources and licences:
+
+* ``old_faithful``: eruption duration and waiting time (minutes) of 272 eruptions of the Old
+  Faithful geyser, Yellowstone National Park.  Härdle, W. (1991) *Smoothing Techniques with
+  Implementation in S*, Springer; distributed with R as ``datasets::faithful``.  Public-domain
+  measurements.
+* ``geyser``: 299 *consecutive* eruptions of Old Faithful, 1-15 August 1985 (waiting time before
+  each eruption and its duration), a real time series.  Azzalini, A. and Bowman, A. W. (1990)
+  "A look at some data on the Old Faithful geyser", *Applied Statistics* 39, 357-365; distributed
+  with R's MASS package as ``geyser``.  Public-domain measurements.
+* ``penguins``: bill, flipper and body-mass measurements of 344 penguins of three species
+  (Adelie, Chinstrap, Gentoo) from Palmer Station, Antarctica.  Horst, A. M., Hill, A. P. and
+  Gorman, K. B. (2020) *palmerpenguins*, doi:10.5281/zenodo.3960218; data by Gorman, Williams
+  and Fraser (2014), PLoS ONE 9(3): e90081.  Licence CC0 1.0.  Eleven rows have missing values.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pandas as pd
+
+__all__ = ["list_datasets", "load", "load_geyser", "load_old_faithful", "load_penguins"]
+
+_FILES = {"old_faithful": "old_faithful.csv", "geyser": "geyser.csv", "penguins": "penguins.csv"}
+
+
+def _read(name: str) -> pd.DataFrame:
+    with resources.files("probgen").joinpath("data", _FILES[name]).open("r") as fh:
+        frame = pd.read_csv(fh)
+    unnamed = [c for c in frame.columns if not c or c.startswith("Unnamed")]
+    return frame.drop(columns=unnamed)
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by :func:`load`."""
+    return sorted(_FILES)
+
+
+def load(name: str) -> pd.DataFrame:
+    """Load a bundled dataset by name (see :func:`list_datasets`)."""
+    if name not in _FILES:
+        raise ValueError(f"Unknown dataset {name!r}; expected one of: {', '.join(list_datasets())}.")
+    return _read(name)
+
+
+def load_old_faithful() -> pd.DataFrame:
+    """Old Faithful: 272 eruptions, columns ``eruptions`` (minutes) and ``waiting`` (minutes)."""
+    return _read("old_faithful")
+
+
+def load_geyser() -> pd.DataFrame:
+    """Old Faithful, 299 consecutive eruptions in time order: ``waiting`` and ``duration``."""
+    return _read("geyser")
+
+
+def load_penguins(dropna: bool = False) -> pd.DataFrame:
+    """Palmer penguins, 344 rows: species, island, four measurements, sex, year.
+
+    ``dropna=True`` drops the rows with a missing measurement (342 remain with all four
+    measurements; 333 when ``sex`` must be known too, which this does not require).
+    """
+    frame = _read("penguins")
+    if dropna:
+        cols = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
+        frame = frame.dropna(subset=cols).reset_index(drop=True)
+    return frame

@@ -1,0 +1,147 @@
+"""Diagnostics on top of ArviZ: `summary`, `check` and `compare`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:  # pragma: no cover
+    from probgen.fit import Fit
+
+__all__ = ["check", "compare", "summary"]
+
+
+def _require_fit(fit: Any, argname: str = "fit") -> None:
+    from probgen.fit import Fit
+
+    if not isinstance(fit, Fit):
+        raise TypeError(f"{argname} must be a probgen.Fit (the result of probgen.fit); got {type(fit).__name__}.")
+
+
+def summary(fit: Fit, **kwargs: Any) -> pd.DataFrame:
+    """Table of estimates: ArviZ's summary for posterior fits, point estimates otherwise.
+
+    Parameters
+    ----------
+    fit : Fit
+    **kwargs
+        Passed to ``arviz.summary`` for posterior fits (e.g. ``hdi_prob``).
+    """
+    _require_fit(fit)
+    if fit.posterior:
+        import arviz as az
+
+        return az.summary(fit.to_arviz(), var_names=list(fit.posterior), **kwargs)
+    rows = []
+    for name, value in fit.params.items():
+        flat = value.detach().reshape(-1).cpu().numpy()
+        if flat.size == 1:
+            rows.append((name, float(flat[0])))
+            continue
+        for idx in np.ndindex(*value.shape):
+            rows.append((f"{name}[{', '.join(map(str, idx))}]", float(value[idx])))
+    return pd.DataFrame({"estimate": [r[1] for r in rows]}, index=[r[0] for r in rows])
+
+
+def check(fit: Fit, *, max_rhat: float = 1.01, min_ess: float = 400.0) -> list[str]:
+    """List what makes a fit untrustworthy; an empty list means it looks healthy.
+
+    Parameters
+    ----------
+    fit : Fit
+        Result of `probgen.fit`, from any backend.
+    max_rhat : float, default 1.01
+        Largest acceptable rank-normalised split R-hat (posterior fits with several chains).
+    min_ess : float, default 400
+        Smallest acceptable bulk and tail effective sample size (MCMC fits).
+
+    Returns
+    -------
+    list of str
+        One sentence per problem, e.g. ``"site 'locs': R-hat 1.08 > 1.01; run more warmup"``.
+    """
+    _require_fit(fit)
+    problems: list[str] = []
+    history = np.asarray(fit.history, dtype=float)
+    if history.size and not np.all(np.isfinite(history)):
+        problems.append(f"the objective history has {int((~np.isfinite(history)).sum())} non-finite values")
+    if fit.method == "em":
+        if not fit.converged:
+            problems.append("EM did not converge within max_iter; raise max_iter or tol")
+        if history.size > 1:
+            drops = np.diff(history)
+            worst = float(drops.min())
+            if worst < -1e-8 * max(1.0, abs(float(history[-1]))):
+                problems.append(f"EM log-likelihood decreased by {-worst:.3g} at some iteration (must never drop)")
+    elif fit.method == "svi" and not fit.converged:
+        problems.append("SVI stopped at num_steps before the smoothed loss settled; raise num_steps or lr")
+    if fit.sample_stats and "diverging" in fit.sample_stats:
+        n_div = int(np.asarray(fit.sample_stats["diverging"]).sum())
+        if n_div:
+            problems.append(f"{n_div} divergent transitions; raise target_accept_prob or reparametrise")
+    if fit.posterior and fit.method == "mcmc":
+        import arviz as az
+
+        idata = fit.to_arviz()
+        names = list(fit.posterior)
+        chains = next(iter(fit.posterior.values())).shape[0]
+        if chains > 1:
+            rhat = az.rhat(idata, var_names=names)
+            for name in names:
+                worst = float(np.nanmax(np.asarray(rhat[name])))
+                if not worst <= max_rhat:
+                    problems.append(f"site {name!r}: R-hat {worst:.3f} > {max_rhat}; run more warmup or more chains")
+        else:
+            problems.append("one chain only: R-hat cannot be computed; use num_chains >= 2")
+        for method in ("bulk", "tail"):
+            ess = az.ess(idata, var_names=names, method=method)
+            for name in names:
+                worst = float(np.nanmin(np.asarray(ess[name])))
+                if not worst >= min_ess:
+                    problems.append(f"site {name!r}: {method} ESS {worst:.0f} < {min_ess:.0f}; draw more samples")
+    return problems
+
+
+def compare(fits: Mapping[str, Fit], data: Any = None, *, ic: str | None = None) -> pd.DataFrame:
+    """Rank fits of competing models on the same data.
+
+    Posterior fits are ranked by PSIS-LOO (``arviz.compare``); point fits by BIC (lower is
+    better), with AIC and log-likelihood alongside.
+
+    Parameters
+    ----------
+    fits : dict of str to Fit
+        Named fits, e.g. ``{"k=2": f2, "k=3": f3}``.
+    data : array-like, optional
+        Data to score point fits on (default: each fit's training data).
+    ic : {"loo", "waic", "bic"}, optional
+        Force the criterion.
+    """
+    if not isinstance(fits, Mapping) or not fits:
+        raise ValueError(f"fits must be a non-empty dict of name -> Fit; got {type(fits).__name__}.")
+    for name, f in fits.items():
+        _require_fit(f, f"fits[{name!r}]")
+    if ic is not None and ic not in ("loo", "waic", "bic"):
+        raise ValueError(f"ic must be 'loo', 'waic' or 'bic'; got {ic!r}.")
+    all_posterior = all(f.posterior for f in fits.values())
+    if ic in ("loo", "waic") or (ic is None and all_posterior):
+        if not all_posterior:
+            raise ValueError(f"ic={ic!r} needs posterior fits (mcmc/svi) for every entry.")
+        import arviz as az
+
+        return az.compare({k: f.to_arviz() for k, f in fits.items()}, ic=ic or "loo")
+    rows = {}
+    for name, f in fits.items():
+        d = f._data(data)
+        ll = float(f.model.log_prob_items(d, f.params).sum())
+        k = f.num_parameters(d)
+        n = f.model.num_observations(d)
+        rows[name] = {"log_lik": ll, "n_params": k, "bic": -2 * ll + k * math.log(n), "aic": -2 * ll + 2 * k}
+    table = pd.DataFrame.from_dict(rows, orient="index").sort_values("bic")
+    table.insert(0, "rank", np.arange(len(table)))
+    table["d_bic"] = table["bic"] - table["bic"].min()
+    return table

@@ -1,0 +1,13 @@
+"""Warning and error types raised by probgen."""
+
+from __future__ import annotations
+
+__all__ = ["ConvergenceWarning", "ModelNotSupportedError"]
+
+
+class ConvergenceWarning(UserWarning):
+    """A fit stopped before its convergence criterion was met."""
+
+
+class ModelNotSupportedError(TypeError):
+    """A backend cannot fit this model; the message lists the backends that can."""

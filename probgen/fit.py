@@ -1,0 +1,343 @@
+"""`probgen.fit`, the backend registry, and the `Fit` result every backend returns."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+import pyro
+import torch
+from torch import Tensor
+
+from probgen.errors import ModelNotSupportedError
+from probgen.model import GenerativeModel
+from probgen.model import model as as_model
+
+if TYPE_CHECKING:  # pragma: no cover
+    import arviz
+    import pandas as pd
+
+__all__ = ["Backend", "Fit", "available_methods", "fit", "get_backend", "register_backend"]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """An inference backend: ``fit(model, data, seed=..., progress=..., **options) -> Fit``.
+
+    ``supports(model, data)`` returns ``None`` when the backend can fit the model, otherwise a
+    sentence saying why not.
+    """
+
+    name: str
+
+    def supports(self, model: GenerativeModel, data: Any) -> str | None: ...
+
+    def fit(self, model: GenerativeModel, data: Any, *, seed: int, progress: bool, **options: Any) -> Fit: ...
+
+
+_BACKENDS: dict[str, Callable[[], Backend]] = {}
+
+
+def register_backend(name: str, factory: Callable[[], Backend]) -> None:
+    """Register a backend under ``name`` so ``probgen.fit(..., method=name)`` finds it."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"backend name must be a non-empty string; got {name!r}.")
+    _BACKENDS[name] = factory
+
+
+def _load_builtin_backends() -> None:
+    if not {"em", "svi", "enum", "mcmc"} <= _BACKENDS.keys():
+        import probgen.inference  # noqa: F401  (registers the four built-in backends)
+
+
+def available_methods() -> list[str]:
+    """Names of every registered backend, sorted."""
+    _load_builtin_backends()
+    return sorted(_BACKENDS)
+
+
+def get_backend(method: str | Backend) -> Backend:
+    """The backend registered as ``method`` (or ``method`` itself when it is a backend)."""
+    if not isinstance(method, str):
+        if hasattr(method, "fit") and hasattr(method, "name"):
+            return method
+        raise TypeError(f"method must be a backend name or instance; got {type(method).__name__}.")
+    _load_builtin_backends()
+    if method not in _BACKENDS:
+        raise ValueError(f"Unknown method {method!r}; expected one of: {', '.join(sorted(_BACKENDS))}.")
+    return _BACKENDS[method]()
+
+
+def capable_methods(model: GenerativeModel, data: Any) -> list[str]:
+    """Registered backends that can fit ``model`` on ``data``."""
+    _load_builtin_backends()
+    return [name for name in sorted(_BACKENDS) if _BACKENDS[name]().supports(model, data) is None]
+
+
+def fit(
+    model: Any,
+    data: Any,
+    method: str | Backend = "svi",
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    **options: Any,
+) -> Fit:
+    """Fit ``model`` to ``data`` with the backend named ``method``.
+
+    Parameters
+    ----------
+    model : GenerativeModel or callable
+        A probgen model, or a plain Pyro function ``fn(data=None)`` (wrapped by `probgen.model`).
+    data : array-like
+        Data items; numpy, torch and pandas are accepted (families accept more, e.g. lists of
+        sequences).  Validated before any work starts.
+    method : {"em", "svi", "enum", "mcmc"} or Backend, default "svi"
+        Inference backend.
+    seed : int, default 0
+        Seed for every random choice, so fits are reproducible.
+    progress : bool, default True
+        Show progress bars (tqdm).
+    **options
+        Backend options (``max_iter``, ``tol``, ``n_init``, ``init`` for EM; ``num_steps``,
+        ``lr``, ``num_particles``, ``subsample_size`` for SVI; ``num_samples``,
+        ``warmup_steps``, ``num_chains`` for MCMC).
+
+    Returns
+    -------
+    Fit
+
+    Raises
+    ------
+    ValueError
+        Unknown method, bad data (NaN, empty, wrong shape), or an impossible option.
+    TypeError
+        The backend cannot fit this model (the message lists those that can).
+    """
+    backend = get_backend(method)
+    if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int; got {type(seed).__name__}.")
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be a bool; got {type(progress).__name__}.")
+    gm = as_model(model) if not isinstance(model, GenerativeModel) else model
+    if not isinstance(gm, GenerativeModel):
+        raise TypeError(f"model must be a probgen model or a Pyro function; got {type(model).__name__}.")
+    prepared = gm.prepare_data(data)
+    reason = backend.supports(gm, prepared)
+    if reason is not None:
+        capable = [m for m in capable_methods(gm, prepared) if m != backend.name]
+        raise ModelNotSupportedError(
+            f"method={backend.name!r} cannot fit {gm.name}: {reason}. "
+            f"Methods that can: {', '.join(capable) if capable else 'none of the registered backends'}."
+        )
+    pyro.set_rng_seed(int(seed))
+    pyro.clear_param_store()
+    return backend.fit(gm, prepared, seed=int(seed), progress=progress, **options)
+
+
+def _flat(draws: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.reshape((-1,) + tuple(v.shape[2:])) for k, v in draws.items()}
+
+
+@dataclass(frozen=True, eq=False)
+class Fit:
+    """What every backend returns: estimates, draws, history, and the shared tools.
+
+    Attributes
+    ----------
+    model : GenerativeModel
+        The fitted model.
+    data : object
+        The (prepared) training data.
+    method : str
+        Name of the backend that produced the fit.
+    params : dict of str to Tensor
+        Point estimates of the global sites (MLE/MAP; posterior mean for posterior fits).
+    posterior : dict of str to Tensor or None
+        Posterior draws with leading ``(chain, draw)`` dims; ``None`` for point fits.
+    history : numpy.ndarray
+        Objective per iteration: log-likelihood per EM iteration, loss per SVI step.
+    converged : bool
+        Whether the backend's convergence criterion was met.
+    sample_stats : dict of str to numpy.ndarray, optional
+        Per-draw sampler statistics ``(chain, draw)``: diverging, step_size, tree_depth, ...
+    log_evidence : float, optional
+        Exact log marginal likelihood (``"enum"``) or the final log-likelihood (``"em"``).
+    extras : dict
+        Backend-specific results (exact marginals, joint MAP assignment, discrete draws).
+    """
+
+    model: GenerativeModel
+    data: Any
+    method: str
+    params: dict[str, Tensor]
+    posterior: dict[str, Tensor] | None = None
+    history: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    converged: bool = True
+    sample_stats: dict[str, np.ndarray] | None = None
+    log_evidence: float | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    # ------------------------------------------------------------------ data handling
+    def _data(self, data: Any) -> Any:
+        if data is None:
+            if self.data is None:
+                raise ValueError("data is None and this fit carries no training data; pass data explicitly.")
+            return self.data
+        return self.model.prepare_data(data)
+
+    @property
+    def num_draws(self) -> int:
+        """Total posterior draws (chains x draws), or 0 for a point fit."""
+        if not self.posterior:
+            return 0
+        v = next(iter(self.posterior.values()))
+        return int(v.shape[0] * v.shape[1])
+
+    def _draws(self, max_draws: int | None = None) -> dict[str, Tensor]:
+        """Flat draws ``(S, ...)``; a point fit is one draw."""
+        if self.posterior:
+            flat = _flat(self.posterior)
+            if max_draws is not None:
+                flat = {k: v[:max_draws] for k, v in flat.items()}
+            return flat
+        return {k: v.unsqueeze(0) for k, v in self.params.items()}
+
+    # --------------------------------------------------------------------- scoring
+    def pointwise_log_likelihood(self, data: Any = None) -> Tensor:
+        """Per-draw, per-item log-likelihood ``(chain, draw, item)``, discrete latents summed out."""
+        from probgen.posterior import pointwise_log_likelihood_draws
+
+        d = self._data(data)
+        ll = pointwise_log_likelihood_draws(self.model, d, self._draws())
+        if self.posterior:
+            v = next(iter(self.posterior.values()))
+            return ll.reshape(v.shape[0], v.shape[1], -1)
+        return ll.reshape(1, 1, -1)
+
+    def log_prob(self, data: Any = None) -> Tensor:
+        """Per-item marginal log-likelihood (anomaly scores, held-out evaluation).
+
+        Point fits evaluate at :attr:`params`; posterior fits give the log posterior-predictive
+        density, the log of the average likelihood over draws.
+        """
+        d = self._data(data)
+        if not self.posterior:
+            return self.model.log_prob_items(d, self.params)
+        ll = self.pointwise_log_likelihood(d).reshape(self.num_draws, -1)
+        return torch.logsumexp(ll, 0) - math.log(ll.shape[0])
+
+    def score(self, data: Any = None) -> float:
+        """Mean per-item log-likelihood (scikit-learn's ``score``)."""
+        return float(self.log_prob(data).mean())
+
+    def num_parameters(self, data: Any = None) -> int:
+        """Free parameters counted by BIC/AIC."""
+        return int(self.model.num_parameters(self.params, self._data(data)))
+
+    def bic(self, data: Any = None) -> float:
+        """Bayesian information criterion ``-2 log L + k log n`` at the point estimates."""
+        d = self._data(data)
+        ll = float(self.model.log_prob_items(d, self.params).sum())
+        return -2.0 * ll + self.num_parameters(d) * math.log(self.model.num_observations(d))
+
+    def aic(self, data: Any = None) -> float:
+        """Akaike information criterion ``-2 log L + 2 k`` at the point estimates."""
+        d = self._data(data)
+        ll = float(self.model.log_prob_items(d, self.params).sum())
+        return -2.0 * ll + 2.0 * self.num_parameters(d)
+
+    # --------------------------------------------------------------------- latents
+    @staticmethod
+    def _single(result: dict[str, Any]) -> Any:
+        return next(iter(result.values())) if len(result) == 1 else result
+
+    def predict(self, data: Any = None) -> Any:
+        """Most probable discrete latent per item (cluster, Viterbi path, class label).
+
+        Returns the tensor itself when the model has one discrete site, else a dict by site.
+        """
+        return self._single(self.model.latent_map(self._data(data), self.params))
+
+    def predict_proba(self, data: Any = None) -> Any:
+        """Posterior probabilities of the discrete latent(s), per item."""
+        return self._single(self.model.latent_posterior(self._data(data), self.params))
+
+    def marginals(self) -> dict[str, Tensor]:
+        """Posterior probabilities of every discrete latent site on the training data.
+
+        Exact for ``"enum"`` and for point fits (computed by enumeration at the estimates).
+        """
+        if "marginals" in self.extras:
+            return dict(self.extras["marginals"])
+        return self.model.latent_posterior(self._data(None), self.params)
+
+    # ----------------------------------------------------------------- generation
+    def sample(self, n: int, *, return_latents: bool = False, seed: int | None = None, **kwargs: Any) -> Any:
+        """Draw ``n`` new data items from the fitted model.
+
+        Parameters
+        ----------
+        n : int
+            Number of items.
+        return_latents : bool, default False
+            Also return the discrete latents of each draw (e.g. the component).
+        seed : int, optional
+            Seed for this draw.
+        **kwargs
+            Family options (e.g. ``length`` for HMM sequences).
+        """
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+            raise ValueError(f"n must be a positive int; got {n!r}.")
+        gen = torch.Generator().manual_seed(int(self.seed if seed is None else seed))
+        if seed is not None:
+            pyro.set_rng_seed(int(seed))
+        out = self.model.sample_items(int(n), self.params, generator=gen, **kwargs)
+        if return_latents:
+            return out["data"], {k: v for k, v in out.items() if k != "data"}
+        return out["data"]
+
+    def posterior_predictive(self, num_samples: int | None = None, data: Any = None) -> dict[str, Tensor]:
+        """Replicates of the observed sites, one per posterior draw ``(chain, draw, ...)``."""
+        from probgen.posterior import posterior_predictive
+
+        draws = self._draws()
+        S = next(iter(draws.values())).shape[0]
+        if num_samples is not None:
+            idx = torch.linspace(0, S - 1, min(num_samples, S)).round().long()
+            draws = {k: v[idx] for k, v in draws.items()}
+        reps = posterior_predictive(self.model, self._data(data), draws, seed=self.seed)
+        if self.posterior and num_samples is None:
+            v = next(iter(self.posterior.values()))
+            return {k: r.reshape((v.shape[0], v.shape[1]) + tuple(r.shape[1:])) for k, r in reps.items()}
+        return {k: r.unsqueeze(0) for k, r in reps.items()}
+
+    # ------------------------------------------------------------------- ArviZ, I/O
+    def to_arviz(self, *, posterior_predictive: bool = False, num_ppc_samples: int | None = None) -> arviz.InferenceData:
+        """ArviZ ``InferenceData``: posterior, pointwise log_likelihood, sample_stats, observed_data.
+
+        Point fits convert as one chain of one draw.  ``posterior_predictive=True`` adds that group.
+        """
+        from probgen.arviz_bridge import to_inference_data
+
+        return to_inference_data(self, posterior_predictive=posterior_predictive, num_ppc_samples=num_ppc_samples)
+
+    def summary(self) -> pd.DataFrame:
+        """Same as ``probgen.summary(fit)``."""
+        from probgen.diagnostics import summary
+
+        return summary(self)
+
+    def save(self, path: Any) -> None:
+        """Save to ``path`` (a ``.npz`` of tensors plus JSON metadata; no pickle)."""
+        from probgen.persistence import save
+
+        save(self, path)
+
+    def __repr__(self) -> str:
+        kind = f"{self.num_draws} draws" if self.posterior else "point estimates"
+        return f"Fit(model={self.model!r}, method={self.method!r}, {kind}, converged={self.converged})"
