@@ -1,0 +1,1235 @@
+"""Hidden Markov models: Gaussian, categorical and Poisson emissions, one or many sequences.
+
+The exact computations (forward-backward, Viterbi, Baum-Welch) run in float64 on a blocked
+scheme: every sequence is cut into blocks of ``L`` steps, all blocks advance together one step
+at a time (so Python sees ``L`` steps, not ``T``), and the recursion inside a block starts from a
+guess that is then corrected.  A block whose guessed start was wrong is recomputed from the
+corrected start only until its trajectory meets the stored one: filtering forgets its starting
+point geometrically, so after a few dozen steps the two agree to 1e-12 relative and the rest of
+the stored block is exact.  Blocks that do not meet are recomputed completely, round after
+round, so the result is exact whatever the chain; well-mixing chains need one correction pass.
+Forward and backward passes are rescaled in linear space (no underflow on any length); Viterbi
+runs in log space with the same blocking.
+
+The Pyro model sums the hidden states out with :class:`pyro.distributions.DiscreteHMM`, whose
+forward pass is a parallel (log-depth) scan, so SVI and NUTS fit a Bayesian HMM directly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+from torch import Tensor
+
+from probgen.model import GenerativeModel, as_tensor
+
+__all__ = ["HiddenMarkovModel", "SequenceData"]
+
+_F64 = torch.float64
+_EMISSIONS = ("gaussian", "categorical", "poisson")
+_COVARIANCE_TYPES = ("spherical", "diag", "full", "tied")
+_INIT_STRATEGIES = ("kmeans", "random")
+_RTOL = 1e-12  # relative agreement at which a recomputed block is taken to have met the stored one
+_LOG_FLOOR = -1e200  # stands in for log(0) in Viterbi so that differences stay finite
+_TINY = 1e-300
+_ROW_SUM_ATOL = 1e-6
+
+
+# ------------------------------------------------------------------------------------- data
+@dataclass(frozen=True, eq=False)
+class SequenceData:
+    """One or several sequences, padded to a common length.
+
+    Attributes
+    ----------
+    values : Tensor
+        ``(n_sequences, max_length, n_features)`` float64 (Gaussian, Poisson) or
+        ``(n_sequences, max_length)`` int64 (categorical); padded steps hold zeros.
+    lengths : Tensor
+        ``(n_sequences,)`` int64 lengths.
+    single : bool
+        True when one sequence was given (tools then return its result unwrapped).
+    """
+
+    values: Tensor
+    lengths: Tensor
+    single: bool = False
+
+    @property
+    def mask(self) -> Tensor:
+        """``(n_sequences, max_length)`` bool, True on real (unpadded) steps."""
+        return torch.arange(self.values.shape[1])[None, :] < self.lengths[:, None]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.values.shape)
+
+    @property
+    def n_features(self) -> int:
+        return 1 if self.values.dim() == 2 else int(self.values.shape[-1])
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    def sequences(self) -> list[Tensor]:
+        """The unpadded sequences, in order."""
+        return [self.values[i, : int(n)] for i, n in enumerate(self.lengths)]
+
+
+# ------------------------------------------------------------------------ blocked recursions
+def _block_length(T: int) -> int:
+    """Steps per block: whole sequences when short, about sqrt(T) when long."""
+    if T <= 1024:
+        return T
+    return int(max(256, math.ceil(math.sqrt(4.0 * T))))
+
+
+def _pad_time(x: Tensor, Tp: int, value: float) -> Tensor:
+    T = x.shape[1]
+    if Tp == T:
+        return x
+    pad = x.new_full((x.shape[0], Tp - T) + tuple(x.shape[2:]), value)
+    return torch.cat([x, pad], 1)
+
+
+def _block_flags(lengths: Tensor, Bs: int, L: int, reverse: bool, Tp: int) -> tuple[Tensor, Tensor]:
+    """(first, empty) flags of the ``N * Bs`` blocks: first block of a sequence, no real step."""
+    N = lengths.shape[0]
+    j = torch.arange(Bs).repeat(N)
+    first = j == 0
+    lo = torch.arange(Bs) * L  # block start in (possibly reversed) padded time
+    if reverse:  # real steps occupy [Tp - len, Tp)
+        real_lo = (Tp - lengths)[:, None]
+        empty = (lo[None, :] + L) <= real_lo
+    else:
+        empty = lo[None, :] >= lengths[:, None]
+    return first, empty.reshape(-1)
+
+
+def _chain_scan(
+    step: Callable[[Tensor, Tensor], tuple[Tensor, Tensor | None]],
+    xs: Tensor,
+    start: Tensor,
+    fixed: Tensor,
+    close: Callable[[Tensor, Tensor], Tensor],
+) -> tuple[Tensor, Tensor | None]:
+    """Run ``carry <- step(carry, x_t)`` along every block, blocks chained end to start.
+
+    Parameters
+    ----------
+    step : callable
+        ``(carry (M, K), x (M, ...)) -> (new carry, aux or None)``.
+    xs : Tensor
+        ``(M, L, ...)`` per-step inputs of ``M`` blocks of ``L`` steps.
+    start : Tensor
+        ``(M, K)`` starting carries; exact where ``fixed``, a guess elsewhere.
+    fixed : Tensor
+        ``(M,)`` bool: blocks whose start is exact (or irrelevant).  Every other block ``m``
+        starts from the carry that leaves block ``m - 1``.
+    close : callable
+        Elementwise agreement test of two carries.
+
+    Returns
+    -------
+    carries : Tensor
+        ``(M, L, K)`` carry entering every step.
+    aux : Tensor or None
+        ``(M, L, ...)`` auxiliary output of every step.
+    """
+    M, L = xs.shape[:2]
+    carries = start.new_empty((M, L) + tuple(start.shape[1:]))
+    aux: Tensor | None = None
+    carry = start
+    for t in range(L):
+        carries[:, t] = carry
+        carry, a = step(carry, xs[:, t])
+        if a is not None:
+            if aux is None:
+                aux = a.new_empty((M, L) + tuple(a.shape[1:]))
+            aux[:, t] = a
+    end = carry
+    used = start.clone()
+    free = ~fixed
+    if not bool(free.any()):
+        return carries, aux
+    while True:
+        proposal = torch.roll(end, 1, 0)
+        changed = free & ~close(proposal, used).reshape(M, -1).all(-1)
+        idx = changed.nonzero().squeeze(-1)
+        if idx.numel() == 0:
+            return carries, aux
+        carry = proposal[idx]
+        used[idx] = carry
+        x_sub = xs[idx]
+        met = False
+        for t in range(L):
+            if t >= 2 and t % 2 == 0 and bool(close(carry, carries[idx, t]).all()):
+                met = True
+                break
+            carries[idx, t] = carry
+            carry, a = step(carry, x_sub[:, t])
+            if aux is not None:
+                aux[idx, t] = a
+        if not met:
+            end[idx] = carry
+
+
+def _close_linear(a: Tensor, b: Tensor) -> Tensor:
+    return (a - b).abs() <= _RTOL * b.abs() + _TINY
+
+
+def _close_log(a: Tensor, b: Tensor) -> Tensor:
+    both_impossible = (a < 0.5 * _LOG_FLOOR) & (b < 0.5 * _LOG_FLOOR)
+    return ((a - b).abs() <= 1e-10 * (1.0 + b.abs())) | both_impossible
+
+
+def _scaled_emissions(log_e: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """``exp(log_e - max)`` per step (ones on padded steps) and the subtracted max (0 there)."""
+    mx = log_e.amax(-1)
+    mx = torch.where(torch.isfinite(mx) & mask, mx, torch.zeros((), dtype=mx.dtype))
+    e = torch.exp(log_e - mx[..., None])
+    e = torch.where(mask[..., None], e, torch.ones((), dtype=e.dtype))
+    return e, mx
+
+
+def _forward_backward(
+    log_e: Tensor, lengths: Tensor, initial: Tensor, transition: Tensor, *, posteriors: bool = True
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Rescaled forward-backward on padded sequences.
+
+    Parameters
+    ----------
+    log_e : Tensor
+        ``(N, T, K)`` emission log-densities (anything on padded steps).
+    lengths : Tensor
+        ``(N,)`` sequence lengths.
+    initial, transition : Tensor
+        ``(K,)`` and ``(K, K)`` probabilities.
+    posteriors : bool
+        Also compute state marginals and expected transition counts.
+
+    Returns
+    -------
+    log_lik : Tensor
+        ``(N,)`` log-likelihood of every sequence.
+    gamma : Tensor or None
+        ``(N, T, K)`` posterior state marginals (zero on padded steps).
+    xi_sum : Tensor or None
+        ``(K, K)`` expected transition counts summed over sequences and steps.
+    """
+    N, T, K = log_e.shape
+    L = _block_length(T)
+    Bs = -(-T // L)
+    Tp = Bs * L
+    mask = torch.arange(Tp)[None, :] < lengths[:, None]
+    e, mx = _scaled_emissions(_pad_time(log_e, Tp, 0.0), mask)
+    A = transition
+    At = transition.T.contiguous()
+
+    def fwd(p: Tensor, x: Tensor) -> tuple[Tensor, None]:
+        a = p * x
+        return (a / a.sum(-1, keepdim=True).clamp_min(_TINY)) @ A, None
+
+    first, empty = _block_flags(lengths, Bs, L, False, Tp)
+    start = initial.expand(N * Bs, K).clone()
+    start[~first] = 1.0 / K
+    P, _ = _chain_scan(fwd, e.reshape(N * Bs, L, K), start, first | empty, _close_linear)
+    P = P.reshape(N, Tp, K)
+    a = P * e
+    c = a.sum(-1)
+    logc = torch.where(mask, torch.log(c) + mx, torch.zeros((), dtype=c.dtype))
+    log_lik = logc.sum(1)
+    if not posteriors:
+        return log_lik, None, None
+
+    def bwd(q: Tensor, x: Tensor) -> tuple[Tensor, None]:
+        b = (x * q) @ At
+        return b / b.sum(-1, keepdim=True).clamp_min(_TINY), None
+
+    first_b, empty_b = _block_flags(lengths, Bs, L, True, Tp)
+    start_b = torch.full((N * Bs, K), 1.0 / K, dtype=e.dtype)
+    e_rev = e.flip(1).reshape(N * Bs, L, K)
+    Q, _ = _chain_scan(bwd, e_rev, start_b, first_b | empty_b, _close_linear)
+    beta = Q.reshape(N, Tp, K).flip(1)
+    alpha = a / c.clamp_min(_TINY)[..., None]
+    ab = alpha * beta
+    norm = ab.sum(-1, keepdim=True).clamp_min(_TINY)
+    maskf = mask[..., None].to(e.dtype)
+    gamma = ab / norm * maskf
+    w = e * beta / (c[..., None].clamp_min(_TINY) * norm) * maskf
+    xi_sum = A * (alpha[:, :-1].reshape(-1, K).T @ w[:, 1:].reshape(-1, K))
+    return log_lik, gamma[:, :T], xi_sum
+
+
+def _viterbi(
+    log_e: Tensor, lengths: Tensor, log_initial: Tensor, log_transition: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Most probable state path of every padded sequence.
+
+    Returns
+    -------
+    paths : Tensor
+        ``(N, T)`` int64 states (arbitrary on padded steps).
+    scores : Tensor
+        ``(N,)`` log-probability of each sequence jointly with its best path.
+    """
+    N, T, K = log_e.shape
+    L = _block_length(T)
+    Bs = -(-T // L)
+    Tp = Bs * L
+    mask = torch.arange(Tp)[None, :] < lengths[:, None]
+    le = _pad_time(log_e, Tp, 0.0).clamp_min(_LOG_FLOOR)
+    le = torch.where(mask[..., None], le, torch.zeros((), dtype=le.dtype))
+    logA = log_transition.clamp_min(_LOG_FLOOR)
+
+    def vstep(h: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        d = h + x
+        d = d - d.amax(-1, keepdim=True)
+        val, arg = (d.unsqueeze(-1) + logA).max(dim=-2)
+        return val, arg
+
+    first, empty = _block_flags(lengths, Bs, L, False, Tp)
+    start = log_initial.clamp_min(_LOG_FLOOR).expand(N * Bs, K).clone()
+    start[~first] = 0.0
+    H, psi = _chain_scan(vstep, le.reshape(N * Bs, L, K), start, first | empty, _close_log)
+    assert psi is not None
+    D = H.reshape(N, Tp, K) + le
+    m = D.amax(-1)
+    scores = torch.where(mask, m, torch.zeros((), dtype=m.dtype)).sum(1)
+    # backpointers into padded steps are the identity, so a block's last state is the state
+    # at its sequence's last real step
+    ar_k = torch.arange(K)
+    psi = psi.reshape(N, Tp, K)
+    into_pad = torch.arange(Tp)[None, :] >= (lengths[:, None] - 1)
+    psi = torch.where(into_pad[..., None], ar_k, psi).reshape(N * Bs, L, K)
+    R = torch.empty((N * Bs, L, K), dtype=torch.long)
+    cur = ar_k.expand(N * Bs, K)
+    for t in range(L - 1, -1, -1):
+        R[:, t] = cur
+        if t > 0:
+            cur = torch.gather(psi[:, t - 1], 1, cur)
+    R = R.reshape(N, Bs, L, K)
+    psi4 = psi.reshape(N, Bs, L, K)
+    ar_n = torch.arange(N)
+    s = D[ar_n, lengths - 1].argmax(-1)
+    s_end = torch.empty((N, Bs), dtype=torch.long)
+    for b in range(Bs - 1, -1, -1):
+        s_end[:, b] = s
+        if b > 0:
+            s = psi4[ar_n, b - 1, L - 1, R[ar_n, b, 0, s]]
+    paths = torch.gather(R, 3, s_end[:, :, None, None].expand(N, Bs, L, 1)).reshape(N, Tp)
+    return paths[:, :T], scores
+
+
+# ------------------------------------------------------------------------- Pyro helpers
+class _CholeskyPrior(dist.TorchDistribution):
+    """Independent prior on the free entries of a lower Cholesky factor.
+
+    Diagonal entries are log-normal around ``scale``, entries below the diagonal normal with
+    standard deviation ``scale`` of their row: a proper, weakly informative prior on covariances
+    parametrised by their Cholesky factor (Pyro's ``MultivariateNormal(scale_tril=...)``).
+    """
+
+    arg_constraints = {"scale": constraints.positive}
+    support = constraints.lower_cholesky
+
+    def __init__(self, scale: Tensor, batch_shape: tuple[int, ...] = (), validate_args: bool | None = None):
+        self.scale = scale
+        d = scale.shape[-1]
+        super().__init__(torch.Size(batch_shape), torch.Size((d, d)), validate_args=validate_args)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
+        d = self.scale.shape[-1]
+        shape = tuple(sample_shape) + tuple(self.batch_shape) + (d, d)
+        with torch.no_grad():
+            z = torch.randn(shape, dtype=self.scale.dtype) * self.scale[..., :, None]
+            diag = self.scale * torch.exp(torch.randn(shape[:-1], dtype=self.scale.dtype))
+            return torch.tril(z, -1) + torch.diag_embed(diag)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        d = self.scale.shape[-1]
+        diag = torch.diagonal(value, dim1=-2, dim2=-1)
+        lp = dist.LogNormal(torch.log(self.scale), 1.0).log_prob(diag).sum(-1)
+        low = torch.tril(torch.ones(d, d, dtype=torch.bool), -1)
+        off = dist.Normal(0.0, self.scale[..., :, None].expand(value.shape)).log_prob(value)
+        return lp + torch.where(low, off, torch.zeros((), dtype=value.dtype)).sum((-2, -1))
+
+    def expand(self, batch_shape: Any, _instance: Any = None) -> _CholeskyPrior:
+        return _CholeskyPrior(self.scale, tuple(batch_shape), validate_args=False)
+
+
+class _SequenceHMM(dist.DiscreteHMM):
+    """:class:`~pyro.distributions.DiscreteHMM` that can also draw sequences (for replicates)."""
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
+        with torch.no_grad():
+            shape = tuple(sample_shape) + tuple(self.batch_shape)
+            T = self.event_shape[0]
+            K = self.initial_logits.shape[-1]
+            trans = self.transition_logits.expand(shape + (T, K, K))
+            ys = self.observation_dist.expand(shape + (T, K)).sample()  # (..., T, K, *event)
+            z = dist.Categorical(logits=self.initial_logits.expand(shape + (K,))).sample()
+            states = []
+            for t in range(T):
+                z = dist.Categorical(
+                    logits=trans[..., t, :, :]
+                    .gather(-2, z[..., None, None].expand(shape + (1, K)))
+                    .squeeze(-2)
+                ).sample()
+                states.append(z)
+            zs = torch.stack(states, -1)  # (..., T)
+            ev = len(self.observation_dist.event_shape)
+            idx = (
+                zs[..., None]
+                .reshape(zs.shape + (1,) + (1,) * ev)
+                .expand(zs.shape + (1,) + ys.shape[len(zs.shape) + 1 :])
+            )
+            return ys.gather(len(zs.shape), idx).squeeze(len(zs.shape))
+
+
+# ---------------------------------------------------------------------------- the family
+class HiddenMarkovModel(GenerativeModel):
+    """Hidden Markov model with Gaussian, categorical or Poisson emissions.
+
+    A chain of hidden states ``z_t`` in ``{0, ..., n_states - 1}`` starts from ``initial`` and
+    moves by ``transition``; each step emits an observation from its state's distribution.
+    Fitted on one sequence or a list of sequences of different lengths.
+
+    Sample sites (the names of ``fit.params``, ``fit.posterior`` and ``init=dict(...)``):
+
+    ``"initial"`` : (n_states,)
+        Initial state distribution; prior ``Dirichlet(prior_concentration)``.
+    ``"transition"`` : (n_states, n_states)
+        Row-stochastic transition matrix, ``transition[i, j] = p(z_t = j | z_{t-1} = i)``; each
+        row ``Dirichlet(prior_concentration)``.
+    ``"locs"`` : (n_states, n_features), Gaussian
+        State means; prior normal around the data mean, 10 data standard deviations wide.
+    ``"scale_tril"`` : (n_states, d, d) for ``"full"``, (d, d) for ``"tied"``, Gaussian
+        Cholesky factor of the covariance; weakly informative prior scaled to the data.
+    ``"scales"`` : (n_states, d) for ``"diag"``, (n_states,) for ``"spherical"``, Gaussian
+        Standard deviations; log-normal prior around the data standard deviation.
+    ``"probs"`` : (n_states, n_symbols), categorical
+        Emission probabilities; each row ``Dirichlet(prior_concentration)``.
+    ``"rates"`` : (n_states, n_features), Poisson
+        Emission rates; ``Gamma(2, 2 / data mean)`` prior.
+
+    ``"obs"`` is the observed site: a :class:`pyro.distributions.DiscreteHMM` per sequence inside
+    the plate ``"sequences"``, with the hidden states summed out by its parallel-scan forward
+    pass, so ``method="svi"`` and ``method="mcmc"`` fit a Bayesian HMM.  ``method="em"`` runs
+    Baum-Welch on a blocked, rescaled forward-backward in float64, following hmmlearn's
+    conventions (maximum-likelihood start and transitions, ``covars_prior`` added to the
+    covariance numerators, ``min_covar`` on the starting covariance, tolerance on the change of
+    the total log-likelihood, 10 iterations by default).
+
+    Parameters
+    ----------
+    n_states : int
+        Number of hidden states.
+    emission : {"gaussian", "categorical", "poisson"}, default "gaussian"
+        Emission family.
+    covariance_type : {"diag", "full", "spherical", "tied"}, default "diag"
+        Gaussian covariance structure (hmmlearn's names and default).
+    n_symbols : int, optional
+        Alphabet size for categorical emissions; symbols are ``0 .. n_symbols - 1``.  Inferred
+        from the data (largest symbol + 1) when omitted.
+    min_covar : float, default 1e-3
+        Added to the diagonal of the starting covariance (hmmlearn's ``min_covar``).
+    covars_prior : float, default 1e-2
+        Added to every covariance numerator in the M-step (hmmlearn's ``covars_prior``).
+    prior_concentration : float, default 1.0
+        Dirichlet concentration of the priors on ``initial``, ``transition`` and ``probs``.
+
+    Notes
+    -----
+    Data: one array ``(T,)`` or ``(T, d)``, or a list of such arrays (lengths may differ), or a
+    :class:`SequenceData`.  ``init=dict(...)`` in ``pg.fit(..., method="em")`` takes starting
+    values by site name; for Gaussians ``"covars"`` in hmmlearn's layout (``(K, d, d)`` full,
+    ``(K, d)`` diag, ``(K,)`` spherical, ``(d, d)`` tied) is accepted in place of
+    ``"scale_tril"``/``"scales"``.
+
+    Examples
+    --------
+    >>> import torch, probgen as pg
+    >>> from probgen.models import HiddenMarkovModel
+    >>> x = torch.cat([torch.randn(50) - 3, torch.randn(50) + 3]).double()
+    >>> fit = pg.fit(HiddenMarkovModel(2), x, method="em", progress=False, max_iter=50)
+    >>> path = fit.predict(x)            # Viterbi path
+    >>> bool(path[0] != path[-1])
+    True
+    """
+
+    dtype = _F64
+    data_plate_name = "sequences"
+
+    def __init__(
+        self,
+        n_states: int,
+        emission: str = "gaussian",
+        covariance_type: str = "diag",
+        *,
+        n_symbols: int | None = None,
+        min_covar: float = 1e-3,
+        covars_prior: float = 1e-2,
+        prior_concentration: float = 1.0,
+    ) -> None:
+        if isinstance(n_states, bool) or not isinstance(n_states, int | np.integer) or n_states < 1:
+            raise ValueError(f"n_states must be a positive int; got {n_states!r}.")
+        if emission not in _EMISSIONS:
+            raise ValueError(f"emission must be one of {', '.join(map(repr, _EMISSIONS))}; got {emission!r}.")
+        if covariance_type not in _COVARIANCE_TYPES:
+            raise ValueError(
+                f"covariance_type must be one of {', '.join(map(repr, _COVARIANCE_TYPES))}; got {covariance_type!r}."
+            )
+        if n_symbols is not None and (
+            isinstance(n_symbols, bool) or not isinstance(n_symbols, int | np.integer) or n_symbols < 1
+        ):
+            raise ValueError(f"n_symbols must be a positive int or None; got {n_symbols!r}.")
+        for name, v in (("min_covar", min_covar), ("covars_prior", covars_prior)):
+            if not isinstance(v, int | float) or isinstance(v, bool) or v < 0 or not math.isfinite(v):
+                raise ValueError(f"{name} must be a non-negative number; got {v!r}.")
+        if not isinstance(prior_concentration, int | float) or not prior_concentration > 0:
+            raise ValueError(f"prior_concentration must be a positive number; got {prior_concentration!r}.")
+        self.n_states = int(n_states)
+        self.emission = emission
+        self.covariance_type = covariance_type
+        self.n_symbols = None if n_symbols is None else int(n_symbols)
+        self.min_covar = float(min_covar)
+        self.covars_prior = float(covars_prior)
+        self.prior_concentration = float(prior_concentration)
+
+    def get_config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments."""
+        return {
+            "n_states": self.n_states,
+            "emission": self.emission,
+            "covariance_type": self.covariance_type,
+            "n_symbols": self.n_symbols,
+            "min_covar": self.min_covar,
+            "covars_prior": self.covars_prior,
+            "prior_concentration": self.prior_concentration,
+        }
+
+    def __repr__(self) -> str:
+        extra = f", covariance_type={self.covariance_type!r}" if self.emission == "gaussian" else ""
+        return f"HiddenMarkovModel(n_states={self.n_states}, emission={self.emission!r}{extra})"
+
+    @property
+    def emission_sites(self) -> tuple[str, ...]:
+        """Names of the emission parameter sites."""
+        if self.emission == "categorical":
+            return ("probs",)
+        if self.emission == "poisson":
+            return ("rates",)
+        return ("locs", "scale_tril") if self.covariance_type in ("full", "tied") else ("locs", "scales")
+
+    # ------------------------------------------------------------------------------ data
+    def prepare_data(self, data: Any, argname: str = "data") -> SequenceData:
+        """Validate sequences and pad them into a :class:`SequenceData`.
+
+        Parameters
+        ----------
+        data : array-like, list of array-like, or SequenceData
+            One sequence ``(T,)`` or ``(T, d)``, or a list of them (lengths may differ).
+
+        Returns
+        -------
+        SequenceData
+
+        Raises
+        ------
+        TypeError
+            When ``data`` is not numeric array-like.
+        ValueError
+            Wrong dimension, empty sequences, NaN/inf, differing feature counts, symbols
+            outside the alphabet, negative or non-integer counts.
+        """
+        if isinstance(data, SequenceData):
+            self._check_values(data.values, data.lengths, argname)
+            return data
+        if data is None:
+            raise ValueError(f"{argname} is None; expected a sequence (T,) or (T, d), or a list of them.")
+        if isinstance(data, list | tuple) and len(data) > 0 and not _is_scalar(data[0]):
+            seqs, single = list(data), False
+        else:
+            seqs, single = [data], True
+        tensors = []
+        for i, s in enumerate(seqs):
+            name = argname if single else f"{argname}[{i}]"
+            try:
+                t = as_tensor(s, name, dtype=_F64)
+            except ValueError as err:
+                if "empty" in str(err):
+                    raise ValueError(
+                        f"{name} is an empty sequence (length 0); every sequence needs at least one time step."
+                    ) from None
+                raise
+            if t.dim() == 1:
+                t = t[:, None]
+            elif t.dim() != 2:
+                raise ValueError(
+                    f"{name} has shape {tuple(t.shape)}; expected one sequence of shape (T,) or (T, n_features), "
+                    "or a list of such sequences."
+                )
+            if t.shape[0] == 0:
+                raise ValueError(
+                    f"{name} is an empty sequence (length 0); every sequence needs at least one time step."
+                )
+            tensors.append(t)
+        if not tensors:
+            raise ValueError(f"{argname} is an empty list; expected at least one sequence.")
+        d = tensors[0].shape[1]
+        for i, t in enumerate(tensors):
+            if t.shape[1] != d:
+                raise ValueError(
+                    f"{argname}[{i}] has {t.shape[1]} features but {argname}[0] has {d}; "
+                    "every sequence needs the same number of features."
+                )
+        if self.emission == "categorical" and d != 1:
+            raise ValueError(
+                f"{argname} has {d} columns; categorical emissions expect one symbol per step, shape (T,) or (T, 1)."
+            )
+        lengths = torch.tensor([t.shape[0] for t in tensors], dtype=torch.long)
+        values = torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True)
+        if self.emission == "categorical":
+            self._check_symbols(values, argname)
+            values = values[..., 0].long()
+        elif self.emission == "poisson":
+            bad = (values < 0) | (values != torch.round(values))
+            if bool(bad.any()):
+                raise ValueError(
+                    f"{argname} has {int(bad.sum())} entries that are not non-negative integers "
+                    f"(e.g. {values[bad][0].item()!r}); Poisson emissions expect counts."
+                )
+        return SequenceData(values, lengths, single)
+
+    def _check_symbols(self, values: Tensor, argname: str) -> None:
+        bad = (values < 0) | (values != torch.round(values))
+        if bool(bad.any()):
+            raise ValueError(
+                f"{argname} holds {int(bad.sum())} values that are not symbols (non-negative integers), "
+                f"e.g. {values[bad][0].item()!r}."
+            )
+        if self.n_symbols is not None and bool((values >= self.n_symbols).any()):
+            raise ValueError(
+                f"{argname} holds symbol {int(values.max())}, outside the alphabet 0..{self.n_symbols - 1} "
+                f"(n_symbols={self.n_symbols})."
+            )
+
+    def _check_values(self, values: Tensor, lengths: Tensor, argname: str) -> None:
+        if bool((lengths < 1).any()):
+            raise ValueError(f"{argname} has an empty sequence; every sequence needs at least one time step.")
+
+    def num_items(self, data: Any) -> int:
+        """Number of sequences."""
+        return len(self._prepared(data))
+
+    def num_observations(self, data: Any) -> int:
+        """Total number of time steps (the ``n`` of hmmlearn's BIC)."""
+        return int(self._prepared(data).lengths.sum())
+
+    def observed_arrays(self, data: Any) -> dict[str, Tensor]:
+        """Observed data for ArviZ: the padded values (padded steps hold zeros)."""
+        return {"obs": self._prepared(data).values}
+
+    def _prepared(self, data: Any) -> SequenceData:
+        return data if isinstance(data, SequenceData) else self.prepare_data(data)
+
+    # ------------------------------------------------------------------------ emissions
+    def _check_params(self, data: SequenceData, params: Mapping[str, Tensor]) -> None:
+        missing = [k for k in ("initial", "transition", *self.emission_sites) if k not in params]
+        if missing:
+            raise ValueError(
+                f"params lacks site(s) {missing}; expected {['initial', 'transition', *self.emission_sites]}."
+            )
+        if self.emission == "categorical":
+            M = params["probs"].shape[-1]
+            top = int(data.values.max())
+            if top >= M:
+                raise ValueError(
+                    f"data holds symbol {top}, outside the fitted alphabet 0..{M - 1} ({M} symbols)."
+                )
+        else:
+            d = params["rates" if self.emission == "poisson" else "locs"].shape[-1]
+            if data.n_features != d:
+                raise ValueError(f"data has {data.n_features} features; the model was fitted with {d}.")
+
+    def _log_emission(self, data: SequenceData, params: Mapping[str, Tensor]) -> Tensor:
+        """``(N, T, K)`` emission log-densities (padded steps: garbage, masked later)."""
+        self._check_params(data, params)
+        K = self.n_states
+        if self.emission == "categorical":
+            logp = torch.log(params["probs"].to(_F64)).T.contiguous()  # (M, K)
+            return logp[data.values]
+        X = data.values.reshape(-1, data.n_features)
+        if self.emission == "poisson":
+            rates = params["rates"].to(_F64)
+            out = X @ torch.log(rates).T - rates.sum(-1) - torch.lgamma(X + 1.0).sum(-1, keepdim=True)
+            return out.reshape(data.values.shape[0], data.values.shape[1], K)
+        locs = params["locs"].to(_F64)
+        d = locs.shape[-1]
+        if self.covariance_type in ("full", "tied"):
+            Lc = params["scale_tril"].to(_F64).expand(K, d, d)
+            eye = torch.eye(d, dtype=_F64).expand(K, d, d)
+            Linv_t = torch.linalg.solve_triangular(Lc, eye, upper=False).transpose(-1, -2)  # (K, d, d)
+            z = torch.matmul(X, Linv_t) - torch.matmul(locs[:, None, :], Linv_t)  # (K, NT, d)
+            logdet = torch.log(torch.diagonal(Lc, dim1=-2, dim2=-1)).sum(-1)
+            out = (-0.5 * (z * z).sum(-1) - logdet[:, None] - 0.5 * d * math.log(2 * math.pi)).T
+        else:
+            scales = params["scales"].to(_F64)
+            if self.covariance_type == "spherical":
+                scales = scales[:, None].expand(K, d)
+            prec = scales.pow(-2)  # (K, d)
+            out = (
+                -0.5 * (X * X) @ prec.T
+                + X @ (locs * prec).T
+                - 0.5 * (locs * locs * prec).sum(-1)
+                - torch.log(scales).sum(-1)
+                - 0.5 * d * math.log(2 * math.pi)
+            )
+        return out.reshape(data.values.shape[0], data.values.shape[1], K)
+
+    # -------------------------------------------------------------------------- EM hooks
+    def em_defaults(self) -> dict[str, Any]:
+        """hmmlearn's defaults: 10 iterations, tol 1e-2 on the total log-likelihood."""
+        return {
+            "max_iter": 10,
+            "tol": 1e-2,
+            "n_init": 1,
+            "init": "random" if self.emission == "categorical" else "kmeans",
+        }
+
+    def em_convergence_scale(self, data: Any) -> float:
+        """1.0: the tolerance applies to the change of the total log-likelihood (hmmlearn)."""
+        return 1.0
+
+    def init_params(
+        self, data: Any, *, init: Any = "kmeans", generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """Starting values for Baum-Welch.
+
+        Parameters
+        ----------
+        data : SequenceData or array-like
+            Training sequences.
+        init : {"kmeans", "random"} or dict, default "kmeans"
+            ``"kmeans"``: uniform start and transitions (hmmlearn), Gaussian/Poisson means from
+            k-means++ and Lloyd iterations on all steps, every state's covariance the data
+            covariance plus ``min_covar``; ``"random"``: means drawn from the data.  Categorical
+            emission probabilities are uniform random rows normalised (either strategy).  A dict
+            gives starting values by site name; missing sites come from ``"kmeans"``.
+        generator : torch.Generator, optional
+            Source of randomness.
+
+        Raises
+        ------
+        ValueError
+            Unknown strategy, unknown site name, wrong shape, rows not summing to one,
+            non-positive-definite covariances.
+        """
+        data = self._prepared(data)
+        g = generator if generator is not None else torch.Generator().manual_seed(0)
+        given: dict[str, Any] = {}
+        if isinstance(init, Mapping):
+            given = dict(init)
+            strategy = "kmeans"
+        elif isinstance(init, str):
+            if init not in _INIT_STRATEGIES:
+                raise ValueError(
+                    f"init={init!r} is not a strategy; expected one of {_INIT_STRATEGIES} or a dict of starting values."
+                )
+            strategy = init
+        else:
+            raise TypeError(
+                f"init must be a strategy name or a dict of starting values; got {type(init).__name__}."
+            )
+        K = self.n_states
+        params: dict[str, Tensor] = {
+            "initial": torch.full((K,), 1.0 / K, dtype=_F64),
+            "transition": torch.full((K, K), 1.0 / K, dtype=_F64),
+        }
+        mask = data.mask
+        if self.emission == "categorical":
+            M = self.n_symbols or int(data.values.max()) + 1
+            if "probs" not in given:
+                p = torch.rand((K, M), generator=g, dtype=_F64)
+                params["probs"] = p / p.sum(-1, keepdim=True)
+        else:
+            X = data.values[mask]  # (n_steps, d)
+            if not ({"locs", "rates"} & set(given)):
+                centers = (
+                    _kmeans(X, K, g)
+                    if strategy == "kmeans"
+                    else X[torch.randperm(X.shape[0], generator=g)[:K]]
+                )
+                if centers.shape[0] < K:
+                    centers = centers[torch.arange(K) % centers.shape[0]]
+                if self.emission == "poisson":
+                    params["rates"] = centers.clamp_min(1e-3)
+                else:
+                    params["locs"] = centers
+            if self.emission == "gaussian" and not ({"scale_tril", "scales", "covars"} & set(given)):
+                d = X.shape[1]
+                cv = torch.cov(X.T).reshape(d, d) if X.shape[0] > 1 else torch.zeros(d, d, dtype=_F64)
+                cv = cv + self.min_covar * torch.eye(d, dtype=_F64)
+                params.update(self._covariance_sites(cv.expand(K, d, d)))
+        params.update(self._validate_init(given, data))
+        return params
+
+    def _covariance_sites(self, cov: Tensor) -> dict[str, Tensor]:
+        """Sites for per-state covariance matrices ``(K, d, d)`` (or ``(d, d)`` for tied)."""
+        if self.covariance_type == "full":
+            return {"scale_tril": torch.linalg.cholesky(cov)}
+        if self.covariance_type == "tied":
+            return {"scale_tril": torch.linalg.cholesky(cov if cov.dim() == 2 else cov[0])}
+        var = torch.diagonal(cov, dim1=-2, dim2=-1)
+        if self.covariance_type == "diag":
+            return {"scales": var.sqrt()}
+        return {"scales": var.mean(-1).sqrt()}
+
+    def _validate_init(self, given: Mapping[str, Any], data: SequenceData) -> dict[str, Tensor]:
+        K = self.n_states
+        allowed = {"initial", "transition", *self.emission_sites}
+        if self.emission == "gaussian":
+            allowed.add("covars")
+        unknown = set(given) - allowed
+        if unknown:
+            raise ValueError(
+                f"init has unknown site(s) {sorted(unknown)}; expected some of {sorted(allowed)}."
+            )
+        out: dict[str, Tensor] = {}
+        d = data.n_features
+        for name, value in given.items():
+            v = as_tensor(value, f"init[{name!r}]", dtype=_F64)
+            if name == "initial":
+                _expect_shape(v, (K,), name)
+                _expect_stochastic(v[None], name)
+            elif name == "transition":
+                _expect_shape(v, (K, K), name)
+                _expect_stochastic(v, name)
+            elif name == "probs":
+                M = self.n_symbols or v.shape[-1]
+                _expect_shape(v, (K, M), name)
+                _expect_stochastic(v, name)
+                if int(data.values.max()) >= M:
+                    raise ValueError(
+                        f"init['probs'] has {M} symbols but the data hold symbol {int(data.values.max())}."
+                    )
+            elif name in ("locs", "rates"):
+                _expect_shape(v, (K, d), name)
+                if name == "rates" and bool((v <= 0).any()):
+                    raise ValueError(f"init['rates'] must be positive; got min {float(v.min())!r}.")
+            elif name == "scales":
+                _expect_shape(v, (K, d) if self.covariance_type == "diag" else (K,), name)
+                if bool((v <= 0).any()):
+                    raise ValueError(f"init['scales'] must be positive; got min {float(v.min())!r}.")
+            elif name == "scale_tril":
+                _expect_shape(v, (K, d, d) if self.covariance_type == "full" else (d, d), name)
+                diag = torch.diagonal(v, dim1=-2, dim2=-1)
+                if bool((diag <= 0).any()) or not torch.equal(v, torch.tril(v)):
+                    raise ValueError("init['scale_tril'] must be lower triangular with a positive diagonal.")
+            elif name == "covars":
+                out.update(self._covars_from_hmmlearn(v, d))
+                continue
+            out[name] = v
+        return out
+
+    def _covars_from_hmmlearn(self, v: Tensor, d: int) -> dict[str, Tensor]:
+        K, ct = self.n_states, self.covariance_type
+        expected = {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[ct]
+        _expect_shape(v, expected, "covars")
+        if ct in ("diag", "spherical"):
+            if bool((v <= 0).any()):
+                raise ValueError(
+                    f"init['covars'] must be positive for covariance_type={ct!r}; got min {float(v.min())!r}."
+                )
+            return {"scales": v.sqrt()}
+        chol, info = torch.linalg.cholesky_ex(v)
+        if bool((info != 0).any()):
+            raise ValueError(f"init['covars'] must be symmetric positive definite (shape {expected}).")
+        return {"scale_tril": chol}
+
+    def e_step(self, data: Any, params: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], float]:
+        """Expected sufficient statistics and total log-likelihood at ``params``."""
+        data = self._prepared(data)
+        log_e = self._log_emission(data, params)
+        ll, gamma, xi = _forward_backward(
+            log_e, data.lengths, params["initial"].to(_F64), params["transition"].to(_F64)
+        )
+        assert gamma is not None and xi is not None
+        K = self.n_states
+        G = gamma.reshape(-1, K)
+        stats: dict[str, Tensor] = {
+            "start": gamma[:, 0].sum(0),
+            "trans": xi,
+            "post": G.sum(0),
+            "prev_initial": params["initial"],
+            "prev_transition": params["transition"],
+        }
+        if self.emission == "categorical":
+            M = params["probs"].shape[-1]
+            stats["counts"] = torch.zeros((M, K), dtype=_F64).index_add_(0, data.values.reshape(-1), G).T
+            stats["prev_probs"] = params["probs"]
+        else:
+            X = data.values.reshape(-1, data.n_features)
+            stats["obs"] = G.T @ X
+            if self.emission == "gaussian":
+                if self.covariance_type in ("full", "tied"):
+                    d = X.shape[1]
+                    stats["obs_outer"] = ((G[:, :, None] * X[:, None, :]).reshape(-1, K * d).T @ X).reshape(
+                        K, d, d
+                    )
+                else:
+                    stats["obs_sq"] = G.T @ (X * X)
+        return stats, float(ll.sum())
+
+    def m_step(self, data: Any, stats: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Closed-form maximiser (hmmlearn's update, with its ``covars_prior``)."""
+        params = {
+            "initial": _normalise(
+                stats["start"].clamp_min(0) * (stats["prev_initial"] != 0), stats["prev_initial"]
+            ),
+            "transition": _normalise(
+                stats["trans"].clamp_min(0) * (stats["prev_transition"] != 0), stats["prev_transition"]
+            ),
+        }
+        post = stats["post"]
+        if self.emission == "categorical":
+            params["probs"] = _normalise(stats["counts"].clamp_min(0), stats["prev_probs"])
+            return params
+        if self.emission == "poisson":
+            params["rates"] = stats["obs"] / post[:, None]
+            return params
+        means = stats["obs"] / post[:, None]
+        params["locs"] = means
+        prior = self.covars_prior
+        if self.covariance_type in ("full", "tied"):
+            om = stats["obs"][:, :, None] * means[:, None, :]
+            c_n = (
+                stats["obs_outer"]
+                - om
+                - om.transpose(-1, -2)
+                + means[:, :, None] * means[:, None, :] * post[:, None, None]
+            )
+            if self.covariance_type == "full":
+                cov = (prior + c_n) / post[:, None, None]
+            else:
+                cov = (prior + c_n.sum(0)) / post.sum()
+            params["scale_tril"] = torch.linalg.cholesky(cov)
+        else:
+            c_n = stats["obs_sq"] - 2 * means * stats["obs"] + means * means * post[:, None]
+            var = (prior + c_n) / post[:, None].clamp_min(1e-5)
+            params["scales"] = (var.mean(-1) if self.covariance_type == "spherical" else var).sqrt()
+        return params
+
+    # ---------------------------------------------------------------------- fit tools
+    def log_prob_items(self, data: Any, params: Mapping[str, Tensor]) -> Tensor:
+        """``(n_sequences,)`` log-likelihood of every sequence, states summed out."""
+        data = self._prepared(data)
+        ll, _, _ = _forward_backward(
+            self._log_emission(data, params),
+            data.lengths,
+            params["initial"].to(_F64),
+            params["transition"].to(_F64),
+            posteriors=False,
+        )
+        return ll
+
+    def latent_posterior(self, data: Any, params: Mapping[str, Tensor]) -> dict[str, Any]:
+        """``{"states": [ (T_i, n_states) marginals per sequence ]}`` (one tensor if one sequence)."""
+        data = self._prepared(data)
+        _, gamma, _ = _forward_backward(
+            self._log_emission(data, params),
+            data.lengths,
+            params["initial"].to(_F64),
+            params["transition"].to(_F64),
+        )
+        assert gamma is not None
+        out = [gamma[i, : int(n)] for i, n in enumerate(data.lengths)]
+        return {"states": out[0] if data.single else out}
+
+    def viterbi(self, data: Any, params: Mapping[str, Tensor]) -> tuple[list[Tensor], Tensor]:
+        """Viterbi paths and their joint log-probabilities ``log p(x, z*)`` per sequence."""
+        data = self._prepared(data)
+        paths, scores = _viterbi(
+            self._log_emission(data, params),
+            data.lengths,
+            torch.log(params["initial"].to(_F64)),
+            torch.log(params["transition"].to(_F64)),
+        )
+        return [paths[i, : int(n)] for i, n in enumerate(data.lengths)], scores
+
+    def latent_map(self, data: Any, params: Mapping[str, Tensor]) -> dict[str, Any]:
+        """``{"states": [Viterbi path per sequence]}`` (the path itself if one sequence)."""
+        data = self._prepared(data)
+        paths, _ = self.viterbi(data, params)
+        return {"states": paths[0] if data.single else paths}
+
+    def num_parameters(self, params: Mapping[str, Tensor], data: Any) -> int:
+        """Free parameters, counted as hmmlearn's ``_get_n_fit_scalars_per_param``."""
+        K = self.n_states
+        k = (K - 1) + K * (K - 1)
+        if self.emission == "categorical":
+            return k + K * (params["probs"].shape[-1] - 1)
+        if self.emission == "poisson":
+            return k + K * params["rates"].shape[-1]
+        d = params["locs"].shape[-1]
+        cov = {"spherical": K, "diag": K * d, "full": K * d * (d + 1) // 2, "tied": d * (d + 1) // 2}
+        return k + K * d + cov[self.covariance_type]
+
+    def sample_items(
+        self,
+        n: int,
+        params: Mapping[str, Tensor],
+        *,
+        generator: torch.Generator | None = None,
+        length: int = 100,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Draw ``n`` sequences of ``length`` steps.
+
+        Returns
+        -------
+        dict
+            ``{"data": list of n tensors, "states": list of n int64 paths}``; each sequence has
+            shape ``(length,)`` (categorical, or one feature) or ``(length, n_features)``.
+        """
+        if kwargs:
+            raise TypeError(f"unexpected option(s) {sorted(kwargs)}; HiddenMarkovModel.sample takes length=.")
+        if isinstance(length, bool) or not isinstance(length, int | np.integer) or length < 1:
+            raise ValueError(f"length must be a positive int; got {length!r}.")
+        g = generator if generator is not None else torch.Generator().manual_seed(0)
+        init = params["initial"].to(_F64)
+        cum = torch.cumsum(params["transition"].to(_F64), -1)
+        z = torch.multinomial(init.expand(n, -1), 1, generator=g)[:, 0]
+        u = torch.rand((n, int(length)), generator=g, dtype=_F64)
+        states = torch.empty((n, int(length)), dtype=torch.long)
+        states[:, 0] = z
+        K = self.n_states
+        for t in range(1, int(length)):
+            z = torch.searchsorted(cum[z], u[:, t : t + 1])[:, 0].clamp_max(K - 1)
+            states[:, t] = z
+        flat = states.reshape(-1)
+        if self.emission == "categorical":
+            y = torch.multinomial(params["probs"].to(_F64)[flat], 1, generator=g)[:, 0].reshape(n, -1)
+        elif self.emission == "poisson":
+            y = torch.poisson(params["rates"].to(_F64)[flat], generator=g).reshape(n, int(length), -1)
+        else:
+            locs = params["locs"].to(_F64)
+            d = locs.shape[-1]
+            eps = torch.randn((flat.shape[0], d), generator=g, dtype=_F64)
+            if self.covariance_type == "full":
+                noise = (params["scale_tril"].to(_F64)[flat] @ eps[:, :, None])[..., 0]
+            elif self.covariance_type == "tied":
+                noise = eps @ params["scale_tril"].to(_F64).T
+            elif self.covariance_type == "diag":
+                noise = eps * params["scales"].to(_F64)[flat]
+            else:
+                noise = eps * params["scales"].to(_F64)[flat][:, None]
+            y = (locs[flat] + noise).reshape(n, int(length), d)
+        if y.dim() == 3 and y.shape[-1] == 1:
+            y = y[..., 0]
+        return {"data": list(y.unbind(0)), "states": list(states.unbind(0))}
+
+    def align_posterior(self, posterior: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Relabel every draw's states in a canonical order (against label switching).
+
+        States are sorted by the first coordinate of their mean (Gaussian ``locs``, Poisson
+        ``rates``) or by their mean symbol (categorical).
+        """
+        if "transition" not in posterior:
+            return posterior
+        lead = posterior["transition"].shape[:-2]
+        flat = {k: v.reshape((-1,) + tuple(v.shape[len(lead) :])) for k, v in posterior.items()}
+        if self.emission == "categorical":
+            p = flat["probs"]
+            key = (p * torch.arange(p.shape[-1], dtype=p.dtype)).sum(-1)
+        else:
+            key = flat["rates" if self.emission == "poisson" else "locs"][..., 0]
+        perm = torch.argsort(key, -1)  # (S, K)
+        S = perm.shape[0]
+        ar = torch.arange(S)[:, None]
+        out = dict(flat)
+        out["initial"] = flat["initial"][ar, perm]
+        out["transition"] = flat["transition"][ar[:, :, None], perm[:, :, None], perm[:, None, :]]
+        for name in self.emission_sites:
+            v = flat[name]
+            if name == "scale_tril" and self.covariance_type == "tied":
+                continue
+            out[name] = v[ar, perm]
+        return {k: v.reshape(tuple(lead) + tuple(v.shape[1:])) for k, v in out.items()}
+
+    # ----------------------------------------------------------------------- Pyro pair
+    def _hyper(self, data: SequenceData | None) -> dict[str, Tensor]:
+        if data is None or self.emission == "categorical":
+            d = 1 if data is None else data.n_features
+            return {"center": torch.zeros(d, dtype=_F64), "spread": torch.ones(d, dtype=_F64)}
+        X = data.values[data.mask]
+        center = X.mean(0)
+        spread = X.std(0) if X.shape[0] > 1 else torch.ones_like(center)
+        spread = torch.where(spread > 0, spread, 1e-3 * (1.0 + center.abs()))
+        return {"center": center, "spread": spread}
+
+    def _emission_priors(self, hyper: Mapping[str, Tensor], n_symbols: int) -> dict[str, Any]:
+        K = self.n_states
+        center, spread = hyper["center"], hyper["spread"]
+        d = center.shape[0]
+        if self.emission == "categorical":
+            conc = torch.full((K, n_symbols), self.prior_concentration, dtype=_F64)
+            return {"probs": dist.Dirichlet(conc).to_event(1)}
+        if self.emission == "poisson":
+            mean = center.clamp_min(1e-3).expand(K, d)
+            return {"rates": dist.Gamma(torch.full_like(mean, 2.0), 2.0 / mean).to_event(2)}
+        priors: dict[str, Any] = {
+            "locs": dist.Normal(center.expand(K, d), 10.0 * spread.expand(K, d)).to_event(2)
+        }
+        if self.covariance_type == "full":
+            priors["scale_tril"] = _CholeskyPrior(spread).expand((K,)).to_event(1)
+        elif self.covariance_type == "tied":
+            priors["scale_tril"] = _CholeskyPrior(spread)
+        elif self.covariance_type == "diag":
+            priors["scales"] = dist.LogNormal(torch.log(spread).expand(K, d), 1.0).to_event(2)
+        else:
+            priors["scales"] = dist.LogNormal(torch.log(spread).mean().expand(K), 1.0).to_event(1)
+        return priors
+
+    def _emission_dist(self, em: Mapping[str, Tensor]) -> Any:
+        """Observation distribution with batch shape ``(K,)``."""
+        if self.emission == "categorical":
+            return dist.Categorical(probs=em["probs"])
+        if self.emission == "poisson":
+            return dist.Poisson(em["rates"]).to_event(1)
+        locs = em["locs"]
+        K, d = locs.shape
+        if self.covariance_type in ("full", "tied"):
+            return dist.MultivariateNormal(locs, scale_tril=em["scale_tril"].expand(K, d, d))
+        scales = em["scales"] if self.covariance_type == "diag" else em["scales"][:, None].expand(K, d)
+        return dist.Normal(locs, scales).to_event(1)
+
+    def model(self, data: Any = None, *, length: int = 100, num_sequences: int = 1) -> Tensor:
+        """Pyro model: priors on every site, hidden states summed out by ``DiscreteHMM``.
+
+        With ``data=None`` it generates ``num_sequences`` sequences of ``length`` steps (states
+        sampled as ``"states_{t}"``, observations as ``"obs_{t}"``) and returns them stacked.
+        """
+        if data is not None and not isinstance(data, SequenceData):
+            data = self.prepare_data(data)
+        K = self.n_states
+        conc = self.prior_concentration
+        initial = pyro.sample("initial", dist.Dirichlet(torch.full((K,), conc, dtype=_F64)))
+        transition = pyro.sample(
+            "transition", dist.Dirichlet(torch.full((K, K), conc, dtype=_F64)).to_event(1)
+        )
+        if self.emission == "categorical":
+            M = self.n_symbols or (int(data.values.max()) + 1 if data is not None else 2)
+        else:
+            M = 0
+        em = {
+            name: pyro.sample(name, prior)
+            for name, prior in self._emission_priors(self._hyper(data), M).items()
+        }
+        obs_dist = self._emission_dist(em)
+        if data is None:
+            return self._generate(initial, transition, em, length, num_sequences)
+        N, T = data.values.shape[:2]
+        mask = data.mask
+        log_trans = torch.log(transition)
+        log_eye = torch.full((K, K), -1e30, dtype=_F64).fill_diagonal_(0.0)
+        steps = torch.where(mask[:, :, None, None], log_trans, log_eye)
+        first = torch.log(initial).expand(N, 1, K, K)
+        steps = torch.cat([first, steps[:, 1:]], 1)
+        hmm = _SequenceHMM(torch.zeros(K, dtype=_F64), steps, obs_dist.mask(mask[..., None]))
+        with pyro.plate("sequences", N):
+            return pyro.sample("obs", hmm, obs=data.values)
+
+    def _generate(
+        self, initial: Tensor, transition: Tensor, em: Mapping[str, Tensor], length: int, n: int
+    ) -> Tensor:
+        ys = []
+        with pyro.plate("sequences", n):
+            z = None
+            for t in pyro.markov(range(int(length))):
+                probs = initial if z is None else transition[z]
+                z = pyro.sample(f"states_{t}", dist.Categorical(probs))
+                if self.emission == "categorical":
+                    fn = dist.Categorical(probs=em["probs"][z])
+                elif self.emission == "poisson":
+                    fn = dist.Poisson(em["rates"][z]).to_event(1)
+                else:
+                    sub = {
+                        k: (v[z] if not (k == "scale_tril" and self.covariance_type == "tied") else v)
+                        for k, v in em.items()
+                    }
+                    if self.covariance_type in ("full", "tied"):
+                        fn = dist.MultivariateNormal(sub["locs"], scale_tril=sub["scale_tril"])
+                    else:
+                        sc = (
+                            sub["scales"]
+                            if self.covariance_type == "diag"
+                            else sub["scales"][:, None].expand_as(sub["locs"])
+                        )
+                        fn = dist.Normal(sub["locs"], sc).to_event(1)
+                ys.append(pyro.sample(f"obs_{t}", fn))
+        return torch.stack(ys, 1)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _is_scalar(x: Any) -> bool:
+    if isinstance(x, Tensor | np.ndarray):
+        return x.ndim == 0
+    return isinstance(x, int | float | np.number)
+
+
+def _expect_shape(v: Tensor, shape: Sequence[int], name: str) -> None:
+    if tuple(v.shape) != tuple(shape):
+        raise ValueError(f"init[{name!r}] has shape {tuple(v.shape)}; expected {tuple(shape)}.")
+
+
+def _expect_stochastic(v: Tensor, name: str) -> None:
+    if bool((v < 0).any()):
+        raise ValueError(
+            f"init[{name!r}] has negative entries (min {float(v.min())!r}); probabilities must be >= 0."
+        )
+    sums = v.sum(-1)
+    bad = (sums - 1).abs() > _ROW_SUM_ATOL
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        what = "sums" if v.shape[0] == 1 else f"row {i} sums"
+        raise ValueError(
+            f"init[{name!r}] must have rows summing to 1 (within {_ROW_SUM_ATOL:g}); {what} to {float(sums[i]):.6g}."
+        )
+
+
+def _normalise(x: Tensor, fallback: Tensor) -> Tensor:
+    s = x.sum(-1, keepdim=True)
+    return torch.where(s > 0, x / torch.where(s > 0, s, torch.ones_like(s)), fallback.to(x.dtype))
+
+
+def _kmeans(X: Tensor, k: int, g: torch.Generator, n_iter: int = 20, max_points: int = 20000) -> Tensor:
+    """k-means++ seeding and Lloyd iterations (on a subsample of at most ``max_points``)."""
+    if X.shape[0] > max_points:
+        X = X[torch.randperm(X.shape[0], generator=g)[:max_points]]
+    n = X.shape[0]
+    centers = X[torch.randint(n, (1,), generator=g)]
+    d2 = ((X - centers[0]) ** 2).sum(-1)
+    for _ in range(1, min(k, n)):
+        p = d2 / d2.sum() if float(d2.sum()) > 0 else torch.full_like(d2, 1.0 / n)
+        c = X[torch.multinomial(p, 1, generator=g)]
+        centers = torch.cat([centers, c])
+        d2 = torch.minimum(d2, ((X - c[0]) ** 2).sum(-1))
+    for _ in range(n_iter):
+        lab = torch.cdist(X, centers).argmin(-1)
+        new = torch.zeros_like(centers).index_add_(0, lab, X)
+        cnt = torch.bincount(lab, minlength=centers.shape[0]).to(X.dtype)
+        new = torch.where(cnt[:, None] > 0, new / cnt.clamp_min(1)[:, None], centers)
+        if torch.allclose(new, centers):
+            break
+        centers = new
+    return centers
