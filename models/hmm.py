@@ -86,10 +86,30 @@ class SequenceData:
 
 # ------------------------------------------------------------------------ blocked recursions
 def _block_length(T: int) -> int:
-    """Steps per block: whole sequences when short, about sqrt(T) when long."""
-    if T <= 1024:
-        return T
-    return int(max(256, math.ceil(math.sqrt(4.0 * T))))
+    """Steps per block: whole sequences when short, 256 when long."""
+    return T if T <= 512 else 256
+
+
+def _padded_length(T: int) -> int:
+    """Length that sequences of at most ``T`` steps are padded to: a whole number of blocks."""
+    L = _block_length(T)
+    return -(-T // L) * L
+
+
+def _layout(lengths: Tensor, T: int) -> tuple[int, int, int, Tensor, Tensor, Tensor]:
+    """Blocking of ``N`` padded sequences: ``(L, Bs, Tp, mask, first, last, empty)`` pieces.
+
+    Returns block length ``L``, blocks per sequence ``Bs``, padded length ``Tp = Bs * L``, the
+    ``(N, Tp)`` mask of real steps, and per block (``N * Bs``) whether it is the first block of
+    its sequence, the last one, or holds no real step.
+    """
+    L = _block_length(T)
+    Bs = -(-T // L)
+    Tp = Bs * L
+    mask = torch.arange(Tp)[None, :] < lengths[:, None]
+    j = torch.arange(Bs).repeat(lengths.shape[0])
+    empty = (torch.arange(Bs)[None, :] * L >= lengths[:, None]).reshape(-1)
+    return L, Bs, Tp, mask, torch.stack([j == 0, j == Bs - 1]), empty
 
 
 def _pad_time(x: Tensor, Tp: int, value: float) -> Tensor:
@@ -100,26 +120,14 @@ def _pad_time(x: Tensor, Tp: int, value: float) -> Tensor:
     return torch.cat([x, pad], 1)
 
 
-def _block_flags(lengths: Tensor, Bs: int, L: int, reverse: bool, Tp: int) -> tuple[Tensor, Tensor]:
-    """(first, empty) flags of the ``N * Bs`` blocks: first block of a sequence, no real step."""
-    N = lengths.shape[0]
-    j = torch.arange(Bs).repeat(N)
-    first = j == 0
-    lo = torch.arange(Bs) * L  # block start in (possibly reversed) padded time
-    if reverse:  # real steps occupy [Tp - len, Tp)
-        real_lo = (Tp - lengths)[:, None]
-        empty = (lo[None, :] + L) <= real_lo
-    else:
-        empty = lo[None, :] >= lengths[:, None]
-    return first, empty.reshape(-1)
-
-
 def _chain_scan(
     step: Callable[[Tensor, Tensor], tuple[Tensor, Tensor | None]],
     xs: Tensor,
     start: Tensor,
     fixed: Tensor,
     close: Callable[[Tensor, Tensor], Tensor],
+    *,
+    reverse: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Run ``carry <- step(carry, x_t)`` along every block, blocks chained end to start.
 
@@ -133,9 +141,11 @@ def _chain_scan(
         ``(M, K)`` starting carries; exact where ``fixed``, a guess elsewhere.
     fixed : Tensor
         ``(M,)`` bool: blocks whose start is exact (or irrelevant).  Every other block ``m``
-        starts from the carry that leaves block ``m - 1``.
+        starts from the carry that leaves block ``m - 1`` (``m + 1`` when ``reverse``).
     close : callable
-        Elementwise agreement test of two carries.
+        Agreement test of two ``(M', K)`` carries, one bool per row.
+    reverse : bool
+        Run backwards in time (steps ``L - 1 .. 0``, blocks chained from the right).
 
     Returns
     -------
@@ -145,10 +155,11 @@ def _chain_scan(
         ``(M, L, ...)`` auxiliary output of every step.
     """
     M, L = xs.shape[:2]
+    order = range(L - 1, -1, -1) if reverse else range(L)
     carries = start.new_empty((M, L) + tuple(start.shape[1:]))
     aux: Tensor | None = None
     carry = start
-    for t in range(L):
+    for t in order:
         carries[:, t] = carry
         carry, a = step(carry, xs[:, t])
         if a is not None:
@@ -160,18 +171,18 @@ def _chain_scan(
     free = ~fixed
     if not bool(free.any()):
         return carries, aux
-    while True:
-        proposal = torch.roll(end, 1, 0)
-        changed = free & ~close(proposal, used).reshape(M, -1).all(-1)
+    for _ in range(M + 1):  # exactness needs at most one round per block
+        proposal = torch.roll(end, -1 if reverse else 1, 0)
+        changed = free & ~close(proposal, used)
         idx = changed.nonzero().squeeze(-1)
         if idx.numel() == 0:
-            return carries, aux
+            break
         carry = proposal[idx]
         used[idx] = carry
         x_sub = xs[idx]
         met = False
-        for t in range(L):
-            if t >= 2 and t % 2 == 0 and bool(close(carry, carries[idx, t]).all()):
+        for n, t in enumerate(order):
+            if n >= 2 and n % 2 == 0 and bool(close(carry, carries[idx, t]).all()):
                 met = True
                 break
             carries[idx, t] = carry
@@ -180,24 +191,21 @@ def _chain_scan(
                 aux[idx, t] = a
         if not met:
             end[idx] = carry
+    return carries, aux
 
 
 def _close_linear(a: Tensor, b: Tensor) -> Tensor:
-    return (a - b).abs() <= _RTOL * b.abs() + _TINY
+    return ((a - b).abs() <= _RTOL * b.abs() + _TINY).all(-1)
 
 
 def _close_log(a: Tensor, b: Tensor) -> Tensor:
-    both_impossible = (a < 0.5 * _LOG_FLOOR) & (b < 0.5 * _LOG_FLOOR)
-    return ((a - b).abs() <= 1e-10 * (1.0 + b.abs())) | both_impossible
-
-
-def _scaled_emissions(log_e: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """``exp(log_e - max)`` per step (ones on padded steps) and the subtracted max (0 there)."""
-    mx = log_e.amax(-1)
-    mx = torch.where(torch.isfinite(mx) & mask, mx, torch.zeros((), dtype=mx.dtype))
-    e = torch.exp(log_e - mx[..., None])
-    e = torch.where(mask[..., None], e, torch.ones((), dtype=e.dtype))
-    return e, mx
+    """Equal up to a constant shift, ignoring states impossible in both."""
+    diff = a - b
+    top = torch.maximum(a.amax(-1, keepdim=True), b.amax(-1, keepdim=True))
+    possible = (a > top + 0.5 * _LOG_FLOOR) | (b > top + 0.5 * _LOG_FLOOR)
+    ref = torch.where(possible, diff, -math.inf).amax(-1, keepdim=True)
+    ok = (diff - ref).abs() <= 1e-10 * (1.0 + b.abs())
+    return (ok | ~possible).all(-1)
 
 
 def _forward_backward(
@@ -208,7 +216,7 @@ def _forward_backward(
     Parameters
     ----------
     log_e : Tensor
-        ``(N, T, K)`` emission log-densities (anything on padded steps).
+        ``(N, T, K)`` emission log-densities (anything on padded steps); used as scratch.
     lengths : Tensor
         ``(N,)`` sequence lengths.
     initial, transition : Tensor
@@ -226,46 +234,49 @@ def _forward_backward(
         ``(K, K)`` expected transition counts summed over sequences and steps.
     """
     N, T, K = log_e.shape
-    L = _block_length(T)
-    Bs = -(-T // L)
-    Tp = Bs * L
-    mask = torch.arange(Tp)[None, :] < lengths[:, None]
-    e, mx = _scaled_emissions(_pad_time(log_e, Tp, 0.0), mask)
+    L, Bs, Tp, mask, (first, last), empty = _layout(lengths, T)
+    log_e = _pad_time(log_e, Tp, 0.0)
+    ragged = bool((lengths < Tp).any())
+    if ragged:
+        log_e[~mask] = 0.0  # scratch tensor: padded steps emit with probability one
+    mx = log_e.amax(-1, keepdim=True).clamp_min(-1e300)
+    e = torch.exp(log_e - mx)  # padded steps: exactly 1
     A = transition
-    At = transition.T.contiguous()
 
     def fwd(p: Tensor, x: Tensor) -> tuple[Tensor, None]:
         a = p * x
-        return (a / a.sum(-1, keepdim=True).clamp_min(_TINY)) @ A, None
+        return (a @ A) / a.sum(-1, keepdim=True).clamp_min(_TINY), None
 
-    first, empty = _block_flags(lengths, Bs, L, False, Tp)
     start = initial.expand(N * Bs, K).clone()
     start[~first] = 1.0 / K
-    P, _ = _chain_scan(fwd, e.reshape(N * Bs, L, K), start, first | empty, _close_linear)
-    P = P.reshape(N, Tp, K)
-    a = P * e
+    P, _ = _chain_scan(fwd, e.view(N * Bs, L, K), start, first | empty, _close_linear)
+    a = P.view(N, Tp, K) * e
     c = a.sum(-1)
-    logc = torch.where(mask, torch.log(c) + mx, torch.zeros((), dtype=c.dtype))
+    logc = torch.log(c) + mx[..., 0]
+    if ragged:
+        logc = torch.where(mask, logc, torch.zeros((), dtype=c.dtype))
     log_lik = logc.sum(1)
     if not posteriors:
         return log_lik, None, None
+    At = transition.T.contiguous()
 
     def bwd(q: Tensor, x: Tensor) -> tuple[Tensor, None]:
         b = (x * q) @ At
         return b / b.sum(-1, keepdim=True).clamp_min(_TINY), None
 
-    first_b, empty_b = _block_flags(lengths, Bs, L, True, Tp)
     start_b = torch.full((N * Bs, K), 1.0 / K, dtype=e.dtype)
-    e_rev = e.flip(1).reshape(N * Bs, L, K)
-    Q, _ = _chain_scan(bwd, e_rev, start_b, first_b | empty_b, _close_linear)
-    beta = Q.reshape(N, Tp, K).flip(1)
-    alpha = a / c.clamp_min(_TINY)[..., None]
-    ab = alpha * beta
-    norm = ab.sum(-1, keepdim=True).clamp_min(_TINY)
-    maskf = mask[..., None].to(e.dtype)
-    gamma = ab / norm * maskf
-    w = e * beta / (c[..., None].clamp_min(_TINY) * norm) * maskf
-    xi_sum = A * (alpha[:, :-1].reshape(-1, K).T @ w[:, 1:].reshape(-1, K))
+    Q, _ = _chain_scan(bwd, e.view(N * Bs, L, K), start_b, last | empty, _close_linear, reverse=True)
+    beta = Q.view(N, Tp, K)
+    ab = a * beta
+    norm = ab.sum(-1)
+    inf = torch.full((), math.inf, dtype=c.dtype)
+    den = torch.where(mask, norm, inf)
+    gamma = ab / den[..., None]
+    # xi_t(i, j) = alpha_{t-1}(i) A_ij e_t(j) beta_t(j) / (c_{t-1} <a_t, beta_t>); a = c * alpha
+    c_prev = torch.cat([torch.ones((N, 1), dtype=c.dtype), c[:, :-1]], 1)
+    den2 = torch.where(mask & (torch.arange(Tp) > 0), norm * c_prev, inf)
+    w = e * beta / den2[..., None]
+    xi_sum = A * (a.view(-1, K)[:-1].T @ w.view(-1, K)[1:])
     return log_lik, gamma[:, :T], xi_sum
 
 
@@ -282,51 +293,50 @@ def _viterbi(
         ``(N,)`` log-probability of each sequence jointly with its best path.
     """
     N, T, K = log_e.shape
-    L = _block_length(T)
-    Bs = -(-T // L)
-    Tp = Bs * L
-    mask = torch.arange(Tp)[None, :] < lengths[:, None]
-    le = _pad_time(log_e, Tp, 0.0).clamp_min(_LOG_FLOOR)
-    le = torch.where(mask[..., None], le, torch.zeros((), dtype=le.dtype))
+    L, Bs, Tp, mask, (first, _), empty = _layout(lengths, T)
+    le = _pad_time(log_e, Tp, 0.0).clamp_min_(_LOG_FLOOR)  # the caller's scratch tensor
+    if bool((lengths < Tp).any()):
+        le[~mask] = 0.0
     logA = log_transition.clamp_min(_LOG_FLOOR)
 
     def vstep(h: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-        d = h + x
-        d = d - d.amax(-1, keepdim=True)
-        val, arg = (d.unsqueeze(-1) + logA).max(dim=-2)
-        return val, arg
+        return ((h + x).unsqueeze(-1) + logA).max(dim=-2)
 
-    first, empty = _block_flags(lengths, Bs, L, False, Tp)
     start = log_initial.clamp_min(_LOG_FLOOR).expand(N * Bs, K).clone()
     start[~first] = 0.0
-    H, psi = _chain_scan(vstep, le.reshape(N * Bs, L, K), start, first | empty, _close_log)
+    H, psi = _chain_scan(vstep, le.view(N * Bs, L, K), start, first | empty, _close_log)
     assert psi is not None
-    D = H.reshape(N, Tp, K) + le
-    m = D.amax(-1)
-    scores = torch.where(mask, m, torch.zeros((), dtype=m.dtype)).sum(1)
     # backpointers into padded steps are the identity, so a block's last state is the state
     # at its sequence's last real step
     ar_k = torch.arange(K)
-    psi = psi.reshape(N, Tp, K)
-    into_pad = torch.arange(Tp)[None, :] >= (lengths[:, None] - 1)
-    psi = torch.where(into_pad[..., None], ar_k, psi).reshape(N * Bs, L, K)
+    ar_n = torch.arange(N)
+    if Tp > T or bool((lengths < T).any()):
+        into_pad = torch.arange(Tp)[None, :] >= (lengths[:, None] - 1)
+        psi.view(N, Tp, K)[into_pad] = ar_k
     R = torch.empty((N * Bs, L, K), dtype=torch.long)
     cur = ar_k.expand(N * Bs, K)
     for t in range(L - 1, -1, -1):
         R[:, t] = cur
         if t > 0:
             cur = torch.gather(psi[:, t - 1], 1, cur)
-    R = R.reshape(N, Bs, L, K)
-    psi4 = psi.reshape(N, Bs, L, K)
-    ar_n = torch.arange(N)
-    s = D[ar_n, lengths - 1].argmax(-1)
+    R = R.view(N, Bs, L, K)
+    psi4 = psi.view(N, Bs, L, K)
+    last_step = lengths - 1
+    s = (H.view(N, Tp, K)[ar_n, last_step] + le[ar_n, last_step]).argmax(-1)
     s_end = torch.empty((N, Bs), dtype=torch.long)
     for b in range(Bs - 1, -1, -1):
         s_end[:, b] = s
         if b > 0:
             s = psi4[ar_n, b - 1, L - 1, R[ar_n, b, 0, s]]
-    paths = torch.gather(R, 3, s_end[:, :, None, None].expand(N, Bs, L, 1)).reshape(N, Tp)
-    return paths[:, :T], scores
+    paths = torch.gather(R, 3, s_end[:, :, None, None].expand(N, Bs, L, 1)).view(N, Tp)[:, :T]
+    # score of the path itself: log p(z_0) + sum log A + sum log e along it
+    z_prev, z_next = paths[:, :-1], paths[:, 1:]
+    step_mask = mask[:, 1:T]
+    trans = torch.where(step_mask, log_transition[z_prev, z_next], torch.zeros((), dtype=le.dtype))
+    emit = torch.gather(log_e, 2, paths[..., None])[..., 0]
+    emit = torch.where(mask[:, :T], emit, torch.zeros((), dtype=le.dtype))
+    scores = log_initial[paths[:, 0]] + trans.sum(1) + emit.sum(1)
+    return paths, scores
 
 
 # ------------------------------------------------------------------------- Pyro helpers
@@ -598,6 +608,7 @@ class HiddenMarkovModel(GenerativeModel):
             )
         lengths = torch.tensor([t.shape[0] for t in tensors], dtype=torch.long)
         values = torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True)
+        values = _pad_time(values, _padded_length(values.shape[1]), 0.0)
         if self.emission == "categorical":
             self._check_symbols(values, argname)
             values = values[..., 0].long()
@@ -679,9 +690,12 @@ class HiddenMarkovModel(GenerativeModel):
             Lc = params["scale_tril"].to(_F64).expand(K, d, d)
             eye = torch.eye(d, dtype=_F64).expand(K, d, d)
             Linv_t = torch.linalg.solve_triangular(Lc, eye, upper=False).transpose(-1, -2)  # (K, d, d)
-            z = torch.matmul(X, Linv_t) - torch.matmul(locs[:, None, :], Linv_t)  # (K, NT, d)
+            # whitened residuals of every state side by side: one (NT, d) x (d, K d) product
+            W = Linv_t.permute(1, 0, 2).reshape(d, K * d)
+            shift = -torch.matmul(locs[:, None, :], Linv_t).reshape(K * d)
+            z2 = torch.addmm(shift, X, W).square_().view(-1, K, d).sum(-1)
             logdet = torch.log(torch.diagonal(Lc, dim1=-2, dim2=-1)).sum(-1)
-            out = (-0.5 * (z * z).sum(-1) - logdet[:, None] - 0.5 * d * math.log(2 * math.pi)).T
+            out = -0.5 * z2 - (logdet + 0.5 * d * math.log(2 * math.pi))
         else:
             scales = params["scales"].to(_F64)
             if self.covariance_type == "spherical":
@@ -883,9 +897,12 @@ class HiddenMarkovModel(GenerativeModel):
             if self.emission == "gaussian":
                 if self.covariance_type in ("full", "tied"):
                     d = X.shape[1]
-                    stats["obs_outer"] = ((G[:, :, None] * X[:, None, :]).reshape(-1, K * d).T @ X).reshape(
-                        K, d, d
-                    )
+                    i, j = torch.triu_indices(d, d)
+                    upper = G.T @ (X[:, i] * X[:, j])  # (K, d (d + 1) / 2)
+                    outer = torch.empty((K, d, d), dtype=_F64)
+                    outer[:, i, j] = upper
+                    outer[:, j, i] = upper
+                    stats["obs_outer"] = outer
                 else:
                     stats["obs_sq"] = G.T @ (X * X)
         return stats, float(ll.sum())
