@@ -96,20 +96,54 @@ def _padded_length(T: int) -> int:
     return -(-T // L) * L
 
 
-def _layout(lengths: Tensor, T: int) -> tuple[int, int, int, Tensor, Tensor, Tensor]:
-    """Blocking of ``N`` padded sequences: ``(L, Bs, Tp, mask, first, last, empty)`` pieces.
+@dataclass(frozen=True, eq=False)
+class _Layout:
+    """How ``N`` padded sequences of ``Tp`` steps are cut into ``M = N * Bs`` blocks of ``L``.
 
-    Returns block length ``L``, blocks per sequence ``Bs``, padded length ``Tp = Bs * L``, the
-    ``(N, Tp)`` mask of real steps, and per block (``N * Bs``) whether it is the first block of
-    its sequence, the last one, or holds no real step.
+    Block arrays are time-major, ``(L, M, ...)``: block ``m = n * Bs + j`` holds steps
+    ``j * L .. (j + 1) * L - 1`` of sequence ``n``, and every step of the scans touches one
+    contiguous ``(M, ...)`` slab.
     """
+
+    N: int
+    L: int
+    Bs: int
+    lengths: Tensor
+    mask: Tensor  # (L, M) bool, real steps
+    first: Tensor  # (M,) first block of its sequence
+    last: Tensor  # (M,) last block of its sequence
+    empty: Tensor  # (M,) block without a real step
+    ragged: bool  # some padded step exists
+
+    @property
+    def M(self) -> int:
+        return self.N * self.Bs
+
+    @property
+    def Tp(self) -> int:
+        return self.Bs * self.L
+
+    def to_blocks(self, x: Tensor) -> Tensor:
+        """``(N, Tp, ...)`` -> ``(L, M, ...)``."""
+        return x.reshape((self.M, self.L) + tuple(x.shape[2:])).transpose(0, 1).contiguous()
+
+    def from_blocks(self, x: Tensor) -> Tensor:
+        """``(L, M, ...)`` -> ``(N, Tp, ...)``."""
+        return x.transpose(0, 1).reshape((self.N, self.Tp) + tuple(x.shape[2:]))
+
+
+def _layout(lengths: Tensor, T: int) -> _Layout:
+    """Blocking of sequences with ``lengths``, padded to ``T`` steps (a whole number of blocks)."""
     L = _block_length(T)
     Bs = -(-T // L)
-    Tp = Bs * L
-    mask = torch.arange(Tp)[None, :] < lengths[:, None]
-    j = torch.arange(Bs).repeat(lengths.shape[0])
-    empty = (torch.arange(Bs)[None, :] * L >= lengths[:, None]).reshape(-1)
-    return L, Bs, Tp, mask, torch.stack([j == 0, j == Bs - 1]), empty
+    if Bs * L != T:
+        raise ValueError(f"internal: sequences must be padded to whole blocks of {L} steps; got {T}.")
+    N = lengths.shape[0]
+    j = torch.arange(Bs).repeat(N)
+    start = torch.arange(Bs).repeat(N) * L
+    lens = lengths.repeat_interleave(Bs)
+    mask = (start[None, :] + torch.arange(L)[:, None]) < lens[None, :]
+    return _Layout(N, L, Bs, lengths, mask, j == 0, j == Bs - 1, start >= lens, bool((lengths < T).any()))
 
 
 def _pad_time(x: Tensor, Tp: int, value: float) -> Tensor:
@@ -121,22 +155,23 @@ def _pad_time(x: Tensor, Tp: int, value: float) -> Tensor:
 
 
 def _chain_scan(
-    step: Callable[[Tensor, Tensor], tuple[Tensor, Tensor | None]],
+    step: Callable[[Tensor, Tensor], Tensor],
     xs: Tensor,
     start: Tensor,
     fixed: Tensor,
     close: Callable[[Tensor, Tensor], Tensor],
     *,
     reverse: bool = False,
-) -> tuple[Tensor, Tensor | None]:
+) -> Tensor:
     """Run ``carry <- step(carry, x_t)`` along every block, blocks chained end to start.
 
     Parameters
     ----------
     step : callable
-        ``(carry (M, K), x (M, ...)) -> (new carry, aux or None)``.
+        ``(carry (M, K), x (M, K)) -> new carry``.
     xs : Tensor
-        ``(M, L, ...)`` per-step inputs of ``M`` blocks of ``L`` steps.
+        ``(L, M, K)`` per-step inputs of ``M`` blocks of ``L`` steps (time-major, so that every
+        step reads and writes contiguous memory).
     start : Tensor
         ``(M, K)`` starting carries; exact where ``fixed``, a guess elsewhere.
     fixed : Tensor
@@ -149,28 +184,21 @@ def _chain_scan(
 
     Returns
     -------
-    carries : Tensor
-        ``(M, L, K)`` carry entering every step.
-    aux : Tensor or None
-        ``(M, L, ...)`` auxiliary output of every step.
+    Tensor
+        ``(L, M, K)`` carry entering every step.
     """
-    M, L = xs.shape[:2]
+    L, M = xs.shape[:2]
     order = range(L - 1, -1, -1) if reverse else range(L)
-    carries = start.new_empty((M, L) + tuple(start.shape[1:]))
-    aux: Tensor | None = None
+    carries = start.new_empty((L,) + tuple(start.shape))
     carry = start
     for t in order:
-        carries[:, t] = carry
-        carry, a = step(carry, xs[:, t])
-        if a is not None:
-            if aux is None:
-                aux = a.new_empty((M, L) + tuple(a.shape[1:]))
-            aux[:, t] = a
+        carries[t] = carry
+        carry = step(carry, xs[t])
     end = carry
     used = start.clone()
     free = ~fixed
     if not bool(free.any()):
-        return carries, aux
+        return carries
     for _ in range(M + 1):  # exactness needs at most one round per block
         proposal = torch.roll(end, -1 if reverse else 1, 0)
         changed = free & ~close(proposal, used)
@@ -179,19 +207,17 @@ def _chain_scan(
             break
         carry = proposal[idx]
         used[idx] = carry
-        x_sub = xs[idx]
+        x_sub = xs[:, idx]
         met = False
         for n, t in enumerate(order):
-            if n >= 2 and n % 2 == 0 and bool(close(carry, carries[idx, t]).all()):
+            if n >= 2 and n % 2 == 0 and bool(close(carry, carries[t, idx]).all()):
                 met = True
                 break
-            carries[idx, t] = carry
-            carry, a = step(carry, x_sub[:, t])
-            if aux is not None:
-                aux[idx, t] = a
+            carries[t, idx] = carry
+            carry = step(carry, x_sub[t])
         if not met:
             end[idx] = carry
-    return carries, aux
+    return carries
 
 
 def _close_linear(a: Tensor, b: Tensor) -> Tensor:
@@ -208,17 +234,37 @@ def _close_log(a: Tensor, b: Tensor) -> Tensor:
     return (ok | ~possible).all(-1)
 
 
+def _scale_log_emission(log_e: Tensor, lay: _Layout) -> tuple[Tensor, Tensor]:
+    """``exp(log_e - max_k log_e)`` per step (ones on padded steps) and the subtracted max.
+
+    ``log_e`` (``(L, M, K)``, block layout) is used as scratch.
+    """
+    if lay.ragged:
+        log_e[~lay.mask] = 0.0
+    mx = log_e.amax(-1, keepdim=True).clamp_min(-1e300)
+    return torch.exp(log_e.sub_(mx)), mx[..., 0]
+
+
 def _forward_backward(
-    log_e: Tensor, lengths: Tensor, initial: Tensor, transition: Tensor, *, posteriors: bool = True
+    e: Tensor,
+    mx: Tensor | None,
+    lay: _Layout,
+    initial: Tensor,
+    transition: Tensor,
+    *,
+    posteriors: bool = True,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Rescaled forward-backward on padded sequences.
+    """Rescaled forward-backward on blocked sequences.
 
     Parameters
     ----------
-    log_e : Tensor
-        ``(N, T, K)`` emission log-densities (anything on padded steps); used as scratch.
-    lengths : Tensor
-        ``(N,)`` sequence lengths.
+    e : Tensor
+        ``(L, M, K)`` emission densities divided by ``exp(mx)`` per step, exactly one on padded
+        steps (see :func:`_scale_log_emission`); used as scratch.
+    mx : Tensor or None
+        ``(L, M)`` log of the per-step divisor (``None``: no rescaling, e.g. probabilities).
+    lay : _Layout
+        The blocking.
     initial, transition : Tensor
         ``(K,)`` and ``(K, K)`` probabilities.
     posteriors : bool
@@ -229,113 +275,130 @@ def _forward_backward(
     log_lik : Tensor
         ``(N,)`` log-likelihood of every sequence.
     gamma : Tensor or None
-        ``(N, T, K)`` posterior state marginals (zero on padded steps).
+        ``(L, M, K)`` posterior state marginals (zero on padded steps).
     xi_sum : Tensor or None
         ``(K, K)`` expected transition counts summed over sequences and steps.
     """
-    N, T, K = log_e.shape
-    L, Bs, Tp, mask, (first, last), empty = _layout(lengths, T)
-    log_e = _pad_time(log_e, Tp, 0.0)
-    ragged = bool((lengths < Tp).any())
-    if ragged:
-        log_e[~mask] = 0.0  # scratch tensor: padded steps emit with probability one
-    mx = log_e.amax(-1, keepdim=True).clamp_min(-1e300)
-    e = torch.exp(log_e - mx)  # padded steps: exactly 1
+    L, M, K = e.shape
     A = transition
 
-    def fwd(p: Tensor, x: Tensor) -> tuple[Tensor, None]:
+    def fwd(p: Tensor, x: Tensor) -> Tensor:
         a = p * x
-        return (a @ A) / a.sum(-1, keepdim=True).clamp_min(_TINY), None
+        return (a @ A) / a.sum(-1, keepdim=True).clamp_min(_TINY)
 
-    start = initial.expand(N * Bs, K).clone()
-    start[~first] = 1.0 / K
-    P, _ = _chain_scan(fwd, e.view(N * Bs, L, K), start, first | empty, _close_linear)
-    a = P.view(N, Tp, K) * e
-    c = a.sum(-1)
-    logc = torch.log(c) + mx[..., 0]
-    if ragged:
-        logc = torch.where(mask, logc, torch.zeros((), dtype=c.dtype))
-    log_lik = logc.sum(1)
+    start = initial.expand(M, K).clone()
+    start[~lay.first] = 1.0 / K
+    a = _chain_scan(fwd, e, start, lay.first | lay.empty, _close_linear).mul_(e)  # (L, M, K)
+    c = a.sum(-1)  # (L, M)
+    logc = torch.log(c)
+    if mx is not None:
+        logc += mx
+    if lay.ragged:
+        logc = torch.where(lay.mask, logc, torch.zeros((), dtype=c.dtype))
+    log_lik = logc.sum(0).view(lay.N, lay.Bs).sum(1)
     if not posteriors:
         return log_lik, None, None
     At = transition.T.contiguous()
 
-    def bwd(q: Tensor, x: Tensor) -> tuple[Tensor, None]:
+    def bwd(q: Tensor, x: Tensor) -> Tensor:
         b = (x * q) @ At
-        return b / b.sum(-1, keepdim=True).clamp_min(_TINY), None
+        return b / b.sum(-1, keepdim=True).clamp_min(_TINY)
 
-    start_b = torch.full((N * Bs, K), 1.0 / K, dtype=e.dtype)
-    Q, _ = _chain_scan(bwd, e.view(N * Bs, L, K), start_b, last | empty, _close_linear, reverse=True)
-    beta = Q.view(N, Tp, K)
+    start_b = torch.full((M, K), 1.0 / K, dtype=e.dtype)
+    beta = _chain_scan(bwd, e, start_b, lay.last | lay.empty, _close_linear, reverse=True)
     ab = a * beta
-    norm = ab.sum(-1)
+    norm = ab.sum(-1)  # (L, M)
     inf = torch.full((), math.inf, dtype=c.dtype)
-    den = torch.where(mask, norm, inf)
-    gamma = ab / den[..., None]
-    # xi_t(i, j) = alpha_{t-1}(i) A_ij e_t(j) beta_t(j) / (c_{t-1} <a_t, beta_t>); a = c * alpha
-    c_prev = torch.cat([torch.ones((N, 1), dtype=c.dtype), c[:, :-1]], 1)
-    den2 = torch.where(mask & (torch.arange(Tp) > 0), norm * c_prev, inf)
-    w = e * beta / den2[..., None]
-    xi_sum = A * (a.view(-1, K)[:-1].T @ w.view(-1, K)[1:])
-    return log_lik, gamma[:, :T], xi_sum
+    gamma = ab.div_((torch.where(lay.mask, norm, inf) if lay.ragged else norm)[..., None])
+    # xi_t(i, j) = alpha_{t-1}(i) A_ij e_t(j) beta_t(j) / (c_{t-1} <a_t, beta_t>), a = c * alpha
+    c_prev = torch.cat([torch.roll(c[L - 1 :], 1, 1), c[:-1]], 0)
+    ok = lay.mask.clone()
+    ok[0] &= ~lay.first
+    w = e.mul_(beta).div_(torch.where(ok, norm * c_prev, inf)[..., None])
+    inner = a[:-1].reshape(-1, K).T @ w[1:].reshape(-1, K)
+    cross = torch.roll(a[L - 1], 1, 0).T @ w[0]
+    return log_lik, gamma, A * (inner + cross)
 
 
-def _viterbi(
-    log_e: Tensor, lengths: Tensor, log_initial: Tensor, log_transition: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Most probable state path of every padded sequence.
+def _viterbi(le: Tensor, lay: _Layout, log_initial: Tensor, log_transition: Tensor) -> tuple[Tensor, Tensor]:
+    """Most probable state path of every blocked sequence.
+
+    The forward max-product pass keeps values only (blocked like the forward pass); the
+    backtrace then recomputes each backpointer along the path, ``O(K)`` per step, blocks in
+    parallel from guessed end states, corrected until every block's end state agrees with the
+    block after it (a corrected backtrace stops as soon as it merges with the stored one).
+
+    Parameters
+    ----------
+    le : Tensor
+        ``(L, M, K)`` emission log-densities; used as scratch.
 
     Returns
     -------
     paths : Tensor
-        ``(N, T)`` int64 states (arbitrary on padded steps).
+        ``(N, Tp)`` int64 states (arbitrary on padded steps).
     scores : Tensor
         ``(N,)`` log-probability of each sequence jointly with its best path.
     """
-    N, T, K = log_e.shape
-    L, Bs, Tp, mask, (first, _), empty = _layout(lengths, T)
-    le = _pad_time(log_e, Tp, 0.0).clamp_min_(_LOG_FLOOR)  # the caller's scratch tensor
-    if bool((lengths < Tp).any()):
-        le[~mask] = 0.0
-    logA = log_transition.clamp_min(_LOG_FLOOR)
+    L, M, K = le.shape
+    le.clamp_min_(_LOG_FLOOR)
+    if lay.ragged:
+        le[~lay.mask] = 0.0
+    logAT = log_transition.clamp_min(_LOG_FLOOR).T.contiguous()  # [to, from]
 
-    def vstep(h: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-        return ((h + x).unsqueeze(-1) + logA).max(dim=-2)
+    def vstep(h: Tensor, x: Tensor) -> Tensor:
+        return ((h + x).unsqueeze(-2) + logAT).amax(-1)
 
-    start = log_initial.clamp_min(_LOG_FLOOR).expand(N * Bs, K).clone()
-    start[~first] = 0.0
-    H, psi = _chain_scan(vstep, le.view(N * Bs, L, K), start, first | empty, _close_log)
-    assert psi is not None
-    # backpointers into padded steps are the identity, so a block's last state is the state
-    # at its sequence's last real step
-    ar_k = torch.arange(K)
-    ar_n = torch.arange(N)
-    if Tp > T or bool((lengths < T).any()):
-        into_pad = torch.arange(Tp)[None, :] >= (lengths[:, None] - 1)
-        psi.view(N, Tp, K)[into_pad] = ar_k
-    R = torch.empty((N * Bs, L, K), dtype=torch.long)
-    cur = ar_k.expand(N * Bs, K)
-    for t in range(L - 1, -1, -1):
-        R[:, t] = cur
-        if t > 0:
-            cur = torch.gather(psi[:, t - 1], 1, cur)
-    R = R.view(N, Bs, L, K)
-    psi4 = psi.view(N, Bs, L, K)
-    last_step = lengths - 1
-    s = (H.view(N, Tp, K)[ar_n, last_step] + le[ar_n, last_step]).argmax(-1)
-    s_end = torch.empty((N, Bs), dtype=torch.long)
-    for b in range(Bs - 1, -1, -1):
-        s_end[:, b] = s
-        if b > 0:
-            s = psi4[ar_n, b - 1, L - 1, R[ar_n, b, 0, s]]
-    paths = torch.gather(R, 3, s_end[:, :, None, None].expand(N, Bs, L, 1)).view(N, Tp)[:, :T]
+    start = log_initial.clamp_min(_LOG_FLOOR).expand(M, K).clone()
+    start[~lay.first] = 0.0
+    D = _chain_scan(vstep, le, start, lay.first | lay.empty, _close_log).add_(
+        le
+    )  # delta up to a shift per block
+    # the block holding a sequence's last step starts its backtrace there, with its exact state
+    N, Bs = lay.N, lay.Bs
+    end_block = torch.arange(N) * Bs + (lay.lengths - 1) // L
+    end_pos = (lay.lengths - 1) % L
+    end_state = D[end_pos, end_block].argmax(-1)
+    resets: dict[int, tuple[Tensor, Tensor]] = {}
+    for pos in torch.unique(end_pos).tolist():
+        sel = end_pos == pos
+        resets[int(pos)] = (end_block[sel], end_state[sel])
+    fixed = lay.empty.clone()
+    fixed[end_block] = True
+    Z = torch.empty((L, M), dtype=torch.long)
+
+    def trace(idx: Tensor | None, z: Tensor) -> None:
+        Dm = D if idx is None else D[:, idx]
+        for t in range(L - 1, -1, -1):
+            if idx is None:
+                if t in resets:
+                    z[resets[t][0]] = resets[t][1]
+                Z[t] = z
+            else:
+                if t < L - 2 and t % 2 == 0 and bool((Z[t, idx] == z).all()):
+                    return  # merged with the stored path: the rest is the same
+                Z[t, idx] = z
+            if t > 0:
+                z = (Dm[t - 1] + logAT[z]).argmax(-1)
+
+    trace(None, D[L - 1].argmax(-1))
+    used = Z[L - 1].clone()
+    free = ~fixed
+    for _ in range(M + 1):
+        implied = (D[L - 1] + logAT[torch.roll(Z[0], -1)]).argmax(-1)
+        changed = free & (implied != used)
+        idx = changed.nonzero().squeeze(-1)
+        if idx.numel() == 0:
+            break
+        used = torch.where(changed, implied, used)
+        trace(idx, implied[idx])
     # score of the path itself: log p(z_0) + sum log A + sum log e along it
-    z_prev, z_next = paths[:, :-1], paths[:, 1:]
-    step_mask = mask[:, 1:T]
-    trans = torch.where(step_mask, log_transition[z_prev, z_next], torch.zeros((), dtype=le.dtype))
-    emit = torch.gather(log_e, 2, paths[..., None])[..., 0]
-    emit = torch.where(mask[:, :T], emit, torch.zeros((), dtype=le.dtype))
-    scores = log_initial[paths[:, 0]] + trans.sum(1) + emit.sum(1)
+    zero = torch.zeros((), dtype=le.dtype)
+    emit = torch.where(lay.mask, torch.gather(le, 2, Z[..., None])[..., 0], zero)
+    paths = lay.from_blocks(Z)
+    mask = lay.from_blocks(lay.mask)
+    trans = torch.where(mask[:, 1:], log_transition[paths[:, :-1], paths[:, 1:]], zero)
+    scores = log_initial[paths[:, 0]] + trans.sum(1) + emit.sum(0).view(N, Bs).sum(1)
     return paths, scores
 
 
@@ -672,43 +735,67 @@ class HiddenMarkovModel(GenerativeModel):
             if data.n_features != d:
                 raise ValueError(f"data has {data.n_features} features; the model was fitted with {d}.")
 
-    def _log_emission(self, data: SequenceData, params: Mapping[str, Tensor]) -> Tensor:
-        """``(N, T, K)`` emission log-densities (padded steps: garbage, masked later)."""
-        self._check_params(data, params)
+    def _blocked(self, data: SequenceData) -> tuple[_Layout, Tensor]:
+        """The blocking of ``data`` and its values in block layout ``(L, M, ...)``."""
+        values = data.values
+        Tp = _padded_length(values.shape[1])
+        if Tp != values.shape[1]:
+            values = _pad_time(values, Tp, 0)
+        lay = _layout(data.lengths, Tp)
+        return lay, lay.to_blocks(values)
+
+    def _log_emission(self, values: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        """Emission log-densities ``(..., K)`` of observations ``(..., d)`` (categorical: ``(...)``)."""
         K = self.n_states
         if self.emission == "categorical":
-            logp = torch.log(params["probs"].to(_F64)).T.contiguous()  # (M, K)
-            return logp[data.values]
-        X = data.values.reshape(-1, data.n_features)
+            return torch.log(params["probs"].to(_F64)).T.contiguous()[values]
+        lead = values.shape[:-1]
+        X = values.reshape(-1, values.shape[-1])
         if self.emission == "poisson":
             rates = params["rates"].to(_F64)
             out = X @ torch.log(rates).T - rates.sum(-1) - torch.lgamma(X + 1.0).sum(-1, keepdim=True)
-            return out.reshape(data.values.shape[0], data.values.shape[1], K)
+            return out.view(lead + (K,))
         locs = params["locs"].to(_F64)
         d = locs.shape[-1]
         if self.covariance_type in ("full", "tied"):
             Lc = params["scale_tril"].to(_F64).expand(K, d, d)
             eye = torch.eye(d, dtype=_F64).expand(K, d, d)
             Linv_t = torch.linalg.solve_triangular(Lc, eye, upper=False).transpose(-1, -2)  # (K, d, d)
-            # whitened residuals of every state side by side: one (NT, d) x (d, K d) product
+            # whitened residuals of every state side by side: one (n, d) x (d, K d) product
             W = Linv_t.permute(1, 0, 2).reshape(d, K * d)
             shift = -torch.matmul(locs[:, None, :], Linv_t).reshape(K * d)
             z2 = torch.addmm(shift, X, W).square_().view(-1, K, d).sum(-1)
             logdet = torch.log(torch.diagonal(Lc, dim1=-2, dim2=-1)).sum(-1)
-            out = -0.5 * z2 - (logdet + 0.5 * d * math.log(2 * math.pi))
+            out = z2.mul_(-0.5).sub_(logdet + 0.5 * d * math.log(2 * math.pi))
         else:
             scales = params["scales"].to(_F64)
             if self.covariance_type == "spherical":
                 scales = scales[:, None].expand(K, d)
             prec = scales.pow(-2)  # (K, d)
-            out = (
-                -0.5 * (X * X) @ prec.T
-                + X @ (locs * prec).T
-                - 0.5 * (locs * locs * prec).sum(-1)
+            const = (
+                -0.5 * (locs * locs * prec).sum(-1)
                 - torch.log(scales).sum(-1)
                 - 0.5 * d * math.log(2 * math.pi)
             )
-        return out.reshape(data.values.shape[0], data.values.shape[1], K)
+            out = torch.addmm(const, X * X, prec.T, alpha=-0.5).addmm_(X, (locs * prec).T)
+        return out.view(lead + (K,))
+
+    def _run_forward_backward(
+        self, data: SequenceData, params: Mapping[str, Tensor], *, posteriors: bool
+    ) -> tuple[_Layout, Tensor, Tensor, Tensor | None, Tensor | None]:
+        self._check_params(data, params)
+        lay, vals = self._blocked(data)
+        if self.emission == "categorical":  # probabilities already: no log/exp round trip
+            e = params["probs"].to(_F64).T.contiguous()[vals]
+            if lay.ragged:
+                e[~lay.mask] = 1.0
+            mx = None
+        else:
+            e, mx = _scale_log_emission(self._log_emission(vals, params), lay)
+        ll, gamma, xi = _forward_backward(
+            e, mx, lay, params["initial"].to(_F64), params["transition"].to(_F64), posteriors=posteriors
+        )
+        return lay, vals, ll, gamma, xi
 
     # -------------------------------------------------------------------------- EM hooks
     def em_defaults(self) -> dict[str, Any]:
@@ -873,15 +960,12 @@ class HiddenMarkovModel(GenerativeModel):
     def e_step(self, data: Any, params: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], float]:
         """Expected sufficient statistics and total log-likelihood at ``params``."""
         data = self._prepared(data)
-        log_e = self._log_emission(data, params)
-        ll, gamma, xi = _forward_backward(
-            log_e, data.lengths, params["initial"].to(_F64), params["transition"].to(_F64)
-        )
+        lay, vals, ll, gamma, xi = self._run_forward_backward(data, params, posteriors=True)
         assert gamma is not None and xi is not None
         K = self.n_states
-        G = gamma.reshape(-1, K)
+        G = gamma.reshape(-1, K)  # block layout throughout: the sums do not care
         stats: dict[str, Tensor] = {
-            "start": gamma[:, 0].sum(0),
+            "start": gamma[0, lay.first].sum(0),
             "trans": xi,
             "post": G.sum(0),
             "prev_initial": params["initial"],
@@ -889,10 +973,10 @@ class HiddenMarkovModel(GenerativeModel):
         }
         if self.emission == "categorical":
             M = params["probs"].shape[-1]
-            stats["counts"] = torch.zeros((M, K), dtype=_F64).index_add_(0, data.values.reshape(-1), G).T
+            stats["counts"] = torch.zeros((M, K), dtype=_F64).index_add_(0, vals.reshape(-1), G).T
             stats["prev_probs"] = params["probs"]
         else:
-            X = data.values.reshape(-1, data.n_features)
+            X = vals.reshape(-1, data.n_features)
             stats["obs"] = G.T @ X
             if self.emission == "gaussian":
                 if self.covariance_type in ("full", "tied"):
@@ -950,34 +1034,25 @@ class HiddenMarkovModel(GenerativeModel):
     def log_prob_items(self, data: Any, params: Mapping[str, Tensor]) -> Tensor:
         """``(n_sequences,)`` log-likelihood of every sequence, states summed out."""
         data = self._prepared(data)
-        ll, _, _ = _forward_backward(
-            self._log_emission(data, params),
-            data.lengths,
-            params["initial"].to(_F64),
-            params["transition"].to(_F64),
-            posteriors=False,
-        )
-        return ll
+        return self._run_forward_backward(data, params, posteriors=False)[2]
 
     def latent_posterior(self, data: Any, params: Mapping[str, Tensor]) -> dict[str, Any]:
         """``{"states": [ (T_i, n_states) marginals per sequence ]}`` (one tensor if one sequence)."""
         data = self._prepared(data)
-        _, gamma, _ = _forward_backward(
-            self._log_emission(data, params),
-            data.lengths,
-            params["initial"].to(_F64),
-            params["transition"].to(_F64),
-        )
+        lay, _, _, gamma, _ = self._run_forward_backward(data, params, posteriors=True)
         assert gamma is not None
+        gamma = lay.from_blocks(gamma)
         out = [gamma[i, : int(n)] for i, n in enumerate(data.lengths)]
         return {"states": out[0] if data.single else out}
 
     def viterbi(self, data: Any, params: Mapping[str, Tensor]) -> tuple[list[Tensor], Tensor]:
         """Viterbi paths and their joint log-probabilities ``log p(x, z*)`` per sequence."""
         data = self._prepared(data)
+        self._check_params(data, params)
+        lay, vals = self._blocked(data)
         paths, scores = _viterbi(
-            self._log_emission(data, params),
-            data.lengths,
+            self._log_emission(vals, params),
+            lay,
             torch.log(params["initial"].to(_F64)),
             torch.log(params["transition"].to(_F64)),
         )
