@@ -5,4 +5,4 @@ from probgen.inference.enumeration import Enumeration
 from probgen.inference.mcmc import MCMC
 from probgen.inference.svi import SVI
 
-__all__ = ["EM", "MCMC", "SVI", "Enumeration"]
+__all__ = ["EM", "Enumeration", "MCMC", "SVI"]

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from probgen.errors import ConvergenceWarning
 from probgen.fit import Fit, register_backend
 from probgen.model import GenerativeModel
-from probgen.posterior import EnumFactors, enum_factors
+from probgen.posterior import EnumFactors, enum_factors, pointwise_log_likelihood
 
 __all__ = ["EM"]
 
@@ -158,6 +158,7 @@ class _GenericEM:
         self.data = data
         self.use_prior = use_prior
         self.m_step_iters = m_step_iters
+        self.n_candidates = 32
         self.roles = model.roles(data)
         with poutine.block(), torch.no_grad():
             self.prior_trace = poutine.trace(model.model).get_trace(data)
@@ -173,18 +174,28 @@ class _GenericEM:
         unknown = set(given) - set(names)
         if unknown:
             raise ValueError(f"init names unknown site(s) {sorted(unknown)}; global sites are {list(names)}.")
-        if isinstance(init, str) and init not in ("random", "prior"):
+        if isinstance(init, str) and init != "random":
             raise ValueError(f"init={init!r} is not a strategy this model offers; expected 'random' or a dict of values.")
+        # Draws from the prior are poor starts on their own (a component far from every item
+        # never recovers), so the best of several prior draws by log-likelihood is kept.
         with poutine.block(), torch.no_grad():
-            trace = poutine.trace(self.model.model).get_trace(self.data)
-        params = {}
-        for n in names:
-            value = torch.as_tensor(given[n]) if n in given else trace.nodes[n]["value"]
-            expected = trace.nodes[n]["value"].shape
-            if value.shape != expected:
-                raise ValueError(f"init[{n!r}] has shape {tuple(value.shape)}; expected {tuple(expected)}.")
-            params[n] = value.to(trace.nodes[n]["value"].dtype).detach()
-        return params
+            traces = [poutine.trace(self.model.model).get_trace(self.data) for _ in range(self.n_candidates)]
+        for n, v in given.items():
+            expected = traces[0].nodes[n]["value"].shape
+            if torch.as_tensor(v).shape != expected:
+                raise ValueError(f"init[{n!r}] has shape {tuple(torch.as_tensor(v).shape)}; expected {tuple(expected)}.")
+        candidates = {
+            n: torch.stack(
+                [torch.as_tensor(given[n]) if n in given else t.nodes[n]["value"] for t in traces]
+            ).to(traces[0].nodes[n]["value"].dtype)
+            for n in names
+        }
+        if len(given) < len(names) and self.n_candidates > 1:
+            ll = pointwise_log_likelihood(self.model, self.data, candidates).sum(-1)
+            best = int(torch.nan_to_num(ll, nan=-math.inf).argmax())
+        else:
+            best = 0
+        return {n: v[best].detach() for n, v in candidates.items()}
 
     # ------------------------------------------------------------------------ E-step
     def _factors(self, params: Mapping[str, Tensor]) -> EnumFactors:
@@ -224,7 +235,9 @@ class _GenericEM:
 
         with torch.no_grad():
             q_old = float(self._q(params, weights))
-        opt = torch.optim.LBFGS(leaves, max_iter=self.m_step_iters, line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS(
+            leaves, max_iter=self.m_step_iters, line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=1e-14
+        )
 
         def closure() -> Tensor:
             opt.zero_grad()

@@ -52,8 +52,8 @@ class SVI:
     "clipped_adam" or a ``pyro.optim`` instance), ``lr_decay`` (1.0: the learning rate is
     multiplied by this over the whole run), ``num_particles`` (1), ``subsample_size`` (None: full
     batch; needs a model that takes a ``subsample_size`` keyword), ``guide`` ("normal",
-    "diagonal", "mvn", "delta" or a callable), ``tol`` (1e-4: stop when the smoothed loss changes
-    by less than this fraction over ``window`` steps), ``window`` (100), ``num_samples`` (1000
+    "diagonal", "mvn", "delta" or a callable), ``tol`` (1e-4: stop when five windows in a row fail
+    to lower the window-averaged loss by this fraction; 0 or None runs every step), ``window`` (100), ``num_samples`` (1000
     posterior draws from the guide).
     """
 
@@ -96,7 +96,7 @@ class SVI:
             n = model.num_items(data)
             if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= n:
                 raise ValueError(f"subsample_size must be an int in [1, {n}] (the number of items); got {s!r}.")
-            if not _accepts(model.model, "subsample_size"):
+            if not _accepts(getattr(model, "fn", model.model), "subsample_size"):
                 raise ValueError(
                     f"subsample_size needs a model that takes a 'subsample_size' keyword and passes it to "
                     f"pyro.plate({roles.data_plate!r}, ..., subsample_size=subsample_size); {model.name} does not."
@@ -114,8 +114,8 @@ class SVI:
 
         losses: list[float] = []
         converged = False
-        window, tol = o["window"], o["tol"]
-        prev_mean = None
+        window, tol, patience = o["window"], o["tol"], 5
+        best, stale = math.inf, 0
         with tqdm(total=o["num_steps"], disable=not progress, desc="SVI", leave=False) as bar:
             for step in range(o["num_steps"]):
                 loss = float(svi.step(data, **model_kwargs))
@@ -127,15 +127,18 @@ class SVI:
                 if isinstance(optim, pyro.optim.PyroLRScheduler):
                     optim.step()
                 bar.update(1)
-                if (step + 1) % window == 0:
+                if tol and (step + 1) % window == 0:
+                    # Early stopping on the loss averaged over windows: converged when `patience`
+                    # windows in a row fail to improve on the best by a fraction `tol`.
                     cur = float(np.mean(losses[-window:]))
                     bar.set_postfix(loss=f"{cur:.4g}")
-                    if prev_mean is not None:
-                        spread = float(np.std(losses[-window:])) / math.sqrt(window)
-                        if abs(prev_mean - cur) <= max(tol * abs(cur), 2 * spread) and step + 1 >= 5 * window:
+                    if cur < best - tol * abs(best) or not math.isfinite(best):
+                        best, stale = cur, 0
+                    else:
+                        stale += 1
+                        if stale >= patience:
                             converged = True
                             break
-                    prev_mean = cur
 
         posterior = self._draws(model_fn, guide, data, roles, o["num_samples"], model_kwargs)
         params = {k: v.mean((0, 1)) for k, v in posterior.items() if k in roles.global_sites}

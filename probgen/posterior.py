@@ -15,6 +15,7 @@ the log evidence with respect to each log-factor (the classic identity
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -240,19 +241,28 @@ def log_evidence(gm: GenerativeModel, data: Any, params: Mapping[str, Tensor] | 
         return f.contract(pointwise=False).reshape(-1)[0]
 
 
+def _plate_shape(site: Mapping[str, Any]) -> tuple[int, ...]:
+    """Batch shape a site has from its plates alone (no enumeration or draws dims)."""
+    frames = [f for f in site["cond_indep_stack"] if f.vectorized and f.name != _DRAWS_PLATE]
+    depth = max((-f.dim for f in frames), default=0)
+    shape = [1] * depth
+    for f in frames:
+        shape[f.dim] = f.size
+    return tuple(shape)
+
+
 def _site_marginal(trace: Any, name: str, grad: Tensor, sum_dims: set[str]) -> Tensor:
     site = trace.nodes[name]
     own = site["infer"]["_enumerate_dim"]
     g = packed.unpack(grad, trace.symbol_to_dim)
-    own_pos = own if own < 0 else own - g.dim()
-    if g.dim() < -own_pos:
-        g = g.reshape((1,) * (-own_pos - g.dim()) + tuple(g.shape))
+    if g.dim() < -own:
+        g = g.reshape((1,) * (-own - g.dim()) + tuple(g.shape))
     for sym in sum_dims:
         dim = trace.symbol_to_dim[sym]
-        if dim != own_pos and g.dim() >= -dim:
+        if dim != own and g.dim() >= -dim:
             g = g.sum(dim, keepdim=True)
-    g = g.movedim(own_pos, -1)
-    batch = tuple(site["fn"].batch_shape)
+    g = g.movedim(own, -1)
+    batch = _plate_shape(site)
     K = g.shape[-1]
     g = g.reshape(tuple(g.shape[g.dim() - len(batch) - 1 :]))
     return g.expand(batch + (K,)).clone()
@@ -277,12 +287,7 @@ def discrete_marginals(gm: GenerativeModel, data: Any, params: Mapping[str, Tens
             continue
         grad = grad.detach()
         grad._pyro_dims = term._pyro_dims  # type: ignore[attr-defined]
-        m = _site_marginal(f.trace, name, grad, f.sum_dims)
-        if draws:  # drop the draws plate (a single draw here) and the ones it brought
-            frames = [fr for fr in f.trace.nodes[name]["cond_indep_stack"] if fr.vectorized and fr.name != _DRAWS_PLATE]
-            depth = max((-fr.dim for fr in frames), default=0)
-            m = m.reshape(m.shape[m.dim() - depth - 1 :])
-        out[name] = m
+        out[name] = _site_marginal(f.trace, name, grad, f.sum_dims)
     return out
 
 
@@ -301,7 +306,11 @@ def sample_discrete(
     decoder = infer_discrete(fn, first_available_dim=-(roles.max_plate_nesting + 1), temperature=temperature)
     with poutine.block(), torch.no_grad():
         trace = poutine.trace(decoder).get_trace(data)
-    return {name: trace.nodes[name]["value"] for name in roles.discrete_sites}
+    out = {}
+    for name in roles.discrete_sites:
+        value, shape = trace.nodes[name]["value"], _plate_shape(trace.nodes[name])
+        out[name] = value.reshape(shape) if value.numel() == math.prod(shape) else value
+    return out
 
 
 def generate(gm: GenerativeModel, n: int, params: Mapping[str, Tensor], **kwargs: Any) -> dict[str, Tensor]:

@@ -1,0 +1,50 @@
+# Every target builds .venv from nothing when it is missing, installing the pinned CPU torch first
+# (a bare `torch` requirement would pull a multi-GB CUDA build).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+# Extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url <PyTorch CPU wheel index>" on a
+# machine with no local CPU wheel.
+TORCH_PIP_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-slow lint format typecheck tutorials bench ci clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test,dev]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/probgen demo
+
+test: setup
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 $(PYTEST_ARGS)
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow -n 2 $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5: no slow tests collected
+
+lint: setup
+	$(BIN)/ruff check probgen models inference tests tutorials benchmarks
+	$(BIN)/ruff format --check probgen models inference tests tutorials benchmarks
+
+format: setup
+	$(BIN)/ruff format probgen models inference tests tutorials benchmarks
+	$(BIN)/ruff check --fix probgen models inference tests tutorials benchmarks
+
+typecheck: setup
+	$(BIN)/mypy probgen models inference
+
+tutorials: setup
+	PROBGEN_FAST=1 MPLBACKEND=Agg $(BIN)/python tutorials/run_all.py
+
+bench: setup
+	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,46 @@
+"""The public names DESIGN.md promises exist, and every __all__ is sorted."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import probgen as pg
+
+FIT_NAMES = [
+    "params", "posterior", "history", "converged", "to_arviz", "log_prob", "sample", "predict",
+    "predict_proba", "marginals", "bic", "aic", "save",
+]
+
+
+def test_top_level_names():
+    for name in ("fit", "Fit", "GenerativeModel", "model", "summary", "check", "compare", "load"):
+        assert hasattr(pg, name), name
+
+
+def test_fit_names():
+    for name in FIT_NAMES:
+        assert hasattr(pg.Fit, name) or name in pg.Fit.__dataclass_fields__, name
+
+
+@pytest.mark.parametrize("module", ["probgen", "probgen.models", "probgen.inference"])
+def test_all_is_sorted_and_importable(module):
+    mod = importlib.import_module(module)
+    assert list(mod.__all__) == sorted(mod.__all__)
+    for name in mod.__all__:
+        assert hasattr(mod, name), name
+
+
+def test_backends_are_registered():
+    assert pg.available_methods() == ["em", "enum", "mcmc", "svi"]
+
+
+def test_cli_help_and_datasets(capsys):
+    from probgen.cli import main
+
+    assert main([]) == 0
+    assert "probgen" in capsys.readouterr().out
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    assert "old_faithful" in out and " 272 rows" in out and " 344 rows" in out
