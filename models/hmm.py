@@ -202,21 +202,34 @@ def _chain_scan(
     for _ in range(M + 1):  # exactness needs at most one round per block
         proposal = torch.roll(end, -1 if reverse else 1, 0)
         changed = free & ~close(proposal, used)
-        idx = changed.nonzero().squeeze(-1)
-        if idx.numel() == 0:
+        n_changed = int(changed.sum())
+        if n_changed == 0:
             break
-        carry = proposal[idx]
-        used[idx] = carry
-        x_sub = xs[:, idx]
+        used = torch.where(changed[:, None], proposal, used)
+        # rerun the changed blocks (all blocks when most changed: no gathers then; the others
+        # just reproduce their stored values) until they meet their stored trajectories
+        idx = None if 2 * n_changed > M else changed.nonzero().squeeze(-1)
+        carry = used if idx is None else used[idx]
+        x_sub = xs if idx is None else xs[:, idx]
         met = False
+        check = 4
         for n, t in enumerate(order):
-            if n >= 2 and n % 2 == 0 and bool(close(carry, carries[t, idx]).all()):
-                met = True
-                break
-            carries[t, idx] = carry
+            if n == check:
+                check += max(4, check // 2)
+                stored = carries[t] if idx is None else carries[t, idx]
+                if bool(close(carry, stored).all()):
+                    met = True
+                    break
+            if idx is None:
+                carries[t] = carry
+            else:
+                carries[t, idx] = carry
             carry = step(carry, x_sub[t])
         if not met:
-            end[idx] = carry
+            if idx is None:
+                end = carry
+            else:
+                end[idx] = carry
     return carries
 
 
@@ -226,12 +239,11 @@ def _close_linear(a: Tensor, b: Tensor) -> Tensor:
 
 def _close_log(a: Tensor, b: Tensor) -> Tensor:
     """Equal up to a constant shift, ignoring states impossible in both."""
-    diff = a - b
-    top = torch.maximum(a.amax(-1, keepdim=True), b.amax(-1, keepdim=True))
-    possible = (a > top + 0.5 * _LOG_FLOOR) | (b > top + 0.5 * _LOG_FLOOR)
-    ref = torch.where(possible, diff, -math.inf).amax(-1, keepdim=True)
+    pa, pb = a > 0.5 * _LOG_FLOOR, b > 0.5 * _LOG_FLOOR
+    diff = torch.where(pa & pb, a - b, -math.inf)
+    ref = diff.amax(-1, keepdim=True)
     ok = (diff - ref).abs() <= 1e-10 * (1.0 + b.abs())
-    return (ok | ~possible).all(-1)
+    return (ok | ~(pa | pb)).all(-1) & (pa == pb).all(-1)
 
 
 def _scale_log_emission(log_e: Tensor, lay: _Layout) -> tuple[Tensor, Tensor]:
