@@ -96,11 +96,19 @@ def _as_matrix(data: Any, family: str) -> Tensor:
     return t.contiguous()
 
 
+def _subsample(data: Tensor | None, idx: Tensor, subsample_size: int | None) -> Tensor | None:
+    """The items of a subsampled data plate (all of them when not subsampling)."""
+    return data if data is None or subsample_size is None else data[idx]
+
+
 def _logsumexp_rows(log_joint: Tensor) -> tuple[Tensor, Tensor]:
     """Per-row log-normaliser and responsibilities of an ``(n, K)`` log-joint."""
-    norm = torch.logsumexp(log_joint, dim=1)
-    resp = torch.exp(log_joint - norm[:, None])
-    return norm, resp
+    top = log_joint.amax(1, keepdim=True)
+    resp = log_joint - top
+    resp.exp_()
+    total = resp @ torch.ones(resp.shape[1], 1, dtype=resp.dtype)  # a GEMV beats a row reduction here
+    resp.div_(total)
+    return (top + total.log_()).squeeze(1), resp
 
 
 def _kmeans(
@@ -488,10 +496,13 @@ class _GaussianCache:
         return self.ref() is data and self.key == (data.data_ptr(), data._version, tuple(data.shape))
 
     @property
-    def xx(self) -> Tensor:
-        """Products ``x_i x_j`` (i >= j) of the centred data, ``(n, d(d+1)/2)``."""
+    def x_xx(self) -> Tensor:
+        """Centred data and its products ``x_i x_j`` (i >= j) side by side, ``(n, d + d(d+1)/2)``.
+
+        One GEMM with the responsibilities then gives every component's first and second moments.
+        """
         if self._xx is None:
-            self._xx = self.xc[:, self.tril[0]] * self.xc[:, self.tril[1]]
+            self._xx = torch.cat([self.xc, self.xc[:, self.tril[0]] * self.xc[:, self.tril[1]]], dim=1)
         return self._xx
 
     @property
@@ -724,12 +735,15 @@ class GaussianMixture(_Mixture):
         xc, center = cache.xc, cache.center
         d = xc.shape[1]
         k = self.n_components
-        sum_x = resp.T @ xc  # (K, d)
-        mu = sum_x / nk[:, None]  # centred means
-        out = {"weights": self._weights_from_counts(nk), "locs": mu + center}
         ct = self.covariance_type
+        resp_t = resp.T.contiguous()  # (K, n): the GEMMs below run faster on this layout
         if ct == "full":
-            m2 = resp.T @ cache.xx / nk[:, None]  # (K, d(d+1)/2)
+            moments = resp_t @ cache.x_xx / nk[:, None]  # (K, d + d(d+1)/2)
+            mu, m2 = moments[:, :d], moments[:, d:]
+        else:
+            mu = resp_t @ xc / nk[:, None]  # centred means
+        out = {"weights": self._weights_from_counts(nk), "locs": mu + center}
+        if ct == "full":
             cov = torch.zeros(k, d, d, dtype=torch.float64)
             cov[:, cache.tril[0], cache.tril[1]] = m2
             cov = cov + torch.tril(cov, -1).transpose(1, 2)
@@ -740,7 +754,7 @@ class GaussianMixture(_Mixture):
             cov = cov / nk.sum()
             cov.diagonal().add_(self.reg_covar)
         else:
-            var = resp.T @ cache.sq / nk[:, None] - mu * mu + self.reg_covar
+            var = resp_t @ cache.sq / nk[:, None] - mu * mu + self.reg_covar
             cov = var if ct == "diag" else var.mean(1)
         out.update(self._cov_to_sites(cov, d))
         return out
@@ -773,8 +787,13 @@ class GaussianMixture(_Mixture):
         return mean, std.clamp_min(1e-6)
 
     def model(
-        self, data: Tensor | None = None, *, num_items: int | None = None, num_features: int | None = None
-    ):
+        self,
+        data: Tensor | None = None,
+        *,
+        num_items: int | None = None,
+        num_features: int | None = None,
+        subsample_size: int | None = None,
+    ) -> Tensor:
         """Pyro model; ``data=None`` generates ``num_items`` items (default 1).
 
         Parameters
@@ -785,6 +804,13 @@ class GaussianMixture(_Mixture):
             Items to generate when ``data`` is None.
         num_features : int, optional
             Features when ``data`` is None and no data has been seen (default 1).
+        subsample_size : int, optional
+            Items per minibatch for stochastic variational inference.
+
+        Returns
+        -------
+        Tensor
+            The observed (or generated) items.
         """
         k = self.n_components
         if data is not None:
@@ -822,7 +848,8 @@ class GaussianMixture(_Mixture):
                     ),
                 )
         n = self._num_gen(data, num_items)
-        with pyro.plate("data", n):
+        with pyro.plate("data", n, subsample_size=subsample_size) as idx:
+            data = _subsample(data, idx, subsample_size)
             z = pyro.sample("z", dist.Categorical(weights), infer={"enumerate": "parallel"})
             loc = Vindex(locs)[..., z, :]
             if ct in ("diag", "spherical"):
@@ -968,8 +995,13 @@ class BernoulliMixture(_Mixture):
         return int(k * d + k - 1)
 
     def model(
-        self, data: Tensor | None = None, *, num_items: int | None = None, num_features: int | None = None
-    ):
+        self,
+        data: Tensor | None = None,
+        *,
+        num_items: int | None = None,
+        num_features: int | None = None,
+        subsample_size: int | None = None,
+    ) -> Tensor:
         """Pyro model; ``data=None`` generates ``num_items`` items (default 1)."""
         k = self.n_components
         d = (
@@ -983,7 +1015,8 @@ class BernoulliMixture(_Mixture):
         with pyro.plate("components", k):
             a = torch.full((d,), self.prior_a, dtype=torch.float64)
             probs = pyro.sample("probs", dist.Beta(a, torch.full_like(a, self.prior_b)).to_event(1))
-        with pyro.plate("data", self._num_gen(data, num_items)):
+        with pyro.plate("data", self._num_gen(data, num_items), subsample_size=subsample_size) as idx:
+            data = _subsample(data, idx, subsample_size)
             z = pyro.sample("z", dist.Categorical(weights), infer={"enumerate": "parallel"})
             return pyro.sample("obs", dist.Bernoulli(Vindex(probs)[..., z, :]).to_event(1), obs=data)
 
@@ -1125,8 +1158,13 @@ class CategoricalMixture(_Mixture):
         return int(k * d * (c - 1) + k - 1)
 
     def model(
-        self, data: Tensor | None = None, *, num_items: int | None = None, num_features: int | None = None
-    ):
+        self,
+        data: Tensor | None = None,
+        *,
+        num_items: int | None = None,
+        num_features: int | None = None,
+        subsample_size: int | None = None,
+    ) -> Tensor:
         """Pyro model; ``data=None`` generates ``num_items`` items (default 1)."""
         k, c = self.n_components, self._c()
         d = (
@@ -1140,7 +1178,8 @@ class CategoricalMixture(_Mixture):
         with pyro.plate("components", k):
             conc = torch.full((d, c), self.prior_concentration, dtype=torch.float64)
             probs = pyro.sample("probs", dist.Dirichlet(conc).to_event(1))
-        with pyro.plate("data", self._num_gen(data, num_items)):
+        with pyro.plate("data", self._num_gen(data, num_items), subsample_size=subsample_size) as idx:
+            data = _subsample(data, idx, subsample_size)
             z = pyro.sample("z", dist.Categorical(weights), infer={"enumerate": "parallel"})
             obs = None if data is None else data.long()
             return pyro.sample("obs", dist.Categorical(Vindex(probs)[..., z, :, :]).to_event(1), obs=obs)
@@ -1259,8 +1298,13 @@ class PoissonMixture(_Mixture):
         return int(k * d + k - 1)
 
     def model(
-        self, data: Tensor | None = None, *, num_items: int | None = None, num_features: int | None = None
-    ):
+        self,
+        data: Tensor | None = None,
+        *,
+        num_items: int | None = None,
+        num_features: int | None = None,
+        subsample_size: int | None = None,
+    ) -> Tensor:
         """Pyro model; ``data=None`` generates ``num_items`` items (default 1)."""
         k = self.n_components
         ref = self._data_stats(data)
@@ -1280,6 +1324,7 @@ class PoissonMixture(_Mixture):
         with pyro.plate("components", k):
             shape = torch.full((d,), self.prior_shape, dtype=torch.float64)
             rates = pyro.sample("rates", dist.Gamma(shape, shape / mean).to_event(1))
-        with pyro.plate("data", self._num_gen(data, num_items)):
+        with pyro.plate("data", self._num_gen(data, num_items), subsample_size=subsample_size) as idx:
+            data = _subsample(data, idx, subsample_size)
             z = pyro.sample("z", dist.Categorical(weights), infer={"enumerate": "parallel"})
             return pyro.sample("obs", dist.Poisson(Vindex(rates)[..., z, :]).to_event(1), obs=data)
