@@ -641,13 +641,21 @@ class HiddenMarkovModel(GenerativeModel):
             return data
         if data is None:
             raise ValueError(f"{argname} is None; expected a sequence (T,) or (T, d), or a list of them.")
-        if isinstance(data, list | tuple) and len(data) > 0 and not _is_scalar(data[0]):
+        if isinstance(data, list | tuple) and len(data) == 0:
+            raise ValueError(
+                f"{argname} is an empty list; expected a sequence (T,) or (T, d), or a list of them."
+            )
+        if isinstance(data, list | tuple) and not _is_scalar(data[0]):
             seqs, single = list(data), False
         else:
             seqs, single = [data], True
         tensors = []
         for i, s in enumerate(seqs):
             name = argname if single else f"{argname}[{i}]"
+            if hasattr(s, "to_numpy") and not isinstance(s, Tensor):  # pandas: may be read-only
+                s = s.to_numpy()
+            if isinstance(s, np.ndarray) and not s.flags.writeable:
+                s = s.copy()
             try:
                 t = as_tensor(s, name, dtype=_F64)
             except ValueError as err:
@@ -1118,7 +1126,7 @@ class HiddenMarkovModel(GenerativeModel):
         states[:, 0] = z
         K = self.n_states
         for t in range(1, int(length)):
-            z = torch.searchsorted(cum[z], u[:, t : t + 1])[:, 0].clamp_max(K - 1)
+            z = torch.searchsorted(cum[z], u[:, t : t + 1].contiguous())[:, 0].clamp_max(K - 1)
             states[:, t] = z
         flat = states.reshape(-1)
         if self.emission == "categorical":
