@@ -86,8 +86,10 @@ class SequenceData:
 
 # ------------------------------------------------------------------------ blocked recursions
 def _block_length(T: int) -> int:
-    """Steps per block: whole sequences when short, 256 when long."""
-    return T if T <= 512 else 256
+    """Steps per block: whole sequences when short, 64 for medium lengths, 256 when long."""
+    if T <= 96:
+        return T
+    return 64 if T <= 16384 else 256
 
 
 def _padded_length(T: int) -> int:
