@@ -522,3 +522,54 @@ def test_em_never_lowers_the_log_likelihood(seed, n, k, cov):
             GaussianMixture(k, covariance_type=cov), x, method="em", seed=seed, max_iter=30, progress=False
         )
     assert np.diff(fit.history).min() >= -1e-9 * abs(fit.history).max()
+
+
+# ------------------------------------------------------------------ Bayesian backends
+@pytest.mark.slow
+def test_mcmc_posterior_is_relabelled_and_agrees_with_em(faithful):
+    """NUTS started from EM's estimate with its labels swapped: the aligned posterior lists the
+    components by decreasing weight, and its means sit within a few posterior sds of the MLE."""
+    import arviz as az
+
+    em = pg.fit(GaussianMixture(2, covariance_type="diag"), faithful, method="em", seed=0, progress=False)
+    swapped = {k: v.flip(0) for k, v in em.params.items()}
+    fit = pg.fit(
+        GaussianMixture(2, covariance_type="diag"),
+        faithful,
+        method="mcmc",
+        init=swapped,
+        num_samples=150,
+        warmup_steps=150,
+        num_chains=2,
+        seed=0,
+        progress=False,
+    )
+    order = torch.argsort(em.params["weights"], descending=True)
+    post = fit.posterior
+    assert post["locs"].shape == (2, 150, 2, 2)
+    for site in ("weights", "locs", "scale"):
+        mean, sd = post[site].mean((0, 1)), post[site].std((0, 1))
+        assert ((mean - em.params[site][order]).abs() <= 4 * sd + 1e-3).all(), site
+    rhat = az.rhat(fit.to_arviz(), var_names=["locs", "weights"])
+    assert float(rhat["locs"].max()) < 1.1 and float(rhat["weights"].max()) < 1.1
+
+
+@pytest.mark.slow
+def test_svi_map_reaches_the_em_optimum(faithful):
+    em = pg.fit(GaussianMixture(2, covariance_type="diag"), faithful, method="em", seed=0, progress=False)
+    fit = pg.fit(
+        GaussianMixture(2, covariance_type="diag"),
+        faithful,
+        method="svi",
+        guide="delta",
+        lr=0.05,
+        num_steps=2000,
+        tol=0.0,
+        num_samples=1,
+        seed=0,
+        progress=False,
+    )
+    # MAP under weak priors: within 0.01 nats per eruption of the MLE's log-likelihood
+    assert fit.log_prob(faithful).mean().item() == pytest.approx(
+        em.log_prob(faithful).mean().item(), abs=0.01
+    )
