@@ -8,8 +8,10 @@ corrected start only until its trajectory meets the stored one: filtering forget
 point geometrically, so after a few dozen steps the two agree to 1e-12 relative and the rest of
 the stored block is exact.  Blocks that do not meet are recomputed completely, round after
 round, so the result is exact whatever the chain; well-mixing chains need one correction pass.
-Forward and backward passes are rescaled in linear space (no underflow on any length); Viterbi
-runs in log space with the same blocking.
+Forward and backward passes are rescaled in linear space (no underflow on any length).  Viterbi
+runs its max-product pass in log space with the same blocking, keeping values only, then traces
+the path back block by block (``O(K)`` per step), correcting guessed block-end states the same
+way.  Every step touches one contiguous ``(blocks, K)`` slab (time-major block layout).
 
 The Pyro model sums the hidden states out with :class:`pyro.distributions.DiscreteHMM`, whose
 forward pass is a parallel (log-depth) scan, so SVI and NUTS fit a Bayesian HMM directly.
@@ -546,7 +548,8 @@ class HiddenMarkovModel(GenerativeModel):
     --------
     >>> import torch, probgen as pg
     >>> from probgen.models import HiddenMarkovModel
-    >>> x = torch.cat([torch.randn(50) - 3, torch.randn(50) + 3]).double()
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = torch.cat([torch.randn(50, generator=g) - 3, torch.randn(50, generator=g) + 3]).double()
     >>> fit = pg.fit(HiddenMarkovModel(2), x, method="em", progress=False, max_iter=50)
     >>> path = fit.predict(x)            # Viterbi path
     >>> bool(path[0] != path[-1])
