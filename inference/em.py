@@ -72,7 +72,9 @@ class EM:
         known = set(defaults) | {"map", "m_step_iters", "verbose"}
         unknown = set(options) - known
         if unknown:
-            raise ValueError(f"Unknown EM option(s) {sorted(unknown)}; expected some of: {', '.join(sorted(known))}.")
+            raise ValueError(
+                f"Unknown EM option(s) {sorted(unknown)}; expected some of: {', '.join(sorted(known))}."
+            )
         opts = {**defaults, **options}
         max_iter, tol, n_init = opts["max_iter"], opts["tol"], opts["n_init"]
         if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
@@ -83,20 +85,28 @@ class EM:
             raise ValueError(f"tol must be a non-negative number; got {tol!r}.")
         init = opts["init"]
         if not isinstance(init, str | Mapping):
-            raise TypeError(f"init must be a strategy name or a dict of starting values; got {type(init).__name__}.")
+            raise TypeError(
+                f"init must be a strategy name or a dict of starting values; got {type(init).__name__}."
+            )
 
         fast = _has_fast_path(model)
-        scale = float(model.em_convergence_scale(data)) if hasattr(model, "em_convergence_scale") else float(
-            model.num_items(data)
+        scale = (
+            float(model.em_convergence_scale(data))
+            if hasattr(model, "em_convergence_scale")
+            else float(model.num_items(data))
         )
-        generic = None if fast else _GenericEM(model, data, bool(opts.get("map", False)), int(opts.get("m_step_iters", 20)))
+        generic = (
+            None
+            if fast
+            else _GenericEM(model, data, bool(opts.get("map", False)), int(opts.get("m_step_iters", 20)))
+        )
         gen = torch.Generator().manual_seed(seed)
         best: tuple[float, dict[str, Tensor], list[float], bool] | None = None
         bar = tqdm(total=n_init * max_iter, disable=not progress, desc="EM", leave=False)
         for restart in range(n_init):
             pyro.set_rng_seed(seed + restart)
             if fast:
-                params = model.init_params(data, init=init, generator=gen)
+                params = model.init_params(data, init=init, generator=gen)  # type: ignore[attr-defined]
             else:
                 assert generic is not None
                 params = generic.init_params(init)
@@ -104,7 +114,7 @@ class EM:
             converged = False
             for it in range(max_iter):
                 if fast:
-                    stats, ll = model.e_step(data, params)
+                    stats, ll = model.e_step(data, params)  # type: ignore[attr-defined]
                     ll = float(ll)
                 else:
                     assert generic is not None
@@ -120,7 +130,7 @@ class EM:
                 if it > 0 and abs(history[-1] - history[-2]) / scale < tol:
                     converged = True
                     break
-                params = model.m_step(data, stats) if fast else generic.m_step(params, stats)  # type: ignore[union-attr]
+                params = model.m_step(data, stats) if fast else generic.m_step(params, stats)  # type: ignore[attr-defined,union-attr]
             bar.update(max_iter - len(history))
             final = history[-1]
             if best is None or final > best[0]:
@@ -161,7 +171,7 @@ class _GenericEM:
         self.n_candidates = 32
         self.roles = model.roles(data)
         with poutine.block(), torch.no_grad():
-            self.prior_trace = poutine.trace(model.model).get_trace(data)
+            self.prior_trace: Any = poutine.trace(model.model).get_trace(data)
         self.param_names = [n for n, s in self.prior_trace.nodes.items() if s["type"] == "param"]
 
     # ---------------------------------------------------------------- parametrisation
@@ -175,15 +185,21 @@ class _GenericEM:
         if unknown:
             raise ValueError(f"init names unknown site(s) {sorted(unknown)}; global sites are {list(names)}.")
         if isinstance(init, str) and init != "random":
-            raise ValueError(f"init={init!r} is not a strategy this model offers; expected 'random' or a dict of values.")
+            raise ValueError(
+                f"init={init!r} is not a strategy this model offers; expected 'random' or a dict of values."
+            )
         # Draws from the prior are poor starts on their own (a component far from every item
         # never recovers), so the best of several prior draws by log-likelihood is kept.
         with poutine.block(), torch.no_grad():
-            traces = [poutine.trace(self.model.model).get_trace(self.data) for _ in range(self.n_candidates)]
+            traces: list[Any] = [
+                poutine.trace(self.model.model).get_trace(self.data) for _ in range(self.n_candidates)
+            ]
         for n, v in given.items():
             expected = traces[0].nodes[n]["value"].shape
             if torch.as_tensor(v).shape != expected:
-                raise ValueError(f"init[{n!r}] has shape {tuple(torch.as_tensor(v).shape)}; expected {tuple(expected)}.")
+                raise ValueError(
+                    f"init[{n!r}] has shape {tuple(torch.as_tensor(v).shape)}; expected {tuple(expected)}."
+                )
         candidates = {
             n: torch.stack(
                 [torch.as_tensor(given[n]) if n in given else t.nodes[n]["value"] for t in traces]
@@ -208,7 +224,9 @@ class _GenericEM:
         with torch.enable_grad():
             total = f.contract(tree, pointwise=False).sum()
             grads = torch.autograd.grad(total, leaves, allow_unused=True)
-        weights = [torch.zeros_like(leaf) if g is None else g.detach() for g, leaf in zip(grads, leaves, strict=True)]
+        weights = [
+            torch.zeros_like(leaf) if g is None else g.detach() for g, leaf in zip(grads, leaves, strict=True)
+        ]
         return weights, float(total.detach())
 
     # ------------------------------------------------------------------------ M-step
@@ -224,8 +242,10 @@ class _GenericEM:
     def m_step(self, params: Mapping[str, Tensor], weights: list[Tensor]) -> dict[str, Tensor]:
         names = list(self.roles.global_sites)
         store = pyro.get_param_store()
-        unconstrained = {n: self._transform(n).inv(params[n]).detach().clone().requires_grad_() for n in names}
-        leaves = list(unconstrained.values()) + [store.get_param(n).unconstrained() for n in self.param_names]
+        unconstrained = {
+            n: self._transform(n).inv(params[n]).detach().clone().requires_grad_() for n in names
+        }
+        leaves = list(unconstrained.values()) + [store.get_param(n).unconstrained() for n in self.param_names]  # type: ignore[attr-defined]
         if not leaves:
             return dict(params)
         saved = [leaf.detach().clone() for leaf in leaves]
@@ -236,7 +256,11 @@ class _GenericEM:
         with torch.no_grad():
             q_old = float(self._q(params, weights))
         opt = torch.optim.LBFGS(
-            leaves, max_iter=self.m_step_iters, line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=1e-14
+            leaves,
+            max_iter=self.m_step_iters,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-12,
+            tolerance_change=1e-14,
         )
 
         def closure() -> Tensor:

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pyro
 import torch
-from pyro.infer import MCMC as PyroMCMC
 from pyro.infer import HMC, NUTS, config_enumerate
+from pyro.infer import MCMC as PyroMCMC
 from pyro.infer.autoguide.initialization import init_to_median, init_to_sample, init_to_uniform
 
 from probgen.fit import Fit, register_backend
@@ -41,7 +41,9 @@ class _StatsRecorder:
         if hasattr(kernel, "_build_tree"):
             original = kernel._build_tree
 
-            def build_tree(z: Any, r: Any, z_grads: Any, log_slice: Any, direction: Any, tree_depth: int, energy: Any) -> Any:
+            def build_tree(
+                z: Any, r: Any, z_grads: Any, log_slice: Any, direction: Any, tree_depth: int, energy: Any
+            ) -> Any:
                 self.depth = max(self.depth, tree_depth + 1)
                 return original(z, r, z_grads, log_slice, direction, tree_depth, energy)
 
@@ -105,14 +107,20 @@ class MCMC:
         }
         unknown = set(options) - set(defaults)
         if unknown:
-            raise ValueError(f"Unknown MCMC option(s) {sorted(unknown)}; expected some of: {', '.join(sorted(defaults))}.")
+            raise ValueError(
+                f"Unknown MCMC option(s) {sorted(unknown)}; expected some of: {', '.join(sorted(defaults))}."
+            )
         o = {**defaults, **options}
         if o["warmup_steps"] is None:
             o["warmup_steps"] = o["num_samples"]
         for key in ("num_samples", "num_chains"):
             if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 1:
                 raise ValueError(f"{key} must be a positive int; got {o[key]!r}.")
-        if isinstance(o["warmup_steps"], bool) or not isinstance(o["warmup_steps"], int) or o["warmup_steps"] < 0:
+        if (
+            isinstance(o["warmup_steps"], bool)
+            or not isinstance(o["warmup_steps"], int)
+            or o["warmup_steps"] < 0
+        ):
             raise ValueError(f"warmup_steps must be a non-negative int; got {o['warmup_steps']!r}.")
         if o["kernel"] not in ("nuts", "hmc"):
             raise ValueError(f"kernel must be 'nuts' or 'hmc'; got {o['kernel']!r}.")
@@ -125,7 +133,9 @@ class MCMC:
         if isinstance(init, Mapping):
             unknown_sites = set(init) - set(roles.continuous_sites)
             if unknown_sites:
-                raise ValueError(f"init names unknown site(s) {sorted(unknown_sites)}; latent sites are {list(roles.continuous_sites)}.")
+                raise ValueError(
+                    f"init names unknown site(s) {sorted(unknown_sites)}; latent sites are {list(roles.continuous_sites)}."
+                )
             values = {k: torch.as_tensor(v) for k, v in init.items()}
 
             def init_strategy(site: Any, _values: Mapping[str, torch.Tensor] = values) -> torch.Tensor:
@@ -135,22 +145,39 @@ class MCMC:
         elif init in _INITS:
             init_fn = _INITS[init]
         else:
-            raise ValueError(f"init={init!r} is not known; expected a dict of values or one of: {', '.join(_INITS)}.")
+            raise ValueError(
+                f"init={init!r} is not known; expected a dict of values or one of: {', '.join(_INITS)}."
+            )
 
         model_fn = config_enumerate(model.model, default="parallel") if roles.discrete_sites else model.model
 
         def make_kernel() -> Any:
-            common = {"max_plate_nesting": roles.max_plate_nesting, "init_strategy": init_fn, "step_size": o["step_size"]}
+            common = {
+                "max_plate_nesting": roles.max_plate_nesting,
+                "init_strategy": init_fn,
+                "step_size": o["step_size"],
+            }
             if o["kernel"] == "nuts":
-                return NUTS(model_fn, target_accept_prob=o["target_accept_prob"], max_tree_depth=o["max_tree_depth"], **common)
-            return HMC(model_fn, target_accept_prob=o["target_accept_prob"], num_steps=o["num_steps"], **common)
+                return NUTS(
+                    model_fn,
+                    target_accept_prob=o["target_accept_prob"],
+                    max_tree_depth=o["max_tree_depth"],
+                    **common,
+                )
+            return HMC(
+                model_fn, target_accept_prob=o["target_accept_prob"], num_steps=o["num_steps"], **common
+            )
 
         chains: list[dict[str, torch.Tensor]] = []
         stats: list[list[dict[str, float]]] = []
         if o["chain_method"] == "parallel" and o["num_chains"] > 1:
             kernel = make_kernel()
             runner = PyroMCMC(
-                kernel, o["num_samples"], o["warmup_steps"], num_chains=o["num_chains"], disable_progbar=not progress
+                kernel,
+                o["num_samples"],
+                o["warmup_steps"],
+                num_chains=o["num_chains"],
+                disable_progbar=not progress,
             )
             runner.run(data)
             grouped = runner.get_samples(group_by_chain=True)
@@ -166,7 +193,12 @@ class MCMC:
                 kernel = make_kernel()
                 recorder = _StatsRecorder(kernel)
                 runner = PyroMCMC(
-                    kernel, o["num_samples"], o["warmup_steps"], num_chains=1, disable_progbar=not progress, hook_fn=recorder
+                    kernel,
+                    o["num_samples"],
+                    o["warmup_steps"],
+                    num_chains=1,
+                    disable_progbar=not progress,
+                    hook_fn=recorder,
                 )
                 runner.run(data)
                 chains.append(runner.get_samples())
@@ -177,6 +209,9 @@ class MCMC:
         if callable(align):
             posterior = align(posterior)
         sample_stats = {k: np.asarray([[row[k] for row in rows] for rows in stats]) for k in stats[0][0]}
+        sample_stats["diverging"] = sample_stats["diverging"].astype(bool)  # ArviZ indexes draws with it
+        if "tree_depth" in sample_stats:
+            sample_stats["tree_depth"] = sample_stats["tree_depth"].astype(np.int64)
         params = {k: v.mean((0, 1)) for k, v in posterior.items() if k in roles.global_sites}
         extras: dict[str, Any] = {}
         if o["recover_discrete"] and roles.discrete_sites:
@@ -188,7 +223,7 @@ class MCMC:
             method=self.name,
             params=params,
             posterior=posterior,
-            history=sample_stats.get("lp", np.zeros(0)).reshape(-1),
+            history=sample_stats["lp"].reshape(-1) if "lp" in sample_stats else np.zeros(0),
             converged=n_div == 0,
             sample_stats=sample_stats,
             extras=extras,
@@ -196,7 +231,9 @@ class MCMC:
         )
 
     @staticmethod
-    def _recover(model: GenerativeModel, data: Any, posterior: dict[str, torch.Tensor], roles: Any) -> dict[str, torch.Tensor]:
+    def _recover(
+        model: GenerativeModel, data: Any, posterior: dict[str, torch.Tensor], roles: Any
+    ) -> dict[str, torch.Tensor]:
         C, D = next(iter(posterior.values())).shape[:2]
         out: dict[str, list[torch.Tensor]] = {s: [] for s in roles.discrete_sites}
         for c in range(C):

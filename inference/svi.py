@@ -34,7 +34,10 @@ _AUTOGUIDES = {
     "mvn": AutoMultivariateNormal,
     "delta": AutoDelta,
 }
-_OPTIMS = {"adam": pyro.optim.Adam, "clipped_adam": pyro.optim.ClippedAdam}
+_OPTIMS: dict[str, Any] = {
+    "adam": pyro.optim.Adam,
+    "clipped_adam": pyro.optim.ClippedAdam,
+}  # noqa: B009
 
 
 def _accepts(fn: Callable[..., Any], name: str) -> bool:
@@ -80,7 +83,9 @@ class SVI:
         }
         unknown = set(options) - set(defaults)
         if unknown:
-            raise ValueError(f"Unknown SVI option(s) {sorted(unknown)}; expected some of: {', '.join(sorted(defaults))}.")
+            raise ValueError(
+                f"Unknown SVI option(s) {sorted(unknown)}; expected some of: {', '.join(sorted(defaults))}."
+            )
         o = {**defaults, **options}
         for key in ("num_steps", "num_particles", "window", "num_samples"):
             if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 1:
@@ -95,7 +100,9 @@ class SVI:
             s = o["subsample_size"]
             n = model.num_items(data)
             if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= n:
-                raise ValueError(f"subsample_size must be an int in [1, {n}] (the number of items); got {s!r}.")
+                raise ValueError(
+                    f"subsample_size must be an int in [1, {n}] (the number of items); got {s!r}."
+                )
             if not _accepts(getattr(model, "fn", model.model), "subsample_size"):
                 raise ValueError(
                     f"subsample_size needs a model that takes a 'subsample_size' keyword and passes it to "
@@ -106,7 +113,9 @@ class SVI:
         model_fn = config_enumerate(model.model, default="parallel") if roles.discrete_sites else model.model
         guide = self._guide(model, roles, o["guide"], model_fn)
         if roles.discrete_sites:
-            elbo: Any = TraceEnum_ELBO(max_plate_nesting=roles.max_plate_nesting, num_particles=o["num_particles"])
+            elbo: Any = TraceEnum_ELBO(
+                max_plate_nesting=roles.max_plate_nesting, num_particles=o["num_particles"]
+            )
         else:
             elbo = Trace_ELBO(num_particles=o["num_particles"])
         optim = self._optim(o["optim"], o["lr"], o["lr_decay"], o["num_steps"])
@@ -155,14 +164,18 @@ class SVI:
         )
 
     @staticmethod
-    def _guide(model: GenerativeModel, roles: Any, choice: Any, model_fn: Callable[..., Any]) -> Callable[..., Any]:
+    def _guide(
+        model: GenerativeModel, roles: Any, choice: Any, model_fn: Callable[..., Any]
+    ) -> Callable[..., Any]:
         if choice is None and model.has_guide:
             return model.guide
         if callable(choice) and not isinstance(choice, type):
             return choice
         name = "normal" if choice is None else choice
         if name not in _AUTOGUIDES:
-            raise ValueError(f"guide={choice!r} is not known; expected a callable or one of: {', '.join(_AUTOGUIDES)}.")
+            raise ValueError(
+                f"guide={choice!r} is not known; expected a callable or one of: {', '.join(_AUTOGUIDES)}."
+            )
         exposed = poutine.block(model_fn, expose=list(roles.continuous_sites))
         return _AUTOGUIDES[name](exposed)
 
@@ -171,16 +184,25 @@ class SVI:
         if isinstance(optim, pyro.optim.PyroOptim):
             return optim
         if optim not in _OPTIMS:
-            raise ValueError(f"optim={optim!r} is not known; expected a pyro.optim instance or one of: {', '.join(_OPTIMS)}.")
+            raise ValueError(
+                f"optim={optim!r} is not known; expected a pyro.optim instance or one of: {', '.join(_OPTIMS)}."
+            )
         if lr_decay == 1.0:
             return _OPTIMS[optim]({"lr": lr})
         gamma = lr_decay ** (1.0 / num_steps)
         torch_optim = torch.optim.Adam
-        return pyro.optim.ExponentialLR({"optimizer": torch_optim, "optim_args": {"lr": lr}, "gamma": gamma})
+        return getattr(pyro.optim, "ExponentialLR")(  # noqa: B009
+            {"optimizer": torch_optim, "optim_args": {"lr": lr}, "gamma": gamma}
+        )
 
     @staticmethod
     def _draws(
-        model_fn: Callable[..., Any], guide: Callable[..., Any], data: Any, roles: Any, num_samples: int, kwargs: dict[str, Any]
+        model_fn: Callable[..., Any],
+        guide: Callable[..., Any],
+        data: Any,
+        roles: Any,
+        num_samples: int,
+        kwargs: dict[str, Any],
     ) -> dict[str, torch.Tensor]:
         sites = list(roles.continuous_sites)
         with torch.no_grad():
@@ -190,8 +212,13 @@ class SVI:
             except (RuntimeError, ValueError, NotImplementedError):
                 pred = Predictive(guide, num_samples=num_samples, return_sites=sites, parallel=False)
                 draws = pred(data, **kwargs)
+        shapes: dict[str, Any]
         with poutine.block(), torch.no_grad():
-            shapes = {n: s["value"].shape for n, s in poutine.trace(guide).get_trace(data, **kwargs).nodes.items() if n in sites}
+            shapes = {
+                n: s["value"].shape  # type: ignore[union-attr]
+                for n, s in poutine.trace(guide).get_trace(data, **kwargs).nodes.items()
+                if n in sites
+            }
         return {k: v.reshape((1, num_samples) + tuple(shapes[k])) for k, v in draws.items() if k in sites}
 
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import torch as _torch  # noqa: F401  (imported first so torch sets up before pyro)
 
+from probgen import datasets  # noqa: E402,I001  (after the core it uses)
 from probgen.diagnostics import check, compare, summary
 from probgen.errors import ConvergenceWarning, ModelNotSupportedError
 from probgen.fit import Backend, Fit, available_methods, fit, get_backend, register_backend
 from probgen.model import GenerativeModel, SiteRoles, model
 from probgen.persistence import load
-
-from probgen import datasets  # noqa: E402,I001  (after the core it uses)
 
 __version__ = "0.1.0"
 

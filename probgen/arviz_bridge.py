@@ -43,7 +43,9 @@ def _observed(fit: Fit) -> dict[str, np.ndarray]:
     return {}
 
 
-def to_inference_data(fit: Fit, *, posterior_predictive: bool = False, num_ppc_samples: int | None = None) -> arviz.InferenceData:
+def to_inference_data(
+    fit: Fit, *, posterior_predictive: bool = False, num_ppc_samples: int | None = None
+) -> arviz.InferenceData:
     """Convert ``fit`` to ``arviz.InferenceData``.
 
     Groups: ``posterior`` (draws; point estimates as one chain of one draw), ``log_likelihood``

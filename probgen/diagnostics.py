@@ -19,7 +19,9 @@ def _require_fit(fit: Any, argname: str = "fit") -> None:
     from probgen.fit import Fit
 
     if not isinstance(fit, Fit):
-        raise TypeError(f"{argname} must be a probgen.Fit (the result of probgen.fit); got {type(fit).__name__}.")
+        raise TypeError(
+            f"{argname} must be a probgen.Fit (the result of probgen.fit); got {type(fit).__name__}."
+        )
 
 
 def summary(fit: Fit, **kwargs: Any) -> pd.DataFrame:
@@ -76,7 +78,9 @@ def check(fit: Fit, *, max_rhat: float = 1.01, min_ess: float = 400.0) -> list[s
             drops = np.diff(history)
             worst = float(drops.min())
             if worst < -1e-8 * max(1.0, abs(float(history[-1]))):
-                problems.append(f"EM log-likelihood decreased by {-worst:.3g} at some iteration (must never drop)")
+                problems.append(
+                    f"EM log-likelihood decreased by {-worst:.3g} at some iteration (must never drop)"
+                )
     elif fit.method == "svi" and not fit.converged:
         problems.append("SVI stopped at num_steps before the smoothed loss settled; raise num_steps or lr")
     if fit.sample_stats and "diverging" in fit.sample_stats:
@@ -94,7 +98,9 @@ def check(fit: Fit, *, max_rhat: float = 1.01, min_ess: float = 400.0) -> list[s
             for name in names:
                 worst = float(np.nanmax(np.asarray(rhat[name])))
                 if not worst <= max_rhat:
-                    problems.append(f"site {name!r}: R-hat {worst:.3f} > {max_rhat}; run more warmup or more chains")
+                    problems.append(
+                        f"site {name!r}: R-hat {worst:.3f} > {max_rhat}; run more warmup or more chains"
+                    )
         else:
             problems.append("one chain only: R-hat cannot be computed; use num_chains >= 2")
         for method in ("bulk", "tail"):
@@ -102,7 +108,9 @@ def check(fit: Fit, *, max_rhat: float = 1.01, min_ess: float = 400.0) -> list[s
             for name in names:
                 worst = float(np.nanmin(np.asarray(ess[name])))
                 if not worst >= min_ess:
-                    problems.append(f"site {name!r}: {method} ESS {worst:.0f} < {min_ess:.0f}; draw more samples")
+                    problems.append(
+                        f"site {name!r}: {method} ESS {worst:.0f} < {min_ess:.0f}; draw more samples"
+                    )
     return problems
 
 
@@ -133,7 +141,7 @@ def compare(fits: Mapping[str, Fit], data: Any = None, *, ic: str | None = None)
             raise ValueError(f"ic={ic!r} needs posterior fits (mcmc/svi) for every entry.")
         import arviz as az
 
-        return az.compare({k: f.to_arviz() for k, f in fits.items()}, ic=ic or "loo")
+        return az.compare({k: f.to_arviz() for k, f in fits.items()}, ic=ic or "loo")  # type: ignore[arg-type]
     rows = {}
     for name, f in fits.items():
         d = f._data(data)

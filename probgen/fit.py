@@ -317,14 +317,18 @@ class Fit:
         return {k: r.unsqueeze(0) for k, r in reps.items()}
 
     # ------------------------------------------------------------------- ArviZ, I/O
-    def to_arviz(self, *, posterior_predictive: bool = False, num_ppc_samples: int | None = None) -> arviz.InferenceData:
+    def to_arviz(
+        self, *, posterior_predictive: bool = False, num_ppc_samples: int | None = None
+    ) -> arviz.InferenceData:
         """ArviZ ``InferenceData``: posterior, pointwise log_likelihood, sample_stats, observed_data.
 
         Point fits convert as one chain of one draw.  ``posterior_predictive=True`` adds that group.
         """
         from probgen.arviz_bridge import to_inference_data
 
-        return to_inference_data(self, posterior_predictive=posterior_predictive, num_ppc_samples=num_ppc_samples)
+        return to_inference_data(
+            self, posterior_predictive=posterior_predictive, num_ppc_samples=num_ppc_samples
+        )
 
     def summary(self) -> pd.DataFrame:
         """Same as ``probgen.summary(fit)``."""

@@ -295,7 +295,9 @@ def _shape_key(data: Any) -> Any:
     return (type(data).__name__, getattr(data, "shape", None))
 
 
-def as_tensor(data: Any, argname: str, *, dtype: torch.dtype | None = None, allow_nan: bool = False) -> Tensor:
+def as_tensor(
+    data: Any, argname: str, *, dtype: torch.dtype | None = None, allow_nan: bool = False
+) -> Tensor:
     """Convert array-like ``data`` to a tensor, validating it at the public boundary.
 
     Raises
@@ -327,7 +329,9 @@ def as_tensor(data: Any, argname: str, *, dtype: torch.dtype | None = None, allo
     if t.numel() == 0:
         raise ValueError(f"{argname} is empty (shape {tuple(t.shape)}); expected at least one item.")
     if t.is_floating_point() or dtype is not None:
-        t = t.to(dtype or (t.dtype if t.dtype == torch.float64 and dtype is None else torch.get_default_dtype()))
+        t = t.to(
+            dtype or (t.dtype if t.dtype == torch.float64 and dtype is None else torch.get_default_dtype())
+        )
     if t.is_floating_point() and not allow_nan:
         bad = ~torch.isfinite(t)
         if bad.any():

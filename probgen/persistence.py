@@ -74,7 +74,7 @@ def save(fit: Any, path: str | os.PathLike[str]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -69,7 +69,9 @@ class EnumFactors:
     draws_symbol: str | None
     dim_to_size: dict[str, int]
 
-    def contract(self, tree: OrderedDict[frozenset[str], list[Tensor]] | None = None, *, pointwise: bool = True) -> Tensor:
+    def contract(
+        self, tree: OrderedDict[frozenset[str], list[Tensor]] | None = None, *, pointwise: bool = True
+    ) -> Tensor:
         """Sum out the discrete latents; pointwise keeps the draws and data plates."""
         tree = self.tree if tree is None else tree
         target = frozenset(s for s in (self.draws_symbol, self.data_symbol if pointwise else None) if s)
@@ -168,7 +170,7 @@ def enum_factors(
     }
     for terms in tree.values():
         for term in terms:
-            dim_to_size.update(zip(term._pyro_dims, term.shape, strict=True))
+            dim_to_size.update(zip(term._pyro_dims, term.shape, strict=True))  # type: ignore[attr-defined]
     return EnumFactors(trace, tree, sites, sum_dims, data_symbol, draws_symbol, dim_to_size)
 
 
@@ -229,7 +231,9 @@ def pointwise_log_likelihood_draws(gm: GenerativeModel, data: Any, draws: Mappin
     if _has_fast_log_prob(gm):
         S = next(iter(draws.values())).shape[0] if draws else 1
         with torch.no_grad():
-            return torch.stack([gm.log_prob_items(data, {k: v[s] for k, v in draws.items()}) for s in range(S)])
+            return torch.stack(
+                [gm.log_prob_items(data, {k: v[s] for k, v in draws.items()}) for s in range(S)]
+            )
     return pointwise_log_likelihood(gm, data, draws)
 
 
@@ -268,7 +272,9 @@ def _site_marginal(trace: Any, name: str, grad: Tensor, sum_dims: set[str]) -> T
     return g.expand(batch + (K,)).clone()
 
 
-def discrete_marginals(gm: GenerativeModel, data: Any, params: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+def discrete_marginals(
+    gm: GenerativeModel, data: Any, params: Mapping[str, Tensor] | None = None
+) -> dict[str, Tensor]:
     """Exact posterior marginals ``p(site | data, params)`` of every discrete latent site.
 
     Returns a dict ``site -> probs`` of shape ``batch_shape + (K,)`` (K values in the order of
@@ -291,7 +297,9 @@ def discrete_marginals(gm: GenerativeModel, data: Any, params: Mapping[str, Tens
     return out
 
 
-def discrete_map(gm: GenerativeModel, data: Any, params: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+def discrete_map(
+    gm: GenerativeModel, data: Any, params: Mapping[str, Tensor] | None = None
+) -> dict[str, Tensor]:
     """The jointly most probable assignment of the discrete latents (Pyro's ``infer_discrete``)."""
     return sample_discrete(gm, data, params, temperature=0)
 
@@ -355,11 +363,13 @@ def posterior_predictive(
     roles = gm.roles(data)
     S = next(iter(draws.values())).shape[0]
     fn = poutine.uncondition(gm.model)
-    reps: dict[str, list[Tensor]] = {name: [] for name in roles.observed_sites}
+    reps: dict[str, list[Any]] = {name: [] for name in roles.observed_sites}
     pyro.set_rng_seed(seed)
     with poutine.block(), torch.no_grad():
         for s in range(S):
-            cond = poutine.condition(fn, data={k: v[s] for k, v in draws.items() if k in roles.continuous_sites})
+            cond = poutine.condition(
+                fn, data={k: v[s] for k, v in draws.items() if k in roles.continuous_sites}
+            )
             trace = poutine.trace(cond).get_trace(data)
             for name in reps:
                 reps[name].append(trace.nodes[name]["value"])

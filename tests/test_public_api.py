@@ -9,8 +9,19 @@ import pytest
 import probgen as pg
 
 FIT_NAMES = [
-    "params", "posterior", "history", "converged", "to_arviz", "log_prob", "sample", "predict",
-    "predict_proba", "marginals", "bic", "aic", "save",
+    "params",
+    "posterior",
+    "history",
+    "converged",
+    "to_arviz",
+    "log_prob",
+    "sample",
+    "predict",
+    "predict_proba",
+    "marginals",
+    "bic",
+    "aic",
+    "save",
 ]
 
 

@@ -26,7 +26,9 @@ def _closed_form(x, w, locs):
 def test_mcmc_mixture_log_likelihood_group_and_loo(float64, mixture_data):
     import arviz as az
 
-    fit = pg.fit(make_mixture(), mixture_data, method="mcmc", seed=0, progress=False, num_samples=100, warmup_steps=100)
+    fit = pg.fit(
+        make_mixture(), mixture_data, method="mcmc", seed=0, progress=False, num_samples=100, warmup_steps=100
+    )
     idata = fit.to_arviz()
     ll = idata.log_likelihood["obs"].values
     assert ll.shape == (2, 100, 50)
@@ -59,7 +61,11 @@ def test_compare_ranks_point_fits_by_bic(float64, mixture_data):
     f_one = pg.fit(normal_normal, mixture_data, method="svi", seed=0, progress=False, num_steps=300)
     table = pg.compare({"mixture": f_mix, "one normal": f_one}, mixture_data, ic="bic")
     # BIC by hand for the mixture: 3 free parameters
-    ll = float(_closed_form(mixture_data.numpy(), f_mix.params["weights"].numpy(), f_mix.params["locs"].numpy()).sum())
+    ll = float(
+        _closed_form(
+            mixture_data.numpy(), f_mix.params["weights"].numpy(), f_mix.params["locs"].numpy()
+        ).sum()
+    )
     assert table.loc["mixture", "bic"] == pytest.approx(-2 * ll + 3 * np.log(50), abs=1e-8)
     assert table.index[0] == "mixture"
 
@@ -67,8 +73,12 @@ def test_compare_ranks_point_fits_by_bic(float64, mixture_data):
 def test_compare_ranks_posterior_fits_by_loo(float64, mixture_data):
     from tests.core.models import normal_normal
 
-    f_mix = pg.fit(make_mixture(), mixture_data, method="mcmc", seed=0, progress=False, num_samples=100, warmup_steps=100)
-    f_one = pg.fit(normal_normal, mixture_data, method="mcmc", seed=0, progress=False, num_samples=100, warmup_steps=100)
+    f_mix = pg.fit(
+        make_mixture(), mixture_data, method="mcmc", seed=0, progress=False, num_samples=100, warmup_steps=100
+    )
+    f_one = pg.fit(
+        normal_normal, mixture_data, method="mcmc", seed=0, progress=False, num_samples=100, warmup_steps=100
+    )
     table = pg.compare({"mixture": f_mix, "one normal": f_one})
     assert list(table.index) == ["mixture", "one normal"]
     assert "elpd_loo" in table.columns
@@ -77,6 +87,8 @@ def test_compare_ranks_posterior_fits_by_loo(float64, mixture_data):
 def test_check_reports_problems_and_passes_healthy_fits(float64, mixture_data):
     fit = pg.fit(make_mixture(), mixture_data, method="em", seed=0, progress=False)
     assert pg.check(fit) == []
-    short = pg.fit(make_mixture(), mixture_data, method="mcmc", seed=0, progress=False, num_samples=20, warmup_steps=20)
+    short = pg.fit(
+        make_mixture(), mixture_data, method="mcmc", seed=0, progress=False, num_samples=20, warmup_steps=20
+    )
     problems = pg.check(short)
     assert any("ESS" in p for p in problems)

@@ -54,7 +54,11 @@ def test_normal_normal_posterior_is_analytic(method, options, tol_mean, tol_sd):
 
 @pytest.mark.parametrize("method, tol", [("mcmc", 0.015), ("svi", 0.02)])
 def test_beta_binomial_posterior_is_analytic(method, tol):
-    opts = {"num_samples": 600, "warmup_steps": 300} if method == "mcmc" else {"num_steps": 2000, "lr": 0.05, "lr_decay": 0.05, "tol": 0}
+    opts = (
+        {"num_samples": 600, "warmup_steps": 300}
+        if method == "mcmc"
+        else {"num_steps": 2000, "lr": 0.05, "lr_decay": 0.05, "tol": 0}
+    )
     fit = pg.fit(beta_binomial, BB_DATA, method=method, seed=2, progress=False, **opts)
     a, b = 2 + BB_DATA.sum().item(), 3 + (20 * len(BB_DATA) - BB_DATA.sum().item())
     assert fit.posterior["p"].mean().item() == pytest.approx(a / (a + b), abs=tol)
@@ -63,10 +67,12 @@ def test_beta_binomial_posterior_is_analytic(method, tol):
 
 
 def test_mcmc_records_sampler_statistics():
-    fit = pg.fit(normal_normal, NN_DATA, method="mcmc", seed=0, progress=False, num_samples=50, warmup_steps=50)
+    fit = pg.fit(
+        normal_normal, NN_DATA, method="mcmc", seed=0, progress=False, num_samples=50, warmup_steps=50
+    )
     for key in ("diverging", "step_size", "tree_depth", "acceptance_rate", "lp"):
         assert fit.sample_stats[key].shape == (2, 50)
-    assert set(np.unique(fit.sample_stats["diverging"])) <= {0.0, 1.0}
+    assert fit.sample_stats["diverging"].dtype == bool
     assert (fit.sample_stats["tree_depth"] >= 1).all()
     acc = fit.sample_stats["acceptance_rate"]
     assert ((acc >= 0) & (acc <= 1)).all()
@@ -75,7 +81,13 @@ def test_mcmc_records_sampler_statistics():
     lp = dist.Normal(PRIOR_MU, PRIOR_SD).log_prob(mu) + dist.Normal(mu, NOISE_SD).log_prob(NN_DATA).sum()
     assert fit.sample_stats["lp"][0, 7] == pytest.approx(lp.item(), abs=1e-4)
     idata = fit.to_arviz()
-    assert set(idata.sample_stats.data_vars) >= {"diverging", "step_size", "tree_depth", "acceptance_rate", "lp"}
+    assert set(idata.sample_stats.data_vars) >= {
+        "diverging",
+        "step_size",
+        "tree_depth",
+        "acceptance_rate",
+        "lp",
+    }
 
 
 def test_pointwise_log_likelihood_of_local_latent_model_conditions_on_theta():
@@ -157,6 +169,8 @@ def test_subsampling_uses_the_data_plate():
         with pyro.plate("data", len(data), subsample_size=subsample_size) as idx:
             pyro.sample("obs", dist.Normal(mu, NOISE_SD), obs=data[idx])
 
-    fit = pg.fit(normal_sub, NN_DATA, method="svi", seed=0, progress=False, subsample_size=5, num_steps=3000, lr=0.02)
+    fit = pg.fit(
+        normal_sub, NN_DATA, method="svi", seed=0, progress=False, subsample_size=5, num_steps=3000, lr=0.02
+    )
     mean, _ = _normal_posterior(NN_DATA)
     assert fit.posterior["mu"].mean().item() == pytest.approx(mean, abs=0.15)

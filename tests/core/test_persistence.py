@@ -23,7 +23,9 @@ def test_round_trip_keeps_estimates_draws_and_scores(tmp_path, float64):
 
 
 def test_posterior_and_sample_stats_survive(tmp_path):
-    fit = pg.fit(normal_normal, torch.randn(10), method="mcmc", seed=0, progress=False, num_samples=20, warmup_steps=20)
+    fit = pg.fit(
+        normal_normal, torch.randn(10), method="mcmc", seed=0, progress=False, num_samples=20, warmup_steps=20
+    )
     fit.save(tmp_path / "nn.npz")
     back = pg.load(tmp_path / "nn.npz", model=normal_normal)
     assert torch.equal(back.posterior["mu"], fit.posterior["mu"])

@@ -35,7 +35,12 @@ def test_generic_em_follows_the_closed_form_updates(float64):
     x = np.concatenate([rng.normal(-1.5, SCALE, 70), rng.normal(1.0, SCALE, 30)])
     w0, mu0 = np.array([0.5, 0.5]), np.array([-0.2, 0.3])  # starting values away from the answer
     fit = pg.fit(
-        make_mixture(SCALE), x, method="em", progress=False, tol=1e-9, max_iter=500,
+        make_mixture(SCALE),
+        x,
+        method="em",
+        progress=False,
+        tol=1e-9,
+        max_iter=500,
         init={"weights": torch.tensor(w0), "locs": torch.tensor(mu0)},
     )
     assert fit.converged
