@@ -573,3 +573,17 @@ def test_svi_map_reaches_the_em_optimum(faithful):
     assert fit.log_prob(faithful).mean().item() == pytest.approx(
         em.log_prob(faithful).mean().item(), abs=0.01
     )
+
+
+def test_map_estimate_uses_the_dirichlet_and_beta_posterior_modes():
+    rng = np.random.default_rng(4)
+    x = (rng.uniform(size=(40, 5)) < 0.3).astype(float)
+    resp = torch.as_tensor(rng.dirichlet([1.0, 1.0], 40))
+    nk = resp.sum(0).numpy()
+    s = resp.T.numpy() @ x
+    bm = BernoulliMixture(2, map_estimate=True, weight_concentration=3.0, prior_a=2.0, prior_b=4.0, reg=0.0)
+    data = bm.prepare_data(x)
+    out = bm.m_step(data, {"resp": resp, "log_prob": torch.zeros(40, dtype=torch.float64)})
+    # modes: Dirichlet (n_k + a - 1) / (n + K (a - 1)); Beta (s + a - 1) / (n_k + a + b - 2)
+    np.testing.assert_allclose(out["weights"].numpy(), (nk + 2.0) / (40 + 4.0), rtol=1e-12)
+    np.testing.assert_allclose(out["probs"].numpy(), (s + 1.0) / (nk[:, None] + 4.0), rtol=1e-10)
