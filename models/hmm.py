@@ -370,44 +370,53 @@ def _viterbi(le: Tensor, lay: _Layout, log_initial: Tensor, log_transition: Tens
     D = _chain_scan(vstep, le, start, lay.first | lay.empty, _close_log).add_(
         le
     )  # delta up to a shift per block
+    # The backtrace only compares states within one time step, where D's per-block shift is
+    # common, so it may use shorter blocks than the forward pass: fewer Python steps.
+    S = L // 64 if L > 64 and L % 64 == 0 else 1
+    lt, Mt = L // S, M * S
+    if S > 1:  # sub-block m * S + q holds steps q * lt .. (q + 1) * lt - 1 of block m
+        D = D.view(S, lt, M, K).permute(1, 2, 0, 3).reshape(lt, Mt, K)
     # the block holding a sequence's last step starts its backtrace there, with its exact state
     N, Bs = lay.N, lay.Bs
-    end_block = torch.arange(N) * Bs + (lay.lengths - 1) // L
-    end_pos = (lay.lengths - 1) % L
+    bps = Bs * S  # backtrace blocks per sequence
+    end_block = torch.arange(N) * bps + (lay.lengths - 1) // lt
+    end_pos = (lay.lengths - 1) % lt
     end_state = D[end_pos, end_block].argmax(-1)
     resets: dict[int, tuple[Tensor, Tensor]] = {}
     for pos in torch.unique(end_pos).tolist():
         sel = end_pos == pos
         resets[int(pos)] = (end_block[sel], end_state[sel])
-    fixed = lay.empty.clone()
+    fixed = (torch.arange(bps).repeat(N) * lt) >= lay.lengths.repeat_interleave(bps)  # no real step
     fixed[end_block] = True
-    Z = torch.empty((L, M), dtype=torch.long)
+    Z = torch.empty((lt, Mt), dtype=torch.long)
 
     def trace(idx: Tensor | None, z: Tensor) -> None:
         Dm = D if idx is None else D[:, idx]
-        for t in range(L - 1, -1, -1):
+        for t in range(lt - 1, -1, -1):
             if idx is None:
                 if t in resets:
                     z[resets[t][0]] = resets[t][1]
                 Z[t] = z
             else:
-                if t < L - 2 and t % 2 == 0 and bool((Z[t, idx] == z).all()):
+                if t < lt - 2 and t % 2 == 0 and bool((Z[t, idx] == z).all()):
                     return  # merged with the stored path: the rest is the same
                 Z[t, idx] = z
             if t > 0:
                 z = (Dm[t - 1] + logAT[z]).argmax(-1)
 
-    trace(None, D[L - 1].argmax(-1))
-    used = Z[L - 1].clone()
+    trace(None, D[lt - 1].argmax(-1))
+    used = Z[lt - 1].clone()
     free = ~fixed
-    for _ in range(M + 1):
-        implied = (D[L - 1] + logAT[torch.roll(Z[0], -1)]).argmax(-1)
+    for _ in range(Mt + 1):
+        implied = (D[lt - 1] + logAT[torch.roll(Z[0], -1)]).argmax(-1)
         changed = free & (implied != used)
         idx = changed.nonzero().squeeze(-1)
         if idx.numel() == 0:
             break
         used = torch.where(changed, implied, used)
         trace(idx, implied[idx])
+    if S > 1:
+        Z = Z.view(lt, M, S).permute(2, 0, 1).reshape(L, M)
     # score of the path itself: log p(z_0) + sum log A + sum log e along it
     zero = torch.zeros((), dtype=le.dtype)
     emit = torch.where(lay.mask, torch.gather(le, 2, Z[..., None])[..., 0], zero)
