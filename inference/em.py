@@ -127,10 +127,12 @@ class EM:
                 history.append(ll)
                 bar.update(1)
                 bar.set_postfix(loglik=f"{ll:.4g}")
+                # M-step before the convergence test, as scikit-learn and hmmlearn do: the returned
+                # parameters are one update past the last E-step.
+                params = model.m_step(data, stats) if fast else generic.m_step(params, stats)  # type: ignore[attr-defined,union-attr]
                 if it > 0 and abs(history[-1] - history[-2]) / scale < tol:
                     converged = True
                     break
-                params = model.m_step(data, stats) if fast else generic.m_step(params, stats)  # type: ignore[attr-defined,union-attr]
             bar.update(max_iter - len(history))
             final = history[-1]
             if best is None or final > best[0]:

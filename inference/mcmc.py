@@ -78,7 +78,8 @@ class MCMC:
     Options (Pyro's names): ``num_samples`` (1000), ``warmup_steps`` (``num_samples``),
     ``num_chains`` (2), ``kernel`` ("nuts" or "hmc"), ``target_accept_prob`` (0.8),
     ``max_tree_depth`` (10), ``step_size`` (1.0), ``num_steps`` (HMC only), ``init``
-    ("uniform", "median", "sample" or a dict of starting values), ``recover_discrete`` (False:
+    ("auto": the model's own starting values when it offers ``init_params``, else "uniform";
+    "uniform", "median", "sample", or a dict of starting values), ``recover_discrete`` (False:
     when True, draw the discrete latents for every posterior draw into ``fit.extras["discrete"]``),
     ``chain_method`` ("sequential"; "parallel" opts in to Pyro's multiprocessing chains).
     """
@@ -101,7 +102,7 @@ class MCMC:
             "max_tree_depth": 10,
             "step_size": 1.0,
             "num_steps": None,
-            "init": "uniform",
+            "init": "auto",
             "recover_discrete": False,
             "chain_method": "sequential",
         }
@@ -130,6 +131,17 @@ class MCMC:
             raise ValueError(f"target_accept_prob must be in (0, 1); got {o['target_accept_prob']!r}.")
         roles = model.roles(data)
         init = o["init"]
+        if init == "auto":
+            # A model that offers starting values (the EM hook) starts every chain there: NUTS from
+            # a random start on a multimodal mixture posterior spends its warmup on very deep trees.
+            hook = getattr(model, "init_params", None)
+            if callable(hook):
+                em_defaults: Any = getattr(model, "em_defaults", dict)
+                strategy = em_defaults().get("init", "random")
+                start = hook(data, init=strategy, generator=torch.Generator().manual_seed(seed))
+                init = {k: v for k, v in start.items() if k in roles.continuous_sites}
+            else:
+                init = "uniform"
         if isinstance(init, Mapping):
             unknown_sites = set(init) - set(roles.continuous_sites)
             if unknown_sites:
@@ -139,14 +151,17 @@ class MCMC:
             values = {k: torch.as_tensor(v) for k, v in init.items()}
 
             def init_strategy(site: Any, _values: Mapping[str, torch.Tensor] = values) -> torch.Tensor:
-                return _values[site["name"]] if site["name"] in _values else init_to_uniform(site)
+                fallback = init_to_uniform(site)
+                if site["name"] not in _values:
+                    return fallback
+                return _values[site["name"]].to(fallback.dtype).expand(fallback.shape)
 
             init_fn: Any = init_strategy
         elif init in _INITS:
             init_fn = _INITS[init]
         else:
             raise ValueError(
-                f"init={init!r} is not known; expected a dict of values or one of: {', '.join(_INITS)}."
+                f"init={init!r} is not known; expected a dict of values or one of: auto, {', '.join(_INITS)}."
             )
 
         model_fn = config_enumerate(model.model, default="parallel") if roles.discrete_sites else model.model

@@ -35,9 +35,9 @@ _AUTOGUIDES = {
     "delta": AutoDelta,
 }
 _OPTIMS: dict[str, Any] = {
-    "adam": pyro.optim.Adam,
+    "adam": pyro.optim.Adam,  # type: ignore[attr-defined]
     "clipped_adam": pyro.optim.ClippedAdam,
-}  # noqa: B009
+}
 
 
 def _accepts(fn: Callable[..., Any], name: str) -> bool:

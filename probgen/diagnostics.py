@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +38,10 @@ def summary(fit: Fit, **kwargs: Any) -> pd.DataFrame:
     if fit.posterior:
         import arviz as az
 
-        return az.summary(fit.to_arviz(), var_names=list(fit.posterior), **kwargs)
+        with warnings.catch_warnings():
+            # constant elements (a Cholesky factor's unit diagonal) have no R-hat/ESS: NaN, not noise
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return az.summary(fit.to_arviz(), var_names=list(fit.posterior), **kwargs)
     rows = []
     for name, value in fit.params.items():
         flat = value.detach().reshape(-1).cpu().numpy()
@@ -88,29 +92,35 @@ def check(fit: Fit, *, max_rhat: float = 1.01, min_ess: float = 400.0) -> list[s
         if n_div:
             problems.append(f"{n_div} divergent transitions; raise target_accept_prob or reparametrise")
     if fit.posterior and fit.method == "mcmc":
-        import arviz as az
+        with warnings.catch_warnings():
+            problems += _posterior_problems(fit, max_rhat, min_ess)
+    return problems
 
-        idata = fit.to_arviz()
-        names = list(fit.posterior)
-        chains = next(iter(fit.posterior.values())).shape[0]
-        if chains > 1:
-            rhat = az.rhat(idata, var_names=names)
-            for name in names:
-                worst = float(np.nanmax(np.asarray(rhat[name])))
-                if not worst <= max_rhat:
-                    problems.append(
-                        f"site {name!r}: R-hat {worst:.3f} > {max_rhat}; run more warmup or more chains"
-                    )
-        else:
-            problems.append("one chain only: R-hat cannot be computed; use num_chains >= 2")
-        for method in ("bulk", "tail"):
-            ess = az.ess(idata, var_names=names, method=method)
-            for name in names:
-                worst = float(np.nanmin(np.asarray(ess[name])))
-                if not worst >= min_ess:
-                    problems.append(
-                        f"site {name!r}: {method} ESS {worst:.0f} < {min_ess:.0f}; draw more samples"
-                    )
+
+def _posterior_problems(fit: Fit, max_rhat: float, min_ess: float) -> list[str]:
+    import arviz as az
+
+    problems: list[str] = []
+    idata = fit.to_arviz()
+    names = list(fit.posterior or {})
+    warnings.simplefilter("ignore", RuntimeWarning)  # constant elements: NaN R-hat/ESS
+    chains = next(iter((fit.posterior or {}).values())).shape[0]
+    if chains > 1:
+        rhat = az.rhat(idata, var_names=names)
+        for name in names:
+            worst = float(np.nanmax(np.asarray(rhat[name])))
+            if not worst <= max_rhat:
+                problems.append(
+                    f"site {name!r}: R-hat {worst:.3f} > {max_rhat}; run more warmup or more chains"
+                )
+    else:
+        problems.append("one chain only: R-hat cannot be computed; use num_chains >= 2")
+    for method in ("bulk", "tail"):
+        ess = az.ess(idata, var_names=names, method=method)
+        for name in names:
+            worst = float(np.nanmin(np.asarray(ess[name])))
+            if not worst >= min_ess:
+                problems.append(f"site {name!r}: {method} ESS {worst:.0f} < {min_ess:.0f}; draw more samples")
     return problems
 
 

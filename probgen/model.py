@@ -325,6 +325,8 @@ def as_tensor(
             )
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"{argname} must be numeric; got dtype {arr.dtype}.")
+        if not arr.flags.writeable:  # e.g. pandas' read-only views; torch warns on those
+            arr = arr.copy()
         t = torch.as_tensor(arr)
     if t.numel() == 0:
         raise ValueError(f"{argname} is empty (shape {tuple(t.shape)}); expected at least one item.")

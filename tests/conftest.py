@@ -6,6 +6,9 @@ import pyro
 import pytest
 import torch
 
+# Small tensor operations stall with two threads on a shared two-core machine.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _fresh_pyro():

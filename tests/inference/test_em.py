@@ -44,7 +44,7 @@ def test_generic_em_follows_the_closed_form_updates(float64):
         init={"weights": torch.tensor(w0), "locs": torch.tensor(mu0)},
     )
     assert fit.converged
-    n_m_steps = len(fit.history) - 1
+    n_m_steps = len(fit.history)  # an M-step follows every E-step, the last one included
     for it in (1, 5, n_m_steps):  # the whole trajectory, not just the end point
         _, _, ll_ref = _closed_form_em(x, w0, mu0, iters=it - 1)
         assert fit.history[it - 1] == pytest.approx(ll_ref, abs=1e-7)
