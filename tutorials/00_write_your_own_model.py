@@ -88,7 +88,8 @@ def make_mixture(k):
 
 
 mix2 = make_mixture(2)
-em = pg.fit(mix2, waiting, method="em", seed=0, progress=False, n_init=1 if FAST else 3)  # EM (gradient M-step)
+# EM: the generic E-step by enumeration and a gradient M-step (no closed form is known here)
+em = pg.fit(mix2, waiting, method="em", seed=0, progress=False, n_init=1 if FAST else 3)
 vi = pg.fit(mix2, waiting, method="svi", seed=0, progress=False, num_steps=SVI_STEPS, lr=0.05)
 # NUTS started from the EM estimates: from a random start the sampler spends its warmup on
 # deep trees crossing the bimodal posterior, ten times slower for the same answer.
