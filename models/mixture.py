@@ -96,7 +96,7 @@ def _as_matrix(data: Any, family: str) -> Tensor:
     return t.contiguous()
 
 
-def _subsample(data: Tensor | None, idx: Tensor, subsample_size: int | None) -> Tensor | None:
+def _subsample(data: Tensor | None, idx: Any, subsample_size: int | None) -> Tensor | None:
     """The items of a subsampled data plate (all of them when not subsampling)."""
     return data if data is None or subsample_size is None else data[idx]
 

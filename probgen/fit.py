@@ -277,22 +277,34 @@ class Fit:
         return self.model.latent_posterior(self._data(None), self.params)
 
     # ----------------------------------------------------------------- generation
-    def sample(self, n: int, *, return_latents: bool = False, seed: int | None = None, **kwargs: Any) -> Any:
+    def sample(
+        self,
+        n: int,
+        length: int | None = None,
+        *,
+        return_latents: bool = False,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Draw ``n`` new data items from the fitted model.
 
         Parameters
         ----------
         n : int
-            Number of items.
+            Number of items (sequences for sequence models).
+        length : int, optional
+            Length of each generated sequence (sequence models such as HMMs only).
         return_latents : bool, default False
             Also return the discrete latents of each draw (e.g. the component).
         seed : int, optional
             Seed for this draw.
         **kwargs
-            Family options (e.g. ``length`` for HMM sequences).
+            Other family options.
         """
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
             raise ValueError(f"n must be a positive int; got {n!r}.")
+        if length is not None:
+            kwargs["length"] = length
         gen = torch.Generator().manual_seed(int(self.seed if seed is None else seed))
         if seed is not None:
             pyro.set_rng_seed(int(seed))
