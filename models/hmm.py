@@ -9,9 +9,10 @@ point geometrically, so after a few dozen steps the two agree to 1e-12 relative 
 the stored block is exact.  Blocks that do not meet are recomputed completely, round after
 round, so the result is exact whatever the chain; well-mixing chains need one correction pass.
 Forward and backward passes are rescaled in linear space (no underflow on any length).  Viterbi
-runs its max-product pass in log space with the same blocking, keeping values only, then traces
-the path back block by block (``O(K)`` per step), correcting guessed block-end states the same
-way.  Every step touches one contiguous ``(blocks, K)`` slab (time-major block layout).
+runs its max-product pass in log space with the same blocking, keeping values only and laid out
+state-major (``(K, blocks)`` per step, so its max over states is vectorised along the blocks),
+then traces the path back block by block (``O(K)`` per step), correcting guessed block-end states
+the same way.  Every step touches one contiguous slab (time-major block layout).
 
 The Pyro model sums the hidden states out with :class:`pyro.distributions.DiscreteHMM`, whose
 forward pass is a parallel (log-depth) scan, so SVI and NUTS fit a Bayesian HMM directly.
@@ -336,18 +337,62 @@ def _forward_backward(
     return log_lik, gamma, A * (inner + cross)
 
 
-def _viterbi(le: Tensor, lay: _Layout, log_initial: Tensor, log_transition: Tensor) -> tuple[Tensor, Tensor]:
+@dataclass(frozen=True, eq=False)
+class _ViterbiEmission:
+    """Emission log-densities for Viterbi, read one state-major ``(K, M)`` step at a time.
+
+    Either a table of log-probabilities indexed by blocked symbols (categorical: nothing of
+    size ``L M K`` is ever built) or a ``(L, K, M)`` array (any strides).  ``log(0)`` becomes
+    :data:`_LOG_FLOOR` and padded steps contribute zero.
+    """
+
+    source: Tensor  # (K, S + 1) table, last column zeros (the symbol of padded steps), or (L, K, M)
+    symbols: Tensor | None = None  # (L, M) int64 for a table
+
+    @staticmethod
+    def from_table(log_probs: Tensor, symbols: Tensor, lay: _Layout) -> _ViterbiEmission:
+        """``log_probs`` ``(K, S)``, ``symbols`` ``(L, M)`` in block layout."""
+        K, S = log_probs.shape
+        table = torch.cat([log_probs.clamp_min(_LOG_FLOOR), log_probs.new_zeros((K, 1))], 1)
+        if lay.ragged:
+            symbols = torch.where(lay.mask, symbols, S)
+        return _ViterbiEmission(table, symbols)
+
+    @staticmethod
+    def from_array(le: Tensor, lay: _Layout) -> _ViterbiEmission:
+        """``le`` ``(L, K, M)`` is used as scratch."""
+        le.clamp_min_(_LOG_FLOOR)
+        if lay.ragged:
+            le.masked_fill_(~lay.mask[:, None, :], 0.0)
+        return _ViterbiEmission(le)
+
+    def step(self, t: int, idx: Tensor | None = None, out: Tensor | None = None) -> Tensor:
+        """``(K, M)`` log-densities at step ``t`` (of blocks ``idx`` only when given)."""
+        if self.symbols is None:
+            x = self.source[t] if idx is None else self.source[t][:, idx]
+            return x if out is None else out.copy_(x)
+        s = self.symbols[t] if idx is None else self.symbols[t, idx]
+        return torch.gather(self.source, 1, s.expand(self.source.shape[0], -1), out=out)
+
+    def along(self, Z: Tensor) -> Tensor:
+        """``(L, M)`` log-densities of states ``Z`` ``(L, M)`` (zero on padded steps)."""
+        if self.symbols is None:
+            return torch.gather(self.source, 1, Z[:, None, :])[:, 0]
+        flat = (Z * self.source.shape[1]).add_(self.symbols)
+        return torch.index_select(self.source.reshape(-1), 0, flat.reshape(-1)).view(Z.shape)
+
+
+def _viterbi(
+    em: _ViterbiEmission, lay: _Layout, log_initial: Tensor, log_transition: Tensor
+) -> tuple[Tensor, Tensor]:
     """Most probable state path of every blocked sequence.
 
-    The forward max-product pass keeps values only (blocked like the forward pass); the
-    backtrace then recomputes each backpointer along the path, ``O(K)`` per step, blocks in
-    parallel from guessed end states, corrected until every block's end state agrees with the
-    block after it (a corrected backtrace stops as soon as it merges with the stored one).
-
-    Parameters
-    ----------
-    le : Tensor
-        ``(L, M, K)`` emission log-densities; used as scratch.
+    The forward max-product pass keeps values only, state-major (every step reduces a
+    ``(K, K, M)`` slab over its leading axis, vectorised along the blocks), stores ``delta``
+    (up to a shift per block) and chains the blocks like the forward pass.  The backtrace then
+    recomputes each backpointer along the path, ``O(K)`` per step, blocks in parallel from
+    guessed end states, corrected until every block's end state agrees with the block after it
+    (a corrected backtrace stops as soon as it merges with the stored one).
 
     Returns
     -------
@@ -356,42 +401,94 @@ def _viterbi(le: Tensor, lay: _Layout, log_initial: Tensor, log_transition: Tens
     scores : Tensor
         ``(N,)`` log-probability of each sequence jointly with its best path.
     """
-    L, M, K = le.shape
-    le.clamp_min_(_LOG_FLOOR)
-    if lay.ragged:
-        le[~lay.mask] = 0.0
-    logAT = log_transition.clamp_min(_LOG_FLOOR).T.contiguous()  # [to, from]
+    L, M, K = lay.L, lay.M, log_transition.shape[0]
+    logA = log_transition.clamp_min(_LOG_FLOOR)  # [from, to]
+    A3 = logA[:, :, None]
+    buf = logA.new_empty((K, K, M))
 
-    def vstep(h: Tensor, x: Tensor) -> Tensor:
-        return ((h + x).unsqueeze(-2) + logAT).amax(-1)
+    def advance(d: Tensor, out: Tensor) -> None:  # out[j] = max_i d[i] + log A[i, j]
+        work = buf if d.shape[1] == M else buf[:, :, : d.shape[1]]
+        torch.amax(torch.add(d[:, None, :], A3, out=work), 0, out=out)
 
-    start = log_initial.clamp_min(_LOG_FLOOR).expand(M, K).clone()
-    start[~lay.first] = 0.0
-    D = _chain_scan(vstep, le, start, lay.first | lay.empty, _close_log).add_(
-        le
-    )  # delta up to a shift per block
+    # forward pass: D[t] = h_t + e_t, h_{t+1} = max-plus(D[t]); blocks start from a guess
+    D = logA.new_empty((L, K, M))
+    start = log_initial.clamp_min(_LOG_FLOOR)[:, None].expand(K, M).clone()
+    start[:, ~lay.first] = 0.0
+    h = start.clone()
+    for t in range(L):
+        advance(em.step(t, out=D[t]).add_(h), h)
+    free = ~(lay.first | lay.empty)
+    used = start
+    for _ in range(M + 1):  # exactness needs at most one round per block
+        proposal = torch.roll(h, 1, 1)
+        changed = free & ~_close_log(proposal.T, used.T)
+        n_changed = int(changed.sum())
+        if n_changed == 0:
+            break
+        used[:, changed] = proposal[:, changed]
+        # rerun the changed blocks (all blocks when most changed: no gathers then) until
+        # their delta meets the stored one up to a shift (the future depends on nothing else)
+        idx = None if 2 * n_changed > M else changed.nonzero().squeeze(-1)
+        g = used.clone() if idx is None else used[:, idx]
+        met, check = False, 4
+        for t in range(L):
+            d = em.step(t, idx).add(g)
+            if t == check:
+                check += max(4, check // 2)
+                if bool(_close_log(d.T, (D[t] if idx is None else D[t][:, idx]).T).all()):
+                    met = True
+                    break
+            if idx is None:
+                D[t] = d
+            else:
+                D[t][:, idx] = d
+            advance(d, g)
+        if not met:
+            if idx is None:
+                h = g
+            else:
+                h[:, idx] = g
     # The backtrace only compares states within one time step, where D's per-block shift is
-    # common, so it may use shorter blocks than the forward pass: fewer Python steps.
+    # common, so it may use shorter blocks than the forward pass: fewer Python steps.  Backtrace
+    # block i = q * M + m holds steps q * lt .. (q + 1) * lt - 1 of forward block m.
     S = L // 64 if L > 64 and L % 64 == 0 else 1
     lt, Mt = L // S, M * S
-    if S > 1:  # sub-block m * S + q holds steps q * lt .. (q + 1) * lt - 1 of block m
-        D = D.view(S, lt, M, K).permute(1, 2, 0, 3).reshape(lt, Mt, K)
-    # the block holding a sequence's last step starts its backtrace there, with its exact state
+    D4 = D.view(S, lt, K, M)
     N, Bs = lay.N, lay.Bs
-    bps = Bs * S  # backtrace blocks per sequence
-    end_block = torch.arange(N) * bps + (lay.lengths - 1) // lt
-    end_pos = (lay.lengths - 1) % lt
-    end_state = D[end_pos, end_block].argmax(-1)
+    last = lay.lengths - 1
+    blk = torch.arange(N) * Bs + last // L
+    end_pos = last % lt
+    end_block = (last % L) // lt * M + blk
+    end_state = D4[end_block // M, end_pos, :, end_block % M].argmax(-1)
     resets: dict[int, tuple[Tensor, Tensor]] = {}
     for pos in torch.unique(end_pos).tolist():
         sel = end_pos == pos
         resets[int(pos)] = (end_block[sel], end_state[sel])
-    fixed = (torch.arange(bps).repeat(N) * lt) >= lay.lengths.repeat_interleave(bps)  # no real step
+    q_of = torch.arange(S).repeat_interleave(M)
+    m_of = torch.arange(M).repeat(S)
+    fixed = (m_of % Bs) * L + q_of * lt >= lay.lengths.repeat_interleave(Bs).repeat(S)  # no real step
     fixed[end_block] = True
     Z = torch.empty((lt, Mt), dtype=torch.long)
+    logAT = logA.T.contiguous()  # [to, from]
+    cand = logA.new_empty((S, K, M))
+    top = logA.new_empty((S, 1, M))
+    hit = torch.empty((S, K, M), dtype=torch.bool)
+    small = torch.uint8 if K < 256 else torch.int32
+    rank = torch.empty((S, K, M), dtype=small)
+    rev = torch.arange(K, 0, -1, dtype=small)[:, None]  # K - i
+
+    def first_max(c: Tensor) -> Tensor:  # argmax over axis 1 of (S, K, M), flattened to (S M,)
+        # first maximiser (as argmax) by max, equality and max of K - i: reductions over the
+        # state axis of state-major slabs are fast, arg-reductions are not
+        torch.eq(c, torch.amax(c, 1, keepdim=True, out=top), out=hit)
+        return K - torch.amax(torch.mul(hit, rev, out=rank), 1).view(-1).long()
+
+    def best_from(t: int, z: Tensor) -> Tensor:  # argmax_i D[t, i] + log A[i, z], all blocks
+        A_z = torch.gather(logA, 1, z.expand(K, -1)).view(K, S, M).transpose(0, 1)
+        return first_max(torch.add(D4[:, t], A_z, out=cand))
 
     def trace(idx: Tensor | None, z: Tensor) -> None:
-        Dm = D if idx is None else D[:, idx]
+        qi, mi = (None, None) if idx is None else (idx // M, idx % M)
         for t in range(lt - 1, -1, -1):
             if idx is None:
                 if t in resets:
@@ -402,28 +499,30 @@ def _viterbi(le: Tensor, lay: _Layout, log_initial: Tensor, log_transition: Tens
                     return  # merged with the stored path: the rest is the same
                 Z[t, idx] = z
             if t > 0:
-                z = (Dm[t - 1] + logAT[z]).argmax(-1)
+                z = best_from(t - 1, z) if idx is None else (D4[qi, t - 1, :, mi] + logAT[z]).argmax(-1)
 
-    trace(None, D[lt - 1].argmax(-1))
-    used = Z[lt - 1].clone()
-    free = ~fixed
+    trace(None, first_max(D4[:, lt - 1]))
+    used_z = Z[lt - 1].clone()
+    free_z = ~fixed
     for _ in range(Mt + 1):
-        implied = (D[lt - 1] + logAT[torch.roll(Z[0], -1)]).argmax(-1)
-        changed = free & (implied != used)
+        first = Z[0].view(S, M)
+        nxt = torch.cat([first[1:], torch.roll(first[:1], -1, 1)], 0).view(-1)  # first state of block i + 1
+        implied = best_from(lt - 1, nxt)
+        changed = free_z & (implied != used_z)
         idx = changed.nonzero().squeeze(-1)
         if idx.numel() == 0:
             break
-        used = torch.where(changed, implied, used)
+        used_z = torch.where(changed, implied, used_z)
         trace(idx, implied[idx])
-    if S > 1:
-        Z = Z.view(lt, M, S).permute(2, 0, 1).reshape(L, M)
+    Z = Z.view(lt, S, M).transpose(0, 1).reshape(L, M)
     # score of the path itself: log p(z_0) + sum log A + sum log e along it
-    zero = torch.zeros((), dtype=le.dtype)
-    emit = torch.where(lay.mask, torch.gather(le, 2, Z[..., None])[..., 0], zero)
     paths = lay.from_blocks(Z)
-    mask = lay.from_blocks(lay.mask)
-    trans = torch.where(mask[:, 1:], log_transition[paths[:, :-1], paths[:, 1:]], zero)
-    scores = log_initial[paths[:, 0]] + trans.sum(1) + emit.sum(0).view(N, Bs).sum(1)
+    emit = em.along(Z).sum(0).view(N, Bs).sum(1)
+    step = (paths[:, :-1] * K).add_(paths[:, 1:])
+    trans = torch.index_select(log_transition.reshape(-1), 0, step.reshape(-1)).view(step.shape)
+    if lay.ragged:
+        trans.masked_fill_(torch.arange(1, paths.shape[1]) >= lay.lengths[:, None], 0.0)
+    scores = log_initial[paths[:, 0]] + trans.sum(1) + emit
     return paths, scores
 
 
@@ -1084,8 +1183,12 @@ class HiddenMarkovModel(GenerativeModel):
         data = self._prepared(data)
         self._check_params(data, params)
         lay, vals = self._blocked(data)
+        if self.emission == "categorical":
+            em = _ViterbiEmission.from_table(torch.log(params["probs"].to(_F64)), vals, lay)
+        else:
+            em = _ViterbiEmission.from_array(self._log_emission(vals, params).transpose(1, 2), lay)
         paths, scores = _viterbi(
-            self._log_emission(vals, params),
+            em,
             lay,
             torch.log(params["initial"].to(_F64)),
             torch.log(params["transition"].to(_F64)),
