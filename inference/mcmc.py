@@ -81,7 +81,11 @@ class MCMC:
     ("auto": the model's own starting values when it offers ``init_params``, else "uniform";
     "uniform", "median", "sample", or a dict of starting values), ``recover_discrete`` (False:
     when True, draw the discrete latents for every posterior draw into ``fit.extras["discrete"]``),
-    ``chain_method`` ("sequential"; "parallel" opts in to Pyro's multiprocessing chains).
+    ``chain_method`` ("sequential"; "parallel" opts in to Pyro's multiprocessing chains),
+    ``num_threads`` (1: torch intra-op threads while sampling; None keeps torch's setting).
+    NUTS evaluates the model's gradient thousands of times on small tensors, where extra
+    threads only add synchronisation: on a loaded two-core machine one gradient took 230 ms
+    with two threads against 9 ms with one.
     """
 
     name = "mcmc"
@@ -105,6 +109,7 @@ class MCMC:
             "init": "auto",
             "recover_discrete": False,
             "chain_method": "sequential",
+            "num_threads": 1,
         }
         unknown = set(options) - set(defaults)
         if unknown:
@@ -123,6 +128,9 @@ class MCMC:
             or o["warmup_steps"] < 0
         ):
             raise ValueError(f"warmup_steps must be a non-negative int; got {o['warmup_steps']!r}.")
+        nt = o["num_threads"]
+        if nt is not None and (isinstance(nt, bool) or not isinstance(nt, int) or nt < 1):
+            raise ValueError(f"num_threads must be a positive int or None; got {nt!r}.")
         if o["kernel"] not in ("nuts", "hmc"):
             raise ValueError(f"kernel must be 'nuts' or 'hmc'; got {o['kernel']!r}.")
         if o["chain_method"] not in ("sequential", "parallel"):
@@ -183,6 +191,44 @@ class MCMC:
                 model_fn, target_accept_prob=o["target_accept_prob"], num_steps=o["num_steps"], **common
             )
 
+        threads = torch.get_num_threads()
+        if o["num_threads"] is not None:
+            torch.set_num_threads(int(o["num_threads"]))
+        try:
+            chains, stats = self._run_chains(make_kernel, data, o, seed, progress)
+        finally:
+            torch.set_num_threads(threads)
+
+        posterior = {k: torch.stack([ch[k] for ch in chains]) for k in chains[0]}
+        align = getattr(model, "align_posterior", None)
+        if callable(align):
+            posterior = align(posterior)
+        sample_stats = {k: np.asarray([[row[k] for row in rows] for rows in stats]) for k in stats[0][0]}
+        sample_stats["diverging"] = sample_stats["diverging"].astype(bool)  # ArviZ indexes draws with it
+        if "tree_depth" in sample_stats:
+            sample_stats["tree_depth"] = sample_stats["tree_depth"].astype(np.int64)
+        params = {k: v.mean((0, 1)) for k, v in posterior.items() if k in roles.global_sites}
+        extras: dict[str, Any] = {}
+        if o["recover_discrete"] and roles.discrete_sites:
+            extras["discrete"] = self._recover(model, data, posterior, roles)
+        n_div = int(sample_stats["diverging"].sum())
+        return Fit(
+            model=model,
+            data=data,
+            method=self.name,
+            params=params,
+            posterior=posterior,
+            history=sample_stats["lp"].reshape(-1) if "lp" in sample_stats else np.zeros(0),
+            converged=n_div == 0,
+            sample_stats=sample_stats,
+            extras=extras,
+            seed=seed,
+        )
+
+    @staticmethod
+    def _run_chains(
+        make_kernel: Any, data: Any, o: dict[str, Any], seed: int, progress: bool
+    ) -> tuple[list[dict[str, torch.Tensor]], list[list[dict[str, float]]]]:
         chains: list[dict[str, torch.Tensor]] = []
         stats: list[list[dict[str, float]]] = []
         if o["chain_method"] == "parallel" and o["num_chains"] > 1:
@@ -218,32 +264,7 @@ class MCMC:
                 runner.run(data)
                 chains.append(runner.get_samples())
                 stats.append(recorder.rows)
-
-        posterior = {k: torch.stack([ch[k] for ch in chains]) for k in chains[0]}
-        align = getattr(model, "align_posterior", None)
-        if callable(align):
-            posterior = align(posterior)
-        sample_stats = {k: np.asarray([[row[k] for row in rows] for rows in stats]) for k in stats[0][0]}
-        sample_stats["diverging"] = sample_stats["diverging"].astype(bool)  # ArviZ indexes draws with it
-        if "tree_depth" in sample_stats:
-            sample_stats["tree_depth"] = sample_stats["tree_depth"].astype(np.int64)
-        params = {k: v.mean((0, 1)) for k, v in posterior.items() if k in roles.global_sites}
-        extras: dict[str, Any] = {}
-        if o["recover_discrete"] and roles.discrete_sites:
-            extras["discrete"] = self._recover(model, data, posterior, roles)
-        n_div = int(sample_stats["diverging"].sum())
-        return Fit(
-            model=model,
-            data=data,
-            method=self.name,
-            params=params,
-            posterior=posterior,
-            history=sample_stats["lp"].reshape(-1) if "lp" in sample_stats else np.zeros(0),
-            converged=n_div == 0,
-            sample_stats=sample_stats,
-            extras=extras,
-            seed=seed,
-        )
+        return chains, stats
 
     @staticmethod
     def _recover(

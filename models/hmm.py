@@ -543,7 +543,7 @@ class _CholeskyPrior(dist.TorchDistribution):
         d = scale.shape[-1]
         super().__init__(torch.Size(batch_shape), torch.Size((d, d)), validate_args=validate_args)
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # type: ignore[override]  # noqa: B008
         d = self.scale.shape[-1]
         shape = tuple(sample_shape) + tuple(self.batch_shape) + (d, d)
         with torch.no_grad():
@@ -566,7 +566,7 @@ class _CholeskyPrior(dist.TorchDistribution):
 class _SequenceHMM(dist.DiscreteHMM):
     """:class:`~pyro.distributions.DiscreteHMM` that can also draw sequences (for replicates)."""
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # type: ignore[override]  # noqa: B008
         with torch.no_grad():
             shape = tuple(sample_shape) + tuple(self.batch_shape)
             T = self.event_shape[0]

@@ -24,7 +24,11 @@ import probgen as pg  # noqa: E402
 FAST = os.environ.get("PROBGEN_FAST") == "1"
 OUT = Path(os.environ.get("PROBGEN_TUTORIAL_OUT", Path(__file__).resolve().parent / "figures"))
 OUT.mkdir(parents=True, exist_ok=True)
-MCMC = {"num_samples": 100, "warmup_steps": 100} if FAST else {"num_samples": 1000, "warmup_steps": 1000}
+MCMC = (
+    {"num_samples": 60, "warmup_steps": 60, "max_tree_depth": 5}
+    if FAST
+    else {"num_samples": 1000, "warmup_steps": 1000}
+)
 SVI_STEPS = 400 if FAST else 4000
 torch.set_default_dtype(torch.float64)
 
