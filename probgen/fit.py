@@ -297,7 +297,8 @@ class Fit:
         return_latents : bool, default False
             Also return the discrete latents of each draw (e.g. the component).
         seed : int, optional
-            Seed for this draw.
+            Seed for this draw (default: drawn from torch's global generator, so successive
+            calls give new items).
         **kwargs
             Other family options.
         """
@@ -305,9 +306,10 @@ class Fit:
             raise ValueError(f"n must be a positive int; got {n!r}.")
         if length is not None:
             kwargs["length"] = length
-        gen = torch.Generator().manual_seed(int(self.seed if seed is None else seed))
-        if seed is not None:
-            pyro.set_rng_seed(int(seed))
+        if seed is None:  # successive calls differ; a script seeded once stays reproducible
+            seed = int(torch.randint(0, 2**62, (1,)))
+        gen = torch.Generator().manual_seed(int(seed))
+        pyro.set_rng_seed(int(seed))
         out = self.model.sample_items(int(n), self.params, generator=gen, **kwargs)
         if return_latents:
             return out["data"], {k: v for k, v in out.items() if k != "data"}
