@@ -307,7 +307,7 @@ class Fit:
         if length is not None:
             kwargs["length"] = length
         if seed is None:  # successive calls differ; a script seeded once stays reproducible
-            seed = int(torch.randint(0, 2**62, (1,)))
+            seed = int(torch.randint(0, 2**31 - 1, (1,)))
         gen = torch.Generator().manual_seed(int(seed))
         pyro.set_rng_seed(int(seed))
         out = self.model.sample_items(int(n), self.params, generator=gen, **kwargs)
