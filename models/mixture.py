@@ -449,6 +449,34 @@ class _Mixture(GenerativeModel):
             return len(data)
         return 1 if num_items is None else _check_positive_int(num_items, "num_items")
 
+    def _num_features(self, data: Tensor | None, num_features: int | None) -> int:
+        if data is not None:
+            return int(data.shape[-1])
+        if num_features is not None:
+            return _check_positive_int(num_features, "num_features")
+        return int(self._prior_data.shape[-1]) if self._prior_data is not None else 1
+
+    def _sample_weights(self) -> Tensor:
+        concentration = torch.full((self.n_components,), self.weight_concentration, dtype=torch.float64)
+        return pyro.sample("weights", dist.Dirichlet(concentration))
+
+    def _observe(
+        self,
+        data: Tensor | None,
+        num_items: int | None,
+        subsample_size: int | None,
+        weights: Tensor,
+        component: Any,
+    ) -> Tensor:
+        """The data plate: an enumerated component ``z`` per item, then ``obs ~ component(z)``."""
+        with pyro.plate("data", self._num_gen(data, num_items), subsample_size=subsample_size) as idx:
+            data = _subsample(data, idx, subsample_size)
+            z = pyro.sample("z", dist.Categorical(weights), infer={"enumerate": "parallel"})
+            return pyro.sample("obs", component(z), obs=self._as_obs(data))
+
+    def _as_obs(self, data: Tensor | None) -> Tensor | None:
+        return data
+
     def get_config(self) -> dict[str, Any]:
         return dict(self._config())
 
@@ -813,17 +841,10 @@ class GaussianMixture(_Mixture):
             The observed (or generated) items.
         """
         k = self.n_components
-        if data is not None:
-            d = data.shape[-1]
-        elif num_features is not None:
-            d = _check_positive_int(num_features, "num_features")
-        else:
-            d = self._prior_data.shape[-1] if self._prior_data is not None else 1
+        d = self._num_features(data, num_features)
         mean, std = self._priors(data, d)
         ct = self.covariance_type
-        weights = pyro.sample(
-            "weights", dist.Dirichlet(torch.full((k,), self.weight_concentration, dtype=torch.float64))
-        )
+        weights = self._sample_weights()
         with pyro.plate("components", k):
             locs = pyro.sample("locs", dist.Normal(mean, self.loc_scale * std).to_event(1))
             if ct in ("full", "diag"):
@@ -847,10 +868,8 @@ class GaussianMixture(_Mixture):
                         d, torch.tensor(self.lkj_concentration, dtype=torch.float64), validate_args=False
                     ),
                 )
-        n = self._num_gen(data, num_items)
-        with pyro.plate("data", n, subsample_size=subsample_size) as idx:
-            data = _subsample(data, idx, subsample_size)
-            z = pyro.sample("z", dist.Categorical(weights), infer={"enumerate": "parallel"})
+
+        def component(z: Tensor) -> Any:
             loc = Vindex(locs)[..., z, :]
             if ct in ("diag", "spherical"):
                 s = (
@@ -866,7 +885,9 @@ class GaussianMixture(_Mixture):
             else:
                 tril = scale.unsqueeze(-1) * corr if d > 1 else scale.unsqueeze(-1)
                 obs_dist = dist.MultivariateNormal(loc, scale_tril=tril, validate_args=False)
-            return pyro.sample("obs", obs_dist, obs=data)
+            return obs_dist
+
+        return self._observe(data, num_items, subsample_size, weights, component)
 
     def _kmeans_space(self, data: Tensor) -> Tensor:
         return data
@@ -1003,22 +1024,18 @@ class BernoulliMixture(_Mixture):
         subsample_size: int | None = None,
     ) -> Tensor:
         """Pyro model; ``data=None`` generates ``num_items`` items (default 1)."""
-        k = self.n_components
-        d = (
-            data.shape[-1]
-            if data is not None
-            else (num_features or (self._prior_data.shape[-1] if self._prior_data is not None else 1))
-        )
-        weights = pyro.sample(
-            "weights", dist.Dirichlet(torch.full((k,), self.weight_concentration, dtype=torch.float64))
-        )
+        k, d = self.n_components, self._num_features(data, num_features)
+        weights = self._sample_weights()
         with pyro.plate("components", k):
             a = torch.full((d,), self.prior_a, dtype=torch.float64)
             probs = pyro.sample("probs", dist.Beta(a, torch.full_like(a, self.prior_b)).to_event(1))
-        with pyro.plate("data", self._num_gen(data, num_items), subsample_size=subsample_size) as idx:
-            data = _subsample(data, idx, subsample_size)
-            z = pyro.sample("z", dist.Categorical(weights), infer={"enumerate": "parallel"})
-            return pyro.sample("obs", dist.Bernoulli(Vindex(probs)[..., z, :]).to_event(1), obs=data)
+        return self._observe(
+            data,
+            num_items,
+            subsample_size,
+            weights,
+            lambda z: dist.Bernoulli(Vindex(probs)[..., z, :]).to_event(1),
+        )
 
 
 class CategoricalMixture(_Mixture):
@@ -1167,22 +1184,21 @@ class CategoricalMixture(_Mixture):
     ) -> Tensor:
         """Pyro model; ``data=None`` generates ``num_items`` items (default 1)."""
         k, c = self.n_components, self._c()
-        d = (
-            data.shape[-1]
-            if data is not None
-            else (num_features or (self._prior_data.shape[-1] if self._prior_data is not None else 1))
-        )
-        weights = pyro.sample(
-            "weights", dist.Dirichlet(torch.full((k,), self.weight_concentration, dtype=torch.float64))
-        )
+        d = self._num_features(data, num_features)
+        weights = self._sample_weights()
         with pyro.plate("components", k):
             conc = torch.full((d, c), self.prior_concentration, dtype=torch.float64)
             probs = pyro.sample("probs", dist.Dirichlet(conc).to_event(1))
-        with pyro.plate("data", self._num_gen(data, num_items), subsample_size=subsample_size) as idx:
-            data = _subsample(data, idx, subsample_size)
-            z = pyro.sample("z", dist.Categorical(weights), infer={"enumerate": "parallel"})
-            obs = None if data is None else data.long()
-            return pyro.sample("obs", dist.Categorical(Vindex(probs)[..., z, :, :]).to_event(1), obs=obs)
+        return self._observe(
+            data,
+            num_items,
+            subsample_size,
+            weights,
+            lambda z: dist.Categorical(Vindex(probs)[..., z, :, :]).to_event(1),
+        )
+
+    def _as_obs(self, data: Tensor | None) -> Tensor | None:
+        return None if data is None else data.long()
 
 
 class PoissonMixture(_Mixture):
@@ -1308,23 +1324,20 @@ class PoissonMixture(_Mixture):
         """Pyro model; ``data=None`` generates ``num_items`` items (default 1)."""
         k = self.n_components
         ref = self._data_stats(data)
-        d = (
-            data.shape[-1]
-            if data is not None
-            else (num_features or (ref.shape[-1] if ref is not None else 1))
-        )
+        d = self._num_features(data, num_features)
         mean = (
             ref.mean(0).clamp_min(1e-3)
             if ref is not None and ref.shape[-1] == d
             else torch.ones(d, dtype=torch.float64)
         )
-        weights = pyro.sample(
-            "weights", dist.Dirichlet(torch.full((k,), self.weight_concentration, dtype=torch.float64))
-        )
+        weights = self._sample_weights()
         with pyro.plate("components", k):
             shape = torch.full((d,), self.prior_shape, dtype=torch.float64)
             rates = pyro.sample("rates", dist.Gamma(shape, shape / mean).to_event(1))
-        with pyro.plate("data", self._num_gen(data, num_items), subsample_size=subsample_size) as idx:
-            data = _subsample(data, idx, subsample_size)
-            z = pyro.sample("z", dist.Categorical(weights), infer={"enumerate": "parallel"})
-            return pyro.sample("obs", dist.Poisson(Vindex(rates)[..., z, :]).to_event(1), obs=data)
+        return self._observe(
+            data,
+            num_items,
+            subsample_size,
+            weights,
+            lambda z: dist.Poisson(Vindex(rates)[..., z, :]).to_event(1),
+        )
