@@ -11,7 +11,6 @@ here built on Pyro's enumeration machinery, so a user-written model gets every t
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -96,8 +95,8 @@ def find_roles(model_fn: Callable[..., Any], data: Any, data_plate: str | None =
             if frames:
                 data_plate = max(frames, key=lambda f: f.dim).name  # outermost: dim closest to 0
                 break
-    nesting = max((len([f for f in s["cond_indep_stack"] if f.vectorized]) for s in sites), default=0)
-    nesting = max([nesting] + [-f.dim for s in sites for f in s["cond_indep_stack"] if f.vectorized])
+    # plates may sit at explicit dims: the nesting is the deepest dim any plate uses
+    nesting = max((-f.dim for s in sites for f in s["cond_indep_stack"] if f.vectorized), default=0)
     global_sites, local_sites, discrete_sites = [], [], []
     for s in sites:
         if s["is_observed"]:
@@ -365,8 +364,6 @@ class _FunctionModel(GenerativeModel):
         self.data_plate_name = data_plate
         self.dtype = dtype
         functools.update_wrapper(self, fn, updated=())
-        params = inspect.signature(fn).parameters
-        self.accepts_subsample = "subsample_size" in params
 
     def model(self, data: Any = None, **kwargs: Any) -> Any:
         return self.fn(data, **kwargs)
