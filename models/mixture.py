@@ -13,6 +13,7 @@ re-seeded on the worst-explained item and reported with a ``ConvergenceWarning``
 
 from __future__ import annotations
 
+import abc
 import math
 import warnings
 import weakref
@@ -172,7 +173,7 @@ def _hungarian(cost: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ base class
-class _Mixture(GenerativeModel):
+class _Mixture(GenerativeModel, abc.ABC):
     """Shared machinery of the finite mixtures (validation, EM driver hooks, relabelling)."""
 
     dtype = torch.float64
@@ -480,30 +481,34 @@ class _Mixture(GenerativeModel):
     def get_config(self) -> dict[str, Any]:
         return dict(self._config())
 
-    def _config(self) -> dict[str, Any]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments."""
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._config().items())
         return f"{self.name}({args})"
 
     # abstract pieces
-    def _site_names(self, data: Tensor) -> tuple[str, ...]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _site_names(self, data: Tensor) -> tuple[str, ...]:
+        """Global sample sites of this family, in order."""
 
-    def _param_shapes(self, data: Tensor) -> dict[str, tuple[int, ...]]:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _param_shapes(self, data: Tensor) -> dict[str, tuple[int, ...]]:
+        """Shape of every global site for ``data``."""
 
-    def _log_joint(self, data: Tensor, params: Mapping[str, Tensor]) -> Tensor:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _log_joint(self, data: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        """``(n, K)`` log p(x_i, z_i = k) at ``params``."""
 
-    def _m_step_counts(self, data: Tensor, resp: Tensor, nk: Tensor) -> dict[str, Tensor]:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _m_step_counts(self, data: Tensor, resp: Tensor, nk: Tensor) -> dict[str, Tensor]:
+        """Closed-form component parameters from responsibilities and counts."""
 
-    def _sample_given(
-        self, z: Tensor, params: Mapping[str, Tensor], generator: Any
-    ) -> Tensor:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _sample_given(self, z: Tensor, params: Mapping[str, Tensor], generator: Any) -> Tensor:
+        """Items drawn from the components ``z``."""
 
 
 # ------------------------------------------------------------------------ Gaussian mixture

@@ -10,6 +10,7 @@ here built on Pyro's enumeration machinery, so a user-written model gets every t
 
 from __future__ import annotations
 
+import abc
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -117,7 +118,7 @@ def find_roles(model_fn: Callable[..., Any], data: Any, data_plate: str | None =
     )
 
 
-class GenerativeModel:
+class GenerativeModel(abc.ABC):
     """A Pyro model/guide pair plus the hooks probgen's backends and tools use.
 
     Subclasses implement :meth:`model` (and optionally :meth:`guide`).  ``model(data)`` scores
@@ -153,8 +154,9 @@ class GenerativeModel:
     dtype: torch.dtype | None = None
 
     # ----------------------------------------------------------------------------- Pyro pair
-    def model(self, data: Any = None) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError(f"{type(self).__name__} must implement model(data)")
+    @abc.abstractmethod
+    def model(self, data: Any = None) -> Any:
+        """The Pyro model: scores ``data``, generates when ``data`` is None."""
 
     def guide(self, data: Any = None) -> Any:
         """The variational family; ``None`` means backends build an autoguide."""
