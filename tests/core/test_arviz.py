@@ -13,10 +13,32 @@ from tests.core.models import make_mixture
 START = {"weights": torch.tensor([0.5, 0.5]), "locs": torch.tensor([-1.0, 1.0])}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def mixture_data():
     rng = np.random.default_rng(0)
     return torch.tensor(np.concatenate([rng.normal(-2, 1, 30), rng.normal(2, 1, 20)]))
+
+
+@pytest.fixture(scope="module")
+def mixture_fits(mixture_data):
+    """One EM and one MCMC fit of the user-written mixture, shared by the tests below."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        em = pg.fit(make_mixture(), mixture_data, method="em", seed=0, progress=False)
+        mcmc = pg.fit(
+            make_mixture(),
+            mixture_data,
+            method="mcmc",
+            seed=0,
+            progress=False,
+            num_samples=100,
+            warmup_steps=100,
+            init=START,
+        )
+    finally:
+        torch.set_default_dtype(old)
+    return {"em": em, "mcmc": mcmc}
 
 
 def _closed_form(x, w, locs):
@@ -26,19 +48,10 @@ def _closed_form(x, w, locs):
     return np.logaddexp.reduce(lj, axis=-1)
 
 
-def test_mcmc_mixture_log_likelihood_group_and_loo(float64, mixture_data):
+def test_mcmc_mixture_log_likelihood_group_and_loo(float64, mixture_data, mixture_fits):
     import arviz as az
 
-    fit = pg.fit(
-        make_mixture(),
-        mixture_data,
-        method="mcmc",
-        seed=0,
-        progress=False,
-        num_samples=100,
-        warmup_steps=100,
-        init=START,
-    )
+    fit = mixture_fits["mcmc"]
     idata = fit.to_arviz()
     ll = idata.log_likelihood["obs"].values
     assert ll.shape == (2, 100, 50)
@@ -53,8 +66,8 @@ def test_mcmc_mixture_log_likelihood_group_and_loo(float64, mixture_data):
     assert np.allclose(fit.log_prob().numpy(), lpd, atol=1e-10)
 
 
-def test_point_fit_converts_as_one_draw_and_reports_bic(float64, mixture_data):
-    fit = pg.fit(make_mixture(), mixture_data, method="em", seed=0, progress=False)
+def test_point_fit_converts_as_one_draw_and_reports_bic(float64, mixture_data, mixture_fits):
+    fit = mixture_fits["em"]
     idata = fit.to_arviz()
     assert idata.posterior["locs"].shape == (1, 1, 2)
     ll = idata.log_likelihood["obs"].values
@@ -64,10 +77,10 @@ def test_point_fit_converts_as_one_draw_and_reports_bic(float64, mixture_data):
     assert table.loc["locs[0]", "estimate"] == pytest.approx(float(locs[0]))
 
 
-def test_compare_ranks_point_fits_by_bic(float64, mixture_data):
+def test_compare_ranks_point_fits_by_bic(float64, mixture_data, mixture_fits):
     from tests.core.models import normal_normal
 
-    f_mix = pg.fit(make_mixture(), mixture_data, method="em", seed=0, progress=False)
+    f_mix = mixture_fits["em"]
     f_one = pg.fit(normal_normal, mixture_data, method="svi", seed=0, progress=False, num_steps=300)
     table = pg.compare({"mixture": f_mix, "one normal": f_one}, mixture_data, ic="bic")
     # BIC by hand for the mixture: 3 free parameters
@@ -80,19 +93,10 @@ def test_compare_ranks_point_fits_by_bic(float64, mixture_data):
     assert table.index[0] == "mixture"
 
 
-def test_compare_ranks_posterior_fits_by_loo(float64, mixture_data):
+def test_compare_ranks_posterior_fits_by_loo(float64, mixture_data, mixture_fits):
     from tests.core.models import normal_normal
 
-    f_mix = pg.fit(
-        make_mixture(),
-        mixture_data,
-        method="mcmc",
-        seed=0,
-        progress=False,
-        num_samples=100,
-        warmup_steps=100,
-        init=START,
-    )
+    f_mix = mixture_fits["mcmc"]
     f_one = pg.fit(
         normal_normal, mixture_data, method="mcmc", seed=0, progress=False, num_samples=100, warmup_steps=100
     )
@@ -101,9 +105,8 @@ def test_compare_ranks_posterior_fits_by_loo(float64, mixture_data):
     assert "elpd_loo" in table.columns
 
 
-def test_check_reports_problems_and_passes_healthy_fits(float64, mixture_data):
-    fit = pg.fit(make_mixture(), mixture_data, method="em", seed=0, progress=False)
-    assert pg.check(fit) == []
+def test_check_reports_problems_and_passes_healthy_fits(float64, mixture_data, mixture_fits):
+    assert pg.check(mixture_fits["em"]) == []
     short = pg.fit(
         make_mixture(), mixture_data, method="mcmc", seed=0, progress=False, num_samples=20, warmup_steps=20
     )
