@@ -344,6 +344,15 @@ class Fit:
             self, posterior_predictive=posterior_predictive, num_ppc_samples=num_ppc_samples
         )
 
+    def plot(self, data: Any = None, *, ax: Any = None, **kwargs: Any) -> Any:
+        """Picture of the fitted model over ``data`` (default: the training data).
+
+        Families draw what suits them (mixture ellipses over the data, HMM state strips with
+        posterior probabilities); returns the matplotlib axes.  ArviZ's plots work on
+        :meth:`to_arviz` for every fit.
+        """
+        return self.model.plot_fit(self._data(data), self.params, ax=ax, **kwargs)
+
     def summary(self) -> pd.DataFrame:
         """Same as ``probgen.summary(fit)``."""
         from probgen.diagnostics import summary

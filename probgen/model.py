@@ -46,6 +46,8 @@ class SiteRoles:
         Name of the plate over data items; ``None`` when the model has no plate.
     max_plate_nesting : int
         Deepest plate nesting seen in the trace.
+    param_sites : tuple of str
+        ``pyro.param`` sites the model declares (learned by EM/SVI/enum, part of ``fit.params``).
     """
 
     global_sites: tuple[str, ...]
@@ -54,6 +56,7 @@ class SiteRoles:
     observed_sites: tuple[str, ...]
     data_plate: str | None
     max_plate_nesting: int
+    param_sites: tuple[str, ...] = ()
 
     @property
     def continuous_sites(self) -> tuple[str, ...]:
@@ -115,6 +118,7 @@ def find_roles(model_fn: Callable[..., Any], data: Any, data_plate: str | None =
         tuple(s["name"] for s in observed),
         data_plate,
         nesting,
+        tuple(n for n, s in trace.nodes.items() if s["type"] == "param"),
     )
 
 
@@ -259,6 +263,16 @@ class GenerativeModel(abc.ABC):
         roles = self.roles(data)
         trace = _trace_with(self.model, params, data)
         return sum(free_parameters(trace.nodes[n]["fn"], params[n]) for n in roles.global_sites)
+
+    def plot_fit(self, data: Any, params: Mapping[str, Tensor], *, ax: Any = None, **kwargs: Any) -> Any:
+        """Draw the fitted model over ``data`` on matplotlib axes ``ax`` (created when None).
+
+        Families override this (mixture ellipses over the data, HMM state strips); the default
+        refuses with a clear message, so ``fit.plot`` says which models offer a picture.
+        """
+        raise TypeError(
+            f"{self.name} has no built-in picture; use ArviZ on fit.to_arviz() (e.g. arviz.plot_trace)."
+        )
 
     def __repr__(self) -> str:
         return f"{self.name}()"
