@@ -1,0 +1,203 @@
+"""The HMM engine alone, against brute force over every state path on tiny problems.
+
+Each problem is small enough to list all ``K ** T`` paths of every sequence: the forward pass must
+give the log-sum-exp of their joint log-probabilities, forward-backward the posterior marginals
+and expected transition counts, Viterbi the best path and its score.  Small block lengths
+(``L`` of 1, 2, 3 steps) cut even these sequences into many blocks, so the chaining and the
+correction rounds of the blocked scans run too.  Tolerances: 1e-10 relative on log-likelihoods
+and scores, 1e-10 absolute on probabilities and counts; identical paths.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from probgen.models.hmm_engine import (
+    SequenceData,
+    _forward_backward,
+    _layout,
+    _padded_length,
+    _scale_log_emission,
+    _viterbi,
+    _ViterbiEmission,
+)
+
+F64 = torch.float64
+
+
+# ------------------------------------------------------------------------------ problems
+def _problem(K: int, lengths: list[int], seed: int, *, forbidden: bool = False, symbols: int = 0):
+    """Random chain, and per-step log-emissions ``(N, T, K)`` (or symbols and a log table)."""
+    rng = np.random.default_rng(seed)
+    initial = rng.dirichlet(np.ones(K))
+    transition = rng.dirichlet(np.ones(K), K)
+    if forbidden and K > 1:  # a zero in every row but one, and an impossible first state
+        transition[np.arange(K - 1), np.arange(1, K)] = 0.0
+        transition /= transition.sum(1, keepdims=True)
+        initial[-1] = 0.0
+        initial /= initial.sum()
+    T = max(lengths)
+    if symbols:
+        table = np.log(rng.dirichlet(np.ones(symbols), K))  # (K, S)
+        codes = rng.integers(0, symbols, (len(lengths), T))
+        log_e = table.T[codes]  # (N, T, K)
+        return initial, transition, log_e, (table, codes)
+    log_e = rng.normal(0.0, 2.0, (len(lengths), T, K))
+    return initial, transition, log_e, None
+
+
+def _brute_force(initial, transition, log_e, lengths):
+    """Per sequence: log-likelihood, marginals (T, K), transition counts (K, K), best path and score."""
+    K = len(initial)
+    with np.errstate(divide="ignore"):
+        log_init, log_trans = np.log(initial), np.log(transition)
+    out = []
+    for n, T in enumerate(lengths):
+        paths = np.array(list(itertools.product(range(K), repeat=T)))  # (K^T, T)
+        steps = np.arange(T)
+        joint = log_init[paths[:, 0]] + log_e[n, steps, paths].sum(1)
+        if T > 1:
+            joint = joint + log_trans[paths[:, :-1], paths[:, 1:]].sum(1)
+        total = np.logaddexp.reduce(joint)
+        w = np.exp(joint - total)
+        marg = np.zeros((T, K))
+        for t in range(T):
+            marg[t] = np.bincount(paths[:, t], weights=w, minlength=K)
+        counts = np.zeros((K, K))
+        for t in range(1, T):
+            np.add.at(counts, (paths[:, t - 1], paths[:, t]), w)
+        best = int(np.argmax(joint))
+        out.append((total, marg, counts, paths[best], joint[best], np.sort(joint)[-2:]))
+    return out
+
+
+def _engine_forward_backward(initial, transition, log_e, lengths, L):
+    lens = torch.tensor(lengths)
+    Tp = _padded_length(max(lengths), L)
+    lay = _layout(lens, Tp, L)
+    x = torch.zeros((len(lengths), Tp, len(initial)), dtype=F64)
+    x[:, : log_e.shape[1]] = torch.as_tensor(log_e)
+    e, mx = _scale_log_emission(lay.to_blocks(x), lay)
+    ll, gamma, xi = _forward_backward(
+        e, mx, lay, torch.as_tensor(initial), torch.as_tensor(transition), posteriors=True
+    )
+    assert gamma is not None and xi is not None
+    return ll.numpy(), lay.from_blocks(gamma).numpy(), xi.numpy()
+
+
+def _engine_viterbi(initial, transition, log_e, lengths, L, table=None):
+    lens = torch.tensor(lengths)
+    Tp = _padded_length(max(lengths), L)
+    lay = _layout(lens, Tp, L)
+    K = len(initial)
+    if table is None:
+        x = torch.zeros((len(lengths), Tp, K), dtype=F64)
+        x[:, : log_e.shape[1]] = torch.as_tensor(log_e)
+        em = _ViterbiEmission.from_array(lay.to_blocks(x).transpose(1, 2), lay)
+    else:
+        log_table, codes = table
+        s = torch.zeros((len(lengths), Tp), dtype=torch.long)
+        s[:, : codes.shape[1]] = torch.as_tensor(codes)
+        em = _ViterbiEmission.from_table(torch.as_tensor(log_table), lay.to_blocks(s), lay)
+    with np.errstate(divide="ignore"):
+        log_init, log_trans = np.log(initial), np.log(transition)
+    paths, scores = _viterbi(em, lay, torch.as_tensor(log_init), torch.as_tensor(log_trans))
+    return [paths[i, :T].numpy() for i, T in enumerate(lengths)], scores.numpy()
+
+
+def _check_against_brute_force(K, lengths, L, seed, *, forbidden=False, symbols=0):
+    initial, transition, log_e, table = _problem(K, lengths, seed, forbidden=forbidden, symbols=symbols)
+    ref = _brute_force(initial, transition, log_e, lengths)
+    ll, gamma, xi = _engine_forward_backward(initial, transition, log_e, lengths, L)
+    np.testing.assert_allclose(ll, [r[0] for r in ref], rtol=1e-10)
+    for n, T in enumerate(lengths):
+        np.testing.assert_allclose(gamma[n, :T], ref[n][1], rtol=0, atol=1e-10)
+        assert np.all(gamma[n, T:] == 0.0)  # padded steps carry no weight
+    np.testing.assert_allclose(xi, sum(r[2] for r in ref), rtol=0, atol=1e-10)
+    paths, scores = _engine_viterbi(initial, transition, log_e, lengths, L, table)
+    np.testing.assert_allclose(scores, [r[4] for r in ref], rtol=1e-10)
+    for n, r in enumerate(ref):
+        runner_up, best = r[5] if len(r[5]) == 2 else (-np.inf, r[5][-1])
+        if best - runner_up > 1e-9:  # a unique best path: the engine must find it exactly
+            np.testing.assert_array_equal(paths[n], r[3])
+
+
+# --------------------------------------------------------------------------------- tests
+LENGTH_SETS = [[1], [2], [6], [1, 4, 7, 2], [5, 5]]
+
+
+@pytest.mark.parametrize("K", [1, 2, 3])
+@pytest.mark.parametrize("lengths", LENGTH_SETS, ids=lambda ls: "-".join(map(str, ls)))
+@pytest.mark.parametrize("L", [None, 1, 2, 3])
+def test_engine_equals_sums_and_maxima_over_every_path(K, lengths, L):
+    _check_against_brute_force(K, lengths, L, seed=K * 100 + sum(lengths) + (L or 0))
+
+
+@pytest.mark.parametrize("L", [None, 1, 3])
+def test_forbidden_transitions_and_impossible_start(L):
+    """Zeros in the chain: impossible paths contribute nothing and are never chosen."""
+    _check_against_brute_force(3, [1, 6, 3, 7], L, seed=5, forbidden=True)
+
+
+@pytest.mark.parametrize("L", [None, 2])
+def test_viterbi_from_a_symbol_table(L):
+    """Categorical emissions read from a (K, S) log table by symbol, as the HMM does."""
+    _check_against_brute_force(3, [7, 1, 4], L, seed=6, symbols=4)
+
+
+def test_nearly_deterministic_chain_needs_several_correction_rounds():
+    """A sticky chain forgets its start slowly: every block of one step is corrected in turn."""
+    K, lengths = 2, [7, 3]
+    initial, transition, log_e, _ = _problem(K, lengths, seed=7)
+    transition = np.array([[1 - 1e-6, 1e-6], [1e-6, 1 - 1e-6]])
+    log_e = log_e * 1e-3  # weak evidence: the chain, not the data, decides
+    ref = _brute_force(initial, transition, log_e, lengths)
+    ll, gamma, xi = _engine_forward_backward(initial, transition, log_e, lengths, 1)
+    np.testing.assert_allclose(ll, [r[0] for r in ref], rtol=1e-10)
+    np.testing.assert_allclose(gamma[0, :7], ref[0][1], atol=1e-10)
+    np.testing.assert_allclose(xi, sum(r[2] for r in ref), atol=1e-10)
+    _, scores = _engine_viterbi(initial, transition, log_e, lengths, 1)
+    np.testing.assert_allclose(scores, [r[4] for r in ref], rtol=1e-10)
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    K=st.integers(1, 3),
+    lengths=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+    L=st.sampled_from([None, 1, 2, 4]),
+    seed=st.integers(0, 2**16),
+)
+def test_forward_pass_equals_the_sum_over_all_paths(K, lengths, L, seed):
+    _check_against_brute_force(K, lengths, L, seed)
+
+
+def test_block_layout_round_trips_and_marks_padding():
+    lens = torch.tensor([5, 1, 3])
+    Tp = _padded_length(5, 2)
+    assert Tp == 6
+    lay = _layout(lens, Tp, 2)
+    assert (lay.N, lay.L, lay.Bs, lay.M) == (3, 2, 3, 9)
+    x = torch.arange(3 * 6, dtype=F64).view(3, 6)
+    assert torch.equal(lay.from_blocks(lay.to_blocks(x)), x)
+    mask = lay.from_blocks(lay.mask)
+    assert torch.equal(mask, torch.arange(6)[None, :] < lens[:, None])
+    assert lay.first.tolist() == [True, False, False] * 3
+    assert lay.last.tolist() == [False, False, True] * 3
+    assert lay.empty.tolist() == [False, False, False, False, True, True, False, False, True]
+    with pytest.raises(ValueError, match="whole blocks of 4 steps; got 6"):
+        _layout(lens, 6, 4)
+
+
+def test_sequence_data_unpads_its_sequences():
+    values = torch.arange(12, dtype=F64).view(2, 3, 2)
+    data = SequenceData(values, torch.tensor([3, 1]))
+    assert len(data) == 2 and data.n_features == 2 and data.shape == (2, 3, 2)
+    assert data.mask.tolist() == [[True, True, True], [True, False, False]]
+    seqs = data.sequences()
+    assert torch.equal(seqs[0], values[0]) and torch.equal(seqs[1], values[1, :1])
