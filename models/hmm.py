@@ -33,6 +33,7 @@ from probgen.models.hmm_engine import (
     _viterbi,
     _ViterbiEmission,
 )
+from probgen.models.kmeans import _kmeans
 
 __all__ = ["HiddenMarkovModel", "SequenceData"]
 
@@ -41,6 +42,7 @@ _EMISSIONS = ("gaussian", "categorical", "poisson")
 _COVARIANCE_TYPES = ("spherical", "diag", "full", "tied")
 _INIT_STRATEGIES = ("kmeans", "random")
 _ROW_SUM_ATOL = 1e-6
+_KMEANS_MAX_POINTS = 20000  # k-means for starting means runs on a subsample of long series
 
 
 # ------------------------------------------------------------------------- Pyro helpers
@@ -516,7 +518,7 @@ class HiddenMarkovModel(GenerativeModel):
             X = data.values[mask]  # (n_steps, d)
             if not ({"locs", "rates"} & set(given)):
                 centers = (
-                    _kmeans(X, K, g)
+                    _kmeans(X, min(K, X.shape[0]), g, max_points=_KMEANS_MAX_POINTS)[1]
                     if strategy == "kmeans"
                     else X[torch.randperm(X.shape[0], generator=g)[:K]]
                 )
@@ -956,26 +958,3 @@ def _expect_stochastic(v: Tensor, name: str) -> None:
 def _normalise(x: Tensor, fallback: Tensor) -> Tensor:
     s = x.sum(-1, keepdim=True)
     return torch.where(s > 0, x / torch.where(s > 0, s, torch.ones_like(s)), fallback.to(x.dtype))
-
-
-def _kmeans(X: Tensor, k: int, g: torch.Generator, n_iter: int = 20, max_points: int = 20000) -> Tensor:
-    """k-means++ seeding and Lloyd iterations (on a subsample of at most ``max_points``)."""
-    if X.shape[0] > max_points:
-        X = X[torch.randperm(X.shape[0], generator=g)[:max_points]]
-    n = X.shape[0]
-    centers = X[torch.randint(n, (1,), generator=g)]
-    d2 = ((X - centers[0]) ** 2).sum(-1)
-    for _ in range(1, min(k, n)):
-        p = d2 / d2.sum() if float(d2.sum()) > 0 else torch.full_like(d2, 1.0 / n)
-        c = X[torch.multinomial(p, 1, generator=g)]
-        centers = torch.cat([centers, c])
-        d2 = torch.minimum(d2, ((X - c[0]) ** 2).sum(-1))
-    for _ in range(n_iter):
-        lab = torch.cdist(X, centers).argmin(-1)
-        new = torch.zeros_like(centers).index_add_(0, lab, X)
-        cnt = torch.bincount(lab, minlength=centers.shape[0]).to(X.dtype)
-        new = torch.where(cnt[:, None] > 0, new / cnt.clamp_min(1)[:, None], centers)
-        if torch.allclose(new, centers):
-            break
-        centers = new
-    return centers
