@@ -37,7 +37,7 @@ _HOOKS = ("init_params", "e_step", "m_step")
 
 
 def _has_fast_path(model: GenerativeModel) -> bool:
-    return all(callable(getattr(model, h, None)) for h in _HOOKS)
+    return all(model.offers(h) for h in _HOOKS)
 
 
 class EM:
@@ -67,8 +67,7 @@ class EM:
 
     def fit(self, model: GenerativeModel, data: Any, *, seed: int, progress: bool, **options: Any) -> Fit:
         defaults: dict[str, Any] = {"max_iter": 100, "tol": 1e-3, "n_init": 1, "init": "random"}
-        if hasattr(model, "em_defaults"):
-            defaults.update(model.em_defaults())
+        defaults.update(model.em_defaults())
         known = set(defaults) | {"map", "m_step_iters", "verbose"}
         unknown = set(options) - known
         if unknown:
@@ -90,11 +89,7 @@ class EM:
             )
 
         fast = _has_fast_path(model)
-        scale = (
-            float(model.em_convergence_scale(data))
-            if hasattr(model, "em_convergence_scale")
-            else float(model.num_items(data))
-        )
+        scale = float(model.em_convergence_scale(data))
         generic = (
             None
             if fast
@@ -183,9 +178,19 @@ class _GenericEM:
     def init_params(self, init: Any) -> dict[str, Tensor]:
         names = self.roles.global_sites
         given = dict(init) if isinstance(init, Mapping) else {}
-        unknown = set(given) - set(names)
+        unknown = set(given) - set(names) - set(self.param_names)
         if unknown:
-            raise ValueError(f"init names unknown site(s) {sorted(unknown)}; global sites are {list(names)}.")
+            raise ValueError(
+                f"init names unknown site(s) {sorted(unknown)}; global sites are {list(names)}"
+                + (f", pyro.param sites {self.param_names}." if self.param_names else ".")
+            )
+        store = pyro.get_param_store()
+        store.clear()  # a restart re-runs the model's own pyro.param initialisers (pg.fit scopes the store)
+        with poutine.block(), torch.no_grad():
+            poutine.trace(self.model.model).get_trace(self.data)
+            for n in self.param_names:
+                if n in given:
+                    store[n] = torch.as_tensor(given.pop(n)).to(store[n].dtype)
         if isinstance(init, str) and init != "random":
             raise ValueError(
                 f"init={init!r} is not a strategy this model offers; expected 'random' or a dict of values."
@@ -213,12 +218,16 @@ class _GenericEM:
             best = int(torch.nan_to_num(ll, nan=-math.inf).argmax())
         else:
             best = 0
-        return {n: v[best].detach() for n, v in candidates.items()}
+        return {**{n: v[best].detach() for n, v in candidates.items()}, **self._param_values()}
+
+    def _param_values(self) -> dict[str, Tensor]:
+        store = pyro.get_param_store()
+        return {n: store[n].detach().clone() for n in self.param_names}
 
     # ------------------------------------------------------------------------ E-step
     def _factors(self, params: Mapping[str, Tensor]) -> EnumFactors:
-        draws = {k: v.unsqueeze(0) for k, v in params.items()}
-        return enum_factors(self.model, self.data, draws or None)
+        draws = {k: v.unsqueeze(0) for k, v in params.items() if k in self.roles.global_sites}
+        return enum_factors(self.model, self.data, draws or None, vectorized=False)
 
     def e_step(self, params: Mapping[str, Tensor]) -> tuple[list[Tensor], float]:
         f = self._factors(params)
@@ -250,6 +259,7 @@ class _GenericEM:
         leaves = list(unconstrained.values()) + [store.get_param(n).unconstrained() for n in self.param_names]  # type: ignore[attr-defined]
         if not leaves:
             return dict(params)
+        params = {n: params[n] for n in names}
         saved = [leaf.detach().clone() for leaf in leaves]
 
         def current() -> dict[str, Tensor]:
@@ -279,8 +289,8 @@ class _GenericEM:
             if not (q_new >= q_old) or not math.isfinite(q_new):
                 for leaf, old in zip(leaves, saved, strict=True):
                     leaf.copy_(old)
-                return {n: v.detach() for n, v in params.items()}
-        return new
+                return {**{n: v.detach() for n, v in params.items()}, **self._param_values()}
+        return {**new, **self._param_values()}
 
 
 register_backend("em", EM)

@@ -15,6 +15,7 @@ from torch import Tensor
 from probgen.errors import ModelNotSupportedError
 from probgen.model import GenerativeModel
 from probgen.model import model as as_model
+from probgen.state import isolated_rng, isolated_state
 
 if TYPE_CHECKING:  # pragma: no cover
     import arviz
@@ -133,9 +134,21 @@ def fit(
             f"method={backend.name!r} cannot fit {gm.name}: {reason}. "
             f"Methods that can: {', '.join(capable) if capable else 'none of the registered backends'}."
         )
-    pyro.set_rng_seed(int(seed))
-    pyro.clear_param_store()
-    return backend.fit(gm, prepared, seed=int(seed), progress=progress, **options)
+    with isolated_state(int(seed)):
+        result = backend.fit(gm, prepared, seed=int(seed), progress=progress, **options)
+        roles = gm.roles(prepared)
+        store = pyro.get_param_store()
+        for name in roles.param_sites:  # pyro.param sites are part of the fit everywhere
+            if name not in result.params and name in store:
+                result.params[name] = store[name].detach().clone()
+    if result.posterior:
+        aligned = gm.align_posterior(result.posterior, prepared, result.params)
+        result.posterior.clear()
+        result.posterior.update(aligned)
+        for k in result.params:
+            if k in aligned and k in roles.continuous_sites:
+                result.params[k] = aligned[k].mean((0, 1))
+    return result
 
 
 def _flat(draws: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -188,7 +201,19 @@ class Fit:
             if self.data is None:
                 raise ValueError("data is None and this fit carries no training data; pass data explicitly.")
             return self.data
-        return self.model.prepare_data(data)
+        prepared = self.model.prepare_data(data)
+        train = self.data
+        if (
+            isinstance(prepared, Tensor)
+            and isinstance(train, Tensor)
+            and prepared.dim() > 1
+            and prepared.shape[1:] != train.shape[1:]
+        ):
+            raise ValueError(
+                f"data has items of shape {tuple(prepared.shape[1:])}; {self.model.name} was fitted on "
+                f"items of shape {tuple(train.shape[1:])} (e.g. {train.shape[-1]} features)."
+            )
+        return prepared
 
     @property
     def num_draws(self) -> int:
@@ -198,14 +223,27 @@ class Fit:
         v = next(iter(self.posterior.values()))
         return int(v.shape[0] * v.shape[1])
 
+    def _fixed(self) -> dict[str, Tensor]:
+        """Values of the model's ``pyro.param`` sites (fixed in every draw)."""
+        roles = self.model.roles(self.data)
+        return {k: v for k, v in self.params.items() if k in roles.param_sites}
+
     def _draws(self, max_draws: int | None = None) -> dict[str, Tensor]:
-        """Flat draws ``(S, ...)``; a point fit is one draw."""
+        """Flat draws ``(S, ...)`` of the sample sites; a point fit is one draw."""
         if self.posterior:
             flat = _flat(self.posterior)
             if max_draws is not None:
                 flat = {k: v[:max_draws] for k, v in flat.items()}
             return flat
-        return {k: v.unsqueeze(0) for k, v in self.params.items()}
+        fixed = self._fixed()
+        return {k: v.unsqueeze(0) for k, v in self.params.items() if k not in fixed}
+
+    def _draw_params(self, max_draws: int | None = None) -> list[dict[str, Tensor]]:
+        """Full parameter sets (sample sites and ``pyro.param`` sites), one per draw."""
+        draws = self._draws(max_draws)
+        fixed = self._fixed()
+        S = next(iter(draws.values())).shape[0] if draws else 1
+        return [{**fixed, **{k: v[s] for k, v in draws.items()}} for s in range(S)]
 
     # --------------------------------------------------------------------- scoring
     def pointwise_log_likelihood(self, data: Any = None) -> Tensor:
@@ -213,7 +251,7 @@ class Fit:
         from probgen.posterior import pointwise_log_likelihood_draws
 
         d = self._data(data)
-        ll = pointwise_log_likelihood_draws(self.model, d, self._draws())
+        ll = pointwise_log_likelihood_draws(self.model, d, self._draws(), self._fixed())
         if self.posterior:
             v = next(iter(self.posterior.values()))
             return ll.reshape(v.shape[0], v.shape[1], -1)
@@ -223,7 +261,9 @@ class Fit:
         """Per-item marginal log-likelihood (anomaly scores, held-out evaluation).
 
         Point fits evaluate at :attr:`params`; posterior fits give the log posterior-predictive
-        density, the log of the average likelihood over draws.
+        density ``log mean_s p(x_i | theta_s)``, never a plug-in of the posterior mean.  A discrete
+        latent outside the data plate (a change point) is weighted by its posterior given the
+        data being scored.
         """
         d = self._data(data)
         if not self.posterior:
@@ -236,45 +276,84 @@ class Fit:
         return float(self.log_prob(data).mean())
 
     def num_parameters(self, data: Any = None) -> int:
-        """Free parameters counted by BIC/AIC."""
+        """Free parameters counted by BIC/AIC (global sites and ``pyro.param`` sites)."""
         return int(self.model.num_parameters(self.params, self._data(data)))
+
+    def log_likelihood(self, data: Any = None) -> float:
+        """Total log-likelihood ``log p(data | params)`` at the point estimates (BIC's ``log L``)."""
+        return float(self.model.log_evidence(self._data(data), self.params))
 
     def bic(self, data: Any = None) -> float:
         """Bayesian information criterion ``-2 log L + k log n`` at the point estimates."""
         d = self._data(data)
-        ll = float(self.model.log_prob_items(d, self.params).sum())
-        return -2.0 * ll + self.num_parameters(d) * math.log(self.model.num_observations(d))
+        return -2.0 * self.log_likelihood(d) + self.num_parameters(d) * math.log(self.model.num_observations(d))
 
     def aic(self, data: Any = None) -> float:
         """Akaike information criterion ``-2 log L + 2 k`` at the point estimates."""
         d = self._data(data)
-        ll = float(self.model.log_prob_items(d, self.params).sum())
-        return -2.0 * ll + 2.0 * self.num_parameters(d)
+        return -2.0 * self.log_likelihood(d) + 2.0 * self.num_parameters(d)
 
     # --------------------------------------------------------------------- latents
     @staticmethod
     def _single(result: dict[str, Any]) -> Any:
         return next(iter(result.values())) if len(result) == 1 else result
 
-    def predict(self, data: Any = None) -> Any:
+    def _require_discrete(self, d: Any, what: str) -> None:
+        if not self.model.roles(d).discrete_sites:
+            raise ValueError(
+                f"{what} needs a discrete latent site (a cluster, a state, a class); "
+                f"{self.model.name} has none.  Use fit.sample or fit.posterior for continuous latents."
+            )
+
+    def _mean_latent_posterior(self, d: Any, max_draws: int) -> dict[str, Tensor]:
+        """``mean_s p(z | x, theta_s)`` over (up to ``max_draws`` evenly spaced) posterior draws."""
+        sets = self._draw_params()
+        if len(sets) > max_draws:
+            idx = torch.linspace(0, len(sets) - 1, max_draws).round().long().tolist()
+            sets = [sets[i] for i in idx]
+        total: dict[str, Tensor] = {}
+        for p in sets:
+            for k, v in self.model.latent_posterior(d, p).items():
+                total[k] = total[k] + v if k in total else v.clone()
+        return {k: v / len(sets) for k, v in total.items()}
+
+    def predict(self, data: Any = None, *, max_draws: int = 200) -> Any:
         """Most probable discrete latent per item (cluster, Viterbi path, class label).
 
-        Returns the tensor itself when the model has one discrete site, else a dict by site.
+        Point fits give the joint MAP at :attr:`params`; posterior fits the argmax of the
+        posterior probabilities averaged over draws (:meth:`predict_proba`).  Returns the tensor
+        itself when the model has one discrete site, else a dict by site.
         """
-        return self._single(self.model.latent_map(self._data(data), self.params))
+        d = self._data(data)
+        self._require_discrete(d, "predict")
+        if not self.posterior:
+            return self._single(self.model.latent_map(d, self.params))
+        return self._single({k: v.argmax(-1) for k, v in self._mean_latent_posterior(d, max_draws).items()})
 
-    def predict_proba(self, data: Any = None) -> Any:
-        """Posterior probabilities of the discrete latent(s), per item."""
-        return self._single(self.model.latent_posterior(self._data(data), self.params))
+    def predict_proba(self, data: Any = None, *, max_draws: int = 200) -> Any:
+        """Posterior probabilities of the discrete latent(s), per item.
+
+        Posterior fits average ``p(z | x, theta_s)`` over (up to ``max_draws``) draws.
+        """
+        d = self._data(data)
+        self._require_discrete(d, "predict_proba")
+        if not self.posterior:
+            return self._single(self.model.latent_posterior(d, self.params))
+        return self._single(self._mean_latent_posterior(d, max_draws))
 
     def marginals(self) -> dict[str, Tensor]:
         """Posterior probabilities of every discrete latent site on the training data.
 
-        Exact for ``"enum"`` and for point fits (computed by enumeration at the estimates).
+        Exact for ``"enum"`` and for point fits (computed by enumeration at the estimates);
+        averaged over draws for posterior fits.
         """
         if "marginals" in self.extras:
             return dict(self.extras["marginals"])
-        return self.model.latent_posterior(self._data(None), self.params)
+        d = self._data(None)
+        self._require_discrete(d, "marginals")
+        if not self.posterior:
+            return self.model.latent_posterior(d, self.params)
+        return self._mean_latent_posterior(d, 200)
 
     # ----------------------------------------------------------------- generation
     def sample(
@@ -288,6 +367,9 @@ class Fit:
     ) -> Any:
         """Draw ``n`` new data items from the fitted model.
 
+        Point fits generate at :attr:`params`; posterior fits draw parameters from the
+        posterior, then data (each item's parameters are a posterior draw chosen at random).
+
         Parameters
         ----------
         n : int
@@ -298,7 +380,7 @@ class Fit:
             Also return the discrete latents of each draw (e.g. the component).
         seed : int, optional
             Seed for this draw (default: drawn from torch's global generator, so successive
-            calls give new items).
+            calls give new items).  The global random state is otherwise left untouched.
         **kwargs
             Other family options.
         """
@@ -309,11 +391,31 @@ class Fit:
         if seed is None:  # successive calls differ; a script seeded once stays reproducible
             seed = int(torch.randint(0, 2**31 - 1, (1,)))
         gen = torch.Generator().manual_seed(int(seed))
-        pyro.set_rng_seed(int(seed))
-        out = self.model.sample_items(int(n), self.params, generator=gen, **kwargs)
+        with isolated_rng(int(seed)):
+            if not self.posterior:
+                out = self.model.sample_items(int(n), self.params, generator=gen, **kwargs)
+            else:
+                out = self._sample_posterior(int(n), gen, kwargs)
         if return_latents:
             return out["data"], {k: v for k, v in out.items() if k != "data"}
         return out["data"]
+
+    def _sample_posterior(self, n: int, gen: torch.Generator, kwargs: dict[str, Any]) -> dict[str, Any]:
+        sets = self._draw_params()
+        which = torch.randint(len(sets), (n,), generator=gen)
+        used, counts = torch.unique(which, return_counts=True)
+        parts = [
+            self.model.sample_items(int(c), {**self.params, **sets[int(i)]}, generator=gen, **kwargs)
+            for i, c in zip(used.tolist(), counts.tolist(), strict=True)
+        ]
+        out: dict[str, Any] = {}
+        for key in parts[0]:
+            values = [p[key] for p in parts]
+            if isinstance(values[0], Tensor):
+                out[key] = torch.cat(values, 0)
+            else:
+                out[key] = [v for vs in values for v in vs]
+        return out
 
     def posterior_predictive(self, num_samples: int | None = None, data: Any = None) -> dict[str, Tensor]:
         """Replicates of the observed sites, one per posterior draw ``(chain, draw, ...)``."""
@@ -324,7 +426,7 @@ class Fit:
         if num_samples is not None:
             idx = torch.linspace(0, S - 1, min(num_samples, S)).round().long()
             draws = {k: v[idx] for k, v in draws.items()}
-        reps = posterior_predictive(self.model, self._data(data), draws, seed=self.seed)
+        reps = posterior_predictive(self.model, self._data(data), draws, self._fixed(), seed=self.seed)
         if self.posterior and num_samples is None:
             v = next(iter(self.posterior.values()))
             return {k: r.reshape((v.shape[0], v.shape[1]) + tuple(r.shape[1:])) for k, r in reps.items()}

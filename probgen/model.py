@@ -25,7 +25,7 @@ from pyro.infer import config_enumerate
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
-__all__ = ["GenerativeModel", "SiteRoles", "model"]
+__all__ = ["GenerativeModel", "SiteRoles", "model", "register_model"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,14 @@ class SiteRoles:
         Deepest plate nesting seen in the trace.
     param_sites : tuple of str
         ``pyro.param`` sites the model declares (learned by EM/SVI/enum, part of ``fit.params``).
+    outer_discrete_sites : tuple of str
+        Discrete latents outside the data plate (a change point, a regime of the whole series):
+        per-item scores weight them by their posterior.
+    model_dtype : torch.dtype or None
+        Floating type the model computes in (found from its latent and generated values).
+    data_dtype : torch.dtype or None
+        Type data are converted to: ``model_dtype``, or ``torch.long`` when every observed site
+        generates integers (categorical observations).
     """
 
     global_sites: tuple[str, ...]
@@ -57,6 +65,9 @@ class SiteRoles:
     data_plate: str | None
     max_plate_nesting: int
     param_sites: tuple[str, ...] = ()
+    outer_discrete_sites: tuple[str, ...] = ()
+    model_dtype: torch.dtype | None = None
+    data_dtype: torch.dtype | None = None
 
     @property
     def continuous_sites(self) -> tuple[str, ...]:
@@ -78,11 +89,69 @@ def sample_sites(trace: Any) -> list[dict[str, Any]]:
     return [s for s in trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
 
 
-def find_roles(model_fn: Callable[..., Any], data: Any, data_plate: str | None = None) -> SiteRoles:
+def _site_dim_of_items(site: Mapping[str, Any]) -> int | None:
+    """The batch dim that the leading axis of an observed value falls on."""
+    value = site["value"]
+    if not isinstance(value, Tensor):
+        return None
+    batch_dims = value.dim() - len(site["fn"].event_shape)
+    return -batch_dims if batch_dims > 0 else None
+
+
+def _choose_data_plate(observed: list[dict[str, Any]], n_items: int | None) -> str | None:
+    """The plate over data items, when the user did not name it.
+
+    Candidates are the vectorised plates of the observed sites.  The plate whose size is the
+    number of items wins; among several such plates (``N == D``) the one the data's leading
+    axis falls on, then the one that encloses the others (first in the plate stack).  With no
+    size match, the enclosing plate of the first observed site.
+    """
+    for s in observed:
+        frames = [f for f in s["cond_indep_stack"] if f.vectorized]
+        if not frames:
+            continue
+        sized = [f for f in frames if n_items is not None and f.size == n_items]
+        if len(sized) > 1:
+            lead = _site_dim_of_items(s)
+            on_lead = [f for f in sized if f.dim == lead]
+            sized = on_lead or sized
+        return (sized or frames)[0].name
+    return None
+
+
+def _model_dtypes(trace: Any, sites: list[dict[str, Any]]) -> tuple[torch.dtype | None, torch.dtype | None]:
+    """(floating dtype the model computes in, dtype its observed sites generate), by tracing."""
+    floats = {
+        s["value"].dtype
+        for s in trace.nodes.values()
+        if s["type"] in ("sample", "param")
+        and not s.get("is_observed", False)
+        and isinstance(s["value"], Tensor)
+        and s["value"].is_floating_point()
+    }
+    obs_dtypes = set()
+    for s in sites:
+        if s["is_observed"] and isinstance(s["fn"], dist.Distribution):
+            try:
+                with torch.no_grad():
+                    obs_dtypes.add(s["fn"].sample().dtype)
+            except NotImplementedError:  # a distribution that cannot generate: no type to learn
+                continue
+    floats |= {d for d in obs_dtypes if d.is_floating_point}
+    model_float = torch.float64 if torch.float64 in floats else (next(iter(floats)) if floats else None)
+    if obs_dtypes and all(not d.is_floating_point for d in obs_dtypes):
+        return model_float, torch.long
+    return model_float, model_float
+
+
+def find_roles(
+    model_fn: Callable[..., Any], data: Any, data_plate: str | None = None, n_items: int | None = None
+) -> SiteRoles:
     """Trace ``model_fn(data)`` once and sort its sample sites into roles.
 
-    The data plate is the one named by ``data_plate`` or, when not given, the outermost
-    vectorised plate that holds an observed site.
+    The data plate is the one named by ``data_plate`` or, when not given, the plate of the
+    observed sites whose size is ``n_items`` (the number of items in the data) and that
+    encloses the others.
     """
     with pyro.poutine.block(), torch.no_grad():
         trace = poutine.trace(model_fn).get_trace(data)
@@ -93,24 +162,30 @@ def find_roles(model_fn: Callable[..., Any], data: Any, data_plate: str | None =
             "statement (an observed site for the data)."
         )
     observed = [s for s in sites if s["is_observed"]]
+    plates = {f.name for s in sites for f in s["cond_indep_stack"] if f.vectorized}
     if data_plate is None:
-        for s in observed:
-            frames = [f for f in s["cond_indep_stack"] if f.vectorized]
-            if frames:
-                data_plate = max(frames, key=lambda f: f.dim).name  # outermost: dim closest to 0
-                break
+        data_plate = _choose_data_plate(observed, n_items)
+    elif data_plate not in plates:
+        raise ValueError(
+            f"data_plate={data_plate!r} is not a plate of the model; its plates are "
+            f"{sorted(plates) or 'none'}."
+        )
     # plates may sit at explicit dims: the nesting is the deepest dim any plate uses
     nesting = max((-f.dim for s in sites for f in s["cond_indep_stack"] if f.vectorized), default=0)
-    global_sites, local_sites, discrete_sites = [], [], []
+    global_sites, local_sites, discrete_sites, outer = [], [], [], []
     for s in sites:
         if s["is_observed"]:
             continue
+        in_items = any(f.name == data_plate for f in s["cond_indep_stack"])
         if _is_discrete(s):
             discrete_sites.append(s["name"])
-        elif any(f.name == data_plate for f in s["cond_indep_stack"]):
+            if not in_items:
+                outer.append(s["name"])
+        elif in_items:
             local_sites.append(s["name"])
         else:
             global_sites.append(s["name"])
+    model_dtype, data_dtype = _model_dtypes(trace, sites)
     return SiteRoles(
         tuple(global_sites),
         tuple(local_sites),
@@ -119,6 +194,9 @@ def find_roles(model_fn: Callable[..., Any], data: Any, data_plate: str | None =
         data_plate,
         nesting,
         tuple(n for n, s in trace.nodes.items() if s["type"] == "param"),
+        tuple(outer),
+        model_dtype,
+        data_dtype,
     )
 
 
@@ -126,19 +204,29 @@ class GenerativeModel(abc.ABC):
     """A Pyro model/guide pair plus the hooks probgen's backends and tools use.
 
     Subclasses implement :meth:`model` (and optionally :meth:`guide`).  ``model(data)`` scores
-    data; ``model(None)`` generates.  Discrete latent sites should carry
-    ``infer={"enumerate": "parallel"}`` (or be left unmarked: probgen enumerates every
-    discrete latent it finds).  The optional hooks below have generic defaults built on Pyro
-    and are overridden by families that have closed forms.
+    data; ``model(None)`` generates.  Discrete latent sites are enumerated by every backend
+    (mark them ``infer={"enumerate": "parallel"}`` or leave them unmarked).  This class is the
+    whole protocol: every hook a backend or a tool may call is declared here with its generic
+    default, and families override the ones they have closed forms for.
 
-    Hooks a family may add (the EM backend looks for them by name):
+    Data and roles
+        :meth:`prepare_data` (validate and convert at the public boundary), :meth:`num_items`,
+        :meth:`num_observations` (BIC's ``n``), :meth:`roles` (site roles found by tracing).
+    Scoring and latents (generic defaults built on Pyro's enumeration)
+        :meth:`log_prob_items`, :meth:`latent_posterior`, :meth:`latent_map`,
+        :meth:`sample_items`, :meth:`num_parameters`.
+    Closed-form EM (optional; ``offers("m_step")`` tells whether a model has them)
+        :meth:`init_params`, :meth:`e_step`, :meth:`m_step`, :meth:`em_defaults`,
+        :meth:`em_convergence_scale`.
+    Posterior draws
+        :meth:`exchangeable_sites` (components that may swap labels) and
+        :meth:`align_posterior` (relabel draws so component ``k`` means one thing).
+    ArviZ, persistence, pictures
+        :meth:`observed_arrays`, :meth:`get_config` (constructor arguments, so ``probgen.load``
+        can rebuild a registered family), :meth:`plot_fit`.
 
-    ``init_params(data, *, init, generator) -> dict``
-        Starting values of the global sites for EM (strategy name or dict of values).
-    ``e_step(data, params) -> (stats, log_lik)``
-        Expected sufficient statistics and the total log-likelihood at ``params``.
-    ``m_step(data, stats) -> dict``
-        Closed-form maximiser of the expected complete-data log-likelihood.
+    Every concrete subclass is registered by class name so that ``probgen.load`` rebuilds it
+    from its saved configuration (no code is stored in the file).
 
     Examples
     --------
@@ -154,8 +242,14 @@ class GenerativeModel(abc.ABC):
 
     #: Name of the plate over data items; ``None`` lets tracing find it.
     data_plate_name: str | None = None
-    #: Whether tensors are float64 (classical families) or the torch default (neural, user).
+    #: Floating type of the model's tensors: float64 for classical families; ``None`` finds it
+    #: by tracing (user models).
     dtype: torch.dtype | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__name__.startswith("_"):
+            register_model(cls)
 
     # ----------------------------------------------------------------------------- Pyro pair
     @abc.abstractmethod
@@ -175,13 +269,19 @@ class GenerativeModel(abc.ABC):
     def name(self) -> str:
         return type(self).__name__
 
+    def offers(self, hook: str) -> bool:
+        """Whether this model overrides the protocol hook ``hook`` (a closed form, a fast path)."""
+        mine = getattr(type(self), hook, None)
+        return mine is not None and mine is not getattr(GenerativeModel, hook, None)
+
     # ------------------------------------------------------------------------------- roles
     def roles(self, data: Any) -> SiteRoles:
         """Site roles found by tracing :meth:`model` on ``data`` (cached per data shape)."""
         key = _shape_key(data)
         cache = self.__dict__.setdefault("_roles_cache", {})
         if key not in cache:
-            cache[key] = find_roles(self.model, data, self.data_plate_name)
+            n_items = self.num_items(data) if data is not None else None
+            cache[key] = find_roles(self.model, data, self.data_plate_name, n_items)
         return cache[key]
 
     @property
@@ -213,30 +313,62 @@ class GenerativeModel(abc.ABC):
     def prepare_data(self, data: Any) -> Any:
         """Validate ``data`` and convert it to what :meth:`model` takes.
 
-        The default accepts numpy arrays, torch tensors, pandas objects and nested lists, and
-        returns a tensor of ``self.dtype`` (the torch default when unset) for floating data.
-        Raises ``ValueError`` on NaN/inf and on empty data.
+        Accepts numpy arrays of any numeric dtype, torch tensors, pandas objects and nested
+        lists.  With ``self.dtype`` set, floating data become that type; otherwise the type is
+        the model's own, found by tracing it once on the data (a float32 model gets float32
+        data whatever the input, a float64 model float64, categorical observations integers).
+        Raises ``ValueError`` on NaN/inf and on empty data, ``TypeError`` on non-numeric data.
         """
-        return as_tensor(data, "data", dtype=self.dtype)
+        if self.dtype is not None:
+            return as_tensor(data, "data", dtype=self.dtype)
+        t = as_tensor(data, "data")
+        probe = t.to(torch.get_default_dtype()) if t.dtype != torch.get_default_dtype() else t
+        want = self.roles(probe).data_dtype or torch.get_default_dtype()
+        if want == t.dtype:
+            return t
+        if not want.is_floating_point and t.is_floating_point():
+            frac = t != torch.round(t)
+            if frac.any():
+                raise ValueError(
+                    f"data holds {int(frac.sum())} non-integer values, but {self.name} observes "
+                    f"integer categories (e.g. {float(t[frac][0])!r}); pass integer labels."
+                )
+        return t.to(want)
 
     def num_items(self, data: Any) -> int:
-        """Number of items in the data plate."""
+        """Number of items in the data plate (the data's leading axis)."""
         return len(data)
 
     def num_observations(self, data: Any) -> int:
         """The ``n`` in BIC's ``k log n`` (items by default; HMMs count time steps)."""
         return self.num_items(data)
 
-    # -------------------------------------------------------------------- fast-path hooks
+    # -------------------------------------------------------------------- scoring hooks
     def log_prob_items(self, data: Any, params: Mapping[str, Tensor]) -> Tensor:
         """Per-item log-likelihood with discrete latents summed out, at ``params``.
 
-        Generic default: Pyro enumeration contracted down to the data plate.
+        Generic default: Pyro enumeration contracted down to the data plate; a discrete latent
+        outside the data plate is weighted by its posterior (see
+        :func:`probgen.posterior.pointwise_log_likelihood`).
         """
-        from probgen.posterior import pointwise_log_likelihood
+        from probgen.posterior import pointwise_log_likelihood, split_params
 
-        draws = {k: v.unsqueeze(0) for k, v in params.items()}
-        return pointwise_log_likelihood(self, data, draws)[0]
+        draws, fixed = split_params(self, data, params)
+        return pointwise_log_likelihood(self, data, {k: v.unsqueeze(0) for k, v in draws.items()}, fixed)[0]
+
+    def log_evidence(self, data: Any, params: Mapping[str, Tensor]) -> float:
+        """Total log-likelihood ``log p(data | params)``, every discrete latent summed out.
+
+        Equals ``log_prob_items(...).sum()`` unless a discrete latent sits outside the data
+        plate; BIC and AIC use this.
+        """
+        roles = self.roles(data)
+        if not roles.outer_discrete_sites or self.offers("log_prob_items"):
+            return float(self.log_prob_items(data, params).sum())
+        from probgen.posterior import log_evidence, split_params
+
+        draws, fixed = split_params(self, data, params)
+        return float(log_evidence(self, data, draws, fixed))
 
     def latent_posterior(self, data: Any, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Posterior probabilities of each discrete latent site, per item, at ``params``."""
@@ -259,10 +391,75 @@ class GenerativeModel(abc.ABC):
         return generate(self, n, params, **kwargs)
 
     def num_parameters(self, params: Mapping[str, Tensor], data: Any) -> int:
-        """Free parameters among the global sites (for BIC/AIC), from their supports."""
+        """Free parameters among the global sites and ``pyro.param`` sites (for BIC/AIC)."""
         roles = self.roles(data)
-        trace = _trace_with(self.model, params, data)
-        return sum(free_parameters(trace.nodes[n]["fn"], params[n]) for n in roles.global_sites)
+        from probgen.posterior import split_params, traced_with
+
+        draws, fixed = split_params(self, data, params)
+        trace = traced_with(self, data, draws, fixed)
+        k = sum(free_parameters(trace.nodes[n]["fn"].support, params[n]) for n in roles.global_sites)
+        for n in roles.param_sites:
+            k += free_parameters(trace.nodes[n]["kwargs"].get("constraint", dist.constraints.real), params[n])
+        return k
+
+    # ------------------------------------------------------------------ closed-form EM
+    def init_params(self, data: Any, *, init: Any, generator: torch.Generator) -> dict[str, Tensor]:
+        """Starting values of the global sites for closed-form EM (strategy name or dict)."""
+        raise TypeError(f"{self.name} offers no closed-form EM start; EM uses its generic path.")
+
+    def e_step(self, data: Any, params: Mapping[str, Tensor]) -> tuple[Any, float]:
+        """Expected sufficient statistics and the total log-likelihood at ``params``."""
+        raise TypeError(f"{self.name} offers no closed-form E-step; EM uses its generic path.")
+
+    def m_step(self, data: Any, stats: Any) -> dict[str, Tensor]:
+        """Closed-form maximiser of the expected complete-data log-likelihood."""
+        raise TypeError(f"{self.name} offers no closed-form M-step; EM uses its generic path.")
+
+    def em_defaults(self) -> dict[str, Any]:
+        """EM options this model prefers (``max_iter``, ``tol``, ``n_init``, ``init``)."""
+        return {}
+
+    def em_convergence_scale(self, data: Any) -> float:
+        """EM's ``tol`` applies to the log-likelihood change divided by this (items by default)."""
+        return float(self.num_items(data))
+
+    # ------------------------------------------------------------------ posterior draws
+    def exchangeable_sites(self, data: Any, params: Mapping[str, Tensor]) -> dict[str, int]:
+        """Sites whose components may swap labels, with the component axis of each value.
+
+        Generic default (:func:`probgen.relabel.find_exchangeable`): the global sites indexed
+        by an enumerated discrete site, kept only when permuting them together leaves the
+        likelihood unchanged at ``params``.  Families name theirs directly.
+        """
+        from probgen.relabel import find_exchangeable
+
+        return find_exchangeable(self, data, params)
+
+    def align_posterior(
+        self, posterior: Mapping[str, Tensor], data: Any = None, params: Mapping[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
+        """Relabel draws ``(chain, draw, ...)`` so that component ``k`` means one thing.
+
+        Generic default: :func:`probgen.relabel.relabel` over :meth:`exchangeable_sites`, found
+        at one posterior draw (``params`` supplies the ``pyro.param`` values, if any).
+        """
+        from probgen.relabel import relabel
+
+        if data is None or not posterior:
+            return dict(posterior)
+        one = {k: v[0, -1] for k, v in posterior.items()}
+        axes = self.exchangeable_sites(data, {**(params or {}), **one})
+        return relabel(posterior, axes) if axes else dict(posterior)
+
+    # ------------------------------------------------------------ ArviZ, saving, pictures
+    def observed_arrays(self, data: Any) -> dict[str, Tensor]:
+        """Observed data by variable name for ArviZ's ``observed_data`` group."""
+        observed = self.roles(data).observed_sites
+        return {observed[0] if len(observed) == 1 else "obs": data} if isinstance(data, Tensor) else {}
+
+    def get_config(self) -> dict[str, Any] | None:
+        """Constructor arguments that rebuild this model (``None``: the code is the user's)."""
+        return None
 
     def plot_fit(self, data: Any, params: Mapping[str, Tensor], *, ax: Any = None, **kwargs: Any) -> Any:
         """Draw the fitted model over ``data`` on matplotlib axes ``ax`` (created when None).
@@ -278,9 +475,26 @@ class GenerativeModel(abc.ABC):
         return f"{self.name}()"
 
 
-def free_parameters(fn: Any, value: Tensor) -> int:
-    """Number of free parameters a value of ``fn``'s support carries."""
-    support = fn.support
+_MODELS: dict[str, type[GenerativeModel]] = {}
+
+
+def register_model(cls: type[GenerativeModel]) -> None:
+    """Register a model class by name so ``probgen.load`` can rebuild it from its config."""
+    _MODELS[cls.__name__] = cls
+
+
+def registered_model(name: str) -> type[GenerativeModel] | None:
+    """The registered model class called ``name`` (families register on import)."""
+    if name not in _MODELS:
+        import importlib.util
+
+        if importlib.util.find_spec("probgen.models") is not None:
+            importlib.import_module("probgen.models")  # families register themselves on import
+    return _MODELS.get(name)
+
+
+def free_parameters(support: Any, value: Tensor) -> int:
+    """Number of free parameters a value in ``support`` carries."""
     while isinstance(support, torch.distributions.constraints.independent):
         support = support.base_constraint
     numel = value.numel()
@@ -293,11 +507,6 @@ def free_parameters(fn: Any, value: Tensor) -> int:
         d = value.shape[-1]
         return numel // (d * d) * d * (d - 1) // 2
     return numel
-
-
-def _trace_with(model_fn: Callable[..., Any], params: Mapping[str, Tensor], data: Any) -> Any:
-    with pyro.poutine.block(), torch.no_grad():
-        return poutine.trace(poutine.condition(model_fn, data=dict(params))).get_trace(data)
 
 
 def _shape_key(data: Any) -> Any:
@@ -401,7 +610,10 @@ class _FunctionModel(GenerativeModel):
         return self.fn(data, **kwargs)
 
     def __repr__(self) -> str:
-        return f"probgen.model({self.name})"
+        cache = self.__dict__.get("_roles_cache")
+        plate = next(reversed(cache.values())).data_plate if cache else self.data_plate_name
+        how = "given" if self.data_plate_name else "found by tracing"
+        return f"probgen.model({self.name}, data_plate={plate!r} ({how}))"
 
 
 def model(

@@ -11,6 +11,12 @@ built here on ``pyro.ops.contract.contract_to_tensor``: the enumerated trace's p
 terms are contracted down to the data plate's ordinal, and the marginals are the gradients of
 the log evidence with respect to each log-factor (the classic identity
 ``d log Z / d log f = p(scope of f | data)``).
+
+Draws of the continuous sites are evaluated together under an outer plate when the model
+broadcasts over it, and one at a time, with no extra plate, when it does not (``locs[z]``,
+``X @ beta``, ``to_event`` sites in plates).  Which path a model takes is decided once per model
+and data shape by a check that cannot hide a shape bug: the vectorised result for two draws
+must equal the one-at-a-time result for each.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ from pyro.ops.rings import LogRing
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
-from probgen.model import GenerativeModel, sample_sites
+from probgen.model import GenerativeModel, _shape_key, sample_sites
+from probgen.state import isolated_rng
 
 __all__ = [
     "EnumFactors",
@@ -44,13 +51,46 @@ __all__ = [
     "pointwise_log_likelihood_draws",
     "posterior_predictive",
     "sample_discrete",
+    "split_params",
+    "traced_with",
 ]
 
 _DRAWS_PLATE = "_pg_draws"
 
 
-def _conditioning_sites(gm: GenerativeModel, data: Any) -> tuple[str, ...]:
-    return gm.roles(data).continuous_sites
+def split_params(
+    gm: GenerativeModel, data: Any, params: Mapping[str, Tensor] | None
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Split ``params`` into continuous sample-site values and ``pyro.param`` values."""
+    roles = gm.roles(data)
+    params = params or {}
+    draws = {k: v for k, v in params.items() if k in roles.continuous_sites}
+    fixed = {k: v for k, v in params.items() if k in roles.param_sites}
+    return draws, fixed
+
+
+def _model_with(
+    gm: GenerativeModel,
+    values: Mapping[str, Tensor] | None,
+    fixed: Mapping[str, Tensor] | None,
+    model_fn: Callable[..., Any] | None = None,
+) -> Callable[..., Any]:
+    """The model with sample sites conditioned on ``values`` and ``pyro.param`` sites fixed."""
+    fn = model_fn or gm.model
+    if values:
+        fn = poutine.condition(fn, data=dict(values))
+    if fixed:
+        # substitute answers pyro.param from these values without touching the param store
+        fn = poutine.substitute(fn, data=dict(fixed))
+    return fn
+
+
+def traced_with(
+    gm: GenerativeModel, data: Any, values: Mapping[str, Tensor] | None, fixed: Mapping[str, Tensor] | None = None
+) -> Any:
+    """One trace of the model on ``data`` at the given site values (no enumeration)."""
+    with poutine.block(), torch.no_grad():
+        return poutine.trace(_model_with(gm, values, fixed)).get_trace(data)
 
 
 @dataclass
@@ -68,18 +108,60 @@ class EnumFactors:
     data_symbol: str | None
     draws_symbol: str | None
     dim_to_size: dict[str, int]
+    outer_symbols: dict[str, str]  # outer discrete site -> its enumeration symbol
 
     def contract(
         self, tree: OrderedDict[frozenset[str], list[Tensor]] | None = None, *, pointwise: bool = True
     ) -> Tensor:
-        """Sum out the discrete latents; pointwise keeps the draws and data plates."""
+        """Sum out the discrete latents; pointwise keeps the draws and data plates.
+
+        Pointwise with a discrete latent outside the data plate gives each item its posterior
+        predictive log density ``log sum_u p(u | data) p(x_i | u)``; the total (not pointwise)
+        contraction is the exact log evidence either way.
+        """
         tree = self.tree if tree is None else tree
-        target = frozenset(s for s in (self.draws_symbol, self.data_symbol if pointwise else None) if s)
         if not any(tree.values()):
             return torch.zeros(())
         ring = LogRing(dim_to_size=self.dim_to_size)
+        if pointwise and self.outer_symbols and self.data_symbol is not None:
+            return self._contract_outer(tree, ring)
+        target = frozenset(s for s in (self.draws_symbol, self.data_symbol if pointwise else None) if s)
         result = contract_to_tensor(tree, set(self.sum_dims), target_ordinal=target, ring=ring)
         return packed.unpack(result, self.trace.symbol_to_dim)
+
+    def _contract_outer(self, tree: OrderedDict[frozenset[str], list[Tensor]], ring: LogRing) -> Tensor:
+        outer_syms = set(self.outer_symbols.values())
+        outer_terms = {id(self.trace.nodes[s]["packed"]["log_prob"]) for s in self.outer_symbols}
+        prior: OrderedDict[frozenset[str], list[Tensor]] = OrderedDict()
+        rest: OrderedDict[frozenset[str], list[Tensor]] = OrderedDict()
+        for ordinal, terms in tree.items():
+            for t in terms:
+                (prior if id(t) in outer_terms else rest).setdefault(ordinal, []).append(t)
+        draws = frozenset(s for s in (self.draws_symbol,) if s)
+        keep = set(self.sum_dims) - outer_syms
+        # log p(x_i | u), local latents summed out, the outer latents u kept
+        per_item = contract_to_tensor(
+            rest, keep | outer_syms, target_ordinal=draws | {self.data_symbol}, target_dims=outer_syms, ring=ring
+        )
+        log_prior = contract_to_tensor(
+            prior, keep | outer_syms, target_ordinal=draws, target_dims=outer_syms, ring=ring
+        )
+        per_item = packed.unpack(per_item, self.trace.symbol_to_dim)
+        log_prior = packed.unpack(log_prior, self.trace.symbol_to_dim)
+        data_dim = self.trace.symbol_to_dim[self.data_symbol]
+        enum_dims = sorted(self.trace.symbol_to_dim[s] for s in outer_syms)
+        width = max(per_item.dim(), log_prior.dim(), -min(enum_dims))
+        per_item = per_item.reshape((1,) * (width - per_item.dim()) + tuple(per_item.shape))
+        log_prior = log_prior.reshape((1,) * (width - log_prior.dim()) + tuple(log_prior.shape))
+        joint = log_prior + per_item.sum(data_dim, keepdim=True)  # log p(x, u)
+        norm = joint
+        for d in enum_dims:
+            norm = torch.logsumexp(norm, d, keepdim=True)
+        log_post = joint - norm  # log p(u | x)
+        out = log_post + per_item
+        for d in enum_dims:
+            out = torch.logsumexp(out, d, keepdim=True)
+        return out
 
     def leaf_tree(self) -> tuple[OrderedDict[frozenset[str], list[Tensor]], list[Tensor]]:
         """A copy of the tree whose tensors are fresh autograd leaves (for marginals)."""
@@ -110,34 +192,38 @@ def enum_factors(
     gm: GenerativeModel,
     data: Any,
     draws: Mapping[str, Tensor] | None = None,
+    fixed: Mapping[str, Tensor] | None = None,
     *,
+    vectorized: bool = True,
     model_fn: Callable[..., Any] | None = None,
 ) -> EnumFactors:
     """Trace ``gm`` under parallel enumeration with its continuous sites set to ``draws``.
 
-    ``draws`` maps site names to values with a leading draws dim ``(S, ...)``; the draws are
-    vectorised through an outer plate.  With ``draws=None`` nothing is conditioned (models whose
-    latents are all discrete, or that hold their parameters in ``pyro.param``).
+    ``draws`` maps site names to values with a leading draws dim ``(S, ...)``.  Vectorised,
+    the draws sit in an outer plate; otherwise ``S`` must be 1 and the model runs on the
+    draw's own shapes with no extra plate.  ``fixed`` gives ``pyro.param`` values.  With
+    ``draws=None`` nothing is conditioned (models whose latents are all discrete).
     """
     roles = gm.roles(data)
-    fn = model_fn or gm.model
     nesting = roles.max_plate_nesting
-    if draws:
+    draws = dict(draws) if draws else {}
+    if draws and vectorized:
         S = next(iter(draws.values())).shape[0]
         with poutine.block(), torch.no_grad():
             first = {k: v[0] for k, v in draws.items()}
-            shape_trace = poutine.trace(poutine.condition(fn, data=first)).get_trace(data)
-        values = _expand_draws(shape_trace, draws, nesting)
-        conditioned = poutine.condition(fn, data=values)
+            shape_trace = poutine.trace(_model_with(gm, first, fixed, model_fn)).get_trace(data)
+        conditioned = _model_with(gm, _expand_draws(shape_trace, draws, nesting), fixed, model_fn)
 
-        def vectorized(d: Any) -> Any:
+        def vectorised(d: Any) -> Any:
             with pyro.plate(_DRAWS_PLATE, S, dim=-(nesting + 1)):
                 return conditioned(d)
 
-        run: Callable[..., Any] = vectorized
+        run: Callable[..., Any] = vectorised
         first_dim = -(nesting + 2)
     else:
-        run = fn
+        if draws and next(iter(draws.values())).shape[0] != 1:
+            raise ValueError("enum_factors(vectorized=False) evaluates one draw at a time.")
+        run = _model_with(gm, {k: v[0] for k, v in draws.items()}, fixed, model_fn)
         first_dim = -(nesting + 1)
     enumerated = poutine.enum(config_enumerate(run, default="parallel"), first_available_dim=first_dim)
     with poutine.block(hide_fn=lambda msg: msg["type"] == "sample"):
@@ -153,14 +239,28 @@ def enum_factors(
         if site["type"] != "sample" or name in skip or site_is_subsample(site):
             continue
         if not site["is_observed"] and site["infer"].get("_enumerate_dim") is None:
-            continue  # a latent we do not condition nor enumerate (none in supported models)
+            raise ValueError(
+                f"site {name!r} is a latent that is neither enumerated nor given a value; "
+                f"the continuous latent sites are {list(roles.continuous_sites)}."
+            )
         term = site["packed"]["log_prob"]
         ordinal = frozenset(trace.plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized)
         tree.setdefault(ordinal, []).append(term)
         sites.append(name)
         sum_dims.update(set(term._pyro_dims) - plate_symbols)
     data_symbol = trace.plate_to_symbol.get(roles.data_plate) if roles.data_plate else None
-    draws_symbol = trace.plate_to_symbol.get(_DRAWS_PLATE) if draws else None
+    draws_symbol = trace.plate_to_symbol.get(_DRAWS_PLATE) if draws and vectorized else None
+    outer: dict[str, str] = {}
+    for name in roles.outer_discrete_sites:
+        site = trace.nodes[name]
+        plates = [f.name for f in site["cond_indep_stack"] if f.vectorized and f.name != _DRAWS_PLATE]
+        if plates:
+            raise ValueError(
+                f"discrete site {name!r} sits outside the data plate {roles.data_plate!r} but inside "
+                f"plate(s) {plates}; per-item scores cannot weight it.  Name the plate over items "
+                "with probgen.model(fn, data_plate=...), or move the site."
+            )
+        outer[name] = trace.dim_to_symbol[site["infer"]["_enumerate_dim"]]
     dim_to_size = {
         trace.plate_to_symbol[f.name]: f.size
         for site in trace.nodes.values()
@@ -171,20 +271,65 @@ def enum_factors(
     for terms in tree.values():
         for term in terms:
             dim_to_size.update(zip(term._pyro_dims, term.shape, strict=True))  # type: ignore[attr-defined]
-    return EnumFactors(trace, tree, sites, sum_dims, data_symbol, draws_symbol, dim_to_size)
+    return EnumFactors(trace, tree, sites, sum_dims, data_symbol, draws_symbol, dim_to_size, outer)
 
 
 def _flatten_pointwise(result: Tensor, S: int, n_items: int) -> Tensor:
-    result = result.reshape(-1) if S == 1 and result.numel() == n_items else result
     if result.numel() == S * n_items:
         return result.reshape(S, n_items)
     if result.numel() == S:  # no data plate: one "item"
         return result.reshape(S, 1)
-    return result.expand(*result.shape[:-1], n_items).reshape(S, n_items)
+    raise ValueError(
+        f"the per-item log-likelihood has {result.numel()} values; expected {S} draws x {n_items} items. "
+        "Does the data plate's size equal the number of items (len(data))?"
+    )
 
 
-def pointwise_log_likelihood(gm: GenerativeModel, data: Any, draws: Mapping[str, Tensor]) -> Tensor:
+def _pointwise_one(gm: GenerativeModel, data: Any, draw: Mapping[str, Tensor], fixed: Any, n: int) -> Tensor:
+    f = enum_factors(gm, data, {k: v.unsqueeze(0) for k, v in draw.items()}, fixed, vectorized=False)
+    return _flatten_pointwise(f.contract(), 1, n)
+
+
+def _pointwise_vectorised(gm: GenerativeModel, data: Any, draws: Mapping[str, Tensor], fixed: Any, n: int) -> Tensor:
+    S = next(iter(draws.values())).shape[0]
+    return _flatten_pointwise(enum_factors(gm, data, draws, fixed).contract(), S, n)
+
+
+def broadcasts_over_draws(
+    gm: GenerativeModel, data: Any, draws: Mapping[str, Tensor], fixed: Mapping[str, Tensor] | None = None
+) -> bool:
+    """Whether ``gm`` evaluates a batch of draws correctly under an outer plate.
+
+    Decided once per model and data shape: the vectorised result for two draws must equal the
+    one-at-a-time result for each.  A model that raises under the extra plate is not vectorised;
+    its one-at-a-time evaluation, which runs next and raises whatever the model raises, is the
+    reference, so no shape error is hidden.
+    """
+    cache = gm.__dict__.setdefault("_broadcast_cache", {})
+    key = (_shape_key(data), tuple(sorted(draws)))
+    if key in cache:
+        return bool(cache[key])
+    n = gm.num_items(data)
+    two = {k: v[:2] if v.shape[0] >= 2 else torch.cat([v, v]) for k, v in draws.items()}
+    one_at_a_time = torch.cat([_pointwise_one(gm, data, {k: v[s] for k, v in two.items()}, fixed, n) for s in range(2)])
+    try:
+        together = _pointwise_vectorised(gm, data, two, fixed, n)
+    except (RuntimeError, ValueError, IndexError):  # the probe only: the model does not broadcast
+        together = None
+    ok = together is not None and bool(
+        torch.allclose(together, one_at_a_time, rtol=1e-4, atol=1e-4 * float(one_at_a_time.abs().max().clamp_min(1)))
+    )
+    cache[key] = ok
+    return ok
+
+
+def pointwise_log_likelihood(
+    gm: GenerativeModel, data: Any, draws: Mapping[str, Tensor], fixed: Mapping[str, Tensor] | None = None
+) -> Tensor:
     """Log-likelihood of each data item under each draw, discrete latents summed out.
+
+    A discrete latent outside the data plate (a change point) is weighted by its posterior
+    given the data and the draw: item ``i`` gets ``log sum_u p(u | data) p(x_i | u)``.
 
     Parameters
     ----------
@@ -193,6 +338,8 @@ def pointwise_log_likelihood(gm: GenerativeModel, data: Any, draws: Mapping[str,
         Prepared data.
     draws : dict of str to Tensor
         Values of the model's continuous latent sites with a leading draws dim ``(S, ...)``.
+    fixed : dict of str to Tensor, optional
+        Values of the model's ``pyro.param`` sites.
 
     Returns
     -------
@@ -204,44 +351,38 @@ def pointwise_log_likelihood(gm: GenerativeModel, data: Any, draws: Mapping[str,
         raise ValueError(f"draws lack the continuous latent site(s) {missing}; got {sorted(draws)}.")
     draws = {k: v for k, v in draws.items() if k in roles.continuous_sites}
     n_items = gm.num_items(data)
-    if not draws:
-        with torch.no_grad():
-            f = enum_factors(gm, data, None)
-            return _flatten_pointwise(f.contract(), 1, n_items)
-    S = next(iter(draws.values())).shape[0]
     with torch.no_grad():
-        try:
-            f = enum_factors(gm, data, draws)
-            return _flatten_pointwise(f.contract(), S, n_items)
-        except (RuntimeError, ValueError, IndexError):
-            # Models that do not broadcast over an extra batch dim: one draw at a time.
-            rows = []
-            for s in range(S):
-                f = enum_factors(gm, data, {k: v[s : s + 1] for k, v in draws.items()})
-                rows.append(_flatten_pointwise(f.contract(), 1, n_items))
-            return torch.cat(rows, 0)
+        if not draws:
+            return _flatten_pointwise(enum_factors(gm, data, None, fixed).contract(), 1, n_items)
+        S = next(iter(draws.values())).shape[0]
+        if S > 1 and broadcasts_over_draws(gm, data, draws, fixed):
+            return _pointwise_vectorised(gm, data, draws, fixed, n_items)
+        return torch.cat([_pointwise_one(gm, data, {k: v[s] for k, v in draws.items()}, fixed, n_items) for s in range(S)])
 
 
-def _has_fast_log_prob(gm: GenerativeModel) -> bool:
-    return type(gm).log_prob_items is not GenerativeModel.log_prob_items
-
-
-def pointwise_log_likelihood_draws(gm: GenerativeModel, data: Any, draws: Mapping[str, Tensor]) -> Tensor:
+def pointwise_log_likelihood_draws(
+    gm: GenerativeModel, data: Any, draws: Mapping[str, Tensor], fixed: Mapping[str, Tensor] | None = None
+) -> Tensor:
     """``(S, n_items)`` log-likelihoods, through a family's fast path when it has one."""
-    if _has_fast_log_prob(gm):
+    if gm.offers("log_prob_items"):
         S = next(iter(draws.values())).shape[0] if draws else 1
         with torch.no_grad():
             return torch.stack(
-                [gm.log_prob_items(data, {k: v[s] for k, v in draws.items()}) for s in range(S)]
+                [gm.log_prob_items(data, {**(fixed or {}), **{k: v[s] for k, v in draws.items()}}) for s in range(S)]
             )
-    return pointwise_log_likelihood(gm, data, draws)
+    return pointwise_log_likelihood(gm, data, draws, fixed)
 
 
-def log_evidence(gm: GenerativeModel, data: Any, params: Mapping[str, Tensor] | None = None) -> Tensor:
-    """Exact log marginal likelihood with every discrete latent summed out."""
+def log_evidence(
+    gm: GenerativeModel,
+    data: Any,
+    params: Mapping[str, Tensor] | None = None,
+    fixed: Mapping[str, Tensor] | None = None,
+) -> Tensor:
+    """Exact log marginal likelihood with every discrete latent summed out, at ``params``."""
     draws = {k: v.unsqueeze(0) for k, v in (params or {}).items()} or None
     with torch.no_grad():
-        f = enum_factors(gm, data, draws)
+        f = enum_factors(gm, data, draws, fixed, vectorized=False)
         return f.contract(pointwise=False).reshape(-1)[0]
 
 
@@ -281,8 +422,8 @@ def discrete_marginals(
     the distribution's ``enumerate_support``).
     """
     roles = gm.roles(data)
-    draws = {k: v.unsqueeze(0) for k, v in (params or {}).items() if k in roles.continuous_sites} or None
-    f = enum_factors(gm, data, draws)
+    values, fixed = split_params(gm, data, params)
+    f = enum_factors(gm, data, {k: v.unsqueeze(0) for k, v in values.items()} or None, fixed, vectorized=False)
     tree, leaves = f.leaf_tree()
     with torch.enable_grad():
         total = f.contract(tree, pointwise=False).sum()
@@ -309,8 +450,8 @@ def sample_discrete(
 ) -> dict[str, Tensor]:
     """Draw the discrete latents from ``p(z | data, params)`` (``temperature=0``: joint MAP)."""
     roles = gm.roles(data)
-    cond = {k: v for k, v in (params or {}).items() if k in roles.continuous_sites}
-    fn = config_enumerate(poutine.condition(gm.model, data=cond), default="parallel")
+    values, fixed = split_params(gm, data, params)
+    fn = config_enumerate(_model_with(gm, values, fixed), default="parallel")
     decoder = infer_discrete(fn, first_available_dim=-(roles.max_plate_nesting + 1), temperature=temperature)
     with poutine.block(), torch.no_grad():
         trace = poutine.trace(decoder).get_trace(data)
@@ -328,16 +469,17 @@ def generate(gm: GenerativeModel, n: int, params: Mapping[str, Tensor], **kwargs
     needed are drawn and concatenated along the first dim.
     """
     roles = gm._last_roles()
-    fn = poutine.condition(gm.model, data=dict(params))
+    fixed = {k: v for k, v in params.items() if k in roles.param_sites}
+    values = {k: v for k, v in params.items() if k not in roles.param_sites}
+    fn = _model_with(gm, values, fixed)
     chunks: dict[str, list[Tensor]] = {}
     total = 0
     with poutine.block(), torch.no_grad():
         while total < n:
             trace = poutine.trace(fn).get_trace(None, **kwargs)
-            obs = [s for s in sample_sites(trace) if s["name"] not in params]
             got = 0
-            for s in obs:
-                if s["name"] in roles.continuous_sites:
+            for s in sample_sites(trace):
+                if s["name"] in params or s["name"] in roles.continuous_sites:
                     continue
                 v = s["value"]
                 chunks.setdefault(s["name"], []).append(v if v.dim() else v.reshape(1))
@@ -353,24 +495,26 @@ def generate(gm: GenerativeModel, n: int, params: Mapping[str, Tensor], **kwargs
 
 
 def posterior_predictive(
-    gm: GenerativeModel, data: Any, draws: Mapping[str, Tensor], *, seed: int = 0
+    gm: GenerativeModel,
+    data: Any,
+    draws: Mapping[str, Tensor],
+    fixed: Mapping[str, Tensor] | None = None,
+    *,
+    seed: int = 0,
 ) -> dict[str, Tensor]:
     """One replicate of every observed site per draw, same shape as the observed data.
 
     Discrete latents are drawn afresh from their prior given the draw (a replicated dataset),
-    continuous latents are set to the draw.
+    continuous latents are set to the draw.  The user's random state is left as it was.
     """
     roles = gm.roles(data)
-    S = next(iter(draws.values())).shape[0]
+    S = next(iter(draws.values())).shape[0] if draws else 1
     fn = poutine.uncondition(gm.model)
     reps: dict[str, list[Any]] = {name: [] for name in roles.observed_sites}
-    pyro.set_rng_seed(seed)
-    with poutine.block(), torch.no_grad():
+    with isolated_rng(seed), poutine.block(), torch.no_grad():
         for s in range(S):
-            cond = poutine.condition(
-                fn, data={k: v[s] for k, v in draws.items() if k in roles.continuous_sites}
-            )
-            trace = poutine.trace(cond).get_trace(data)
+            values = {k: v[s] for k, v in draws.items() if k in roles.continuous_sites}
+            trace = poutine.trace(_model_with(gm, values, fixed, fn)).get_trace(data)
             for name in reps:
                 reps[name].append(trace.nodes[name]["value"])
     return {k: torch.stack(v) for k, v in reps.items()}

@@ -1,0 +1,51 @@
+"""Leaving the user's global state as it was found: RNGs, Pyro's param store, torch settings.
+
+Pyro's samplers draw from torch's global generator and keep parameters in one process-wide
+store, so a fit seeds and fills them; these context managers put everything back afterwards.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pyro
+import torch
+
+__all__ = ["isolated_rng", "isolated_state"]
+
+
+@contextmanager
+def isolated_rng(seed: int | None) -> Iterator[None]:
+    """Seed torch, numpy and ``random`` (as ``pyro.set_rng_seed``) inside; restore them after."""
+    torch_state = torch.random.get_rng_state()
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    try:
+        if seed is not None:
+            pyro.set_rng_seed(int(seed))
+        yield
+    finally:
+        torch.random.set_rng_state(torch_state)
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+
+
+@contextmanager
+def isolated_state(seed: int | None) -> Iterator[None]:
+    """:func:`isolated_rng`, plus a fresh Pyro param store and torch's dtype and thread count.
+
+    Inside, the param store starts empty; afterwards the user's store is back as it was.
+    """
+    dtype = torch.get_default_dtype()
+    threads = torch.get_num_threads()
+    with isolated_rng(seed), pyro.get_param_store().scope():
+        try:
+            yield
+        finally:
+            if torch.get_default_dtype() != dtype:
+                torch.set_default_dtype(dtype)
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
