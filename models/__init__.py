@@ -1,7 +1,8 @@
 """Model families: installed as ``probgen.models``."""
 
+from probgen.models.discrete_mixture import BernoulliMixture, CategoricalMixture, PoissonMixture
+from probgen.models.gaussian_mixture import GaussianMixture
 from probgen.models.hmm import HiddenMarkovModel, SequenceData
-from probgen.models.mixture import BernoulliMixture, CategoricalMixture, GaussianMixture, PoissonMixture
 
 __all__ = [
     "BernoulliMixture",

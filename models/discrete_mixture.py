@@ -1,0 +1,471 @@
+"""Mixtures of discrete components: Bernoulli (binary features), categorical, Poisson (counts).
+
+Closed-form float64 M-steps with a small pseudo-count ``reg`` (so no probability or rate is
+exactly zero), or posterior modes under the conjugate priors with ``map_estimate=True``.  The
+shared EM driver, fit tools and Pyro data plate live in :mod:`probgen.models.mixture`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.ops.indexing import Vindex
+from torch import Tensor
+
+from probgen.models.mixture import _as_matrix, _check_positive_float, _check_positive_int, _Mixture
+
+__all__ = ["BernoulliMixture", "CategoricalMixture", "PoissonMixture"]
+
+
+def _check_integral(t: Tensor, family: str) -> None:
+    frac = t != torch.round(t)
+    if frac.any():
+        bad = t[frac][:3].tolist()
+        raise ValueError(f"{family}: data must hold whole numbers; got non-integer values such as {bad}.")
+
+
+class BernoulliMixture(_Mixture):
+    r"""Mixture of independent Bernoullis over ``d`` binary features (binarised images, yes/no answers).
+
+    Generative model::
+
+        weights ~ Dirichlet(weight_concentration * 1_K)
+        probs[k, j] ~ Beta(prior_a, prior_b)
+        z_i ~ Categorical(weights)                   enumerated
+        x_ij ~ Bernoulli(probs[z_i, j])
+
+    Sample sites: ``"weights"`` (K,), ``"probs"`` (K, d), ``"z"`` (n,).
+
+    The EM M-step is ``probs = (sum_i r_ik x_ij + reg) / (N_k + 2 reg)`` (``reg`` keeps every
+    probability strictly inside (0, 1), so no item ever gets log-likelihood minus infinity);
+    with ``map_estimate=True`` it is the posterior mode under the Beta and Dirichlet priors.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of components ``K``.
+    reg : float, default 1e-6
+        Pseudo-count added to both outcomes in the M-step.
+    prior_a, prior_b : float, default 1.0
+        Beta prior of each probability.
+    weight_concentration : float, default 1.0
+        Dirichlet concentration of the weights prior.
+    map_estimate : bool, default False
+        EM returns the posterior mode instead of the (regularised) MLE.
+
+    Examples
+    --------
+    >>> import torch
+    >>> bm = BernoulliMixture(2)
+    >>> x = bm.prepare_data([[0, 1, 1], [1, 0, 0], [0, 1, 1]])
+    >>> p = bm.init_params(x, init="random", generator=torch.Generator().manual_seed(0))
+    >>> p["probs"].shape
+    torch.Size([2, 3])
+    """
+
+    _component_sites = ("weights", "probs")
+
+    def __init__(
+        self,
+        n_components: int,
+        *,
+        reg: float = 1e-6,
+        prior_a: float = 1.0,
+        prior_b: float = 1.0,
+        weight_concentration: float = 1.0,
+        map_estimate: bool = False,
+    ) -> None:
+        super().__init__(n_components, weight_concentration=weight_concentration, map_estimate=map_estimate)
+        self.reg = _check_positive_float(reg, "reg", allow_zero=True)
+        self.prior_a = _check_positive_float(prior_a, "prior_a")
+        self.prior_b = _check_positive_float(prior_b, "prior_b")
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "n_components": self.n_components,
+            "reg": self.reg,
+            "prior_a": self.prior_a,
+            "prior_b": self.prior_b,
+            "weight_concentration": self.weight_concentration,
+            "map_estimate": self.map_estimate,
+        }
+
+    def prepare_data(self, data: Any) -> Tensor:
+        """Validate ``data`` as a float64 ``(n_items, n_features)`` tensor of 0/1 values.
+
+        Booleans are accepted.  Raises ``ValueError`` for values other than 0 and 1.
+        """
+        if isinstance(data, Tensor) and data.dtype == torch.bool:
+            data = data.to(torch.float64)
+        elif isinstance(data, np.ndarray) and data.dtype == bool:
+            data = data.astype(np.float64)
+        t = self._check_items(_as_matrix(data, self.name))
+        bad = (t != 0) & (t != 1)
+        if bad.any():
+            vals = torch.unique(t[bad])[:5].tolist()
+            raise ValueError(
+                f"{self.name}: data must be binary (0/1 or bool); got {int(bad.sum())} other value(s), "
+                f"e.g. {vals}. Binarise it first, e.g. (x > threshold)."
+            )
+        self._prior_data = t
+        return t
+
+    def _site_names(self, data: Tensor) -> tuple[str, ...]:
+        return ("weights", "probs")
+
+    def _param_shapes(self, data: Tensor) -> dict[str, tuple[int, ...]]:
+        return {"weights": (self.n_components,), "probs": (self.n_components, data.shape[1])}
+
+    def _log_joint(self, data: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        p = params["probs"]
+        log_p, log_q = torch.log(p), torch.log1p(-p)
+        return data @ (log_p - log_q).T + log_q.sum(1) + torch.log(params["weights"])
+
+    def _m_step_counts(self, data: Tensor, resp: Tensor, nk: Tensor) -> dict[str, Tensor]:
+        s = resp.T @ data
+        if self.map_estimate:
+            a, b = self.prior_a - 1.0 + self.reg, self.prior_b - 1.0 + self.reg
+            probs = ((s + a) / (nk[:, None] + a + b)).clamp(1e-12, 1 - 1e-12)
+        else:
+            probs = (s + self.reg) / (nk[:, None] + 2.0 * self.reg)
+        return {"weights": self._weights_from_counts(nk), "probs": probs}
+
+    def _sample_given(self, z: Tensor, params: Mapping[str, Tensor], generator: Any) -> Tensor:
+        return torch.bernoulli(params["probs"][z], generator=generator)
+
+    def num_parameters(self, params: Mapping[str, Tensor], data: Any) -> int:
+        """``K d`` probabilities plus ``K - 1`` weights."""
+        k, d = torch.as_tensor(params["probs"]).shape[-2:]
+        return int(k * d + k - 1)
+
+    def model(
+        self,
+        data: Tensor | None = None,
+        *,
+        num_items: int | None = None,
+        num_features: int | None = None,
+        subsample_size: int | None = None,
+    ) -> Tensor:
+        """Pyro model; ``data=None`` generates ``num_items`` items (default 1)."""
+        k, d = self.n_components, self._num_features(data, num_features)
+        weights = self._sample_weights()
+        with pyro.plate("components", k):
+            a = torch.full((d,), self.prior_a, dtype=torch.float64)
+            probs = pyro.sample("probs", dist.Beta(a, torch.full_like(a, self.prior_b)).to_event(1))
+        return self._observe(
+            data,
+            num_items,
+            subsample_size,
+            weights,
+            lambda z: dist.Bernoulli(Vindex(probs)[..., z, :]).to_event(1),
+        )
+
+
+class CategoricalMixture(_Mixture):
+    r"""Mixture of independent categoricals over ``d`` features with ``C`` categories (survey answers).
+
+    Generative model::
+
+        weights ~ Dirichlet(weight_concentration * 1_K)
+        probs[k, j] ~ Dirichlet(prior_concentration * 1_C)
+        z_i ~ Categorical(weights)                   enumerated
+        x_ij ~ Categorical(probs[z_i, j])
+
+    Sample sites: ``"weights"`` (K,), ``"probs"`` (K, d, C), ``"z"`` (n,).  Data are integer
+    codes ``0 .. C-1``; ``n_categories`` defaults to ``max(data) + 1`` at the first fit.  The
+    M-step is ``probs = (counts + reg) / (N_k + C reg)``.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of components ``K``.
+    n_categories : int, optional
+        Number of categories ``C`` (shared by every feature).
+    reg : float, default 1e-6
+        Pseudo-count added to every category in the M-step.
+    prior_concentration : float, default 1.0
+        Dirichlet concentration of each feature's category probabilities.
+    weight_concentration : float, default 1.0
+        Dirichlet concentration of the weights prior.
+    map_estimate : bool, default False
+        EM returns the posterior mode instead of the (regularised) MLE.
+
+    Examples
+    --------
+    >>> import torch
+    >>> cm = CategoricalMixture(2, n_categories=3)
+    >>> x = cm.prepare_data([[0, 2], [1, 2], [2, 0]])
+    >>> cm.init_params(x, init="random", generator=torch.Generator().manual_seed(0))["probs"].shape
+    torch.Size([2, 2, 3])
+    """
+
+    _component_sites = ("weights", "probs")
+
+    def __init__(
+        self,
+        n_components: int,
+        n_categories: int | None = None,
+        *,
+        reg: float = 1e-6,
+        prior_concentration: float = 1.0,
+        weight_concentration: float = 1.0,
+        map_estimate: bool = False,
+    ) -> None:
+        super().__init__(n_components, weight_concentration=weight_concentration, map_estimate=map_estimate)
+        self.n_categories = (
+            None if n_categories is None else _check_positive_int(n_categories, "n_categories")
+        )
+        self.reg = _check_positive_float(reg, "reg", allow_zero=True)
+        self.prior_concentration = _check_positive_float(prior_concentration, "prior_concentration")
+        self._onehot: tuple[Any, Tensor] | None = None
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "n_components": self.n_components,
+            "n_categories": self.n_categories,
+            "reg": self.reg,
+            "prior_concentration": self.prior_concentration,
+            "weight_concentration": self.weight_concentration,
+            "map_estimate": self.map_estimate,
+        }
+
+    def prepare_data(self, data: Any) -> Tensor:
+        """Validate ``data`` as integer codes ``(n_items, n_features)`` in ``0 .. n_categories-1``.
+
+        Returned as a float64 tensor of whole numbers (for Pyro, cast per use).
+        """
+        t = self._check_items(_as_matrix(data, self.name))
+        _check_integral(t, self.name)
+        if (t < 0).any():
+            raise ValueError(
+                f"{self.name}: data must hold category codes >= 0; got minimum {t.min().item():g}."
+            )
+        top = int(t.max().item())
+        if self.n_categories is None:
+            self.n_categories = max(top + 1, 2)
+        elif top >= self.n_categories:
+            raise ValueError(
+                f"{self.name}: data holds category code {top}, but n_categories={self.n_categories} "
+                f"allows codes 0..{self.n_categories - 1}."
+            )
+        self._prior_data = t
+        return t
+
+    def _c(self, data: Tensor | None = None) -> int:
+        if self.n_categories is None:
+            raise ValueError(f"{self.name}: n_categories is unknown; pass it or fit on data first.")
+        return self.n_categories
+
+    def _site_names(self, data: Tensor) -> tuple[str, ...]:
+        return ("weights", "probs")
+
+    def _param_shapes(self, data: Tensor) -> dict[str, tuple[int, ...]]:
+        return {"weights": (self.n_components,), "probs": (self.n_components, data.shape[1], self._c())}
+
+    def _one_hot(self, data: Tensor) -> Tensor:
+        key = (data.data_ptr(), data._version, tuple(data.shape), self._c())
+        if self._onehot is None or self._onehot[0] != key:
+            oh = torch.nn.functional.one_hot(data.long(), self._c()).to(torch.float64)
+            self._onehot = (key, oh.reshape(len(data), -1))
+        return self._onehot[1]
+
+    def _kmeans_space(self, data: Tensor) -> Tensor:
+        return self._one_hot(data)
+
+    def _log_joint(self, data: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        logp = torch.log(params["probs"]).reshape(self.n_components, -1)
+        return self._one_hot(data) @ logp.T + torch.log(params["weights"])
+
+    def _m_step_counts(self, data: Tensor, resp: Tensor, nk: Tensor) -> dict[str, Tensor]:
+        c = self._c()
+        counts = (resp.T @ self._one_hot(data)).reshape(self.n_components, data.shape[1], c)
+        extra = (self.prior_concentration - 1.0 + self.reg) if self.map_estimate else self.reg
+        probs = (counts + extra).clamp_min(0.0)
+        probs = probs / probs.sum(-1, keepdim=True)
+        if self.map_estimate:
+            probs = probs.clamp_min(1e-12)
+        return {"weights": self._weights_from_counts(nk), "probs": probs}
+
+    def _sample_given(self, z: Tensor, params: Mapping[str, Tensor], generator: Any) -> Tensor:
+        p = params["probs"][z]  # (n, d, C)
+        n, d, c = p.shape
+        draws = torch.multinomial(p.reshape(n * d, c), 1, generator=generator)
+        return draws.reshape(n, d).to(torch.float64)
+
+    def num_parameters(self, params: Mapping[str, Tensor], data: Any) -> int:
+        """``K d (C - 1)`` probabilities plus ``K - 1`` weights."""
+        k, d, c = torch.as_tensor(params["probs"]).shape[-3:]
+        return int(k * d * (c - 1) + k - 1)
+
+    def model(
+        self,
+        data: Tensor | None = None,
+        *,
+        num_items: int | None = None,
+        num_features: int | None = None,
+        subsample_size: int | None = None,
+    ) -> Tensor:
+        """Pyro model; ``data=None`` generates ``num_items`` items (default 1)."""
+        k, c = self.n_components, self._c()
+        d = self._num_features(data, num_features)
+        weights = self._sample_weights()
+        with pyro.plate("components", k):
+            conc = torch.full((d, c), self.prior_concentration, dtype=torch.float64)
+            probs = pyro.sample("probs", dist.Dirichlet(conc).to_event(1))
+        return self._observe(
+            data,
+            num_items,
+            subsample_size,
+            weights,
+            lambda z: dist.Categorical(Vindex(probs)[..., z, :, :]).to_event(1),
+        )
+
+    def _as_obs(self, data: Tensor | None) -> Tensor | None:
+        return None if data is None else data.long()
+
+
+class PoissonMixture(_Mixture):
+    r"""Mixture of independent Poissons over ``d`` count features.
+
+    Generative model::
+
+        weights ~ Dirichlet(weight_concentration * 1_K)
+        rates[k, j] ~ Gamma(prior_shape, prior_shape / mean(x_j))     prior mean = data mean
+        z_i ~ Categorical(weights)                                   enumerated
+        x_ij ~ Poisson(rates[z_i, j])
+
+    Sample sites: ``"weights"`` (K,), ``"rates"`` (K, d), ``"z"`` (n,).  The M-step is
+    ``rates = sum_i r_ik x_ij / N_k + reg`` (``reg`` keeps a rate positive when a component
+    only sees zeros).
+
+    Parameters
+    ----------
+    n_components : int
+        Number of components ``K``.
+    reg : float, default 1e-6
+        Added to every rate in the M-step.
+    prior_shape : float, default 2.0
+        Shape of the Gamma prior on each rate.
+    weight_concentration : float, default 1.0
+        Dirichlet concentration of the weights prior.
+    map_estimate : bool, default False
+        EM returns the posterior mode under the Gamma and Dirichlet priors.
+
+    Examples
+    --------
+    >>> import torch
+    >>> pm = PoissonMixture(2)
+    >>> x = pm.prepare_data([[0, 3], [1, 4], [9, 0], [8, 1]])
+    >>> pm.init_params(x, init="kmeans", generator=torch.Generator().manual_seed(0))["rates"].shape
+    torch.Size([2, 2])
+    """
+
+    _component_sites = ("weights", "rates")
+
+    def __init__(
+        self,
+        n_components: int,
+        *,
+        reg: float = 1e-6,
+        prior_shape: float = 2.0,
+        weight_concentration: float = 1.0,
+        map_estimate: bool = False,
+    ) -> None:
+        super().__init__(n_components, weight_concentration=weight_concentration, map_estimate=map_estimate)
+        self.reg = _check_positive_float(reg, "reg", allow_zero=True)
+        self.prior_shape = _check_positive_float(prior_shape, "prior_shape")
+        self._lgamma: tuple[Any, Tensor] | None = None
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "n_components": self.n_components,
+            "reg": self.reg,
+            "prior_shape": self.prior_shape,
+            "weight_concentration": self.weight_concentration,
+            "map_estimate": self.map_estimate,
+        }
+
+    def prepare_data(self, data: Any) -> Tensor:
+        """Validate ``data`` as non-negative whole-number counts ``(n_items, n_features)``, float64."""
+        t = self._check_items(_as_matrix(data, self.name))
+        if (t < 0).any():
+            raise ValueError(
+                f"{self.name}: data must be non-negative counts; got {int((t < 0).sum())} negative "
+                f"value(s), minimum {t.min().item():g}."
+            )
+        _check_integral(t, self.name)
+        self._prior_data = t
+        return t
+
+    def _site_names(self, data: Tensor) -> tuple[str, ...]:
+        return ("weights", "rates")
+
+    def _param_shapes(self, data: Tensor) -> dict[str, tuple[int, ...]]:
+        return {"weights": (self.n_components,), "rates": (self.n_components, data.shape[1])}
+
+    def _log_factorial(self, data: Tensor) -> Tensor:
+        key = (data.data_ptr(), data._version, tuple(data.shape))
+        if self._lgamma is None or self._lgamma[0] != key:
+            self._lgamma = (key, torch.lgamma(data + 1.0).sum(1))
+        return self._lgamma[1]
+
+    def _log_joint(self, data: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        r = params["rates"]
+        return (
+            data @ torch.log(r).T
+            - r.sum(1)
+            - self._log_factorial(data)[:, None]
+            + torch.log(params["weights"])
+        )
+
+    def _m_step_counts(self, data: Tensor, resp: Tensor, nk: Tensor) -> dict[str, Tensor]:
+        s = resp.T @ data
+        if self.map_estimate:
+            mean = data.mean(0).clamp_min(1e-6)
+            a, b = self.prior_shape, self.prior_shape / mean
+            rates = ((s + a - 1.0) / (nk[:, None] + b)).clamp_min(0.0) + self.reg
+        else:
+            rates = s / nk[:, None] + self.reg
+        return {"weights": self._weights_from_counts(nk), "rates": rates}
+
+    def _sample_given(self, z: Tensor, params: Mapping[str, Tensor], generator: Any) -> Tensor:
+        return torch.poisson(params["rates"][z], generator=generator)
+
+    def num_parameters(self, params: Mapping[str, Tensor], data: Any) -> int:
+        """``K d`` rates plus ``K - 1`` weights."""
+        k, d = torch.as_tensor(params["rates"]).shape[-2:]
+        return int(k * d + k - 1)
+
+    def model(
+        self,
+        data: Tensor | None = None,
+        *,
+        num_items: int | None = None,
+        num_features: int | None = None,
+        subsample_size: int | None = None,
+    ) -> Tensor:
+        """Pyro model; ``data=None`` generates ``num_items`` items (default 1)."""
+        k = self.n_components
+        ref = self._data_stats(data)
+        d = self._num_features(data, num_features)
+        mean = (
+            ref.mean(0).clamp_min(1e-3)
+            if ref is not None and ref.shape[-1] == d
+            else torch.ones(d, dtype=torch.float64)
+        )
+        weights = self._sample_weights()
+        with pyro.plate("components", k):
+            shape = torch.full((d,), self.prior_shape, dtype=torch.float64)
+            rates = pyro.sample("rates", dist.Gamma(shape, shape / mean).to_event(1))
+        return self._observe(
+            data,
+            num_items,
+            subsample_size,
+            weights,
+            lambda z: dist.Poisson(Vindex(rates)[..., z, :]).to_event(1),
+        )

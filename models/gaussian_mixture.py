@@ -1,0 +1,414 @@
+"""Gaussian mixture: multivariate normal components, float64 EM exact to scikit-learn.
+
+The M-step follows scikit-learn's ``GaussianMixture``: ``reg_covar`` is added to every
+covariance diagonal, and the E-step and M-step run on data centred once per tensor (cached), as
+one GEMM per moment.  The shared EM driver, fit tools and Pyro data plate live in
+:mod:`probgen.models.mixture`.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.ops.indexing import Vindex
+from torch import Tensor
+
+from probgen.models.mixture import _as_matrix, _check_positive_float, _Mixture
+
+__all__ = ["GaussianMixture"]
+
+_COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
+# Rows per block in the Gaussian E-step: keeps the (rows, K*d) product cache-resident.
+_BLOCK_ELEMENTS = 1 << 17
+
+
+class _GaussianCache:
+    """Centred data and its products, computed once per data tensor (EM reuses them)."""
+
+    def __init__(self, data: Tensor) -> None:
+        self.ref = weakref.ref(data)
+        self.key = (data.data_ptr(), data._version, tuple(data.shape))
+        self.center = data.mean(0)
+        self.xc = data - self.center
+        d = data.shape[1]
+        self.tril = torch.tril_indices(d, d)
+        self._xx: Tensor | None = None
+        self._sq: Tensor | None = None
+
+    def matches(self, data: Tensor) -> bool:
+        return self.ref() is data and self.key == (data.data_ptr(), data._version, tuple(data.shape))
+
+    @property
+    def x_xx(self) -> Tensor:
+        """Centred data and its products ``x_i x_j`` (i >= j) side by side, ``(n, d + d(d+1)/2)``.
+
+        One GEMM with the responsibilities then gives every component's first and second moments.
+        """
+        if self._xx is None:
+            self._xx = torch.cat([self.xc, self.xc[:, self.tril[0]] * self.xc[:, self.tril[1]]], dim=1)
+        return self._xx
+
+    @property
+    def sq(self) -> Tensor:
+        """Squares of the centred data, ``(n, d)``."""
+        if self._sq is None:
+            self._sq = self.xc * self.xc
+        return self._sq
+
+
+class GaussianMixture(_Mixture):
+    r"""Mixture of multivariate normals, fitted by EM (float64, scikit-learn-exact), SVI or MCMC.
+
+    Generative model, for items :math:`x_i \in \mathbb{R}^d`::
+
+        weights ~ Dirichlet(weight_concentration * 1_K)
+        locs[k] ~ Normal(mean(x), loc_scale * std(x))          per feature
+        scale[k] ~ LogNormal(log std(x), 1)                    per feature ("diag", "full")
+        corr_cholesky[k] ~ LKJCholesky(d, lkj_concentration)   ("full"; shared when "tied")
+        z_i ~ Categorical(weights)                             enumerated, never sampled
+        x_i ~ Normal(locs[z_i], Sigma[z_i])
+
+    with ``Sigma = diag(scale) C diag(scale)`` and ``C = corr_cholesky corr_cholesky^T``.  The
+    priors are centred on the data's mean and spread (empirical Bayes), so they are weak on
+    any measurement scale.
+
+    Sample sites (also the keys of ``fit.params`` and of ``init=dict(...)``):
+
+    ``"weights"`` : (K,)
+        Mixing proportions.
+    ``"locs"`` : (K, d)
+        Component means.
+    ``"scale"`` : (K, d) for "full" and "diag"; (K,) for "spherical"; (d,) for "tied"
+        Standard deviations (square roots of the covariance diagonals).
+    ``"corr_cholesky"`` : (K, d, d) for "full"; (d, d) for "tied"; absent otherwise and when d == 1
+        Cholesky factor of the correlation matrix.
+    ``"z"`` : (n,)
+        Component of each item (a local discrete latent, summed out by every backend).
+
+    :meth:`covariances` turns these into covariance matrices and :meth:`params_from_covariances`
+    goes back, so scikit-learn's ``means_``/``covariances_`` and probgen's sites convert both ways.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of components ``K``.
+    covariance_type : {"full", "diag", "spherical", "tied"}, default "full"
+        Same meaning as in scikit-learn.
+    reg_covar : float, default 1e-6
+        Added to every covariance diagonal in the M-step (scikit-learn's ``reg_covar``), so
+        duplicate items or a one-item component never make a singular covariance.
+    weight_concentration : float, default 1.0
+        Dirichlet concentration of the weights prior.
+    loc_scale : float, default 2.0
+        Prior standard deviation of the locations, in units of the data's standard deviation.
+    lkj_concentration : float, default 2.0
+        LKJ concentration of the correlation prior (1 is uniform over correlations).
+    map_estimate : bool, default False
+        EM maximises the posterior of the weights (Dirichlet prior) instead of the likelihood;
+        the Gaussian parameters keep their regularised maximum-likelihood M-step.
+
+    Examples
+    --------
+    >>> import torch
+    >>> gm = GaussianMixture(2, covariance_type="diag")
+    >>> x = gm.prepare_data(torch.randn(50, 2, generator=torch.Generator().manual_seed(0)))
+    >>> params = gm.init_params(x, init="kmeans", generator=torch.Generator().manual_seed(0))
+    >>> sorted(params)
+    ['locs', 'scale', 'weights']
+    >>> gm.log_prob_items(x, params).shape
+    torch.Size([50])
+    """
+
+    def __init__(
+        self,
+        n_components: int,
+        covariance_type: str = "full",
+        *,
+        reg_covar: float = 1e-6,
+        weight_concentration: float = 1.0,
+        loc_scale: float = 2.0,
+        lkj_concentration: float = 2.0,
+        map_estimate: bool = False,
+    ) -> None:
+        super().__init__(n_components, weight_concentration=weight_concentration, map_estimate=map_estimate)
+        if covariance_type not in _COVARIANCE_TYPES:
+            raise ValueError(
+                f"covariance_type must be one of {', '.join(repr(c) for c in _COVARIANCE_TYPES)}; "
+                f"got {covariance_type!r}."
+            )
+        self.covariance_type = covariance_type
+        self.reg_covar = _check_positive_float(reg_covar, "reg_covar", allow_zero=True)
+        self.loc_scale = _check_positive_float(loc_scale, "loc_scale")
+        self.lkj_concentration = _check_positive_float(lkj_concentration, "lkj_concentration")
+        self._cache: _GaussianCache | None = None
+        self._component_sites = ("weights", "locs") + (
+            ("scale", "corr_cholesky")
+            if covariance_type == "full"
+            else ("scale",)
+            if covariance_type != "tied"
+            else ()
+        )
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "n_components": self.n_components,
+            "covariance_type": self.covariance_type,
+            "reg_covar": self.reg_covar,
+            "weight_concentration": self.weight_concentration,
+            "loc_scale": self.loc_scale,
+            "lkj_concentration": self.lkj_concentration,
+            "map_estimate": self.map_estimate,
+        }
+
+    # ---------------------------------------------------------------------------- data
+    def prepare_data(self, data: Any) -> Tensor:
+        """Validate ``data`` as a float64 ``(n_items, n_features)`` tensor.
+
+        Accepts numpy arrays, torch tensors, nested lists and pandas DataFrames.
+
+        Raises
+        ------
+        TypeError
+            Non-numeric data or DataFrame columns.
+        ValueError
+            Missing values, NaN/inf, data that is not 2-D, or fewer items than components.
+        """
+        t = self._check_items(_as_matrix(data, self.name))
+        self._prior_data = t
+        return t
+
+    def _site_names(self, data: Tensor) -> tuple[str, ...]:
+        d = data.shape[1]
+        has_corr = self.covariance_type in ("full", "tied") and d > 1
+        return ("weights", "locs", "scale") + (("corr_cholesky",) if has_corr else ())
+
+    def _param_shapes(self, data: Tensor) -> dict[str, tuple[int, ...]]:
+        k, d = self.n_components, data.shape[1]
+        scale = {"full": (k, d), "diag": (k, d), "spherical": (k,), "tied": (d,)}[self.covariance_type]
+        shapes = {"weights": (k,), "locs": (k, d), "scale": scale}
+        if "corr_cholesky" in self._site_names(data):
+            shapes["corr_cholesky"] = (k, d, d) if self.covariance_type == "full" else (d, d)
+        return shapes
+
+    def _cached(self, data: Tensor) -> _GaussianCache:
+        if self._cache is None or not self._cache.matches(data):
+            self._cache = _GaussianCache(data)
+        return self._cache
+
+    # ------------------------------------------------------------- parameter conversions
+    def covariances(self, params: Mapping[str, Tensor]) -> Tensor:
+        """Covariance matrices from the sites: ``(K, d, d)`` ("full"), ``(d, d)`` ("tied"),
+        ``(K, d)`` ("diag") or ``(K,)`` ("spherical"), scikit-learn's ``covariances_`` shapes."""
+        p = self._point(params)
+        scale = p["scale"]
+        if self.covariance_type in ("diag", "spherical"):
+            return scale**2
+        tril = self._scale_tril(p)
+        return tril @ tril.transpose(-1, -2)
+
+    def params_from_covariances(self, weights: Any, locs: Any, covariances: Any) -> dict[str, Tensor]:
+        """Sites from weights, means and covariances in scikit-learn's shapes (its ``covariances_``)."""
+        cov = torch.as_tensor(covariances, dtype=torch.float64)
+        out = {
+            "weights": torch.as_tensor(weights, dtype=torch.float64),
+            "locs": torch.as_tensor(locs, dtype=torch.float64),
+        }
+        out.update(self._cov_to_sites(cov, out["locs"].shape[-1]))
+        return out
+
+    def _cov_to_sites(self, cov: Tensor, d: int) -> dict[str, Tensor]:
+        if self.covariance_type in ("diag", "spherical"):
+            return {"scale": cov.sqrt()}
+        chol = torch.linalg.cholesky(cov)
+        scale = chol.norm(dim=-1)
+        out = {"scale": scale}
+        if d > 1:
+            out["corr_cholesky"] = chol / scale[..., :, None]
+        return out
+
+    def _scale_tril(self, p: Mapping[str, Tensor]) -> Tensor:
+        scale = p["scale"]
+        if "corr_cholesky" in p:
+            return scale[..., :, None] * p["corr_cholesky"]
+        return torch.diag_embed(scale)
+
+    # -------------------------------------------------------------------- log density
+    def _log_joint(self, data: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        """``log weights[k] + log N(x_i | locs[k], Sigma[k])``, shape ``(n, K)``."""
+        cache = self._cached(data)
+        xc, center = cache.xc, cache.center
+        n, d = xc.shape
+        k = self.n_components
+        locs = params["locs"] - center
+        scale = params["scale"]
+        const = -0.5 * d * math.log(2.0 * math.pi)
+        if self.covariance_type in ("diag", "spherical"):
+            s = scale if self.covariance_type == "diag" else scale[:, None].expand(k, d)
+            prec = s.pow(-2)  # (K, d)
+            quad = cache.sq @ prec.T - 2.0 * (xc @ (locs * prec).T) + (locs * locs * prec).sum(1)
+            log_det = -torch.log(s).sum(1)
+        else:
+            tril = self._scale_tril(params)
+            eye = torch.eye(d, dtype=torch.float64)
+            if self.covariance_type == "tied":
+                inv = torch.linalg.solve_triangular(tril, eye, upper=False)  # L^-1
+                w = inv.T  # (d, d): y = (x - mu) @ L^-T
+                y = xc @ w
+                b = locs @ w  # (K, d)
+                quad = (y * y).sum(1)[:, None] - 2.0 * y @ b.T + (b * b).sum(1)[None, :]
+                quad = quad.clamp_min_(0.0)
+                log_det = -torch.log(torch.diagonal(tril)).sum().expand(k)
+            else:
+                inv = torch.linalg.solve_triangular(tril, eye.expand(k, d, d), upper=False)
+                w = inv.transpose(1, 2)  # (K, d, d)
+                stacked = w.permute(1, 0, 2).reshape(d, k * d)  # (d, K*d)
+                b = torch.einsum("kd,kde->ke", locs, w).reshape(1, k * d)
+                quad = torch.empty(n, k, dtype=torch.float64)
+                rows = max(1, _BLOCK_ELEMENTS // (k * d))
+                for start in range(0, n, rows):  # blocks of rows, not items: keeps y in cache
+                    y = torch.addmm(b, xc[start : start + rows], stacked, alpha=1.0, beta=-1.0)
+                    y.square_()
+                    torch.sum(y.view(-1, k, d), dim=2, out=quad[start : start + rows])
+                log_det = -torch.log(torch.diagonal(tril, dim1=-2, dim2=-1)).sum(1)
+        return const - 0.5 * quad + log_det + torch.log(params["weights"])
+
+    # -------------------------------------------------------------------------- M-step
+    def _m_step_counts(self, data: Tensor, resp: Tensor, nk: Tensor) -> dict[str, Tensor]:
+        cache = self._cached(data)
+        xc, center = cache.xc, cache.center
+        d = xc.shape[1]
+        k = self.n_components
+        ct = self.covariance_type
+        resp_t = resp.T.contiguous()  # (K, n): the GEMMs below run faster on this layout
+        if ct == "full":
+            moments = resp_t @ cache.x_xx / nk[:, None]  # (K, d + d(d+1)/2)
+            mu, m2 = moments[:, :d], moments[:, d:]
+        else:
+            mu = resp_t @ xc / nk[:, None]  # centred means
+        out = {"weights": self._weights_from_counts(nk), "locs": mu + center}
+        if ct == "full":
+            cov = torch.zeros(k, d, d, dtype=torch.float64)
+            cov[:, cache.tril[0], cache.tril[1]] = m2
+            cov = cov + torch.tril(cov, -1).transpose(1, 2)
+            cov = cov - mu[:, :, None] * mu[:, None, :]
+            cov.diagonal(dim1=1, dim2=2).add_(self.reg_covar)
+        elif ct == "tied":
+            cov = xc.T @ xc - (nk[:, None] * mu).T @ mu
+            cov = cov / nk.sum()
+            cov.diagonal().add_(self.reg_covar)
+        else:
+            var = resp_t @ cache.sq / nk[:, None] - mu * mu + self.reg_covar
+            cov = var if ct == "diag" else var.mean(1)
+        out.update(self._cov_to_sites(cov, d))
+        return out
+
+    def _sample_given(self, z: Tensor, params: Mapping[str, Tensor], generator: Any) -> Tensor:
+        locs = params["locs"]
+        n, d = len(z), locs.shape[-1]
+        eps = torch.randn(n, d, generator=generator, dtype=torch.float64)
+        if self.covariance_type in ("diag", "spherical"):
+            s = params["scale"] if self.covariance_type == "diag" else params["scale"][:, None].expand(-1, d)
+            return locs[z] + s[z] * eps
+        tril = self._scale_tril(params)
+        if self.covariance_type == "tied":
+            return locs[z] + eps @ tril.T
+        return locs[z] + torch.einsum("nde,ne->nd", tril[z], eps)
+
+    def num_parameters(self, params: Mapping[str, Tensor], data: Any) -> int:
+        """scikit-learn's ``_n_parameters``: covariance, mean and ``K - 1`` weight parameters."""
+        k, d = self.n_components, int(torch.as_tensor(params["locs"]).shape[-1])
+        cov = {"full": k * d * (d + 1) // 2, "diag": k * d, "tied": d * (d + 1) // 2, "spherical": k}
+        return cov[self.covariance_type] + k * d + k - 1
+
+    # -------------------------------------------------------------------------- Pyro
+    def _priors(self, data: Tensor | None, d: int) -> tuple[Tensor, Tensor]:
+        ref = self._data_stats(data)
+        if ref is None or ref.shape[-1] != d:
+            return torch.zeros(d, dtype=torch.float64), torch.ones(d, dtype=torch.float64)
+        mean = ref.mean(0)
+        std = ref.std(0, unbiased=False) if len(ref) > 1 else torch.ones(d, dtype=torch.float64)
+        return mean, std.clamp_min(1e-6)
+
+    def model(
+        self,
+        data: Tensor | None = None,
+        *,
+        num_items: int | None = None,
+        num_features: int | None = None,
+        subsample_size: int | None = None,
+    ) -> Tensor:
+        """Pyro model; ``data=None`` generates ``num_items`` items (default 1).
+
+        Parameters
+        ----------
+        data : Tensor, optional
+            ``(n_items, n_features)`` observations.
+        num_items : int, optional
+            Items to generate when ``data`` is None.
+        num_features : int, optional
+            Features when ``data`` is None and no data has been seen (default 1).
+        subsample_size : int, optional
+            Items per minibatch for stochastic variational inference.
+
+        Returns
+        -------
+        Tensor
+            The observed (or generated) items.
+        """
+        k = self.n_components
+        d = self._num_features(data, num_features)
+        mean, std = self._priors(data, d)
+        ct = self.covariance_type
+        weights = self._sample_weights()
+        with pyro.plate("components", k):
+            locs = pyro.sample("locs", dist.Normal(mean, self.loc_scale * std).to_event(1))
+            if ct in ("full", "diag"):
+                scale = pyro.sample("scale", dist.LogNormal(std.log(), torch.ones_like(std)).to_event(1))
+            elif ct == "spherical":
+                ms = std.log().mean()
+                scale = pyro.sample("scale", dist.LogNormal(ms, torch.ones_like(ms)))
+            if ct == "full" and d > 1:
+                corr = pyro.sample(
+                    "corr_cholesky",
+                    dist.LKJCholesky(
+                        d, torch.tensor(self.lkj_concentration, dtype=torch.float64), validate_args=False
+                    ),
+                )
+        if ct == "tied":
+            scale = pyro.sample("scale", dist.LogNormal(std.log(), torch.ones_like(std)).to_event(1))
+            if d > 1:
+                corr = pyro.sample(
+                    "corr_cholesky",
+                    dist.LKJCholesky(
+                        d, torch.tensor(self.lkj_concentration, dtype=torch.float64), validate_args=False
+                    ),
+                )
+
+        def component(z: Tensor) -> Any:
+            loc = Vindex(locs)[..., z, :]
+            if ct in ("diag", "spherical"):
+                s = (
+                    Vindex(scale)[..., z, :]
+                    if ct == "diag"
+                    else Vindex(scale)[..., z].unsqueeze(-1).expand(loc.shape)
+                )
+                obs_dist = dist.Normal(loc, s).to_event(1)
+            elif ct == "full":
+                s = Vindex(scale)[..., z, :]
+                tril = s.unsqueeze(-1) * Vindex(corr)[..., z, :, :] if d > 1 else s.unsqueeze(-1)
+                obs_dist = dist.MultivariateNormal(loc, scale_tril=tril, validate_args=False)
+            else:
+                tril = scale.unsqueeze(-1) * corr if d > 1 else scale.unsqueeze(-1)
+                obs_dist = dist.MultivariateNormal(loc, scale_tril=tril, validate_args=False)
+            return obs_dist
+
+        return self._observe(data, num_items, subsample_size, weights, component)
+
+    def _kmeans_space(self, data: Tensor) -> Tensor:
+        return data
