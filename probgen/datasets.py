@@ -14,6 +14,12 @@ Each loader returns a pandas DataFrame.  Sources and licences:
   (Adelie, Chinstrap, Gentoo) from Palmer Station, Antarctica.  Horst, A. M., Hill, A. P. and
   Gorman, K. B. (2020) *palmerpenguins*, doi:10.5281/zenodo.3960218; data by Gorman, Williams
   and Fraser (2014), PLoS ONE 9(3): e90081.  Licence CC0 1.0.  Eleven rows have missing values.
+* ``doctor_visits``: number of face-to-face visits to a medical doctor in a year (``mdvis``), for
+  20,190 person-years of the RAND Health Insurance Experiment (1974-1982), real overdispersed
+  counts.  RAND Corporation; the subset of Cameron, A. C. and Trivedi, P. K. (2005)
+  *Microeconometrics: Methods and Applications*, Cambridge University Press, as distributed with
+  statsmodels (``statsmodels.datasets.randhie``, the column ``mdvis``, rows in its order).
+  Public domain.
 """
 
 from __future__ import annotations
@@ -22,9 +28,14 @@ from importlib import resources
 
 import pandas as pd
 
-__all__ = ["list_datasets", "load", "load_geyser", "load_old_faithful", "load_penguins"]
+__all__ = ["list_datasets", "load", "load_doctor_visits", "load_geyser", "load_old_faithful", "load_penguins"]
 
-_FILES = {"old_faithful": "old_faithful.csv", "geyser": "geyser.csv", "penguins": "penguins.csv"}
+_FILES = {
+    "old_faithful": "old_faithful.csv",
+    "geyser": "geyser.csv",
+    "penguins": "penguins.csv",
+    "doctor_visits": "doctor_visits.csv",
+}
 
 
 def _read(name: str) -> pd.DataFrame:
@@ -67,3 +78,8 @@ def load_penguins(dropna: bool = False) -> pd.DataFrame:
         cols = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
         frame = frame.dropna(subset=cols).reset_index(drop=True)
     return frame
+
+
+def load_doctor_visits() -> pd.DataFrame:
+    """RAND Health Insurance Experiment: 20,190 yearly counts of doctor visits, column ``mdvis``."""
+    return _read("doctor_visits")
