@@ -260,7 +260,8 @@ def enum_factors(
                 f"plate(s) {plates}; per-item scores cannot weight it.  Name the plate over items "
                 "with probgen.model(fn, data_plate=...), or move the site."
             )
-        outer[name] = trace.dim_to_symbol[site["infer"]["_enumerate_dim"]]
+        dim_to_symbol = {d: sym for sym, d in trace.symbol_to_dim.items()}
+        outer[name] = dim_to_symbol[site["infer"]["_enumerate_dim"]]
     dim_to_size = {
         trace.plate_to_symbol[f.name]: f.size
         for site in trace.nodes.values()
