@@ -42,6 +42,8 @@ _EMISSIONS = ("gaussian", "categorical", "poisson")
 _COVARIANCE_TYPES = ("spherical", "diag", "full", "tied")
 _INIT_STRATEGIES = ("kmeans", "random")
 _ROW_SUM_ATOL = 1e-6
+_DEFAULT_MAX_ITER = 1000
+_DEFAULT_TOL = 1e-8  # nats per time step
 _KMEANS_MAX_POINTS = 20000  # k-means for starting means runs on a subsample of long series
 
 
@@ -142,8 +144,9 @@ class HiddenMarkovModel(GenerativeModel):
     pass, so ``method="svi"`` and ``method="mcmc"`` fit a Bayesian HMM.  ``method="em"`` runs
     Baum-Welch on a blocked, rescaled forward-backward in float64, following hmmlearn's
     conventions (maximum-likelihood start and transitions, ``covars_prior`` added to the
-    covariance numerators, ``min_covar`` on the starting covariance, tolerance on the change of
-    the total log-likelihood, 10 iterations by default).
+    covariance numerators, ``min_covar`` on the starting covariance), but stops only when the
+    log-likelihood gains less than ``tol=1e-8`` nats per time step (at most ``max_iter=1000``
+    iterations): hmmlearn's ``n_iter=10, tol=1e-2`` stop short of the optimum on real series.
 
     Parameters
     ----------
@@ -451,17 +454,25 @@ class HiddenMarkovModel(GenerativeModel):
 
     # -------------------------------------------------------------------------- EM hooks
     def em_defaults(self) -> dict[str, Any]:
-        """hmmlearn's defaults: 10 iterations, tol 1e-2 on the total log-likelihood."""
+        """Defaults that converge: ``max_iter=1000``, ``tol=1e-8`` nats per time step.
+
+        hmmlearn's ``n_iter=10, tol=1e-2`` (on the total log-likelihood) stop Baum-Welch on real
+        series short of the optimum: 0.004 nats per step for 3 states on the geyser waiting
+        times.  Here ``tol`` applies to the change of the log-likelihood per time step (see
+        :meth:`em_convergence_scale`), and ``1e-8`` leaves the final log-likelihood well within
+        1e-6 nats per step of the optimum.  hmmlearn's defaults on data of ``n`` steps are
+        ``max_iter=10, tol=1e-2 / n``.
+        """
         return {
-            "max_iter": 10,
-            "tol": 1e-2,
+            "max_iter": _DEFAULT_MAX_ITER,
+            "tol": _DEFAULT_TOL,
             "n_init": 1,
             "init": "random" if self.emission == "categorical" else "kmeans",
         }
 
     def em_convergence_scale(self, data: Any) -> float:
-        """1.0: the tolerance applies to the change of the total log-likelihood (hmmlearn)."""
-        return 1.0
+        """Total number of time steps: ``tol`` is in nats per observed step."""
+        return float(self.num_observations(data))
 
     def init_params(
         self, data: Any, *, init: Any = "kmeans", generator: torch.Generator | None = None

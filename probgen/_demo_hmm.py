@@ -40,8 +40,6 @@ def _tour(progress: bool) -> None:
             method="em",
             seed=0,
             n_init=3,
-            max_iter=200,
-            tol=1e-4,
             progress=progress,
         )
         for k in (1, 2, 3, 4)
