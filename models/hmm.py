@@ -250,6 +250,56 @@ class HiddenMarkovModel(GenerativeModel):
             return ("rates",)
         return ("locs", "scale_tril") if self.covariance_type in ("full", "tied") else ("locs", "scales")
 
+    def covariances(self, params: Mapping[str, Any]) -> Tensor:
+        """Full covariance matrices of the Gaussian emissions, whatever the ``covariance_type``.
+
+        The same matrices as hmmlearn's ``covars_``: ``"diag"`` and ``"spherical"`` are made
+        diagonal, ``"tied"`` is repeated for every state.
+
+        Parameters
+        ----------
+        params : dict of str to Tensor
+            ``fit.params`` (or posterior draws, with any leading dimensions).
+
+        Returns
+        -------
+        Tensor
+            ``(..., n_states, d, d)`` float64.
+
+        Raises
+        ------
+        TypeError
+            For categorical or Poisson emissions (they have no covariance).
+        ValueError
+            When ``params`` lacks the covariance site or ``locs``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> hmm = HiddenMarkovModel(2, covariance_type="spherical")
+        >>> p = {"locs": torch.zeros(2, 3), "scales": torch.tensor([1.0, 2.0])}
+        >>> hmm.covariances(p)[1].diagonal()
+        tensor([4., 4., 4.], dtype=torch.float64)
+        """
+        if self.emission != "gaussian":
+            raise TypeError(
+                f"covariances needs Gaussian emissions; this model has emission={self.emission!r}."
+            )
+        needed = self.emission_sites
+        missing = [k for k in needed if k not in params]
+        if missing:
+            raise ValueError(f"params lacks site(s) {missing}; expected {list(needed)} (fit.params).")
+        K, ct = self.n_states, self.covariance_type
+        d = int(params["locs"].shape[-1])
+        if ct in ("full", "tied"):
+            tril = torch.as_tensor(params["scale_tril"], dtype=_F64)
+            cov = tril @ tril.transpose(-1, -2)
+            return cov.unsqueeze(-3).expand(cov.shape[:-2] + (K, d, d)).clone() if ct == "tied" else cov
+        var = torch.as_tensor(params["scales"], dtype=_F64) ** 2
+        if ct == "spherical":
+            var = var[..., None].expand(var.shape + (d,))
+        return torch.diag_embed(var)
+
     # ------------------------------------------------------------------------------ data
     def prepare_data(self, data: Any, argname: str = "data") -> SequenceData:
         """Validate sequences and pad them into a :class:`SequenceData`.

@@ -115,6 +115,32 @@ def test_baum_welch_follows_hmmlearn(case):
         np.testing.assert_allclose(cov, expected, rtol=1e-7)
 
 
+@pytest.mark.parametrize("case", ["full", "diag", "spherical", "tied"])
+def test_covariances_match_hmmlearn_covars(case):
+    ref, model, init = _pair(case, n_iter=3)
+    X, seqs = _sequences(ref, [150, 90], seed=14)
+    data = model.prepare_data(seqs)
+    params = _params(model, data, init)
+    np.testing.assert_allclose(model.covariances(params).numpy(), ref.covars_, rtol=1e-12)
+    ref.fit(X, [150, 90])  # and after Baum-Welch moved them
+    if case == "spherical":  # hmmlearn 0.3 keeps (K, d) tiled variances after fit; covars_ then mis-shapes
+        ref.covars_ = ref._covars_[:, 0]
+    with pytest.warns(pg.ConvergenceWarning):
+        fit = pg.fit(model, seqs, method="em", init=init, max_iter=3, tol=0.0, progress=False)
+    cov = fit.model.covariances(fit.params)
+    assert cov.shape == (3, 2, 2) and cov.dtype == torch.float64
+    np.testing.assert_allclose(cov.numpy(), ref.covars_, rtol=1e-7)
+    draws = {k: v.expand((2, 5) + tuple(v.shape)) for k, v in fit.params.items()}  # (chain, draw, ...)
+    assert torch.equal(model.covariances(draws)[1, 4], cov)
+
+
+def test_covariances_need_gaussian_emissions():
+    with pytest.raises(TypeError, match=r"covariances needs Gaussian emissions; .*emission='poisson'"):
+        HiddenMarkovModel(2, "poisson").covariances({"rates": torch.ones(2, 1)})
+    with pytest.raises(ValueError, match=r"params lacks site\(s\) \['scale_tril'\]"):
+        HiddenMarkovModel(2, covariance_type="full").covariances({"locs": torch.zeros(2, 2)})
+
+
 def test_em_stops_on_hmmlearn_tolerance():
     ref, model, init = _pair("diag", n_iter=100, tol=1e-2)
     X, seqs = _sequences(ref, [300, 200], seed=2)
