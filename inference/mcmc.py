@@ -1,16 +1,32 @@
 """Markov chain Monte Carlo with NUTS or HMC (``method="mcmc"``).
 
-Discrete latents are enumerated out of the potential (Pyro's NUTS does this for sites marked
-for parallel enumeration), chains run one after another in this process (Pyro's
-multiprocessing chains are known to hang, so they are never the default), and every draw's
-sampler statistics are recorded for ArviZ: divergence, step size, tree depth, acceptance
-probability and log density.  Pyro keeps only the divergences' indices and a running mean of
-the acceptance probability, so the per-draw statistics are read off the kernel after each step.
+Discrete latents are enumerated out of the potential (Pyro's ``initialize_model`` does this for
+every enumerable site), chains run one after another in this process (Pyro's multiprocessing
+chains are known to hang, so they are never the default), each from its own starting point, and
+every draw's sampler statistics are recorded for ArviZ.
+
+How each statistic is obtained, through Pyro's public API where it offers one:
+
+- ``diverging``: the kernel's own ``diagnostics()["divergences"]`` (post-warmup draw indices).
+- ``step_size``: the kernel's ``step_size`` property.
+- ``n_steps`` (leapfrog steps) and ``tree_depth``: the kernel runs on the potential function
+  built by ``pyro.infer.mcmc.util.initialize_model`` (Pyro's documented ``potential_fn`` route),
+  wrapped to count its gradient evaluations: one per leapfrog step.  NUTS doubles its trajectory
+  until it stops; every doubling but the last is complete, so ``n`` steps span
+  ``2**(d-1) <= n <= 2**d - 1`` and the depth is ``d = n.bit_length()`` (Stan's ``treedepth__``).
+- ``lp``: minus the potential energy (log joint density in the unconstrained space, Jacobian
+  included, discrete latents summed out) of the state each draw lands on, remembered by the
+  same wrapper when it evaluated that state.
+- ``acceptance_rate``: the mean Metropolis acceptance probability of the draw's trajectory.
+  Pyro keeps only its running mean, the private ``_mean_accept_prob``, which is read (never
+  patched) after each draw; this is the one private attribute used, so ``pyproject.toml`` bounds
+  ``pyro-ppl`` below its next minor release.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -19,6 +35,8 @@ import torch
 from pyro.infer import HMC, NUTS, config_enumerate
 from pyro.infer import MCMC as PyroMCMC
 from pyro.infer.autoguide.initialization import init_to_median, init_to_sample, init_to_uniform
+from pyro.infer.mcmc.util import initialize_model
+from pyro.ops.integrator import potential_grad
 
 from probgen.fit import Fit, register_backend
 from probgen.model import GenerativeModel
@@ -26,72 +44,246 @@ from probgen.posterior import sample_discrete
 
 __all__ = ["MCMC"]
 
-_INITS = {"uniform": init_to_uniform, "median": init_to_median, "sample": init_to_sample}
+_INITS: dict[str, Callable[..., Any]] = {
+    "uniform": init_to_uniform,
+    "median": init_to_median,
+    "sample": init_to_sample,
+}
+#: Largest rank-normalised split R-hat of a converged fit (Vehtari et al. 2021).
+MAX_RHAT = 1.01
+#: Smallest bulk effective sample size per chain of a converged fit (Vehtari et al. 2021: 100 per chain).
+MIN_ESS_PER_CHAIN = 100
+#: Chains after the first start this far (uniformly, in the unconstrained space) from a given
+#: starting point, as PyMC's "jitter+adapt_diag".
+INIT_JITTER = 1.0
+#: Offset between the seeds of successive chains.
+_CHAIN_SEED_STRIDE = 7919
+
+_State = dict[str, torch.Tensor]
 
 
-class _StatsRecorder:
-    """Reads per-draw statistics off a Pyro HMC/NUTS kernel from the MCMC hook."""
+def _state_key(z: Mapping[str, torch.Tensor]) -> tuple[int, ...]:
+    return tuple(id(z[k]) for k in sorted(z))
 
-    def __init__(self, kernel: Any) -> None:
-        self.kernel = kernel
-        self.depth = 0
+
+class _CountingPotential:
+    """A potential function that counts its evaluations and remembers the energies it returned.
+
+    HMC and NUTS evaluate the potential (with its gradient) once per leapfrog step, so the count
+    between two draws is the draw's number of leapfrog steps, and the state a draw lands on is
+    one of the states evaluated while its trajectory was built (or the previous draw's state).
+    """
+
+    def __init__(self, fn: Callable[[_State], torch.Tensor]) -> None:
+        self.fn = fn
+        self.calls = 0
+        # state key -> (the state's tensors, kept alive so ids stay unique; potential energy)
+        self.seen: dict[tuple[int, ...], tuple[tuple[torch.Tensor, ...], torch.Tensor]] = {}
+
+    def __call__(self, z: _State) -> torch.Tensor:
+        pe = self.fn(z)
+        self.calls += 1
+        self.seen[_state_key(z)] = (tuple(z.values()), pe.detach())
+        return pe
+
+
+class _DrawStats:
+    """MCMC ``hook_fn``: one row of sampler statistics per post-warmup draw."""
+
+    def __init__(self, potential: _CountingPotential, nuts: bool) -> None:
+        self.potential = potential
+        self.nuts = nuts
         self.rows: list[dict[str, float]] = []
-        self._n_div = 0
+        self._calls = 0
+        self._state: tuple[tuple[int, ...], tuple[torch.Tensor, ...], float] | None = None
         self._prev_mean_accept = 0.0
-        if hasattr(kernel, "_build_tree"):
-            original = kernel._build_tree
 
-            def build_tree(
-                z: Any, r: Any, z_grads: Any, log_slice: Any, direction: Any, tree_depth: int, energy: Any
-            ) -> Any:
-                self.depth = max(self.depth, tree_depth + 1)
-                return original(z, r, z_grads, log_slice, direction, tree_depth, energy)
+    def _potential_energy(self, params: _State) -> float:
+        key = _state_key(params)
+        if key in self.potential.seen:
+            pe = float(self.potential.seen[key][1])
+        elif self._state is not None and self._state[0] == key:  # the chain did not move
+            pe = self._state[2]
+        else:  # not evaluated by the sampler (the initial state): evaluate, uncounted
+            with torch.no_grad():
+                pe = float(self.potential.fn(params))
+        self._state = (key, tuple(params.values()), pe)
+        self.potential.seen.clear()
+        return pe
 
-            kernel._build_tree = build_tree
-
-    def __call__(self, kernel: Any, params: Any, stage: str, i: int) -> None:
-        depth, self.depth = self.depth, 0
+    def __call__(self, kernel: Any, params: _State, stage: str, i: int) -> None:
+        n_steps = self.potential.calls - self._calls
+        pe = self._potential_energy(params)
+        self._calls = self.potential.calls
         if not stage.startswith("Sample"):
-            self._n_div = len(kernel._divergences)
             return
-        n = i + 1
-        mean_accept = float(kernel._mean_accept_prob)
+        n = i + 1  # Pyro restarts the running mean at the first post-warmup draw
+        mean_accept = float(kernel._mean_accept_prob)  # private: see the module docstring
         accept = mean_accept * n - self._prev_mean_accept * (n - 1)
         self._prev_mean_accept = mean_accept
-        n_div = len(kernel._divergences)
-        pe = getattr(kernel, "_potential_energy_last", None)
-        self.rows.append(
-            {
-                "diverging": float(n_div > self._n_div),
-                "step_size": float(kernel.step_size),
-                "tree_depth": float(depth),
-                "acceptance_rate": float(min(max(accept, 0.0), 1.0)),
-                "lp": float(-pe) if pe is not None else float("nan"),
-            }
+        divergences = kernel.diagnostics()["divergences"]
+        row = {
+            "diverging": float(bool(divergences) and divergences[-1] == i),
+            "step_size": float(kernel.step_size),
+            "n_steps": float(n_steps),
+            "acceptance_rate": float(min(max(accept, 0.0), 1.0)),
+            "lp": -pe,
+        }
+        if self.nuts:
+            row["tree_depth"] = float(n_steps.bit_length())
+        self.rows.append(row)
+
+
+def _values_strategy(values: Mapping[str, torch.Tensor]) -> Callable[[Any], torch.Tensor]:
+    """Pyro init strategy: the given values where named, a uniform draw elsewhere."""
+
+    def init_strategy(site: Any) -> torch.Tensor:
+        fallback = init_to_uniform(site)
+        if site["name"] not in values:
+            return fallback
+        return values[site["name"]].to(fallback.dtype).expand(fallback.shape)
+
+    return init_strategy
+
+
+def _jitter(params: _State, potential_fn: Callable[[_State], torch.Tensor], scale: float) -> _State:
+    """``params`` moved uniformly by up to ``scale`` per coordinate, to a point of finite energy."""
+    for _ in range(10):
+        moved = {k: v + scale * (2.0 * torch.rand_like(v) - 1.0) for k, v in params.items()}
+        grads, pe = potential_grad(potential_fn, moved)
+        if torch.isfinite(pe) and all(bool(torch.isfinite(g).all()) for g in grads.values()):
+            return {k: v.detach() for k, v in moved.items()}
+        scale /= 2.0
+    return params
+
+
+def _offers_init(model: GenerativeModel) -> bool:
+    offers = getattr(model, "offers", None)
+    if callable(offers):
+        return bool(offers("init_params"))
+    return callable(getattr(model, "init_params", None))
+
+
+def convergence_problems(
+    posterior: Mapping[str, torch.Tensor], n_divergent: int, *, target_accept_prob: float
+) -> list[str]:
+    """Why a set of MCMC draws should not be trusted; an empty list means converged.
+
+    The rule (Vehtari, Gelman, Simpson, Carpenter and Buerkner 2021, "Rank-normalization,
+    folding, and localization: an improved R-hat"): with more than one chain, every varying
+    element of every site has a rank-normalised split R-hat of at most ``MAX_RHAT`` (1.01); every
+    element has a bulk effective sample size of at least ``MIN_ESS_PER_CHAIN`` (100) per chain;
+    and no transition diverged after warmup.  Elements constant over every draw (the fixed
+    entries of a Cholesky factor) are skipped.  R-hat and ESS are ArviZ's (``arviz.rhat``,
+    ``arviz.ess(method="bulk")``).
+    """
+    import arviz as az
+
+    problems: list[str] = []
+    if n_divergent:
+        problems.append(
+            f"{n_divergent} divergent transition(s) after warmup; raise target_accept_prob "
+            f"(now {target_accept_prob}) or reparameterise the model"
         )
-        self._n_div = n_div
+    if not posterior:
+        return problems
+    arrays = {k: v.detach().cpu().numpy() for k, v in posterior.items()}
+    chains, draws = next(iter(arrays.values())).shape[:2]
+    min_ess = MIN_ESS_PER_CHAIN * chains
+    if draws < 4:
+        problems.append(f"only {draws} draw(s) per chain: too few for R-hat and ESS; raise num_samples")
+        return problems
+    dataset = az.convert_to_dataset(arrays)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ArviZ warns on constant elements (NaN R-hat) and short chains
+        rhat = az.rhat(dataset) if chains > 1 else None
+        ess = az.ess(dataset, method="bulk")
+    for name, x in arrays.items():
+        flat = x.reshape(chains, draws, -1)
+        varying = ~(flat == flat[:1, :1]).all(axis=(0, 1))
+        if not varying.any():
+            continue
+        if rhat is not None:
+            r = np.asarray(rhat[name], dtype=float).reshape(-1)[varying]
+            worst = float(np.max(np.where(np.isnan(r), np.inf, r)))  # NaN: chains stuck apart
+            if not worst <= MAX_RHAT:
+                problems.append(
+                    f"site {name!r}: split R-hat {worst:.3f} > {MAX_RHAT} (chains disagree); "
+                    "run longer warmup, or check for several modes"
+                )
+        e = np.asarray(ess[name], dtype=float).reshape(-1)[varying]
+        low = float(np.min(np.where(np.isnan(e), 0.0, e)))
+        if not low >= min_ess:
+            problems.append(
+                f"site {name!r}: bulk ESS {low:.0f} < {min_ess} ({MIN_ESS_PER_CHAIN} per chain); "
+                "raise num_samples"
+            )
+    return problems
 
 
 class MCMC:
     """NUTS (default) or HMC.
 
-    Options (Pyro's names): ``num_samples`` (1000), ``warmup_steps`` (``num_samples``),
-    ``num_chains`` (2), ``kernel`` ("nuts" or "hmc"), ``target_accept_prob`` (0.8),
-    ``max_tree_depth`` (10), ``step_size`` (1.0), ``num_steps`` (HMC only), ``init``
-    ("auto": the model's own starting values when it offers ``init_params``, else "uniform";
-    "uniform", "median", "sample", or a dict of starting values), ``recover_discrete`` (False:
-    when True, draw the discrete latents for every posterior draw into ``fit.extras["discrete"]``),
-    ``chain_method`` ("sequential"; "parallel" opts in to Pyro's multiprocessing chains),
-    ``num_threads`` (1: torch intra-op threads while sampling; None keeps torch's setting).
-    NUTS evaluates the model's gradient thousands of times on small tensors, where extra
-    threads only add synchronisation: on a loaded two-core machine one gradient took 230 ms
-    with two threads against 9 ms with one.
+    Options (Pyro's names, with defaults):
+
+    ``num_samples`` : int, default 1000
+        Draws kept per chain.
+    ``warmup_steps`` : int, default ``num_samples``
+        Adaptation steps per chain, discarded.
+    ``num_chains`` : int, default 2
+        Chains, run one after another in this process.
+    ``kernel`` : {"nuts", "hmc"}, default "nuts"
+    ``target_accept_prob`` : float, default 0.8
+        Step-size adaptation target.
+    ``max_tree_depth`` : int, default 10
+        NUTS only.
+    ``step_size`` : float, default 1.0
+        Initial step size (adapted during warmup).
+    ``num_steps`` : int, default None
+        HMC only: leapfrog steps per draw at the initial ``step_size``; the trajectory length
+        ``step_size * num_steps`` is kept as the step size adapts (None: a length of 2 pi).
+    ``init`` : str or dict, default "auto"
+        Starting points.  "auto": the model's own ``init_params`` hook when it offers one (each
+        chain calls it with its own random generator), else "uniform".  "uniform", "median",
+        "sample": Pyro's init strategies, drawn afresh for each chain.  A dict of starting values
+        by site name (sites left out start uniformly).  Every chain gets its own starting point:
+        with "auto" hooks and dicts, chain 0 starts at the values themselves and each later chain
+        at the values moved uniformly by up to ``INIT_JITTER`` (1.0) per coordinate in the
+        unconstrained space.  The starting values are returned in ``fit.extras["init"]``
+        (``(chain, ...)`` per site).
+    ``recover_discrete`` : bool, default False
+        Draw the discrete latents for every posterior draw into ``fit.extras["discrete"]``.
+    ``chain_method`` : {"sequential", "parallel"}, default "sequential"
+        "parallel" opts in to Pyro's multiprocessing chains (then only ``diverging`` is recorded
+        per draw).
+    ``num_threads`` : int or None, default None
+        torch intra-op threads while sampling; None keeps the caller's setting.  When given, the
+        caller's setting is restored afterwards.  NUTS evaluates the gradient thousands of times
+        on small tensors, where extra threads can only add synchronisation: on a loaded two-core
+        machine one gradient took 230 ms with two threads against 9 ms with one, so
+        ``num_threads=1`` is worth trying for small models.
+
+    Sampler statistics per draw (``fit.sample_stats``, ``(chain, draw)``): ``diverging``,
+    ``step_size``, ``n_steps`` (leapfrog steps), ``tree_depth`` (NUTS), ``acceptance_rate`` and
+    ``lp`` (log joint density in the unconstrained space); ``fit.history`` is ``lp`` flattened.
+
+    ``fit.converged`` is True when ``fit.extras["convergence"]`` (one sentence per problem) is
+    empty: rank-normalised split R-hat at most 1.01 on every varying element (more than one
+    chain), bulk ESS at least 100 per chain on every element, and no divergence after warmup.
+
+    Models with ``pyro.param`` sites are refused: MCMC samples random variables only.
     """
 
     name = "mcmc"
 
     def supports(self, model: GenerativeModel, data: Any) -> str | None:
         roles = model.roles(data)
+        if roles.param_sites:
+            names = ", ".join(repr(s) for s in roles.param_sites)
+            return (
+                f"it declares pyro.param site(s) {names}, which MCMC cannot sample; give them priors "
+                "(pyro.sample) or use 'svi' or 'em'"
+            )
         if not roles.continuous_sites:
             return "it has no continuous latent sites to sample (use 'enum' for all-discrete models)"
         return None
@@ -109,7 +301,7 @@ class MCMC:
             "init": "auto",
             "recover_discrete": False,
             "chain_method": "sequential",
-            "num_threads": 1,
+            "num_threads": None,
         }
         unknown = set(options) - set(defaults)
         if unknown:
@@ -138,66 +330,17 @@ class MCMC:
         if not 0 < o["target_accept_prob"] < 1:
             raise ValueError(f"target_accept_prob must be in (0, 1); got {o['target_accept_prob']!r}.")
         roles = model.roles(data)
-        init = o["init"]
-        if init == "auto":
-            # A model that offers starting values (the EM hook) starts every chain there: NUTS from
-            # a random start on a multimodal mixture posterior spends its warmup on very deep trees.
-            hook = getattr(model, "init_params", None)
-            if callable(hook):
-                em_defaults: Any = getattr(model, "em_defaults", dict)
-                strategy = em_defaults().get("init", "random")
-                start = hook(data, init=strategy, generator=torch.Generator().manual_seed(seed))
-                init = {k: v for k, v in start.items() if k in roles.continuous_sites}
-            else:
-                init = "uniform"
-        if isinstance(init, Mapping):
-            unknown_sites = set(init) - set(roles.continuous_sites)
-            if unknown_sites:
-                raise ValueError(
-                    f"init names unknown site(s) {sorted(unknown_sites)}; latent sites are {list(roles.continuous_sites)}."
-                )
-            values = {k: torch.as_tensor(v) for k, v in init.items()}
-
-            def init_strategy(site: Any, _values: Mapping[str, torch.Tensor] = values) -> torch.Tensor:
-                fallback = init_to_uniform(site)
-                if site["name"] not in _values:
-                    return fallback
-                return _values[site["name"]].to(fallback.dtype).expand(fallback.shape)
-
-            init_fn: Any = init_strategy
-        elif init in _INITS:
-            init_fn = _INITS[init]
-        else:
-            raise ValueError(
-                f"init={init!r} is not known; expected a dict of values or one of: auto, {', '.join(_INITS)}."
-            )
-
+        strategies = self._init_strategies(model, data, roles, o["init"], seed, o["num_chains"])
         model_fn = config_enumerate(model.model, default="parallel") if roles.discrete_sites else model.model
 
-        def make_kernel() -> Any:
-            common = {
-                "max_plate_nesting": roles.max_plate_nesting,
-                "init_strategy": init_fn,
-                "step_size": o["step_size"],
-            }
-            if o["kernel"] == "nuts":
-                return NUTS(
-                    model_fn,
-                    target_accept_prob=o["target_accept_prob"],
-                    max_tree_depth=o["max_tree_depth"],
-                    **common,
-                )
-            return HMC(
-                model_fn, target_accept_prob=o["target_accept_prob"], num_steps=o["num_steps"], **common
-            )
-
         threads = torch.get_num_threads()
-        if o["num_threads"] is not None:
-            torch.set_num_threads(int(o["num_threads"]))
+        if nt is not None:
+            torch.set_num_threads(int(nt))
         try:
-            chains, stats = self._run_chains(make_kernel, data, o, seed, progress)
+            chains, stats, inits = self._run_chains(model_fn, data, roles, strategies, o, seed, progress)
         finally:
-            torch.set_num_threads(threads)
+            if nt is not None:
+                torch.set_num_threads(threads)
 
         posterior = {k: torch.stack([ch[k] for ch in chains]) for k in chains[0]}
         align = getattr(model, "align_posterior", None)
@@ -205,13 +348,16 @@ class MCMC:
             posterior = align(posterior)
         sample_stats = {k: np.asarray([[row[k] for row in rows] for rows in stats]) for k in stats[0][0]}
         sample_stats["diverging"] = sample_stats["diverging"].astype(bool)  # ArviZ indexes draws with it
-        if "tree_depth" in sample_stats:
-            sample_stats["tree_depth"] = sample_stats["tree_depth"].astype(np.int64)
+        for key in ("tree_depth", "n_steps"):
+            if key in sample_stats:
+                sample_stats[key] = sample_stats[key].astype(np.int64)
         params = {k: v.mean((0, 1)) for k, v in posterior.items() if k in roles.global_sites}
-        extras: dict[str, Any] = {}
+        problems = convergence_problems(
+            posterior, int(sample_stats["diverging"].sum()), target_accept_prob=o["target_accept_prob"]
+        )
+        extras: dict[str, Any] = {"convergence": problems, "init": inits}
         if o["recover_discrete"] and roles.discrete_sites:
             extras["discrete"] = self._recover(model, data, posterior, roles)
-        n_div = int(sample_stats["diverging"].sum())
         return Fit(
             model=model,
             data=data,
@@ -219,52 +365,127 @@ class MCMC:
             params=params,
             posterior=posterior,
             history=sample_stats["lp"].reshape(-1) if "lp" in sample_stats else np.zeros(0),
-            converged=n_div == 0,
+            converged=not problems,
             sample_stats=sample_stats,
             extras=extras,
             seed=seed,
         )
 
     @staticmethod
+    def _init_strategies(
+        model: GenerativeModel, data: Any, roles: Any, init: Any, seed: int, num_chains: int
+    ) -> list[tuple[Callable[..., Any], bool]]:
+        """Per chain: a Pyro init strategy and whether to jitter the point it gives."""
+        if isinstance(init, str) and init == "auto":
+            if _offers_init(model):
+                # A model that offers starting values (the EM hook) starts there: NUTS from a
+                # random start on a multimodal mixture posterior spends its warmup on very deep
+                # trees.  Each chain asks with its own generator, then later chains are jittered.
+                em_defaults: Any = getattr(model, "em_defaults", dict)
+                strategy = em_defaults().get("init", "random")
+                out = []
+                for c in range(num_chains):
+                    gen = torch.Generator().manual_seed(seed + c)
+                    start = model.init_params(data, init=strategy, generator=gen)  # type: ignore[attr-defined]
+                    values = {k: torch.as_tensor(v) for k, v in start.items() if k in roles.continuous_sites}
+                    out.append((_values_strategy(values), c > 0))
+                return out
+            init = "uniform"
+        if isinstance(init, Mapping):
+            unknown_sites = set(init) - set(roles.continuous_sites)
+            if unknown_sites:
+                raise ValueError(
+                    f"init names unknown site(s) {sorted(unknown_sites)}; latent sites are {list(roles.continuous_sites)}."
+                )
+            values = {k: torch.as_tensor(v) for k, v in init.items()}
+            return [(_values_strategy(values), c > 0) for c in range(num_chains)]
+        if isinstance(init, str) and init in _INITS:
+            return [(_INITS[init], False) for _ in range(num_chains)]  # drawn afresh per chain
+        raise ValueError(
+            f"init={init!r} is not known; expected a dict of values or one of: auto, {', '.join(_INITS)}."
+        )
+
+    @staticmethod
     def _run_chains(
-        make_kernel: Any, data: Any, o: dict[str, Any], seed: int, progress: bool
-    ) -> tuple[list[dict[str, torch.Tensor]], list[list[dict[str, float]]]]:
-        chains: list[dict[str, torch.Tensor]] = []
+        model_fn: Callable[..., Any],
+        data: Any,
+        roles: Any,
+        strategies: list[tuple[Callable[..., Any], bool]],
+        o: dict[str, Any],
+        seed: int,
+        progress: bool,
+    ) -> tuple[list[_State], list[list[dict[str, float]]], dict[str, torch.Tensor]]:
+        nuts = o["kernel"] == "nuts"
+
+        def make_kernel(potential_fn: Callable[[_State], torch.Tensor]) -> Any:
+            common = {"step_size": o["step_size"], "target_accept_prob": o["target_accept_prob"]}
+            if nuts:
+                return NUTS(potential_fn=potential_fn, max_tree_depth=o["max_tree_depth"], **common)
+            return HMC(potential_fn=potential_fn, num_steps=o["num_steps"], **common)
+
+        def start(c: int) -> tuple[_State, Callable[[_State], torch.Tensor], dict[str, Any]]:
+            strategy, jitter = strategies[c]
+            z0, potential_fn, transforms, _ = initialize_model(
+                model_fn,
+                model_args=(data,),
+                max_plate_nesting=roles.max_plate_nesting,
+                init_strategy=strategy,
+            )
+            if jitter:
+                z0 = _jitter(z0, potential_fn, INIT_JITTER)
+            return z0, potential_fn, transforms
+
+        def constrained(starts: list[_State], transforms: dict[str, Any]) -> dict[str, torch.Tensor]:
+            return {k: torch.stack([transforms[k].inv(z[k]) for z in starts]) for k in starts[0]}
+
+        chains: list[_State] = []
         stats: list[list[dict[str, float]]] = []
+        starts: list[_State] = []
+        transforms: dict[str, Any] = {}
         if o["chain_method"] == "parallel" and o["num_chains"] > 1:
-            kernel = make_kernel()
+            potentials = []
+            for c in range(o["num_chains"]):
+                pyro.set_rng_seed(seed + _CHAIN_SEED_STRIDE * c)
+                z0, potential_fn, transforms = start(c)
+                starts.append(z0)
+                potentials.append(potential_fn)
             runner = PyroMCMC(
-                kernel,
+                make_kernel(potentials[0]),  # the same potential for every chain
                 o["num_samples"],
                 o["warmup_steps"],
+                initial_params={k: torch.stack([z[k] for z in starts]) for k in starts[0]},
                 num_chains=o["num_chains"],
+                transforms=transforms,
                 disable_progbar=not progress,
             )
-            runner.run(data)
+            runner.run()
             grouped = runner.get_samples(group_by_chain=True)
             chains = [{k: v[c] for k, v in grouped.items()} for c in range(o["num_chains"])]
-            div = runner.diagnostics()
+            div = runner.diagnostics()["divergences"]
             stats = [
-                [{"diverging": float(i in div["divergences"][f"chain {c}"])} for i in range(o["num_samples"])]
+                [{"diverging": float(i in div[f"chain {c}"])} for i in range(o["num_samples"])]
                 for c in range(o["num_chains"])
             ]
-        else:
-            for c in range(o["num_chains"]):
-                pyro.set_rng_seed(seed + 7919 * c)
-                kernel = make_kernel()
-                recorder = _StatsRecorder(kernel)
-                runner = PyroMCMC(
-                    kernel,
-                    o["num_samples"],
-                    o["warmup_steps"],
-                    num_chains=1,
-                    disable_progbar=not progress,
-                    hook_fn=recorder,
-                )
-                runner.run(data)
-                chains.append(runner.get_samples())
-                stats.append(recorder.rows)
-        return chains, stats
+            return chains, stats, constrained(starts, transforms)
+        for c in range(o["num_chains"]):
+            pyro.set_rng_seed(seed + _CHAIN_SEED_STRIDE * c)
+            z0, potential_fn, transforms = start(c)
+            starts.append(z0)
+            potential = _CountingPotential(potential_fn)
+            recorder = _DrawStats(potential, nuts)
+            runner = PyroMCMC(
+                make_kernel(potential),
+                o["num_samples"],
+                o["warmup_steps"],
+                initial_params=z0,
+                transforms=transforms,
+                disable_progbar=not progress,
+                hook_fn=recorder,
+            )
+            runner.run()
+            chains.append(runner.get_samples())
+            stats.append(recorder.rows)
+        return chains, stats, constrained(starts, transforms)
 
     @staticmethod
     def _recover(
