@@ -141,6 +141,13 @@ def fit(
         for name in roles.param_sites:  # pyro.param sites are part of the fit everywhere
             if name not in result.params and name in store:
                 result.params[name] = store[name].detach().clone()
+        if result.posterior:
+            _align(gm, prepared, result, roles)
+    return result
+
+
+def _align(gm: GenerativeModel, prepared: Any, result: Fit, roles: Any) -> None:
+    """Relabel exchangeable components of the posterior draws (label switching)."""
     if result.posterior:
         aligned = gm.align_posterior(result.posterior, prepared, result.params)
         result.posterior.clear()
@@ -148,7 +155,6 @@ def fit(
         for k in result.params:
             if k in aligned and k in roles.continuous_sites:
                 result.params[k] = aligned[k].mean((0, 1))
-    return result
 
 
 def _flat(draws: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -286,7 +292,9 @@ class Fit:
     def bic(self, data: Any = None) -> float:
         """Bayesian information criterion ``-2 log L + k log n`` at the point estimates."""
         d = self._data(data)
-        return -2.0 * self.log_likelihood(d) + self.num_parameters(d) * math.log(self.model.num_observations(d))
+        return -2.0 * self.log_likelihood(d) + self.num_parameters(d) * math.log(
+            self.model.num_observations(d)
+        )
 
     def aic(self, data: Any = None) -> float:
         """Akaike information criterion ``-2 log L + 2 k`` at the point estimates."""

@@ -25,6 +25,8 @@ from pyro.infer import config_enumerate
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
+from probgen.state import isolated_rng
+
 __all__ = ["GenerativeModel", "SiteRoles", "model", "register_model"]
 
 
@@ -153,7 +155,7 @@ def find_roles(
     observed sites whose size is ``n_items`` (the number of items in the data) and that
     encloses the others.
     """
-    with pyro.poutine.block(), torch.no_grad():
+    with isolated_rng(None), pyro.poutine.block(), torch.no_grad():
         trace = poutine.trace(model_fn).get_trace(data)
     sites = sample_sites(trace)
     if not sites:

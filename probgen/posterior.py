@@ -86,10 +86,16 @@ def _model_with(
 
 
 def traced_with(
-    gm: GenerativeModel, data: Any, values: Mapping[str, Tensor] | None, fixed: Mapping[str, Tensor] | None = None
+    gm: GenerativeModel,
+    data: Any,
+    values: Mapping[str, Tensor] | None,
+    fixed: Mapping[str, Tensor] | None = None,
 ) -> Any:
-    """One trace of the model on ``data`` at the given site values (no enumeration)."""
-    with poutine.block(), torch.no_grad():
+    """One trace of the model on ``data`` at the given site values (no enumeration).
+
+    Latents left free are drawn; the user's random state is restored afterwards.
+    """
+    with isolated_rng(None), poutine.block(), torch.no_grad():
         return poutine.trace(_model_with(gm, values, fixed)).get_trace(data)
 
 
@@ -141,7 +147,11 @@ class EnumFactors:
         keep = set(self.sum_dims) - outer_syms
         # log p(x_i | u), local latents summed out, the outer latents u kept
         per_item = contract_to_tensor(
-            rest, keep | outer_syms, target_ordinal=draws | {self.data_symbol}, target_dims=outer_syms, ring=ring
+            rest,
+            keep | outer_syms,
+            target_ordinal=draws | {self.data_symbol},
+            target_dims=outer_syms,
+            ring=ring,
         )
         log_prior = contract_to_tensor(
             prior, keep | outer_syms, target_ordinal=draws, target_dims=outer_syms, ring=ring
@@ -291,7 +301,9 @@ def _pointwise_one(gm: GenerativeModel, data: Any, draw: Mapping[str, Tensor], f
     return _flatten_pointwise(f.contract(), 1, n)
 
 
-def _pointwise_vectorised(gm: GenerativeModel, data: Any, draws: Mapping[str, Tensor], fixed: Any, n: int) -> Tensor:
+def _pointwise_vectorised(
+    gm: GenerativeModel, data: Any, draws: Mapping[str, Tensor], fixed: Any, n: int
+) -> Tensor:
     S = next(iter(draws.values())).shape[0]
     return _flatten_pointwise(enum_factors(gm, data, draws, fixed).contract(), S, n)
 
@@ -312,13 +324,17 @@ def broadcasts_over_draws(
         return bool(cache[key])
     n = gm.num_items(data)
     two = {k: v[:2] if v.shape[0] >= 2 else torch.cat([v, v]) for k, v in draws.items()}
-    one_at_a_time = torch.cat([_pointwise_one(gm, data, {k: v[s] for k, v in two.items()}, fixed, n) for s in range(2)])
+    one_at_a_time = torch.cat(
+        [_pointwise_one(gm, data, {k: v[s] for k, v in two.items()}, fixed, n) for s in range(2)]
+    )
     try:
         together = _pointwise_vectorised(gm, data, two, fixed, n)
     except (RuntimeError, ValueError, IndexError):  # the probe only: the model does not broadcast
         together = None
     ok = together is not None and bool(
-        torch.allclose(together, one_at_a_time, rtol=1e-4, atol=1e-4 * float(one_at_a_time.abs().max().clamp_min(1)))
+        torch.allclose(
+            together, one_at_a_time, rtol=1e-4, atol=1e-4 * float(one_at_a_time.abs().max().clamp_min(1))
+        )
     )
     cache[key] = ok
     return ok
@@ -358,7 +374,9 @@ def pointwise_log_likelihood(
         S = next(iter(draws.values())).shape[0]
         if S > 1 and broadcasts_over_draws(gm, data, draws, fixed):
             return _pointwise_vectorised(gm, data, draws, fixed, n_items)
-        return torch.cat([_pointwise_one(gm, data, {k: v[s] for k, v in draws.items()}, fixed, n_items) for s in range(S)])
+        return torch.cat(
+            [_pointwise_one(gm, data, {k: v[s] for k, v in draws.items()}, fixed, n_items) for s in range(S)]
+        )
 
 
 def pointwise_log_likelihood_draws(
@@ -369,7 +387,10 @@ def pointwise_log_likelihood_draws(
         S = next(iter(draws.values())).shape[0] if draws else 1
         with torch.no_grad():
             return torch.stack(
-                [gm.log_prob_items(data, {**(fixed or {}), **{k: v[s] for k, v in draws.items()}}) for s in range(S)]
+                [
+                    gm.log_prob_items(data, {**(fixed or {}), **{k: v[s] for k, v in draws.items()}})
+                    for s in range(S)
+                ]
             )
     return pointwise_log_likelihood(gm, data, draws, fixed)
 
@@ -424,7 +445,9 @@ def discrete_marginals(
     """
     roles = gm.roles(data)
     values, fixed = split_params(gm, data, params)
-    f = enum_factors(gm, data, {k: v.unsqueeze(0) for k, v in values.items()} or None, fixed, vectorized=False)
+    f = enum_factors(
+        gm, data, {k: v.unsqueeze(0) for k, v in values.items()} or None, fixed, vectorized=False
+    )
     tree, leaves = f.leaf_tree()
     with torch.enable_grad():
         total = f.contract(tree, pointwise=False).sum()

@@ -21,7 +21,7 @@ __all__ = ["isolated_rng", "isolated_state"]
 def isolated_rng(seed: int | None) -> Iterator[None]:
     """Seed torch, numpy and ``random`` (as ``pyro.set_rng_seed``) inside; restore them after."""
     torch_state = torch.random.get_rng_state()
-    np_state = np.random.get_state()
+    np_state = np.random.get_state()  # noqa: NPY002 (the legacy global state is what Pyro seeds)
     py_state = random.getstate()
     try:
         if seed is not None:
@@ -29,7 +29,7 @@ def isolated_rng(seed: int | None) -> Iterator[None]:
         yield
     finally:
         torch.random.set_rng_state(torch_state)
-        np.random.set_state(np_state)
+        np.random.set_state(np_state)  # noqa: NPY002
         random.setstate(py_state)
 
 

@@ -1,0 +1,319 @@
+"""The shared contract every probgen model meets, for families and user-written models alike.
+
+``check_model(model, data)`` fits the model with every backend that claims it and checks what
+each fit promises (as scikit-learn's ``check_estimator`` does for estimators).  A failure raises
+``AssertionError`` naming the backend and the check; the return value is a table of what was
+checked.
+
+The per-item log-likelihood is compared with a brute force written independently of the
+enumeration machinery: every discrete latent is set to each of its values in turn (one value
+for all items at once, which is exact because items are independent given the globals), the
+model is traced plainly, and the log-sum-exp over values is taken item by item; a discrete
+latent outside the data plate is weighted by its posterior.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.poutine as poutine
+import torch
+from torch import Tensor
+
+from probgen.errors import ConvergenceWarning
+from probgen.fit import capable_methods
+from probgen.fit import fit as fit_model
+from probgen.model import GenerativeModel, sample_sites
+from probgen.model import model as as_model
+from probgen.persistence import load
+
+__all__ = ["FAST_OPTIONS", "brute_force_log_prob", "check_model"]
+
+#: Backend options small enough for a contract run (the contract is about shapes and identities,
+#: not about converged posteriors).
+FAST_OPTIONS: dict[str, dict[str, Any]] = {
+    "mcmc": {"num_samples": 60, "warmup_steps": 60},
+    "svi": {"num_steps": 300, "num_samples": 60},
+    "em": {},
+    "enum": {},
+}
+
+
+def _item_axis_sum(lp: Tensor, site: Mapping[str, Any], data_plate: str | None, n: int) -> Tensor | None:
+    """Reduce a site's log-prob to one value per item of the data plate (None: not in it)."""
+    frame = next((f for f in site["cond_indep_stack"] if f.vectorized and f.name == data_plate), None)
+    if frame is None:
+        return None
+    full = lp.reshape((1,) * max(0, -frame.dim - lp.dim()) + tuple(lp.shape))
+    axis = full.dim() + frame.dim
+    full = full.movedim(axis, 0)
+    return full.reshape(full.shape[0], -1).sum(-1).expand(n)
+
+
+def brute_force_log_prob(
+    model: GenerativeModel, data: Any, params: Mapping[str, Tensor]
+) -> tuple[Tensor, float] | None:
+    """Per-item log-likelihood and total log evidence by explicit sums over discrete values.
+
+    Returns ``None`` when a discrete latent has plates besides the data plate (items would not
+    be independent given one value per site), so brute force does not apply.
+    """
+    gm = as_model(model)
+    roles = gm.roles(data)
+    n = gm.num_items(data)
+    fixed = {k: v for k, v in params.items() if k in roles.param_sites}
+    values = {k: v for k, v in params.items() if k in roles.continuous_sites}
+    fn = (
+        poutine.substitute(poutine.condition(gm.model, data=values), data=fixed)
+        if fixed
+        else poutine.condition(gm.model, data=values)
+    )
+    with poutine.block(), torch.no_grad():
+        base = poutine.trace(fn).get_trace(data)
+    supports: dict[str, Tensor] = {}
+    for name in roles.discrete_sites:
+        site = base.nodes[name]
+        other = [f for f in site["cond_indep_stack"] if f.vectorized and f.name != roles.data_plate]
+        if other:
+            return None
+        supports[name] = site["fn"].enumerate_support(expand=False).reshape(-1)
+    outer = [s for s in roles.discrete_sites if s in roles.outer_discrete_sites]
+    local = [s for s in roles.discrete_sites if s not in roles.outer_discrete_sites]
+    per_outer: list[tuple[float, Tensor]] = []
+    for a in itertools.product(*(supports[s].tolist() for s in outer)):
+        rows = []
+        prior = 0.0
+        for b in itertools.product(*(supports[s].tolist() for s in local)):
+            assign = dict(zip(outer + local, a + b, strict=True))
+            cond = {s: torch.full_like(base.nodes[s]["value"], v) for s, v in assign.items()}
+            with poutine.block(), torch.no_grad():
+                tr = poutine.trace(poutine.condition(fn, data=cond)).get_trace(data)
+            item = torch.zeros(n, dtype=torch.float64)
+            prior = 0.0
+            for site in sample_sites(tr):
+                if site["name"] in roles.continuous_sites:
+                    continue
+                lp = site["fn"].log_prob(site["value"]).to(torch.float64)
+                if site["name"] in outer:
+                    prior += float(lp.sum())
+                    continue
+                per_item = _item_axis_sum(lp, site, roles.data_plate, n)
+                if per_item is None:  # a site outside the data plate has no per-item share
+                    return None
+                item = item + per_item
+            rows.append(item)
+        per_outer.append((prior, torch.logsumexp(torch.stack(rows), 0)))
+    if not outer:
+        ll = per_outer[0][1]
+        return ll, float(ll.sum())
+    joint = torch.tensor([p + float(m.sum()) for p, m in per_outer], dtype=torch.float64)
+    evidence = torch.logsumexp(joint, 0)
+    weights = joint - evidence
+    ll = torch.logsumexp(torch.stack([w + m for w, (_, m) in zip(weights, per_outer, strict=True)]), 0)
+    return ll, float(evidence)
+
+
+def _state() -> tuple[Any, ...]:
+    store = pyro.get_param_store()
+    return (
+        torch.random.get_rng_state().clone(),
+        repr(np.random.get_state()[1][:8]),  # noqa: NPY002
+        tuple(sorted(store.keys())),
+        tuple(float(store[k].detach().sum()) for k in sorted(store.keys())),
+        torch.get_default_dtype(),
+        torch.get_num_threads(),
+    )
+
+
+def _close(a: Tensor, b: Tensor, what: str, method: str, tol: float) -> None:
+    a64, b64 = a.detach().to(torch.float64).reshape(-1), b.detach().to(torch.float64).reshape(-1)
+    if a64.shape != b64.shape:
+        raise AssertionError(f"[{method}] {what}: shapes differ, {tuple(a.shape)} against {tuple(b.shape)}")
+    err = float((a64 - b64).abs().max()) if a64.numel() else 0.0
+    scale = max(1.0, float(b64.abs().max()) if b64.numel() else 1.0)
+    if not err <= tol * scale:
+        raise AssertionError(
+            f"[{method}] {what}: largest difference {err:.3g} > {tol:g} (relative to {scale:.3g})"
+        )
+
+
+def _check(cond: bool, method: str, what: str) -> None:
+    if not cond:
+        raise AssertionError(f"[{method}] {what}")
+
+
+def check_model(
+    model: Any,
+    data: Any,
+    *,
+    log_prob_by_hand: Callable[[Mapping[str, Tensor], Tensor], Tensor] | None = None,
+    methods: list[str] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    seed: int = 0,
+) -> dict[str, dict[str, str]]:
+    """Fit ``model`` with every backend that serves it and check the shared contract.
+
+    Checks, per backend: the fit leaves global state (RNGs, param store, dtype, threads) as it
+    found it; the same seed gives the same fit; ``to_arviz`` has (chain, draw) posterior dims and
+    a (chain, draw, item) log-likelihood; ``log_prob`` equals ``log_prob_by_hand`` (when given)
+    or a brute-force sum over the discrete latents; BIC's log-likelihood is the true total
+    evidence; ``sample`` returns items shaped like the data; save/load keeps the estimates and
+    the scores; ``predict`` agrees with ``predict_proba``; NaN and wrongly shaped data are refused.
+
+    Parameters
+    ----------
+    model : GenerativeModel or callable
+        A family instance or a Pyro function (wrapped by :func:`probgen.model`).
+    data : array-like
+        Training data.
+    log_prob_by_hand : callable, optional
+        ``f(params, data) -> (n_items,)`` per-item log-likelihood written by hand, evaluated at
+        a fit's ``params`` (point fits) or at each posterior draw (posterior fits).
+    methods : list of str, optional
+        Backends to run (default: every registered backend that serves the model).
+    options : dict, optional
+        Backend options by method, merged over :data:`FAST_OPTIONS`.
+    seed : int, default 0
+
+    Returns
+    -------
+    dict
+        ``{method: {check: "ok" or "skipped: <reason>"}}``.
+    """
+    gm = as_model(model)
+    prepared = gm.prepare_data(data)
+    served = capable_methods(gm, prepared)
+    methods = served if methods is None else list(methods)
+    missing = [m for m in methods if m not in served]
+    if missing:
+        raise AssertionError(f"backends {missing} do not serve {gm.name}; those that do: {served}")
+    report: dict[str, dict[str, str]] = {}
+    roles = gm.roles(prepared)
+    n = gm.num_items(prepared)
+    for method in methods:
+        opts = {**FAST_OPTIONS.get(method, {}), **(options or {}).get(method, {})}
+        rows: dict[str, str] = {}
+        before = _state()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fit = fit_model(gm, data, method=method, seed=seed, progress=False, **opts)
+            again = fit_model(gm, data, method=method, seed=seed, progress=False, **opts)
+        after = _state()
+        labels = (
+            "torch RNG",
+            "numpy RNG",
+            "param store names",
+            "param store values",
+            "default dtype",
+            "threads",
+        )
+        changed = [
+            lab
+            for lab, b, a in zip(labels, before, after, strict=True)
+            if not (b.equal(a) if isinstance(b, Tensor) else b == a)
+        ]
+        _check(not changed, method, f"the fit changed global state: {changed}")
+        rows["global state kept"] = "ok"
+        for k, v in fit.params.items():
+            _close(again.params[k], v, f"same seed, params[{k!r}]", method, 0.0)
+        rows["same seed, same fit"] = "ok"
+
+        idata = fit.to_arviz()
+        ll = fit.pointwise_log_likelihood()
+        chains, draws = (1, 1) if not fit.posterior else next(iter(fit.posterior.values())).shape[:2]
+        _check(
+            tuple(ll.shape) == (chains, draws, n), method, f"pointwise log-likelihood shape {tuple(ll.shape)}"
+        )
+        var = next(iter(idata.log_likelihood.data_vars.values()))
+        _check(var.shape == (chains, draws, n), method, f"to_arviz log_likelihood shape {var.shape}")
+        for name in roles.continuous_sites if fit.posterior else []:
+            _check(idata.posterior[name].shape[:2] == (chains, draws), method, f"posterior {name!r} dims")
+        rows["to_arviz shapes"] = "ok"
+
+        lp = fit.log_prob()
+        _check(
+            tuple(lp.shape) == (n,) and bool(torch.isfinite(lp).all()), method, "log_prob: n finite values"
+        )
+        sets = fit._draw_params()
+        if log_prob_by_hand is not None:
+            hand = torch.stack([log_prob_by_hand(p, prepared).to(torch.float64) for p in sets])
+            expect = torch.logsumexp(hand, 0) - math.log(len(sets))
+            _close(lp, expect, "log_prob against the hand-written per-item log-likelihood", method, 1e-4)
+            rows["log_prob by hand"] = "ok"
+        picks = sorted({0, len(sets) // 2, len(sets) - 1})
+        brute = [brute_force_log_prob(gm, prepared, sets[i]) for i in picks]
+        if brute[0] is None or gm.offers("log_prob_items"):
+            rows["log_prob brute force"] = "skipped: discrete latents in several plates, or a family's own"
+        else:
+            flat = ll.reshape(-1, n)
+            for i, b in zip(picks, brute, strict=True):
+                assert b is not None
+                _close(
+                    flat[i], b[0], f"pointwise log-likelihood of draw {i} against brute force", method, 1e-4
+                )
+            if not fit.posterior:
+                _close(
+                    torch.tensor(fit.log_likelihood()),
+                    torch.tensor(brute[0][1]),
+                    "BIC's total log-likelihood",
+                    method,
+                    1e-4,
+                )
+            rows["log_prob brute force"] = "ok"
+
+        new = fit.sample(4, seed=seed)
+        if isinstance(prepared, Tensor):
+            _check(
+                tuple(new.shape) == (4,) + tuple(prepared.shape[1:]),
+                method,
+                f"sample shape {tuple(new.shape)}",
+            )
+            _check(new.dtype == prepared.dtype, method, f"sample dtype {new.dtype} != data {prepared.dtype}")
+        rows["sample shape"] = "ok"
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "fit.npz"
+            fit.save(path)
+            back = load(path, model=None if gm.get_config() is not None else gm)
+        for k, v in fit.params.items():
+            _close(back.params[k], v, f"save/load params[{k!r}]", method, 0.0)
+        _close(back.log_prob(), lp, "save/load log_prob", method, 1e-6)
+        rows["save/load"] = "ok"
+
+        per_item = [s for s in roles.discrete_sites if s not in roles.outer_discrete_sites]
+        if len(roles.discrete_sites) == 1 and per_item:
+            proba, label = fit.predict_proba(), fit.predict()
+            best = proba.gather(-1, label.long().reshape(proba.shape[:-1] + (1,)))[..., 0]
+            _close(best, proba.max(-1).values, "predict is the argmax of predict_proba", method, 1e-6)
+            rows["predict vs predict_proba"] = "ok"
+        else:
+            rows["predict vs predict_proba"] = "skipped: not one per-item discrete latent"
+
+        if isinstance(prepared, Tensor):
+            bad = prepared.to(torch.float64).clone()
+            bad.reshape(-1)[0] = float("nan")
+            try:
+                fit.log_prob(bad.numpy())
+            except ValueError:
+                pass
+            else:
+                raise AssertionError(f"[{method}] log_prob accepted data with a NaN")
+            if prepared.dim() > 1:
+                wrong = torch.cat([prepared, prepared[:, :1]], 1).numpy()
+                try:
+                    fit.log_prob(wrong)
+                except ValueError:
+                    pass
+                else:
+                    raise AssertionError(f"[{method}] log_prob accepted items with an extra feature")
+            rows["bad input refused"] = "ok"
+        report[method] = rows
+    return report

@@ -1,0 +1,279 @@
+"""A gallery of model styles users copy from Pyro's documentation, each with a per-item
+log-likelihood written by hand (plain torch, no enumeration), for the contract suite.
+
+Every entry: ``name -> (model, data, log_prob_by_hand(params, data) -> (n,))``.  Data arrive
+the way users have them (float64 numpy, lists, pandas, integer counts); models are written in
+torch's default float32 unless the style says otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.ops.indexing import Vindex
+
+import probgen as pg
+
+RNG = np.random.default_rng(7)
+
+
+def _normal_lp(x, loc, scale):
+    x = torch.as_tensor(x, dtype=torch.float64)
+    loc = torch.as_tensor(loc, dtype=torch.float64)
+    scale = torch.as_tensor(scale, dtype=torch.float64)
+    return -0.5 * ((x - loc) / scale) ** 2 - torch.log(scale) - 0.5 * math.log(2 * math.pi)
+
+
+def _poisson_lp(x, rate):
+    x = torch.as_tensor(x, dtype=torch.float64)
+    rate = torch.as_tensor(rate, dtype=torch.float64)
+    return x * torch.log(rate) - rate - torch.lgamma(x + 1)
+
+
+def _f64(p):
+    return {k: torch.as_tensor(v, dtype=torch.float64) for k, v in p.items()}
+
+
+def two_blobs(n_left: int = 24, n_right: int = 16) -> np.ndarray:
+    return np.concatenate([RNG.normal(-3, 1, n_left), RNG.normal(3, 1, n_right)])
+
+
+def mixture_ll_by_hand(params, x, scale=1.0):
+    p = _f64(params)
+    w, locs = p["weights"], p["locs"]
+    lj = torch.log(w) + _normal_lp(torch.as_tensor(x)[:, None], locs, scale)
+    return torch.logsumexp(lj, -1)
+
+
+# 1. README style: Vindex, float32 model, float64 numpy data --------------------------------
+def mixture_vindex(data=None):
+    weights = pyro.sample("weights", dist.Dirichlet(torch.ones(2)))
+    with pyro.plate("components", 2):
+        locs = pyro.sample("locs", dist.Normal(0.0, 10.0))
+    with pyro.plate("data", 40 if data is None else len(data)):
+        z = pyro.sample("z", dist.Categorical(weights))
+        pyro.sample("obs", dist.Normal(Vindex(locs)[..., z], 1.0), obs=data)
+
+
+# 2. Pyro's GMM tutorial style: plain indexing locs[z] ---------------------------------------
+def mixture_plain(data=None):
+    weights = pyro.sample("weights", dist.Dirichlet(torch.ones(2)))
+    with pyro.plate("components", 2):
+        locs = pyro.sample("locs", dist.Normal(0.0, 10.0))
+    with pyro.plate("data", 40 if data is None else len(data)):
+        z = pyro.sample("z", dist.Categorical(weights))
+        pyro.sample("obs", dist.Normal(locs[z], 1.0), obs=data)
+
+
+# 3. Items on dim -2 around features on dim -1, N == D on purpose ----------------------------
+GRID_D = 5
+
+
+def grid_mixture(data=None):
+    n = 5 if data is None else data.shape[0]
+    weights = pyro.sample("weights", dist.Dirichlet(torch.ones(2)))
+    with pyro.plate("components", 2, dim=-1):
+        locs = pyro.sample("locs", dist.Normal(0.0, 5.0))
+    with pyro.plate("items", n, dim=-2):
+        z = pyro.sample("z", dist.Categorical(weights))
+        with pyro.plate("features", GRID_D, dim=-1):
+            pyro.sample("obs", dist.Normal(Vindex(locs)[..., z], 1.0), obs=data)
+
+
+def grid_data(n: int = 5) -> np.ndarray:
+    centre = np.where(np.arange(n) % 2 == 0, -2.0, 2.0)[:, None]
+    return centre + RNG.normal(0, 1, (n, GRID_D))
+
+
+def grid_ll_by_hand(params, x):
+    p = _f64(params)
+    x = torch.as_tensor(x, dtype=torch.float64)
+    lj = torch.log(p["weights"]) + _normal_lp(x[:, :, None], p["locs"], 1.0).sum(1)  # (n, K)
+    return torch.logsumexp(lj, -1)
+
+
+# 4. to_event sites inside plates, multivariate items ---------------------------------------
+def mixture_to_event(data=None):
+    d = 2
+    weights = pyro.sample("weights", dist.Dirichlet(torch.ones(2)))
+    with pyro.plate("components", 2):
+        locs = pyro.sample("locs", dist.Normal(torch.zeros(d), 10.0).to_event(1))
+    with pyro.plate("data", 30 if data is None else len(data)):
+        z = pyro.sample("z", dist.Categorical(weights))
+        pyro.sample("obs", dist.Normal(locs[z], 1.0).to_event(1), obs=data)
+
+
+def to_event_data() -> np.ndarray:
+    return np.concatenate([RNG.normal(-2, 1, (18, 2)), RNG.normal(2, 1, (12, 2))])
+
+
+def to_event_ll_by_hand(params, x):
+    p = _f64(params)
+    x = torch.as_tensor(x, dtype=torch.float64)
+    lj = torch.log(p["weights"]) + _normal_lp(x[:, None, :], p["locs"], 1.0).sum(-1)
+    return torch.logsumexp(lj, -1)
+
+
+# 5. pyro.param for the weights, a prior on the locations -----------------------------------
+def mixture_param(data=None):
+    weights = pyro.param("weights", torch.ones(2) / 2, constraint=dist.constraints.simplex)
+    with pyro.plate("components", 2):
+        locs = pyro.sample("locs", dist.Normal(0.0, 10.0))
+    with pyro.plate("data", 40 if data is None else len(data)):
+        z = pyro.sample("z", dist.Categorical(weights))
+        pyro.sample("obs", dist.Normal(Vindex(locs)[..., z], 1.0), obs=data)
+
+
+# 6. A global change point (a discrete latent outside the data plate) -----------------------
+def change_point(data=None):
+    T = 30 if data is None else len(data)
+    early = pyro.sample("early", dist.Gamma(2.0, 1.0))
+    late = pyro.sample("late", dist.Gamma(2.0, 1.0))
+    tau = pyro.sample("tau", dist.Categorical(torch.ones(T) / T))
+    t = torch.arange(T)
+    with pyro.plate("years", T):
+        pyro.sample("obs", dist.Poisson(torch.where(t < tau, early, late)), obs=data)
+
+
+def series() -> np.ndarray:
+    return np.concatenate([RNG.poisson(4.0, 12), RNG.poisson(1.0, 18)])  # integer counts
+
+
+def change_point_ll_by_hand(params, x):
+    p = _f64(params)
+    x = torch.as_tensor(x, dtype=torch.float64)
+    T = len(x)
+    rows = []
+    for tau in range(T):  # p(x_t | tau) for every tau, by a loop
+        rate = torch.where(torch.arange(T) < tau, p["early"], p["late"])
+        rows.append(_poisson_lp(x, rate))
+    per = torch.stack(rows)  # (tau, t)
+    joint = math.log(1.0 / T) + per.sum(1)
+    post = joint - torch.logsumexp(joint, 0)
+    return torch.logsumexp(post[:, None] + per, 0)
+
+
+# 7. Regression with alpha + X @ beta (does not broadcast over extra draws) ------------------
+X_REG = torch.as_tensor(RNG.normal(0, 1, (25, 3)), dtype=torch.float32)
+BETA_TRUE = np.array([1.0, -2.0, 0.5])
+
+
+def regression(data=None):
+    alpha = pyro.sample("alpha", dist.Normal(0.0, 10.0))
+    beta = pyro.sample("beta", dist.Normal(torch.zeros(3), 10.0).to_event(1))
+    sigma = pyro.sample("sigma", dist.HalfNormal(5.0))
+    with pyro.plate("data", X_REG.shape[0]):
+        pyro.sample("obs", dist.Normal(alpha + X_REG @ beta, sigma), obs=data)
+
+
+def regression_data() -> pd.Series:
+    y = 0.5 + X_REG.double().numpy() @ BETA_TRUE + RNG.normal(0, 0.7, 25)
+    return pd.Series(y, name="y")
+
+
+def regression_ll_by_hand(params, y):
+    p = _f64(params)
+    mean = p["alpha"] + X_REG.double() @ p["beta"]
+    return _normal_lp(torch.as_tensor(y), mean, p["sigma"])
+
+
+# 8. Zero-inflated counts (Pyro's ZeroInflatedPoisson), integer numpy data ------------------
+def zero_inflated(data=None):
+    gate = pyro.sample("gate", dist.Beta(1.0, 1.0))
+    rate = pyro.sample("rate", dist.Gamma(2.0, 0.5))
+    with pyro.plate("data", 40 if data is None else len(data)):
+        pyro.sample("obs", dist.ZeroInflatedPoisson(rate, gate=gate), obs=data)
+
+
+def counts() -> np.ndarray:
+    x = RNG.poisson(3.0, 40)
+    x[RNG.random(40) < 0.3] = 0
+    return x
+
+
+def zero_inflated_ll_by_hand(params, x):
+    p = _f64(params)
+    x = torch.as_tensor(x, dtype=torch.float64)
+    pois = _poisson_lp(x, p["rate"])
+    zero = torch.log(p["gate"] + (1 - p["gate"]) * torch.exp(-p["rate"]))
+    return torch.where(x == 0, zero, torch.log1p(-p["gate"]) + pois)
+
+
+# 9. A hand-written guide (as in Pyro's SVI tutorial part I) --------------------------------
+def normal_mean(data=None):
+    mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+    with pyro.plate("data", 20 if data is None else len(data)):
+        pyro.sample("obs", dist.Normal(mu, 1.5), obs=data)
+
+
+def normal_mean_guide(data=None):
+    loc = pyro.param("mu_loc", torch.tensor(0.0))
+    scale = pyro.param("mu_scale", torch.tensor(1.0), constraint=dist.constraints.positive)
+    pyro.sample("mu", dist.Normal(loc, scale))
+
+
+def normal_mean_ll_by_hand(params, x):
+    return _normal_lp(x, _f64(params)["mu"], 1.5)
+
+
+# 10. Local continuous latents (eight schools, non-centred) ---------------------------------
+SIGMA8 = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+
+
+def eight_schools(data=None):
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
+    with pyro.plate("schools", 8):
+        eta = pyro.sample("eta", dist.Normal(0.0, 1.0))
+        pyro.sample("obs", dist.Normal(mu + tau * eta, SIGMA8), obs=data)
+
+
+def eight_schools_ll_by_hand(params, y):
+    p = _f64(params)
+    return _normal_lp(y, p["mu"] + p["tau"] * p["eta"], SIGMA8)
+
+
+# 11. Categorical observations given as integer labels in a list ---------------------------
+def categorical(data=None):
+    probs = pyro.sample("probs", dist.Dirichlet(torch.ones(3)))
+    with pyro.plate("data", 12 if data is None else len(data)):
+        pyro.sample("obs", dist.Categorical(probs), obs=data)
+
+
+def categorical_ll_by_hand(params, x):
+    return torch.log(_f64(params)["probs"])[torch.as_tensor(x).long()]
+
+
+GALLERY = {
+    "vindex-mixture": (mixture_vindex, two_blobs, mixture_ll_by_hand),
+    "plain-indexing": (mixture_plain, lambda: list(two_blobs()), mixture_ll_by_hand),
+    "items-on-dim-2": (grid_mixture, grid_data, grid_ll_by_hand),
+    "to-event-in-plate": (mixture_to_event, to_event_data, to_event_ll_by_hand),
+    "pyro-param": (mixture_param, two_blobs, mixture_ll_by_hand),
+    "global-change-point": (change_point, series, change_point_ll_by_hand),
+    "regression-X-beta": (regression, regression_data, regression_ll_by_hand),
+    "zero-inflated": (zero_inflated, counts, zero_inflated_ll_by_hand),
+    "hand-written-guide": (
+        normal_mean,
+        lambda: torch.as_tensor(RNG.normal(1.0, 1.5, 20)),
+        normal_mean_ll_by_hand,
+    ),
+    "local-latents": (
+        eight_schools,
+        lambda: [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0],
+        eight_schools_ll_by_hand,
+    ),
+    "categorical-labels": (categorical, lambda: [0, 2, 1, 0, 0, 2, 1, 0, 0, 1, 2, 0], categorical_ll_by_hand),
+}
+
+
+def make(name: str):
+    """A fresh (model, data, by_hand) triple for gallery entry ``name``."""
+    fn, data, by_hand = GALLERY[name]
+    guide = normal_mean_guide if name == "hand-written-guide" else None
+    return pg.model(fn, guide), data(), by_hand

@@ -1,0 +1,29 @@
+"""The contract suite over a gallery of user styles (tests/core/gallery.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from probgen.testing import check_model
+from tests.core.gallery import GALLERY, make
+
+EXPECTED_METHODS = {
+    "vindex-mixture": {"em", "mcmc", "svi"},
+    "plain-indexing": {"em", "mcmc", "svi"},
+    "items-on-dim-2": {"em", "mcmc", "svi"},
+    "to-event-in-plate": {"em", "mcmc", "svi"},
+    "pyro-param": {"em", "svi"},
+    "global-change-point": {"em", "mcmc", "svi"},
+    "regression-X-beta": {"em", "mcmc", "svi"},
+    "zero-inflated": {"em", "mcmc", "svi"},
+    "hand-written-guide": {"em", "mcmc", "svi"},
+    "local-latents": {"mcmc", "svi"},
+    "categorical-labels": {"em", "mcmc", "svi"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(GALLERY))
+def test_gallery_passes_the_contract(name):
+    model, data, by_hand = make(name)
+    report = check_model(model, data, log_prob_by_hand=by_hand)
+    assert set(report) == EXPECTED_METHODS[name]
