@@ -7,6 +7,7 @@ shared EM driver, fit tools and Pyro data plate live in :mod:`probgen.models.mix
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,7 +30,54 @@ def _check_integral(t: Tensor, family: str) -> None:
         raise ValueError(f"{family}: data must hold whole numbers; got non-integer values such as {bad}.")
 
 
-class BernoulliMixture(_Mixture):
+class _DiscreteMixture(_Mixture):
+    """What the discrete families share: a picture of their component parameters."""
+
+    @abc.abstractmethod
+    def _component_table(self, params: Mapping[str, Tensor]) -> tuple[np.ndarray, str, float | None]:
+        """``(K, m)`` parameters to show, the colour bar's label and its upper limit (or None)."""
+
+    def plot_fit(self, data: Any, params: Mapping[str, Tensor], *, ax: Any = None, **kwargs: Any) -> Any:
+        """Picture of the fit: a heat map of every component's parameters.
+
+        One row per component (labelled with its weight), one column per feature (per feature
+        and category for :class:`CategoricalMixture`).  A Poisson mixture of a single count
+        feature shows the counts' frequencies with the fitted probabilities instead.
+
+        Parameters
+        ----------
+        data : array-like
+            ``(n_items, n_features)`` items (``fit.plot()`` passes the training data).
+        params : dict of str to Tensor
+            Parameters to draw (``fit.params``).
+        ax : matplotlib.axes.Axes, optional
+            Where to draw; a new figure when None.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+        """
+        from probgen.models.plotting import _axes, _no_options
+
+        _no_options(kwargs, f"{self.name}.plot_fit", ("ax=",))
+        x = data if isinstance(data, Tensor) else self.prepare_data(data)
+        ax = _axes(ax)
+        p = self._point(params)
+        table, label, vmax = self._component_table(p)
+        k, m = table.shape
+        im = ax.imshow(table, aspect="auto", cmap="viridis", vmin=0.0, vmax=vmax, interpolation="nearest")
+        ax.figure.colorbar(im, ax=ax, label=label)
+        weights = p["weights"].numpy()
+        ax.set_yticks(range(k), [f"{c} ({weights[c]:.2f})" for c in range(k)])
+        ax.set(ylabel="component (weight)", title=f"{self.name}, {k} components, {len(x)} items")
+        self._label_columns(ax, m)
+        return ax
+
+    def _label_columns(self, ax: Any, m: int) -> None:
+        ax.set_xlabel("feature")
+
+
+class BernoulliMixture(_DiscreteMixture):
     r"""Mixture of independent Bernoullis over ``d`` binary features (binarised images, yes/no answers).
 
     Generative model::
@@ -138,6 +186,9 @@ class BernoulliMixture(_Mixture):
     def _sample_given(self, z: Tensor, params: Mapping[str, Tensor], generator: Any) -> Tensor:
         return torch.bernoulli(params["probs"][z], generator=generator)
 
+    def _component_table(self, params: Mapping[str, Tensor]) -> tuple[np.ndarray, str, float | None]:
+        return params["probs"].numpy(), "p(x = 1)", 1.0
+
     def num_parameters(self, params: Mapping[str, Tensor], data: Any) -> int:
         """``K d`` probabilities plus ``K - 1`` weights."""
         k, d = torch.as_tensor(params["probs"]).shape[-2:]
@@ -166,7 +217,7 @@ class BernoulliMixture(_Mixture):
         )
 
 
-class CategoricalMixture(_Mixture):
+class CategoricalMixture(_DiscreteMixture):
     r"""Mixture of independent categoricals over ``d`` features with ``C`` categories (survey answers).
 
     Generative model::
@@ -291,6 +342,19 @@ class CategoricalMixture(_Mixture):
             probs = probs.clamp_min(1e-12)
         return {"weights": self._weights_from_counts(nk), "probs": probs}
 
+    def _component_table(self, params: Mapping[str, Tensor]) -> tuple[np.ndarray, str, float | None]:
+        probs = params["probs"]  # (K, d, C): features side by side, C columns each
+        return probs.reshape(probs.shape[0], -1).numpy(), "p(category)", 1.0
+
+    def _label_columns(self, ax: Any, m: int) -> None:
+        c = self._c()
+        d = m // c
+        for j in range(1, d):
+            ax.axvline(j * c - 0.5, color="w", linewidth=2)
+        if d <= 30:
+            ax.set_xticks([j * c + (c - 1) / 2 for j in range(d)], [str(j) for j in range(d)])
+        ax.set_xlabel(f"feature (categories 0..{c - 1} left to right)")
+
     def _sample_given(self, z: Tensor, params: Mapping[str, Tensor], generator: Any) -> Tensor:
         p = params["probs"][z]  # (n, d, C)
         n, d, c = p.shape
@@ -329,7 +393,7 @@ class CategoricalMixture(_Mixture):
         return None if data is None else data.long()
 
 
-class PoissonMixture(_Mixture):
+class PoissonMixture(_DiscreteMixture):
     r"""Mixture of independent Poissons over ``d`` count features.
 
     Generative model::
@@ -435,6 +499,63 @@ class PoissonMixture(_Mixture):
 
     def _sample_given(self, z: Tensor, params: Mapping[str, Tensor], generator: Any) -> Tensor:
         return torch.poisson(params["rates"][z], generator=generator)
+
+    def _component_table(self, params: Mapping[str, Tensor]) -> tuple[np.ndarray, str, float | None]:
+        return params["rates"].numpy(), "rate", None
+
+    def plot_fit(self, data: Any, params: Mapping[str, Tensor], *, ax: Any = None, **kwargs: Any) -> Any:
+        """Picture of the fit: for one count feature, the counts' frequencies and the fitted
+        probabilities (mixture and weighted components); else a heat map of the rates.
+
+        Parameters
+        ----------
+        data : array-like
+            ``(n_items, n_features)`` counts (``fit.plot()`` passes the training data).
+        params : dict of str to Tensor
+            Parameters to draw (``fit.params``).
+        ax : matplotlib.axes.Axes, optional
+            Where to draw; a new figure when None.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+        """
+        from probgen.models.plotting import _axes, _colors, _no_options
+
+        _no_options(kwargs, f"{self.name}.plot_fit", ("ax=",))
+        x = data if isinstance(data, Tensor) else self.prepare_data(data)
+        if x.shape[1] > 1:
+            return super().plot_fit(x, params, ax=ax)
+        ax = _axes(ax)
+        p = self._point(params)
+        k = self.n_components
+        counts = x[:, 0].long()
+        top = int(counts.max())
+        freq = torch.bincount(counts, minlength=top + 1).numpy() / len(counts)
+        support = torch.arange(top + 1, dtype=torch.float64)[:, None]
+        log_joint = self._log_joint(support, p).numpy()  # (top + 1, K)
+        ax.bar(np.arange(top + 1), freq, width=0.9, color="0.8", label="data")
+        colors = _colors(k)
+        for c in range(k):
+            rate = float(p["rates"][c, 0])
+            ax.plot(
+                support[:, 0],
+                np.exp(log_joint[:, c]),
+                "--",
+                color=colors[c],
+                label=f"component {c} (rate {rate:.3g})",
+            )
+        ax.plot(
+            support[:, 0],
+            np.exp(np.logaddexp.reduce(log_joint, axis=1)),
+            "o-",
+            color="k",
+            ms=3,
+            label="mixture",
+        )
+        ax.legend(fontsize=8, loc="best")
+        ax.set(xlabel="count", ylabel="probability", title=f"{self.name}, {k} components, {len(x)} items")
+        return ax
 
     def num_parameters(self, params: Mapping[str, Tensor], data: Any) -> int:
         """``K d`` rates plus ``K - 1`` weights."""

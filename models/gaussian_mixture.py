@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -325,6 +326,127 @@ class GaussianMixture(_Mixture):
         k, d = self.n_components, int(torch.as_tensor(params["locs"]).shape[-1])
         cov = {"full": k * d * (d + 1) // 2, "diag": k * d, "tied": d * (d + 1) // 2, "spherical": k}
         return cov[self.covariance_type] + k * d + k - 1
+
+    # ------------------------------------------------------------------------- picture
+    def _full_covariances(self, params: Mapping[str, Tensor]) -> Tensor:
+        """``(K, d, d)`` covariance matrices whatever the ``covariance_type``."""
+        p = self._point(params)
+        k, d = self.n_components, int(p["locs"].shape[-1])
+        cov = self.covariances(p)
+        if self.covariance_type == "diag":
+            return torch.diag_embed(cov)
+        if self.covariance_type == "spherical":
+            return cov[:, None, None] * torch.eye(d, dtype=torch.float64)
+        if self.covariance_type == "tied":
+            return cov.expand(k, d, d)
+        return cov
+
+    def plot_fit(
+        self,
+        data: Any,
+        params: Mapping[str, Tensor],
+        *,
+        ax: Any = None,
+        features: tuple[int, int] = (0, 1),
+        **kwargs: Any,
+    ) -> Any:
+        """Picture of the fit: the items coloured by component, with covariance ellipses.
+
+        Two or more features: a scatter of features ``features`` coloured by the most probable
+        component of each item (:meth:`latent_map`), each component's mean (``x``) and its 1- and
+        2-standard-deviation ellipses (of the two features' marginal covariance).  One feature: a
+        histogram with the fitted density and each component's weighted density.
+
+        Parameters
+        ----------
+        data : array-like
+            ``(n_items, n_features)`` items (``fit.plot()`` passes the training data).
+        params : dict of str to Tensor
+            Parameters to draw (``fit.params``).
+        ax : matplotlib.axes.Axes, optional
+            Where to draw; a new figure when None.
+        features : tuple of two int, default (0, 1)
+            Columns on the horizontal and vertical axes (two or more features).
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+
+        Raises
+        ------
+        TypeError
+            Unknown options, ``ax`` not matplotlib axes, ``features`` not a pair of ints.
+        ValueError
+            ``features`` out of range or equal.
+        """
+        from probgen.models.plotting import _axes, _colors, _index, _no_options
+
+        _no_options(kwargs, "GaussianMixture.plot_fit", ("ax=", "features="))
+        x = data if isinstance(data, Tensor) else self.prepare_data(data)
+        d = int(x.shape[1])
+        if d > 1:
+            if not isinstance(features, tuple | list) or len(features) != 2:
+                raise TypeError(f"features must be a pair of column indices (i, j); got {features!r}.")
+            i, j = (_index(f, "features", d, "features") for f in features)
+            if i == j:
+                raise ValueError(f"features must name two different columns; got {features!r}.")
+        ax = _axes(ax)
+        p = self._point(params)
+        k = self.n_components
+        colors = _colors(k)
+        xs = x.numpy()
+        if d == 1:
+            return self._plot_density(ax, xs[:, 0], p, colors)
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Ellipse
+
+        z = self.latent_map(x, p)["z"].numpy()
+        ax.scatter(xs[:, i], xs[:, j], c=colors[z], s=10, alpha=0.7, linewidths=0)
+        locs = p["locs"].numpy()[:, [i, j]]
+        cov = self._full_covariances(p).numpy()[:, [i, j]][:, :, [i, j]]
+        vals, vecs = np.linalg.eigh(cov)  # ascending eigenvalues, (K, 2) and (K, 2, 2)
+        angles = np.degrees(np.arctan2(vecs[:, 1, 1], vecs[:, 0, 1]))  # direction of the larger axis
+        sd = np.sqrt(np.clip(vals, 0.0, None))
+        for c in range(k):
+            for n_sd, style in ((1, "-"), (2, "--")):
+                ax.add_patch(
+                    Ellipse(
+                        locs[c],
+                        2 * n_sd * sd[c, 1],
+                        2 * n_sd * sd[c, 0],
+                        angle=angles[c],
+                        fill=False,
+                        edgecolor=colors[c],
+                        linestyle=style,
+                        linewidth=1.5,
+                    )
+                )
+        ax.scatter(locs[:, 0], locs[:, 1], c=colors, marker="x", s=60, linewidths=2)
+        weights = p["weights"].numpy()
+        handles = [
+            Line2D([], [], color=colors[c], label=f"component {c} ({weights[c]:.2f})") for c in range(k)
+        ]
+        handles += [
+            Line2D([], [], color="0.3", linestyle="-", label="1 sd"),
+            Line2D([], [], color="0.3", linestyle="--", label="2 sd"),
+        ]
+        ax.legend(handles=handles, fontsize=8, loc="best")
+        ax.set(xlabel=f"feature {i}", ylabel=f"feature {j}", title=f"{self.name}, {k} components")
+        return ax
+
+    def _plot_density(self, ax: Any, x: np.ndarray, p: Mapping[str, Tensor], colors: np.ndarray) -> Any:
+        """Histogram of one feature with the fitted mixture density and its components."""
+        ax.hist(x, bins="auto", density=True, color="0.8", label="data")
+        pad = 0.05 * (x.max() - x.min() + 1e-12)
+        grid = np.linspace(x.min() - pad, x.max() + pad, 400)
+        g = torch.as_tensor(grid, dtype=torch.float64)[:, None]
+        log_joint = self._log_joint(g, p).numpy()  # (grid, K): log w_k N(x | k)
+        for c in range(self.n_components):
+            ax.plot(grid, np.exp(log_joint[:, c]), color=colors[c], linestyle="--", label=f"component {c}")
+        ax.plot(grid, np.exp(np.logaddexp.reduce(log_joint, axis=1)), color="k", label="mixture")
+        ax.legend(fontsize=8, loc="best")
+        ax.set(xlabel="feature 0", ylabel="density", title=f"{self.name}, {self.n_components} components")
+        return ax
 
     # -------------------------------------------------------------------------- Pyro
     def _priors(self, data: Tensor | None, d: int) -> tuple[Tensor, Tensor]:

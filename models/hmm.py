@@ -781,6 +781,123 @@ class HiddenMarkovModel(GenerativeModel):
         paths, _ = self.viterbi(data, params)
         return {"states": paths[0] if data.single else paths}
 
+    def plot_fit(
+        self,
+        data: Any,
+        params: Mapping[str, Tensor],
+        *,
+        ax: Any = None,
+        sequence: int = 0,
+        feature: int = 0,
+        posteriors: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Picture of the fit: one sequence over its Viterbi states, and their probabilities.
+
+        The series (feature ``feature`` of sequence ``sequence``) is drawn over strips coloured
+        by its Viterbi state (:meth:`latent_map`); below it, a panel appended to the same figure
+        stacks the posterior probability of every state at every step (:meth:`latent_posterior`).
+
+        Parameters
+        ----------
+        data : sequence or list of sequences
+            As for fitting (``fit.plot()`` passes the training data).
+        params : dict of str to Tensor
+            Parameters to draw (``fit.params``).
+        ax : matplotlib.axes.Axes, optional
+            Axes for the series; a new figure when None.  The probability panel is carved out
+            of the bottom of ``ax`` (``ax.figure.axes[-1]``).
+        sequence : int, default 0
+            Which sequence of a list to draw.
+        feature : int, default 0
+            Which feature to draw (Gaussian and Poisson emissions with several features).
+        posteriors : bool, default True
+            Add the panel of posterior state probabilities.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+            The axes of the series.
+
+        Raises
+        ------
+        TypeError
+            Unknown options, ``ax`` not matplotlib axes, ``sequence``/``feature`` not ints.
+        ValueError
+            ``sequence`` or ``feature`` out of range.
+        """
+        from probgen.models.plotting import _axes, _colors, _index, _no_options
+
+        _no_options(kwargs, "HiddenMarkovModel.plot_fit", ("ax=", "sequence=", "feature=", "posteriors="))
+        if not isinstance(posteriors, bool):
+            raise TypeError(f"posteriors must be a bool; got {type(posteriors).__name__}.")
+        data = self._prepared(data)
+        n = _index(sequence, "sequence", len(data), "sequences")
+        f = _index(feature, "feature", data.n_features, "features")
+        T = int(data.lengths[n])
+        one = SequenceData(data.values[n : n + 1, :T], data.lengths[n : n + 1], single=True)
+        path = self.latent_map(one, params)["states"].numpy()
+        ax = _axes(ax, figsize=(10.0, 4.5))
+        from matplotlib.collections import PolyCollection
+        from matplotlib.patches import Patch
+
+        K = self.n_states
+        colors = _colors(K)
+        t = np.arange(T)
+        # one rectangle per run of equal states, spanning the axes' height (x: data, y: axes)
+        starts = np.flatnonzero(np.r_[True, path[1:] != path[:-1]])
+        ends = np.r_[starts[1:], T]
+        x0, x1 = starts - 0.5, ends - 0.5
+        verts = np.stack(
+            [
+                np.c_[x0, np.zeros_like(x0)],
+                np.c_[x0, np.ones_like(x0)],
+                np.c_[x1, np.ones_like(x1)],
+                np.c_[x1, np.zeros_like(x1)],
+            ],
+            1,
+        )
+        strips = PolyCollection(
+            list(verts),
+            facecolors=colors[path[starts]],
+            alpha=0.3,
+            edgecolors="none",
+            transform=ax.get_xaxis_transform(),
+            zorder=0,
+        )
+        ax.add_collection(strips, autolim=False)
+        y = one.values[0].numpy()
+        y = y if y.ndim == 1 else y[:, f]
+        ax.plot(t, y, color="k", linewidth=0.8, marker="." if T <= 500 else None, markersize=3)
+        ax.set_xlim(-0.5, T - 0.5)
+        what = (
+            "symbol"
+            if self.emission == "categorical"
+            else ("count" if self.emission == "poisson" else "value")
+        )
+        name = f"sequence {n}, " if len(data) > 1 else ""
+        ax.set(
+            ylabel=what if data.n_features == 1 else f"feature {f}",
+            title=f"{name}Viterbi states of a {K}-state HMM",
+        )
+        ax.legend(
+            handles=[Patch(color=colors[k], alpha=0.5, label=f"state {k}") for k in range(K)],
+            fontsize=8,
+            loc="upper right",
+            ncols=min(K, 5),
+        )
+        if posteriors:
+            from mpl_toolkits.axes_grid1 import make_axes_locatable
+
+            gamma = self.latent_posterior(one, params)["states"].numpy()
+            panel = make_axes_locatable(ax).append_axes("bottom", size="45%", pad=0.15, sharex=ax)
+            panel.stackplot(t, gamma.T, colors=colors, alpha=0.8, step="mid")
+            panel.set(ylim=(0.0, 1.0), ylabel="p(state | data)", xlabel="step")
+            ax.tick_params(labelbottom=False)
+        else:
+            ax.set_xlabel("step")
+        return ax
+
     def num_parameters(self, params: Mapping[str, Tensor], data: Any) -> int:
         """Free parameters, counted as hmmlearn's ``_get_n_fit_scalars_per_param``."""
         K = self.n_states

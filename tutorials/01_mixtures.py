@@ -2,7 +2,8 @@
 
 What it shows, with the public API only:
 
-1. Fit Gaussian mixtures by EM and choose the number of components by BIC (``pg.compare``).
+1. Fit Gaussian mixtures by EM, choose the number of components by BIC (``pg.compare``) and
+   draw the fit (``fit.plot``: clusters and covariance ellipses).
 2. Fit the same model by MCMC (NUTS, assignments summed out), check it (``pg.check``), and
    compare numbers of components by LOO.  Label switching is undone before any summary: the
    draws are relabelled to a common pivot (Stephens' relabelling, see
@@ -51,14 +52,6 @@ def save(fig: plt.Figure, name: str) -> None:
     print(f"  wrote {OUT / name}")
 
 
-def ellipse(ax: plt.Axes, mean: np.ndarray, cov: np.ndarray, color: str) -> None:
-    """Two-standard-deviation ellipse of a 2-D normal."""
-    vals, vecs = np.linalg.eigh(cov)
-    t = np.linspace(0, 2 * np.pi, 100)
-    pts = mean[:, None] + 2 * vecs @ (np.sqrt(vals)[:, None] * np.stack([np.cos(t), np.sin(t)]))
-    ax.plot(pts[0], pts[1], color=color, lw=2)
-
-
 def mcmc(model: GaussianMixture, data, em_fit: pg.Fit) -> pg.Fit:
     """NUTS started at the EM estimate (a good start saves most of the warm-up)."""
     return pg.fit(model, data, method="mcmc", seed=0, progress=False, init=em_fit.params, **MCMC)
@@ -82,15 +75,11 @@ def old_faithful() -> None:
     save(fig, "faithful_bic.png")
 
     em = em_fits["K=2"]
-    gm = em.model
     print(f"  EM, K=2: weights {em.params['weights'].numpy().round(3)}, converged={em.converged}")
-    fig, ax = plt.subplots(figsize=(5, 4))
-    labels = em.predict(frame).numpy()
-    ax.scatter(x[:, 0], x[:, 1], c=labels, s=10, cmap="coolwarm")
-    for k, color in enumerate(["tab:blue", "tab:red"]):
-        ellipse(ax, em.params["locs"][k].numpy(), gm.covariances(em.params)[k].numpy(), color)
+    # fit.plot: items coloured by their most probable component, 1- and 2-sd ellipses
+    ax = em.plot(frame)
     ax.set(xlabel="eruption (min)", ylabel="waiting (min)", title="EM fit, K=2")
-    save(fig, "faithful_em.png")
+    save(ax.figure, "faithful_em.png")
 
     # 2. MCMC for K = 2 and 3; LOO chooses between them.
     t0 = time.perf_counter()
@@ -152,10 +141,9 @@ def penguins() -> None:
         print(pg.compare(post, x).to_string())
     print("  pg.check (K=3):", pg.check(post["K=3"]) or "no problems found")
 
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.scatter(x["flipper_length_mm"], x["bill_length_mm"], c=em.predict(x).numpy(), s=10, cmap="viridis")
+    ax = em.plot(x, features=(cols.index("flipper_length_mm"), cols.index("bill_length_mm")))
     ax.set(xlabel="flipper length (mm)", ylabel="bill length (mm)", title="Penguins: EM clusters, K=3")
-    save(fig, "penguins_em.png")
+    save(ax.figure, "penguins_em.png")
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ What it shows, with the public API only:
 
 1. Choose the number of hidden states by BIC over EM fits (``pg.compare``).
 2. Decode the regimes: the Viterbi path (``fit.predict``) and the posterior probability of each
-   state at every eruption (``fit.predict_proba``).
+   state at every eruption (``fit.predict_proba``), both drawn by ``fit.plot``.
 3. Fit the same model the Bayesian way (NUTS; the states are summed out by the forward
    algorithm), check it (``pg.check``) and compare it with the EM estimate in ArviZ.
 4. Simulate new sequences (``fit.sample``) and check that they alternate like the real one.
@@ -98,20 +98,17 @@ def main() -> None:
         print(
             f"  state {s}: waiting {loc[0]:5.1f} min, duration {loc[1]:4.2f} min, {np.mean(path == s):5.1%} of eruptions"
         )
+    unsure = proba.max(1) < 0.9
+    print(f"  {unsure.mean():.1%} of eruptions have no state with posterior probability >= 0.9")
     trans = fit.params["transition"].numpy()[np.ix_(order, order)]
     print("  transition matrix (rows: from, columns: to):")
     print("   " + np.array2string(trans, precision=2, suppress_small=True).replace("\n", "\n   "))
 
-    fig, axes = plt.subplots(2, 1, figsize=(11, 5), sharex=True)
-    t = np.arange(len(x))
-    axes[0].plot(t, x[:, 0], color="0.6", lw=0.8)
-    axes[0].scatter(t, x[:, 0], c=[COLORS[s] for s in path], s=12, zorder=3)
-    axes[0].set_ylabel("waiting (min)")
-    axes[0].set_title(f"Viterbi regimes, {best_name} (colour = state)")
-    axes[1].stackplot(t, proba.T, colors=COLORS[:K], alpha=0.8)
-    axes[1].set_ylabel("p(state | all data)")
-    axes[1].set_xlabel("eruption")
-    save(fig, "hmm_regimes.png")
+    # fit.plot: the series over strips coloured by Viterbi state, the state probabilities below
+    ax = fit.plot(x, feature=0)
+    ax.set(ylabel="waiting (min)", title=f"Viterbi regimes, {best_name} (colour = state)")
+    ax.figure.axes[-1].set_xlabel("eruption")
+    save(ax.figure, "hmm_regimes.png")
 
     # ------------------------------------------------------------- 3. the Bayesian fit
     print(
@@ -171,6 +168,7 @@ def main() -> None:
         f"  lag-1 autocorrelation of waiting: data {lag1(x[:, 0]):+.2f}, "
         f"simulated {sim_lag1.mean():+.2f} +/- {sim_lag1.std():.2f} (200 sequences)"
     )
+    t = np.arange(len(x))
     fig, axes = plt.subplots(3, 1, figsize=(11, 6), sharex=True, sharey=True)
     axes[0].plot(t, x[:, 0], color="k", lw=0.8)
     axes[0].set_title("observed")

@@ -1,0 +1,233 @@
+"""Pictures of fits (``fit.plot`` -> ``model.plot_fit``): the artists carry what was fitted.
+
+Drawn with matplotlib's Agg backend; every test closes its figures.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.collections import PathCollection, PolyCollection  # noqa: E402
+from matplotlib.image import AxesImage  # noqa: E402
+from matplotlib.patches import Ellipse  # noqa: E402
+
+import probgen as pg  # noqa: E402
+from probgen.models import (  # noqa: E402
+    BernoulliMixture,
+    CategoricalMixture,
+    GaussianMixture,
+    HiddenMarkovModel,
+    PoissonMixture,
+)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def faithful() -> np.ndarray:
+    return pg.datasets.load_old_faithful()[["eruptions", "waiting"]].to_numpy()
+
+
+@pytest.fixture(scope="module")
+def waiting() -> np.ndarray:
+    return pg.datasets.load_geyser()["waiting"].to_numpy()
+
+
+def _same_partition(colors: np.ndarray, labels: np.ndarray) -> None:
+    """Items share a colour exactly when they share a label (colours follow the labels)."""
+    _, by_color = np.unique(np.round(colors, 6), axis=0, return_inverse=True)
+    pairs = np.unique(np.c_[by_color.ravel(), labels], axis=0)
+    assert len(pairs) == len(np.unique(by_color)) == len(np.unique(labels))
+
+
+# ------------------------------------------------------------------------ Gaussian mixture
+def _full_covariances(fit) -> np.ndarray:
+    """``(K, d, d)`` from scikit-learn's shapes of ``GaussianMixture.covariances``."""
+    cov = fit.model.covariances(fit.params).numpy()
+    k, d = fit.params["locs"].shape
+    kind = fit.model.covariance_type
+    if kind == "diag":
+        return np.stack([np.diag(c) for c in cov])
+    if kind == "spherical":
+        return cov[:, None, None] * np.eye(d)
+    if kind == "tied":
+        return np.broadcast_to(cov, (k, d, d))
+    return cov
+
+
+@pytest.mark.parametrize("cov", ["full", "diag", "spherical", "tied"])
+def test_gaussian_mixture_scatter_and_one_and_two_sd_ellipses(cov, faithful):
+    k = 3
+    fit = pg.fit(GaussianMixture(k, covariance_type=cov), faithful, method="em", seed=0, progress=False)
+    ax = fit.plot()
+    ellipses = [p for p in ax.patches if isinstance(p, Ellipse)]
+    assert len(ellipses) == 2 * k
+    scatter = next(c for c in ax.collections if isinstance(c, PathCollection))
+    assert scatter.get_offsets().shape == (len(faithful), 2)
+    _same_partition(scatter.get_facecolors()[:, :3], fit.predict(faithful).numpy())
+    # centred on the means, semi-axes n_sd times the square roots of the covariance's eigenvalues
+    locs = fit.params["locs"].numpy()
+    covs = _full_covariances(fit)
+    centres = np.array([e.center for e in ellipses])
+    for c in range(k):
+        mine = [e for e in ellipses if np.allclose(e.center, locs[c])]
+        assert len(mine) == 2
+        semi = sorted((e.width / 2 * e.height / 2, e) for e in mine)
+        det = np.sqrt(np.linalg.det(covs[c]))
+        assert semi[0][0] == pytest.approx(det, rel=1e-9)  # 1 sd: product of the semi-axes
+        assert semi[1][0] == pytest.approx(4 * det, rel=1e-9)  # 2 sd
+    assert len(np.unique(np.round(centres, 9), axis=0)) == k
+
+
+def test_gaussian_mixture_ellipses_are_oriented_along_the_covariance(faithful):
+    fit = pg.fit(GaussianMixture(2), faithful, method="em", seed=0, progress=False)
+    ax = fit.plot(features=(1, 0))  # swapped: waiting on the horizontal axis
+    covs = _full_covariances(fit)[:, ::-1, ::-1]
+    locs = fit.params["locs"].numpy()[:, ::-1]
+    for e in ax.patches:
+        c = int(np.argmin(((locs - np.asarray(e.center)) ** 2).sum(1)))
+        vals, vecs = np.linalg.eigh(covs[c])
+        a = np.radians(e.angle)
+        major = np.array([np.cos(a), np.sin(a)])
+        assert abs(major @ vecs[:, 1]) == pytest.approx(1.0, abs=1e-9)  # along the larger axis
+        assert e.width / e.height == pytest.approx(np.sqrt(vals[1] / vals[0]), rel=1e-9)
+
+
+def test_one_feature_gaussian_mixture_draws_a_histogram_and_the_density(faithful):
+    x = faithful[:, 1:]
+    fit = pg.fit(GaussianMixture(2), x, method="em", seed=0, progress=False)
+    fig, ax = plt.subplots()
+    assert fit.plot(ax=ax) is ax
+    assert len(ax.patches) > 5  # histogram bars
+    lines = ax.get_lines()
+    assert len(lines) == 2 + 1  # one weighted density per component, then the mixture
+    grid, dens = lines[-1].get_data()
+    np.testing.assert_allclose(dens, fit.log_prob(grid[:, None]).exp().numpy(), rtol=1e-10)
+    np.testing.assert_allclose(lines[0].get_ydata() + lines[1].get_ydata(), dens, rtol=1e-10)
+
+
+def test_gaussian_mixture_picture_options_are_checked(faithful):
+    fit = pg.fit(GaussianMixture(2), faithful, method="em", seed=0, progress=False)
+    with pytest.raises(ValueError, match=r"features=5 is out of range; the data have 2 features"):
+        fit.plot(features=(0, 5))
+    with pytest.raises(ValueError, match=r"features must name two different columns"):
+        fit.plot(features=(1, 1))
+    with pytest.raises(TypeError, match=r"features must be a pair of column indices"):
+        fit.plot(features=0)
+    with pytest.raises(TypeError, match=r"unexpected option\(s\) \['sequence'\]"):
+        fit.plot(sequence=0)
+    with pytest.raises(TypeError, match=r"ax must be matplotlib Axes or None; got str"):
+        fit.plot(ax="left")
+
+
+# ----------------------------------------------------------------------- discrete mixtures
+def _image(ax) -> np.ndarray:
+    (img,) = [a for a in ax.get_children() if isinstance(a, AxesImage)]
+    return np.asarray(img.get_array())
+
+
+def test_bernoulli_and_categorical_heat_maps_show_the_component_probabilities():
+    rng = np.random.default_rng(0)
+    x = (rng.uniform(size=(120, 7)) < rng.uniform(0.1, 0.9, 7)).astype(float)
+    fit = pg.fit(BernoulliMixture(2), x, method="em", seed=0, progress=False)
+    ax = fit.plot()
+    np.testing.assert_array_equal(_image(ax), fit.params["probs"].numpy())
+    assert [t.get_text() for t in ax.get_yticklabels()][0].startswith("0 (")
+    codes = rng.integers(0, 4, (150, 5))
+    fit = pg.fit(CategoricalMixture(3), codes, method="em", seed=0, progress=False)
+    ax = fit.plot()
+    np.testing.assert_array_equal(_image(ax), fit.params["probs"].reshape(3, -1).numpy())
+
+
+def test_poisson_mixture_of_several_counts_shows_its_rates():
+    rng = np.random.default_rng(1)
+    x = rng.poisson([[2.0, 9.0, 1.0]], (200, 3))
+    fit = pg.fit(PoissonMixture(2), x, method="em", seed=0, progress=False)
+    np.testing.assert_array_equal(_image(fit.plot()), fit.params["rates"].numpy())
+
+
+def test_poisson_mixture_of_one_count_shows_frequencies_and_probabilities():
+    visits = pg.datasets.load_doctor_visits()[["mdvis"]]
+    fit = pg.fit(PoissonMixture(3), visits, method="em", seed=0, progress=False)
+    ax = fit.plot()
+    counts = visits["mdvis"].to_numpy()
+    bars = ax.patches
+    assert len(bars) == counts.max() + 1
+    heights = np.array([b.get_height() for b in bars])
+    np.testing.assert_allclose(heights, np.bincount(counts) / len(counts))
+    support, prob = ax.get_lines()[-1].get_data()
+    np.testing.assert_allclose(prob, fit.log_prob(support[:, None]).exp().numpy(), rtol=1e-10)
+
+
+# ---------------------------------------------------------------------------------- HMM
+def _strip_colors(ax, length: int) -> np.ndarray:
+    """Per-step colour of the strips: each rectangle covers the steps of one run."""
+    (strips,) = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    colors = strips.get_facecolors()[:, :3]
+    per_step = np.empty((length, 3))
+    covered = np.zeros(length, dtype=int)
+    for path, color in zip(strips.get_paths(), colors, strict=True):
+        x = path.vertices[:, 0]
+        steps = np.arange(int(np.ceil(x.min())), int(np.floor(x.max())) + 1)
+        per_step[steps] = color
+        covered[steps] += 1
+    assert np.all(covered == 1)  # the runs tile the series
+    return per_step
+
+
+@pytest.mark.parametrize("n_states", [2, 3])
+def test_hmm_strips_follow_the_viterbi_path(n_states, waiting):
+    fit = pg.fit(HiddenMarkovModel(n_states), waiting, method="em", seed=0, progress=False)
+    ax = fit.plot()
+    path = fit.predict(waiting).numpy()
+    _same_partition(_strip_colors(ax, len(waiting)), path)
+    (line,) = ax.get_lines()
+    np.testing.assert_array_equal(line.get_ydata(), waiting)
+    # the panel below stacks the posterior probabilities of the states, in the strips' colours
+    assert len(ax.figure.axes) == 2
+    panel = ax.figure.axes[1]
+    layers = [c for c in panel.collections if isinstance(c, PolyCollection)]
+    assert len(layers) == n_states
+    proba = fit.predict_proba(waiting).numpy()
+    strip_color = {tuple(np.round(c, 6)) for c in _strip_colors(ax, len(waiting))[path == 0]}
+    assert strip_color == {tuple(np.round(layers[0].get_facecolor()[0, :3], 6))}
+    top = max(layers[-1].get_paths()[0].vertices[:, 1])
+    assert top == pytest.approx(1.0) and proba.sum(1) == pytest.approx(1.0)
+
+
+def test_hmm_picture_of_one_sequence_of_many_without_posteriors():
+    rng = np.random.default_rng(2)
+    seqs = [rng.normal(size=(40, 2)) + 3 * (np.arange(40)[:, None] // 10 % 2), rng.normal(size=(25, 2))]
+    fit = pg.fit(HiddenMarkovModel(2), seqs, method="em", seed=0, progress=False)
+    fig, ax = plt.subplots()
+    assert fit.plot(ax=ax, sequence=0, feature=1, posteriors=False) is ax
+    assert len(fig.axes) == 1
+    np.testing.assert_array_equal(ax.get_lines()[0].get_ydata(), seqs[0][:, 1])
+    _same_partition(_strip_colors(ax, 40), fit.predict(seqs)[0].numpy())
+    ax = fit.plot(sequence=1)
+    assert len(ax.get_lines()[0].get_ydata()) == 25
+    with pytest.raises(ValueError, match=r"sequence=2 is out of range; the data have 2 sequences"):
+        fit.plot(sequence=2)
+    with pytest.raises(ValueError, match=r"feature=2 is out of range; the data have 2 features"):
+        fit.plot(feature=2)
+    with pytest.raises(TypeError, match=r"posteriors must be a bool"):
+        fit.plot(posteriors="yes")
+    with pytest.raises(TypeError, match=r"unexpected option\(s\) \['features'\]"):
+        fit.plot(features=(0, 1))
+
+
+def test_categorical_hmm_picture_draws_the_symbols():
+    rng = np.random.default_rng(3)
+    x = np.r_[rng.integers(0, 2, 30), rng.integers(2, 4, 30)]
+    fit = pg.fit(HiddenMarkovModel(2, "categorical"), x, method="em", seed=0, progress=False)
+    ax = fit.plot()
+    np.testing.assert_array_equal(ax.get_lines()[0].get_ydata(), x)
+    _same_partition(_strip_colors(ax, 60), fit.predict(x).numpy())
