@@ -2,24 +2,35 @@
 
 Every latent is summed out by Pyro's parallel enumeration (tensor variable elimination): the
 result carries the exact log evidence, the posterior marginal of every latent site and the
-jointly most probable assignment (Pyro's ``infer_discrete`` at temperature 0).
+jointly most probable assignment (Pyro's ``infer_discrete`` at temperature 0).  ``pyro.param``
+sites are set by maximising that exact log evidence (type-II maximum likelihood, L-BFGS).
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any
 
 import numpy as np
+import pyro
+import torch
 
+from probgen.errors import ConvergenceWarning
 from probgen.fit import Fit, register_backend
 from probgen.model import GenerativeModel
-from probgen.posterior import discrete_map, discrete_marginals, log_evidence
+from probgen.posterior import discrete_map, discrete_marginals, enum_factors, log_evidence
 
 __all__ = ["Enumeration"]
 
 
 class Enumeration:
-    """Exact enumeration (``method="enum"``); takes no options."""
+    """Exact enumeration (``method="enum"``).
+
+    Options, used only when the model has ``pyro.param`` sites (they are fitted by maximising
+    the exact log evidence with L-BFGS): ``max_iter`` (200 L-BFGS iterations), ``tol`` (1e-9:
+    stop when the log evidence per item changes by less).
+    """
 
     name = "enum"
 
@@ -33,8 +44,20 @@ class Enumeration:
         return None
 
     def fit(self, model: GenerativeModel, data: Any, *, seed: int, progress: bool, **options: Any) -> Fit:
-        if options:
-            raise ValueError(f"method='enum' takes no options; got {sorted(options)}.")
+        roles = model.roles(data)
+        known = {"max_iter", "tol"} if roles.param_sites else set()
+        unknown = set(options) - known
+        if unknown:
+            what = (
+                "its options are max_iter, tol" if known else "it takes no options without pyro.param sites"
+            )
+            raise ValueError(f"method='enum' got unknown option(s) {sorted(unknown)}; {what}.")
+        history: list[float] = []
+        converged = True
+        if roles.param_sites:
+            history, converged = self._fit_params(
+                model, data, int(options.get("max_iter", 200)), float(options.get("tol", 1e-9))
+            )
         logz = float(log_evidence(model, data))
         marginals = discrete_marginals(model, data)
         joint_map = discrete_map(model, data)
@@ -44,12 +67,54 @@ class Enumeration:
             method=self.name,
             params={},
             posterior=None,
-            history=np.asarray([logz]),
-            converged=True,
+            history=np.asarray(history + [logz]),
+            converged=converged,
             log_evidence=logz,
             extras={"marginals": marginals, "map": joint_map},
             seed=seed,
         )
+
+    @staticmethod
+    def _fit_params(model: GenerativeModel, data: Any, max_iter: int, tol: float) -> tuple[list[float], bool]:
+        """Maximise the exact log evidence over the model's ``pyro.param`` sites."""
+        if isinstance(max_iter, bool) or max_iter < 1:
+            raise ValueError(f"max_iter must be a positive int; got {max_iter!r}.")
+        roles = model.roles(data)
+        with torch.no_grad():
+            float(log_evidence(model, data))  # creates the params in the (scoped) store
+        store = pyro.get_param_store()
+        leaves = [store.get_param(n).unconstrained() for n in roles.param_sites]  # type: ignore[attr-defined]
+        opt = torch.optim.LBFGS(
+            leaves,
+            max_iter=max_iter,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-10,
+            tolerance_change=1e-12,
+        )
+        history: list[float] = []
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss = -enum_factors(model, data, vectorized=False).contract(pointwise=False).sum()
+            loss.backward()
+            history.append(-loss.item())
+            return loss
+
+        with torch.enable_grad():
+            opt.step(closure)
+        n = max(model.num_items(data), 1)
+        converged = len(history) < max_iter or (
+            len(history) > 1 and abs(history[-1] - history[-2]) / n < max(tol, 1e-12)
+        )
+        if not all(math.isfinite(h) for h in history):
+            raise FloatingPointError("the log evidence became non-finite while fitting the pyro.param sites.")
+        if not converged:
+            warnings.warn(
+                f"enum: the pyro.param sites did not converge in max_iter={max_iter} L-BFGS iterations.",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
+        return history, converged
 
 
 register_backend("enum", Enumeration)

@@ -35,12 +35,7 @@ def log_likelihood_name(fit: Fit) -> str:
 
 
 def _observed(fit: Fit) -> dict[str, np.ndarray]:
-    hook = getattr(fit.model, "observed_arrays", None)
-    if callable(hook):
-        return _numpy(hook(fit.data))
-    if isinstance(fit.data, torch.Tensor):
-        return {log_likelihood_name(fit): fit.data.detach().cpu().numpy()}
-    return {}
+    return _numpy(fit.model.observed_arrays(fit.data))
 
 
 def to_inference_data(

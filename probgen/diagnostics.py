@@ -94,6 +94,8 @@ def check(fit: Fit, *, max_rhat: float = 1.01, min_ess: float = 400.0) -> list[s
     if fit.posterior and fit.method == "mcmc":
         with warnings.catch_warnings():
             problems += _posterior_problems(fit, max_rhat, min_ess)
+    if fit.data is not None:
+        problems += _collapsed_components(fit)
     return problems
 
 
@@ -101,15 +103,18 @@ def _posterior_problems(fit: Fit, max_rhat: float, min_ess: float) -> list[str]:
     import arviz as az
 
     problems: list[str] = []
-    idata = fit.to_arviz()
-    names = list(fit.posterior or {})
+    posterior = fit.posterior or {}
+    idata = az.from_dict(posterior={k: v.detach().cpu().numpy() for k, v in posterior.items()})
+    names = list(posterior)
     warnings.simplefilter("ignore", RuntimeWarning)  # constant elements: NaN R-hat/ESS
-    chains = next(iter((fit.posterior or {}).values())).shape[0]
+    chains = next(iter(posterior.values())).shape[0]
+    bad: list[str] = []
     if chains > 1:
         rhat = az.rhat(idata, var_names=names)
         for name in names:
             worst = float(np.nanmax(np.asarray(rhat[name])))
             if not worst <= max_rhat:
+                bad.append(name)
                 problems.append(
                     f"site {name!r}: R-hat {worst:.3f} > {max_rhat}; run more warmup or more chains"
                 )
@@ -121,6 +126,81 @@ def _posterior_problems(fit: Fit, max_rhat: float, min_ess: float) -> list[str]:
             worst = float(np.nanmin(np.asarray(ess[name])))
             if not worst >= min_ess:
                 problems.append(f"site {name!r}: {method} ESS {worst:.0f} < {min_ess:.0f}; draw more samples")
+    if bad and fit.data is not None:
+        problems += _label_switching(fit, bad)
+    return problems
+
+
+def _label_switching(fit: Fit, bad: list[str]) -> list[str]:
+    """Name label switching where probgen's relabelling cannot apply."""
+    from probgen.relabel import find_exchangeable
+
+    posterior = fit.posterior or {}
+    one = {**fit.params, **{k: v[0, -1] for k, v in posterior.items()}}
+    if fit.model.exchangeable_sites(fit.data, one):
+        return []  # relabelled already: a high R-hat there is poor mixing, not switching
+    exchangeable = find_exchangeable(fit.model, fit.data, one, any_axis=True)
+    switched = [s for s in bad if s in exchangeable]
+    if not switched:
+        return []
+    return [
+        f"label switching: the components of {switched} are exchangeable (permuting them leaves the "
+        "likelihood unchanged) and no enumerated discrete latent indexes them, so the draws cannot be "
+        "relabelled and their means and R-hat are not meaningful; order the components (e.g. sort "
+        "the locations) or summarise label-invariant quantities"
+    ]
+
+
+def _collapsed_components(fit: Fit) -> list[str]:
+    """Empty or coinciding components of exchangeable sites (a collapsed mixture)."""
+    import torch
+
+    gm, data = fit.model, fit.data
+    if not gm.roles(data).discrete_sites:
+        return []
+    axes = gm.exchangeable_sites(data, fit.params)
+    if not axes:
+        return []
+    problems: list[str] = []
+    from probgen.posterior import split_params, traced_with
+    from probgen.relabel import _is_simplex
+
+    values, fixed = split_params(gm, data, fit.params)
+    trace = traced_with(gm, data, values, fixed)
+    distinct = [s for s in axes if not _is_simplex(trace.nodes[s])]
+    for s in axes:
+        if _is_simplex(trace.nodes[s]):
+            w = fit.params[s].movedim(axes[s], 0).reshape(fit.params[s].shape[axes[s]], -1).mean(-1)
+            k = len(w)
+            empty = [int(i) for i in torch.nonzero(w < 0.01 / k).reshape(-1)]
+            if empty:
+                problems.append(
+                    f"components {empty} of {s!r} have weight below {0.01 / k:.3g}: empty components; "
+                    "fit fewer components or start elsewhere"
+                )
+    if distinct:
+        feats = []
+        for s in distinct:
+            if fit.posterior:
+                draws = fit.posterior[s].movedim(2 + axes[s], 2)
+                mean = draws.mean((0, 1))
+                sd = draws.std((0, 1)).clamp_min(1e-12)
+                feats.append((mean.reshape(mean.shape[0], -1), sd.reshape(sd.shape[0], -1)))
+            else:
+                v = fit.params[s].movedim(axes[s], 0)
+                v = v.reshape(v.shape[0], -1)
+                feats.append((v, 1e-3 * (v.abs() + 1.0)))
+        k = feats[0][0].shape[0]
+        for i in range(k):
+            for j in range(i + 1, k):
+                close = all(
+                    bool(((m[i] - m[j]).abs() <= torch.maximum(sd[i], sd[j])).all()) for m, sd in feats
+                )
+                if close:
+                    problems.append(
+                        f"components {i} and {j} coincide in {distinct} (within posterior sd or 0.1%): "
+                        "a collapsed mixture; try other starting values, more steps, or fewer components"
+                    )
     return problems
 
 

@@ -187,7 +187,8 @@ def find_roles(
             local_sites.append(s["name"])
         else:
             global_sites.append(s["name"])
-    model_dtype, data_dtype = _model_dtypes(trace, sites)
+    with isolated_rng(None):  # generating a value to learn its type draws random numbers
+        model_dtype, data_dtype = _model_dtypes(trace, sites)
     return SiteRoles(
         tuple(global_sites),
         tuple(local_sites),

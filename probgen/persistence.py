@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,11 @@ def save(fit: Any, path: str | os.PathLike[str]) -> None:
     if path.suffix != ".npz":
         path = path.with_suffix(path.suffix + ".npz")
     arrays: dict[str, np.ndarray] = {}
-    config_fn = getattr(fit.model, "get_config", None)
-    model_meta: dict[str, Any] = {"class": type(fit.model).__name__, "name": fit.model.name}
-    if callable(config_fn):
-        model_meta["config"] = config_fn()
+    model_meta: dict[str, Any] = {
+        "class": type(fit.model).__name__,
+        "name": fit.model.name,
+        "config": fit.model.get_config(),
+    }
     extras_meta: dict[str, Any] = {}
     for key, value in fit.extras.items():
         if isinstance(value, dict):
@@ -81,6 +83,25 @@ def save(fit: Any, path: str | os.PathLike[str]) -> None:
             tmp.unlink()
 
 
+def _check_complete(meta: dict[str, Any], files: dict[str, np.ndarray], path: Path) -> None:
+    """Every array the metadata names is present and numeric (else the file is damaged)."""
+    needed = ["history"] + (["data"] if meta.get("has_data") else [])
+    for group in ("params", "posterior", "sample_stats"):
+        needed += [f"{group}/{n}" for n in meta.get(group) or []]
+    for key, names in (meta.get("extras") or {}).items():
+        if isinstance(names, list):
+            needed += [f"extras.{key}/{n}" for n in names]
+    for key in ("model", "method", "converged", "seed"):
+        if key not in meta:
+            raise ValueError(f"{str(path)!r} is damaged: its metadata lacks {key!r}.")
+    absent = [k for k in needed if k not in files]
+    if absent:
+        raise ValueError(f"{str(path)!r} is damaged: arrays {absent[:5]} are missing.")
+    bad = [k for k in needed if files[k].dtype.kind not in "biuf"]
+    if bad:
+        raise ValueError(f"{str(path)!r} is damaged: arrays {bad[:5]} are not numeric.")
+
+
 def load(path: str | os.PathLike[str], model: Any = None) -> Any:
     """Read a fit written by :meth:`Fit.save`; never runs code from the file.
 
@@ -92,7 +113,7 @@ def load(path: str | os.PathLike[str], model: Any = None) -> Any:
         ``probgen.models`` are rebuilt from their saved configuration.
     """
     from probgen.fit import Fit
-    from probgen.model import GenerativeModel
+    from probgen.model import GenerativeModel, registered_model
     from probgen.model import model as as_model
 
     path = Path(path)
@@ -100,19 +121,27 @@ def load(path: str | os.PathLike[str], model: Any = None) -> Any:
         path = path.with_suffix(path.suffix + ".npz")
     if not path.exists():
         raise FileNotFoundError(f"no saved fit at {str(path)!r}")
-    with np.load(path, allow_pickle=False) as npz:
-        files = {k: npz[k] for k in npz.files}
+    try:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
+            files = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise ValueError(
+            f"{str(path)!r} is not a readable probgen fit (a .npz archive written by Fit.save): {err}"
+        ) from None
     if "__meta__" not in files:
         raise ValueError(f"{str(path)!r} is not a probgen fit (no metadata).")
-    meta = json.loads(files["__meta__"].tobytes().decode())
-    if meta.get("format") != _FORMAT:
-        raise ValueError(f"{str(path)!r} has format {meta.get('format')!r}; expected {_FORMAT!r}.")
+    try:
+        meta = json.loads(files["__meta__"].tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{str(path)!r} is damaged: its metadata is not JSON ({err}).") from None
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise ValueError(f"{str(path)!r} has format {found!r}; expected {_FORMAT!r}.")
+    _check_complete(meta, files, path)
     if model is None:
-        import probgen.models as families
-
         cls_name = meta["model"]["class"]
-        cls = getattr(families, cls_name, None) if cls_name in getattr(families, "__all__", ()) else None
-        if cls is None or "config" not in meta["model"]:
+        cls = registered_model(cls_name)
+        if cls is None or meta["model"].get("config") is None:
             raise ValueError(
                 f"the fit in {str(path)!r} is of a user-written model ({meta['model']['name']!r}); "
                 "pass it again: probgen.load(path, model=my_model)."

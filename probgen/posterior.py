@@ -219,7 +219,7 @@ def enum_factors(
     draws = dict(draws) if draws else {}
     if draws and vectorized:
         S = next(iter(draws.values())).shape[0]
-        with poutine.block(), torch.no_grad():
+        with isolated_rng(None), poutine.block(), torch.no_grad():
             first = {k: v[0] for k, v in draws.items()}
             shape_trace = poutine.trace(_model_with(gm, first, fixed, model_fn)).get_trace(data)
         conditioned = _model_with(gm, _expand_draws(shape_trace, draws, nesting), fixed, model_fn)

@@ -34,23 +34,29 @@ def _support_size(site: Mapping[str, Any]) -> int | None:
     return int(support.shape[0])
 
 
-def find_exchangeable(gm: GenerativeModel, data: Any, params: Mapping[str, Tensor]) -> dict[str, int]:
+def find_exchangeable(
+    gm: GenerativeModel, data: Any, params: Mapping[str, Tensor], *, any_axis: bool = False
+) -> dict[str, int]:
     """Global sites whose components may swap labels, with the component axis of each.
 
     For every enumerated discrete site with ``K`` values, the candidates are the global sample
     sites with an axis of size ``K``; the largest set of candidates whose joint cyclic
     permutation leaves ``log p(data | params)`` unchanged is returned (``{}`` when none).
+    ``any_axis=True`` tries every axis size of the global sites instead (models whose
+    components are not indexed by a discrete latent, e.g. written with ``MixtureSameFamily``).
     """
     from probgen.posterior import log_evidence, split_params, traced_with
 
     roles = gm.roles(data)
-    if not roles.discrete_sites or not roles.global_sites:
+    if not roles.global_sites or not (roles.discrete_sites or any_axis):
         return {}
     values, fixed = split_params(gm, data, params)
     if set(values) != set(roles.continuous_sites):
         return {}
     trace = traced_with(gm, data, values, fixed)
     sizes = {k for k in (_support_size(trace.nodes[s]) for s in roles.discrete_sites) if k and k > 1}
+    if any_axis:
+        sizes |= {k for s in roles.global_sites for k in values[s].shape if k > 1}
     base = float(log_evidence(gm, data, values, fixed))
     if not math.isfinite(base):
         return {}
@@ -69,8 +75,6 @@ def find_exchangeable(gm: GenerativeModel, data: Any, params: Mapping[str, Tenso
                 moved = dict(values)
                 for s in subset:
                     moved[s] = torch.roll(values[s], 1, dims=cands[s])
-                if all(torch.equal(moved[s], values[s]) for s in subset):
-                    continue  # identical components: the test says nothing
                 if abs(float(log_evidence(gm, data, moved, fixed)) - base) <= tol:
                     simplex_last = sorted(subset, key=lambda s: _is_simplex(trace.nodes[s]))
                     return {s: cands[s] for s in simplex_last}
