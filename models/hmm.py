@@ -964,14 +964,16 @@ class HiddenMarkovModel(GenerativeModel):
             y = y[..., 0]
         return {"data": list(y.unbind(0)), "states": list(states.unbind(0))}
 
-    def align_posterior(self, posterior: dict[str, Tensor]) -> dict[str, Tensor]:
+    def align_posterior(
+        self, posterior: Mapping[str, Tensor], data: Any = None, params: Mapping[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
         """Relabel every draw's states in a canonical order (against label switching).
 
         States are sorted by the first coordinate of their mean (Gaussian ``locs``, Poisson
         ``rates``) or by their mean symbol (categorical).
         """
         if "transition" not in posterior:
-            return posterior
+            return dict(posterior)
         lead = posterior["transition"].shape[:-2]
         flat = {k: v.reshape((-1,) + tuple(v.shape[len(lead) :])) for k, v in posterior.items()}
         if self.emission == "categorical":

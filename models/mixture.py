@@ -31,6 +31,7 @@ from torch import Tensor
 from probgen.errors import ConvergenceWarning
 from probgen.model import GenerativeModel, as_tensor
 from probgen.models.kmeans import _kmeans, _kmeanspp_indices
+from probgen.relabel import relabel
 
 __all__: list[str] = []  # the families live in gaussian_mixture.py and discrete_mixture.py
 
@@ -111,13 +112,6 @@ def _logsumexp_rows(log_joint: Tensor) -> tuple[Tensor, Tensor]:
     total = resp @ torch.ones(resp.shape[1], 1, dtype=resp.dtype)  # a GEMV beats a row reduction here
     resp.div_(total)
     return (top + total.log_()).squeeze(1), resp
-
-
-def _hungarian(cost: np.ndarray) -> np.ndarray:
-    """Column assigned to each row minimising the total cost (square matrix)."""
-    from scipy.optimize import linear_sum_assignment
-
-    return linear_sum_assignment(cost)[1]
 
 
 # ------------------------------------------------------------------------------ base class
@@ -335,65 +329,27 @@ class _Mixture(GenerativeModel, abc.ABC):
         return {k: torch.as_tensor(v, dtype=torch.float64) for k, v in params.items()}
 
     # ---------------------------------------------------------------- label switching
-    def align_posterior(self, posterior: Mapping[str, Tensor], *, max_rounds: int = 20) -> dict[str, Tensor]:
-        """Relabel MCMC draws ``(chain, draw, ...)`` so component ``k`` means the same everywhere.
+    def exchangeable_sites(self, data: Any, params: Mapping[str, Tensor]) -> dict[str, int]:
+        """The component-indexed sites (leading axis), permuted together against label switching."""
+        if self.n_components == 1:
+            return {}
+        return {
+            s: 0
+            for s in self._component_sites
+            if s in params and params[s].dim() >= 1 and params[s].shape[0] == self.n_components
+        }
 
-        Method: iterative relabelling to a pivot (Stephens 2000, "Dealing with label switching
-        in mixture models").  The pivot starts as the last draw of the first chain; every draw
-        of every chain is permuted by the Hungarian algorithm to minimise its squared distance
-        to the pivot over all component-indexed sites (each standardised by its spread across
-        draws); the pivot becomes the mean of the relabelled draws; repeat until no label
-        changes.  Components are finally ordered by decreasing posterior-mean weight.
+    def align_posterior(
+        self, posterior: Mapping[str, Tensor], data: Any = None, params: Mapping[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
+        """Relabel draws ``(chain, draw, ...)`` so component ``k`` means the same everywhere.
 
-        Parameters
-        ----------
-        posterior : dict of str to Tensor
-            Draws with leading ``(chain, draw)`` dims.
-        max_rounds : int, default 20
-            Largest number of relabelling rounds.
-
-        Returns
-        -------
-        dict of str to Tensor
-            The same sites, with component dimensions permuted per draw.
+        The core's relabelling (:func:`probgen.relabel.relabel`, Stephens 2000) over the
+        component-indexed sites, with components ordered by decreasing posterior-mean weight.
         """
-        sites = [
-            s for s in self._component_sites if s in posterior and self._is_component_indexed(s, posterior[s])
-        ]
-        if not sites or self.n_components == 1:
-            return dict(posterior)
-        k = self.n_components
-        first = posterior[sites[0]]
-        chains, draws = first.shape[:2]
-        flat = {s: posterior[s].detach().to(torch.float64).reshape(chains * draws, k, -1) for s in sites}
-        spread = {s: flat[s].std(dim=(0, 1)).clamp_min(1e-12) for s in sites}
-        feats = torch.cat([flat[s] / spread[s] for s in sites], dim=-1)  # (S, K, F)
-        perm = torch.arange(k).expand(len(feats), k).clone()
-        pivot = feats[-1 if chains == 1 else draws - 1]
-        for _ in range(max_rounds):
-            cost = ((feats[:, :, None, :] - pivot[None, None, :, :]) ** 2).sum(-1)  # (S, K_draw, K_pivot)
-            cost_np = cost.transpose(1, 2).numpy()  # rows: pivot label, cols: draw component
-            new = torch.as_tensor(np.stack([_hungarian(c) for c in cost_np]), dtype=torch.long)
-            relabelled = torch.gather(feats, 1, new[:, :, None].expand_as(feats))
-            pivot = relabelled.mean(0)
-            if torch.equal(new, perm):
-                break
-            perm = new
-        w = torch.gather(flat["weights"][..., 0], 1, perm) if "weights" in flat else None
-        if w is not None:
-            order = torch.argsort(w.mean(0), descending=True)
-            perm = perm[:, order]
-        out = dict(posterior)
-        for s in sites:
-            v = posterior[s]
-            tail = v.shape[3:]
-            vf = v.reshape((chains * draws, k) + tuple(tail))
-            idx = perm.reshape((chains * draws, k) + (1,) * len(tail)).expand_as(vf)
-            out[s] = torch.gather(vf, 1, idx).reshape(v.shape)
-        return out
-
-    def _is_component_indexed(self, site: str, value: Tensor) -> bool:
-        return value.dim() >= 3 and value.shape[2] == self.n_components
+        one = {k: v[0, -1] for k, v in posterior.items()}
+        axes = self.exchangeable_sites(data, one)
+        return relabel(posterior, axes, order_by="weights", descending=True) if axes else dict(posterior)
 
     # ------------------------------------------------------------------- Pyro helpers
     def _data_stats(self, data: Tensor | None) -> Tensor | None:

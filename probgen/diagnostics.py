@@ -41,7 +41,8 @@ def summary(fit: Fit, **kwargs: Any) -> pd.DataFrame:
         with warnings.catch_warnings():
             # constant elements (a Cholesky factor's unit diagonal) have no R-hat/ESS: NaN, not noise
             warnings.simplefilter("ignore", RuntimeWarning)
-            return az.summary(fit.to_arviz(), var_names=list(fit.posterior), **kwargs)
+            posterior = {k: v.detach().cpu().numpy() for k, v in fit.posterior.items()}
+            return az.summary(az.from_dict(posterior=posterior), **kwargs)
     rows = []
     for name, value in fit.params.items():
         flat = value.detach().reshape(-1).cpu().numpy()
@@ -235,7 +236,7 @@ def compare(fits: Mapping[str, Fit], data: Any = None, *, ic: str | None = None)
     rows = {}
     for name, f in fits.items():
         d = f._data(data)
-        ll = float(f.model.log_prob_items(d, f.params).sum())
+        ll = f.log_likelihood(d)
         k = f.num_parameters(d)
         n = f.model.num_observations(d)
         rows[name] = {"log_lik": ll, "n_params": k, "bic": -2 * ll + k * math.log(n), "aic": -2 * ll + 2 * k}

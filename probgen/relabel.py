@@ -96,7 +96,12 @@ def _hungarian(cost: np.ndarray) -> np.ndarray:
 
 
 def relabel(
-    posterior: Mapping[str, Tensor], axes: Mapping[str, int], *, max_rounds: int = 20
+    posterior: Mapping[str, Tensor],
+    axes: Mapping[str, int],
+    *,
+    order_by: str | None = None,
+    descending: bool = False,
+    max_rounds: int = 20,
 ) -> dict[str, Tensor]:
     """Permute the components of every draw ``(chain, draw, ...)`` so labels agree across draws.
 
@@ -105,7 +110,8 @@ def relabel(
     algorithm to minimise its squared distance to the pivot over all exchangeable sites (each
     standardised by its spread across draws); the pivot becomes the mean of the relabelled
     draws; repeat until no label changes.  Components are finally ordered by the posterior mean
-    of the first site's first element (ascending).
+    of the first element of ``order_by`` (default: the first site), ascending unless
+    ``descending`` (mixtures order by decreasing weight).
 
     Parameters
     ----------
@@ -114,6 +120,9 @@ def relabel(
     axes : dict of str to int
         Component axis of each exchangeable site, counted in the value (without the two
         leading dims).
+    order_by : str, optional
+        Site whose posterior mean orders the relabelled components.
+    descending : bool, default False
     max_rounds : int, default 20
         Largest number of relabelling rounds.
     """
@@ -129,7 +138,7 @@ def relabel(
     spread = {s: flat[s].std(dim=(0, 1)).clamp_min(1e-12) for s in sites}
     feats = torch.cat([flat[s] / spread[s] for s in sites], dim=-1)  # (S, K, F)
     perm = torch.arange(k).expand(S, k).clone()
-    pivot = feats[draws - 1]
+    pivot = feats[draws - 1]  # the last draw of the first chain
     for _ in range(max_rounds):
         cost = ((feats[:, :, None, :] - pivot[None, None, :, :]) ** 2).sum(-1)  # (S, K_draw, K_pivot)
         cost_np = cost.transpose(1, 2).numpy()  # rows: pivot label, cols: draw component
@@ -139,8 +148,8 @@ def relabel(
         if torch.equal(new, perm):
             break
         perm = new
-    key = torch.gather(flat[sites[0]][..., 0], 1, perm).mean(0)
-    perm = perm[:, torch.argsort(key)]
+    key = torch.gather(flat[order_by if order_by in flat else sites[0]][..., 0], 1, perm).mean(0)
+    perm = perm[:, torch.argsort(key, descending=descending)]
     out = dict(posterior)
     for s in sites:
         v = moved[s]
