@@ -507,7 +507,7 @@ class HiddenMarkovModel(GenerativeModel):
         """Defaults that converge: ``max_iter=1000``, ``tol=1e-8`` nats per time step.
 
         hmmlearn's ``n_iter=10, tol=1e-2`` (on the total log-likelihood) stop Baum-Welch on real
-        series short of the optimum: 0.004 nats per step for 3 states on the geyser waiting
+        series short of the optimum: 0.008 nats per step for 3 states on the geyser waiting
         times.  Here ``tol`` applies to the change of the log-likelihood per time step (see
         :meth:`em_convergence_scale`), and ``1e-8`` leaves the final log-likelihood well within
         1e-6 nats per step of the optimum.  hmmlearn's defaults on data of ``n`` steps are

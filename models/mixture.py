@@ -151,7 +151,7 @@ class _Mixture(GenerativeModel, abc.ABC):
         """Defaults that converge: ``max_iter=1000, tol=1e-8, n_init=1, init="kmeans"``.
 
         ``tol`` is in nats per item, as scikit-learn's, but far smaller than its ``1e-3``, which
-        stops EM on real data a few hundredths of a nat short of the optimum (a 3-component
+        stops EM on real data thousandths of a nat short of the optimum (a 3-component
         Poisson mixture of yearly doctor visits stopped after 11 iterations, 0.0026 nats per
         item short).  EM's remaining gain shrinks geometrically, and on real data it stays below
         ``5 * tol`` once a step gains less than ``tol``: ``1e-8`` leaves it far below 1e-6 nats
