@@ -43,7 +43,7 @@ def _has_fast_path(model: GenerativeModel) -> bool:
 class EM:
     """Expectation-maximisation (``method="em"``).
 
-    Options (scikit-learn's names): ``max_iter`` (100), ``tol`` (1e-3, on the change of the
+    Options (scikit-learn's names): ``max_iter`` (1000), ``tol`` (1e-6, on the change of the
     per-item log-likelihood), ``n_init`` (1 restart), ``init`` (a strategy name, e.g.
     ``"kmeans"``/``"random"``, or a dict of starting values by site name), and for the generic
     path ``map`` (False: maximum likelihood; True: add the priors) and ``m_step_iters`` (20
@@ -66,7 +66,7 @@ class EM:
         return None
 
     def fit(self, model: GenerativeModel, data: Any, *, seed: int, progress: bool, **options: Any) -> Fit:
-        defaults: dict[str, Any] = {"max_iter": 100, "tol": 1e-3, "n_init": 1, "init": "random"}
+        defaults: dict[str, Any] = {"max_iter": 1000, "tol": 1e-6, "n_init": 1, "init": "random"}
         defaults.update(model.em_defaults())
         known = set(defaults) | {"map", "m_step_iters", "verbose"}
         unknown = set(options) - known

@@ -84,7 +84,7 @@ def fit(
     method: str | Backend = "svi",
     *,
     seed: int = 0,
-    progress: bool = True,
+    progress: bool | None = None,
     **options: Any,
 ) -> Fit:
     """Fit ``model`` to ``data`` with the backend named ``method``.
@@ -100,12 +100,30 @@ def fit(
         Inference backend.
     seed : int, default 0
         Seed for every random choice, so fits are reproducible.
-    progress : bool, default True
-        Show progress bars (tqdm).
+    progress : bool, optional
+        Show progress bars (tqdm).  Default: only on a terminal or in a notebook, so logs and
+        CI output stay clean; ``True`` forces them, ``False`` hides them.
     **options
-        Backend options (``max_iter``, ``tol``, ``n_init``, ``init`` for EM; ``num_steps``,
-        ``lr``, ``num_particles``, ``subsample_size`` for SVI; ``num_samples``,
-        ``warmup_steps``, ``num_chains`` for MCMC).
+        Backend options, with the names users know (each backend's docstring has details):
+
+        ========  =================================================================================
+        "em"      ``max_iter`` (1000), ``tol`` (1e-6 nats per item; families set their own),
+                  ``n_init`` (1), ``init`` (strategy name or dict of starting values), ``map``
+                  (False), ``m_step_iters`` (20)
+        "svi"     ``num_steps`` (3000), ``lr`` (0.01), ``optim`` ("adam", "clipped_adam" or a
+                  ``pyro.optim`` instance), ``lr_decay`` (1.0), ``num_particles`` (1),
+                  ``subsample_size`` (None), ``guide`` ("normal", "diagonal", "mvn", "delta" or a
+                  callable), ``tol`` (1e-4), ``window`` (100), ``num_samples`` (1000)
+        "mcmc"    ``num_samples`` (1000), ``warmup_steps`` (= num_samples), ``num_chains`` (2),
+                  ``kernel`` ("nuts"/"hmc"), ``target_accept_prob`` (0.8), ``max_tree_depth``
+                  (10), ``step_size`` (1.0), ``num_steps`` (HMC), ``init`` ("auto", "uniform",
+                  "median", "sample" or a dict), ``recover_discrete`` (False), ``chain_method``
+                  ("sequential"), ``num_threads`` (None: torch's setting)
+        "enum"    none, or with ``pyro.param`` sites ``max_iter`` (200), ``tol`` (1e-9)
+        ========  =================================================================================
+
+    The fit leaves Pyro's param store, the random generators, torch's default dtype and thread
+    count as it found them.
 
     Returns
     -------
@@ -121,8 +139,10 @@ def fit(
     backend = get_backend(method)
     if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int; got {type(seed).__name__}.")
+    if progress is None:
+        progress = interactive()
     if not isinstance(progress, bool):
-        raise TypeError(f"progress must be a bool; got {type(progress).__name__}.")
+        raise TypeError(f"progress must be a bool or None; got {type(progress).__name__}.")
     gm = as_model(model) if not isinstance(model, GenerativeModel) else model
     if not isinstance(gm, GenerativeModel):
         raise TypeError(f"model must be a probgen model or a Pyro function; got {type(model).__name__}.")
@@ -155,6 +175,14 @@ def _align(gm: GenerativeModel, prepared: Any, result: Fit, roles: Any) -> None:
         for k in result.params:
             if k in aligned and k in roles.continuous_sites:
                 result.params[k] = aligned[k].mean((0, 1))
+
+
+def interactive() -> bool:
+    """Whether progress bars would be seen: standard error is a terminal, or a notebook runs."""
+    import sys
+
+    stream = sys.stderr
+    return bool(getattr(stream, "isatty", lambda: False)()) or "ipykernel" in sys.modules
 
 
 def _flat(draws: Mapping[str, Tensor]) -> dict[str, Tensor]:

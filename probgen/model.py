@@ -279,8 +279,11 @@ class GenerativeModel(abc.ABC):
 
     # ------------------------------------------------------------------------------- roles
     def roles(self, data: Any) -> SiteRoles:
-        """Site roles found by tracing :meth:`model` on ``data`` (cached per data shape)."""
-        key = _shape_key(data)
+        """Site roles found by tracing :meth:`model` on ``data`` (cached per data shape).
+
+        The cache is per torch default dtype too: a model's tensors follow it.
+        """
+        key = (_shape_key(data), torch.get_default_dtype())
         cache = self.__dict__.setdefault("_roles_cache", {})
         if key not in cache:
             n_items = self.num_items(data) if data is not None else None
