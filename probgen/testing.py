@@ -66,7 +66,7 @@ def brute_force_log_prob(
     Returns ``None`` when a discrete latent has plates besides the data plate (items would not
     be independent given one value per site), so brute force does not apply.
     """
-    gm = as_model(model)
+    gm: GenerativeModel = model if isinstance(model, GenerativeModel) else as_model(model)
     roles = gm.roles(data)
     n = gm.num_items(data)
     fixed = {k: v for k, v in params.items() if k in roles.param_sites}
@@ -77,14 +77,14 @@ def brute_force_log_prob(
         else poutine.condition(gm.model, data=values)
     )
     with poutine.block(), torch.no_grad():
-        base = poutine.trace(fn).get_trace(data)
+        base: Any = poutine.trace(fn).get_trace(data)
     supports: dict[str, Tensor] = {}
     for name in roles.discrete_sites:
-        site = base.nodes[name]
-        other = [f for f in site["cond_indep_stack"] if f.vectorized and f.name != roles.data_plate]
+        node = base.nodes[name]
+        other = [f for f in node["cond_indep_stack"] if f.vectorized and f.name != roles.data_plate]
         if other:
             return None
-        supports[name] = site["fn"].enumerate_support(expand=False).reshape(-1)
+        supports[name] = node["fn"].enumerate_support(expand=False).reshape(-1)
     outer = [s for s in roles.discrete_sites if s in roles.outer_discrete_sites]
     local = [s for s in roles.discrete_sites if s not in roles.outer_discrete_sites]
     per_outer: list[tuple[float, Tensor]] = []
@@ -95,7 +95,7 @@ def brute_force_log_prob(
             assign = dict(zip(outer + local, a + b, strict=True))
             cond = {s: torch.full_like(base.nodes[s]["value"], v) for s, v in assign.items()}
             with poutine.block(), torch.no_grad():
-                tr = poutine.trace(poutine.condition(fn, data=cond)).get_trace(data)
+                tr: Any = poutine.trace(poutine.condition(fn, data=cond)).get_trace(data)
             item = torch.zeros(n, dtype=torch.float64)
             prior = 0.0
             for site in sample_sites(tr):
@@ -125,7 +125,7 @@ def _state() -> tuple[Any, ...]:
     store = pyro.get_param_store()
     return (
         torch.random.get_rng_state().clone(),
-        repr(np.random.get_state()[1][:8]),  # noqa: NPY002
+        repr(np.random.get_state()[1][:8]),  # type: ignore[index]  # noqa: NPY002
         tuple(sorted(store.keys())),
         tuple(float(store[k].detach().sum()) for k in sorted(store.keys())),
         torch.get_default_dtype(),
@@ -226,7 +226,7 @@ def check_model(
             _close(again.params[k], v, f"same seed, params[{k!r}]", method, 0.0)
         rows["same seed, same fit"] = "ok"
 
-        idata = fit.to_arviz()
+        idata: Any = fit.to_arviz()
         ll = fit.pointwise_log_likelihood()
         chains, draws = (1, 1) if not fit.posterior else next(iter(fit.posterior.values())).shape[:2]
         _check(
