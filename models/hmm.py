@@ -414,6 +414,17 @@ class HiddenMarkovModel(GenerativeModel):
         """Total number of time steps (the ``n`` of hmmlearn's BIC)."""
         return int(self._prepared(data).lengths.sum())
 
+    def data_to_arrays(self, data: Any) -> dict[str, Tensor]:
+        """Padded values and lengths (for saving a fit with its training sequences)."""
+        d = self._prepared(data)
+        return {"values": d.values, "lengths": d.lengths, "single": torch.tensor(int(d.single))}
+
+    def data_from_arrays(self, arrays: Mapping[str, Tensor]) -> SequenceData | None:
+        """The :class:`SequenceData` that :meth:`data_to_arrays` saved."""
+        if "values" not in arrays:
+            return None
+        return SequenceData(arrays["values"], arrays["lengths"], bool(arrays["single"]))
+
     def observed_arrays(self, data: Any) -> dict[str, Tensor]:
         """Observed data for ArviZ: the padded values (padded steps hold zeros)."""
         return {"obs": self._prepared(data).values}

@@ -463,6 +463,14 @@ class GenerativeModel(abc.ABC):
         observed = self.roles(data).observed_sites
         return {observed[0] if len(observed) == 1 else "obs": data} if isinstance(data, Tensor) else {}
 
+    def data_to_arrays(self, data: Any) -> dict[str, Tensor]:
+        """The prepared data as named tensors, for saving (default: one tensor, ``"data"``)."""
+        return {"data": data} if isinstance(data, Tensor) else {}
+
+    def data_from_arrays(self, arrays: Mapping[str, Tensor]) -> Any:
+        """Rebuild prepared data from :meth:`data_to_arrays`' tensors (``None`` when absent)."""
+        return self.prepare_data(arrays["data"]) if "data" in arrays else None
+
     def get_config(self) -> dict[str, Any] | None:
         """Constructor arguments that rebuild this model (``None``: the code is the user's)."""
         return None

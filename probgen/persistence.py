@@ -67,11 +67,9 @@ def save(fit: Any, path: str | os.PathLike[str]) -> None:
         "posterior": _arrays("posterior", fit.posterior, arrays) if fit.posterior is not None else None,
         "sample_stats": _arrays("sample_stats", fit.sample_stats, arrays) if fit.sample_stats else None,
         "extras": extras_meta,
-        "has_data": isinstance(fit.data, torch.Tensor),
+        "data": _arrays("data", fit.model.data_to_arrays(fit.data) if fit.data is not None else {}, arrays),
     }
     arrays["history"] = np.asarray(fit.history, dtype=float)
-    if isinstance(fit.data, torch.Tensor):
-        arrays["data"] = fit.data.detach().cpu().numpy()
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -85,8 +83,8 @@ def save(fit: Any, path: str | os.PathLike[str]) -> None:
 
 def _check_complete(meta: dict[str, Any], files: dict[str, np.ndarray], path: Path) -> None:
     """Every array the metadata names is present and numeric (else the file is damaged)."""
-    needed = ["history"] + (["data"] if meta.get("has_data") else [])
-    for group in ("params", "posterior", "sample_stats"):
+    needed = ["history"]
+    for group in ("params", "posterior", "sample_stats", "data"):
         needed += [f"{group}/{n}" for n in meta.get(group) or []]
     for key, names in (meta.get("extras") or {}).items():
         if isinstance(names, list):
@@ -154,7 +152,12 @@ def load(path: str | os.PathLike[str], model: Any = None) -> Any:
             return None
         return {n: torch.from_numpy(files[f"{prefix}/{n}"].copy()) for n in names}
 
-    data = gm.prepare_data(files["data"]) if meta.get("has_data") else None
+    if isinstance(meta.get("data"), list):
+        data = gm.data_from_arrays(tensors("data", meta["data"]) or {})
+    elif meta.get("has_data") and "data" in files:  # files written before data were named arrays
+        data = gm.prepare_data(files["data"])
+    else:
+        data = None
     extras: dict[str, Any] = {}
     for key, value in meta.get("extras", {}).items():
         extras[key] = tensors(f"extras.{key}", value) if isinstance(value, list) else value
