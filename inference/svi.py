@@ -2,15 +2,17 @@
 
 Trace_ELBO, or TraceEnum_ELBO when the model has discrete latents (they are enumerated, not
 sampled).  With no guide of the model's own, an ``AutoNormal`` guide is built over the continuous
-latent sites.  Stops early when the smoothed loss stops improving; posterior draws come from the
-guide.
+latent sites (an empty guide when there are none: ``pyro.param`` sites are then fitted by maximum
+likelihood).  Stops early when the windowed loss has settled, flat within its noise, not above
+its best and not bouncing; posterior draws come from the guide.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,7 @@ import torch
 from pyro.infer import SVI as PyroSVI
 from pyro.infer import Predictive, Trace_ELBO, TraceEnum_ELBO, config_enumerate
 from pyro.infer.autoguide import AutoDelta, AutoDiagonalNormal, AutoMultivariateNormal, AutoNormal
+from pyro.optim.clipped_adam import ClippedAdam as ClippedAdamOptimizer
 from tqdm.auto import tqdm
 
 from probgen.fit import Fit, register_backend
@@ -34,10 +37,15 @@ _AUTOGUIDES = {
     "mvn": AutoMultivariateNormal,
     "delta": AutoDelta,
 }
-_OPTIMS: dict[str, Any] = {
-    "adam": pyro.optim.Adam,  # type: ignore[attr-defined]
-    "clipped_adam": pyro.optim.ClippedAdam,
+#: name -> (pyro.optim wrapper, torch optimiser class, the optimiser's own per-step lr decay argument)
+_OPTIMS: dict[str, tuple[Any, Any, str | None]] = {
+    "adam": (pyro.optim.Adam, torch.optim.Adam, None),  # type: ignore[attr-defined]
+    "clipped_adam": (pyro.optim.ClippedAdam, ClippedAdamOptimizer, "lrd"),
 }
+#: Windows in a row without improvement before the loss may be called settled.
+_PATIENCE = 5
+#: Loss evaluations at the window-averaged parameters (their mean and standard error).
+_AVERAGE_EVALS = 30
 
 
 def _accepts(fn: Callable[..., Any], name: str) -> bool:
@@ -48,24 +56,134 @@ def _accepts(fn: Callable[..., Any], name: str) -> bool:
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
+def _empty_guide(*args: Any, **kwargs: Any) -> None:
+    """The guide of a model whose unknowns are all pyro.param sites or enumerated latents."""
+    return None
+
+
+class _ParamAverage:
+    """Running average of every parameter in Pyro's param store (unconstrained), over one window."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self) -> None:
+        with torch.no_grad():
+            for name, p in pyro.get_param_store().named_parameters():
+                if name in self.sums:
+                    self.sums[name] += p.detach()
+                    self.counts[name] += 1
+                else:
+                    self.sums[name] = p.detach().clone()
+                    self.counts[name] = 1
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """Temporarily set every parameter to its average."""
+        saved: dict[str, torch.Tensor] = {}
+        params = dict(pyro.get_param_store().named_parameters())
+        try:
+            with torch.no_grad():
+                for name, total in self.sums.items():
+                    if name in params:
+                        saved[name] = params[name].detach().clone()
+                        params[name].copy_(total / self.counts[name])
+            yield
+        finally:
+            with torch.no_grad():
+                for name, value in saved.items():
+                    params[name].copy_(value)
+
+
+def _unsettled(
+    means: list[float],
+    sds: list[float],
+    best: int,
+    window: int,
+    tol: float,
+    at_average: tuple[float, float],
+) -> list[str]:
+    """Why the windowed loss has not settled (empty when it has); see `SVI` for the rule.
+
+    ``at_average`` is the loss at the last window's averaged parameters: its mean and standard
+    error over repeated evaluations.
+    """
+    se = [s / math.sqrt(window) for s in sds]
+    last, prev = means[-1], means[-2]
+    problems = []
+    if abs(last - prev) > 2.0 * math.hypot(se[-1], se[-2]) + tol * abs(last):
+        problems.append(
+            f"the window-averaged loss still moves beyond its noise ({prev:.6g} then {last:.6g}); "
+            "raise num_steps"
+        )
+    if last > means[best] + 2.0 * math.hypot(se[-1], se[best]) + tol * abs(means[best]):
+        problems.append(
+            f"the window-averaged loss rose from its best {means[best]:.6g} to {last:.6g}; lower lr"
+        )
+    avg_mean, avg_se = at_average
+    if last - avg_mean > 2.0 * math.hypot(se[-1], avg_se) + tol * abs(last):
+        problems.append(
+            f"the loss averaged over the last window's steps ({last:.6g}) is above the loss at the "
+            f"window's average parameters ({avg_mean:.6g}) by more than noise: the optimiser is "
+            "bouncing around the optimum; lower lr"
+        )
+    return problems
+
+
 class SVI:
     """Stochastic variational inference.
 
-    Options (Pyro's names): ``num_steps`` (3000), ``lr`` (0.01), ``optim`` ("adam",
-    "clipped_adam" or a ``pyro.optim`` instance), ``lr_decay`` (1.0: the learning rate is
-    multiplied by this over the whole run), ``num_particles`` (1), ``subsample_size`` (None: full
-    batch; needs a model that takes a ``subsample_size`` keyword), ``guide`` ("normal",
-    "diagonal", "mvn", "delta" or a callable), ``tol`` (1e-4: stop when five windows in a row fail
-    to lower the window-averaged loss by this fraction; 0 or None runs every step), ``window`` (100), ``num_samples`` (1000
-    posterior draws from the guide).
+    Options (Pyro's names, with defaults):
+
+    ``num_steps`` : int, default 3000
+        Largest number of optimisation steps.
+    ``lr`` : float, default 0.01
+        Learning rate.
+    ``optim`` : {"adam", "clipped_adam"} or pyro.optim instance, default "adam"
+        Optimiser; an instance is used as given (with its own learning rate and schedule).
+    ``lr_decay`` : float in (0, 1], default 1.0
+        The learning rate is multiplied by this over the whole run, keeping the chosen optimiser:
+        ClippedAdam through its own per-step factor ``lrd = lr_decay ** (1 / num_steps)``, Adam
+        through ``pyro.optim.ExponentialLR`` with that factor as ``gamma``.  Not for instances.
+    ``num_particles`` : int, default 1
+        Monte Carlo samples per ELBO estimate.
+    ``subsample_size`` : int or None, default None
+        Minibatch size (None: full batch); needs a model that takes a ``subsample_size`` keyword.
+    ``guide`` : {"normal", "diagonal", "mvn", "delta"} or callable or None, default None
+        The variational family over the continuous latents: the model's own guide when it has
+        one, else "normal" (``AutoNormal``).  A model with no continuous latents (its parameters
+        all ``pyro.param`` sites, its latents all discrete and enumerated) gets an empty guide:
+        SVI then maximises the likelihood.
+    ``tol`` : float or None, default 1e-4
+        Early stopping (0 or None runs every step and reports ``converged=False``).  The loss is
+        averaged over windows of ``window`` steps; the fit has converged when (1) ``patience`` (5)
+        windows in a row fail to lower the best window mean by the fraction ``tol``, (2) the last
+        two window means differ by at most two standard errors plus ``tol`` relative, (3) the last
+        window mean is not above the best by more than two standard errors plus ``tol`` relative
+        (a rising loss), and (4) the loss varies across the last window's steps by at most twice
+        its Monte Carlo noise at fixed parameters (30 evaluations without a step) plus ``tol``
+        relative (an optimiser bouncing around, its learning rate too large).
+    ``window`` : int, default 100
+        Steps per window of the early-stopping rule.
+    ``num_samples`` : int, default 1000
+        Posterior draws from the guide (``fit.posterior``, one chain).
+
+    ``fit.params`` holds the posterior mean of each global latent site and the final
+    (constrained) value of each ``pyro.param`` site the model declares; the guide's own
+    parameters stay in ``fit.extras["guide"]``.  ``fit.extras["convergence"]`` lists why the fit
+    did not converge (empty when it did), ``fit.extras["optim"]`` is the optimiser used.
     """
 
     name = "svi"
 
     def supports(self, model: GenerativeModel, data: Any) -> str | None:
         roles = model.roles(data)
-        if not roles.continuous_sites and not model.has_guide:
-            return "it has no continuous latent sites for a variational guide (use 'enum' for all-discrete models)"
+        if not roles.continuous_sites and not model.has_guide and not roles.param_sites:
+            return (
+                "it has no continuous latent sites for a variational guide and no pyro.param sites "
+                "to learn (use 'enum' for all-discrete models)"
+            )
         return None
 
     def fit(self, model: GenerativeModel, data: Any, *, seed: int, progress: bool, **options: Any) -> Fit:
@@ -94,6 +212,8 @@ class SVI:
             raise ValueError(f"lr must be a positive number; got {o['lr']!r}.")
         if not isinstance(o["lr_decay"], int | float) or not 0 < o["lr_decay"] <= 1:
             raise ValueError(f"lr_decay must be in (0, 1]; got {o['lr_decay']!r}.")
+        if o["tol"] is not None and (not isinstance(o["tol"], int | float) or o["tol"] < 0):
+            raise ValueError(f"tol must be a non-negative number or None; got {o['tol']!r}.")
         roles = model.roles(data)
         model_kwargs: dict[str, Any] = {}
         if o["subsample_size"] is not None:
@@ -123,8 +243,12 @@ class SVI:
 
         losses: list[float] = []
         converged = False
-        window, tol, patience = o["window"], o["tol"], 5
-        best, stale = math.inf, 0
+        problems: list[str] = []
+        window, tol = o["window"], o["tol"]
+        means: list[float] = []
+        sds: list[float] = []
+        best, stale = -1, 0
+        average: _ParamAverage | None = None
         with tqdm(total=o["num_steps"], disable=not progress, desc="SVI", leave=False) as bar:
             for step in range(o["num_steps"]):
                 loss = float(svi.step(data, **model_kwargs))
@@ -135,22 +259,50 @@ class SVI:
                 losses.append(loss)
                 if isinstance(optim, pyro.optim.PyroLRScheduler):
                     optim.step()
+                if average is not None:
+                    average.add()
                 bar.update(1)
                 if tol and (step + 1) % window == 0:
-                    # Early stopping on the loss averaged over windows: converged when `patience`
-                    # windows in a row fail to improve on the best by a fraction `tol`.
-                    cur = float(np.mean(losses[-window:]))
-                    bar.set_postfix(loss=f"{cur:.4g}")
-                    if cur < best - tol * abs(best) or not math.isfinite(best):
-                        best, stale = cur, 0
+                    w = np.asarray(losses[-window:])
+                    means.append(float(w.mean()))
+                    sds.append(float(w.std(ddof=1)) if window > 1 else 0.0)
+                    bar.set_postfix(loss=f"{means[-1]:.4g}")
+                    if best < 0 or means[-1] < means[best] - tol * abs(means[best]):
+                        best, stale, problems = len(means) - 1, 0, []
                     else:
                         stale += 1
-                        if stale >= patience:
+                    if stale >= _PATIENCE and average is not None:
+                        with average.applied():
+                            at_average = self._loss_at(svi, data, model_kwargs)
+                        problems = _unsettled(means, sds, best, window, tol, at_average)
+                        if not problems:
                             converged = True
                             break
+                    # average the parameters over the next window when it may end in a check
+                    average = _ParamAverage() if stale >= _PATIENCE - 1 else None
+        if not converged and not problems:
+            if not tol:
+                problems = ["early stopping is off (tol=0), so convergence was not assessed"]
+            elif len(means) <= _PATIENCE:
+                problems = [
+                    f"only {len(means)} window(s) of {window} steps: too few to judge convergence (it takes "
+                    f"{_PATIENCE + 1}); raise num_steps or lower window"
+                ]
+            else:
+                problems = [
+                    f"the loss was still improving by more than tol={tol} per window of {window} steps "
+                    f"when num_steps={o['num_steps']} ran out; raise num_steps or lr"
+                ]
 
-        posterior = self._draws(model_fn, guide, data, roles, o["num_samples"], model_kwargs)
-        params = {k: v.mean((0, 1)) for k, v in posterior.items() if k in roles.global_sites}
+        params: dict[str, torch.Tensor] = {}
+        posterior = None
+        if roles.continuous_sites:
+            posterior = self._draws(model_fn, guide, data, roles, o["num_samples"], model_kwargs)
+            params = {k: v.mean((0, 1)) for k, v in posterior.items() if k in roles.global_sites}
+        store = pyro.get_param_store()
+        for name in roles.param_sites:  # learned in Pyro's param store while SVI ran
+            if name in store:
+                params[name] = store[name].detach().clone()
         return Fit(
             model=model,
             data=data,
@@ -159,9 +311,15 @@ class SVI:
             posterior=posterior,
             history=np.asarray(losses),
             converged=converged,
-            extras={"guide": guide},
+            extras={"guide": guide, "optim": optim, "convergence": [] if converged else problems},
             seed=seed,
         )
+
+    @staticmethod
+    def _loss_at(svi: Any, data: Any, model_kwargs: dict[str, Any]) -> tuple[float, float]:
+        """Mean and standard error of the loss at the current parameters (no step taken)."""
+        values = np.asarray([float(svi.evaluate_loss(data, **model_kwargs)) for _ in range(_AVERAGE_EVALS)])
+        return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
 
     @staticmethod
     def _guide(
@@ -176,23 +334,32 @@ class SVI:
             raise ValueError(
                 f"guide={choice!r} is not known; expected a callable or one of: {', '.join(_AUTOGUIDES)}."
             )
+        if not roles.continuous_sites:  # pyro.param sites and enumerated latents: maximum likelihood
+            return _empty_guide
         exposed = poutine.block(model_fn, expose=list(roles.continuous_sites))
         return _AUTOGUIDES[name](exposed)
 
     @staticmethod
     def _optim(optim: Any, lr: float, lr_decay: float, num_steps: int) -> Any:
-        if isinstance(optim, pyro.optim.PyroOptim):
+        if isinstance(optim, pyro.optim.PyroOptim | pyro.optim.PyroLRScheduler):
+            if lr_decay != 1.0:
+                raise ValueError(
+                    f"lr_decay={lr_decay} applies to an optimiser chosen by name ({', '.join(_OPTIMS)}); "
+                    "a pyro.optim instance carries its own schedule (e.g. pyro.optim.ExponentialLR)."
+                )
             return optim
         if optim not in _OPTIMS:
             raise ValueError(
                 f"optim={optim!r} is not known; expected a pyro.optim instance or one of: {', '.join(_OPTIMS)}."
             )
+        wrapper, torch_optim, decay_arg = _OPTIMS[optim]
         if lr_decay == 1.0:
-            return _OPTIMS[optim]({"lr": lr})
-        gamma = lr_decay ** (1.0 / num_steps)
-        torch_optim = torch.optim.Adam
+            return wrapper({"lr": lr})
+        factor = lr_decay ** (1.0 / num_steps)  # per step, so the whole run multiplies lr by lr_decay
+        if decay_arg is not None:
+            return wrapper({"lr": lr, decay_arg: factor})
         return getattr(pyro.optim, "ExponentialLR")(  # noqa: B009
-            {"optimizer": torch_optim, "optim_args": {"lr": lr}, "gamma": gamma}
+            {"optimizer": torch_optim, "optim_args": {"lr": lr}, "gamma": factor}
         )
 
     @staticmethod
