@@ -25,6 +25,7 @@ How each statistic is obtained, through Pyro's public API where it offers one:
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -155,6 +156,20 @@ def _jitter(params: _State, potential_fn: Callable[[_State], torch.Tensor], scal
             return {k: v.detach() for k, v in moved.items()}
         scale /= 2.0
     return params
+
+
+def _aligned(
+    model: GenerativeModel, data: Any, posterior: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Draws relabelled by the model (label switching), before R-hat compares the chains."""
+    align = getattr(model, "align_posterior", None)
+    if not callable(align):
+        return posterior
+    try:
+        takes_data = "data" in inspect.signature(align).parameters
+    except (TypeError, ValueError):
+        takes_data = False
+    return dict(align(posterior, data) if takes_data else align(posterior))
 
 
 def _offers_init(model: GenerativeModel) -> bool:
@@ -342,10 +357,7 @@ class MCMC:
             if nt is not None:
                 torch.set_num_threads(threads)
 
-        posterior = {k: torch.stack([ch[k] for ch in chains]) for k in chains[0]}
-        align = getattr(model, "align_posterior", None)
-        if callable(align):
-            posterior = align(posterior)
+        posterior = _aligned(model, data, {k: torch.stack([ch[k] for ch in chains]) for k in chains[0]})
         sample_stats = {k: np.asarray([[row[k] for row in rows] for rows in stats]) for k in stats[0][0]}
         sample_stats["diverging"] = sample_stats["diverging"].astype(bool)  # ArviZ indexes draws with it
         for key in ("tree_depth", "n_steps"):
