@@ -51,12 +51,12 @@ _INITS: dict[str, Callable[..., Any]] = {
     "sample": init_to_sample,
 }
 #: Largest rank-normalised split R-hat of a converged fit (Vehtari et al. 2021).
-MAX_RHAT = 1.01
+_MAX_RHAT = 1.01
 #: Smallest bulk effective sample size per chain of a converged fit (Vehtari et al. 2021: 100 per chain).
-MIN_ESS_PER_CHAIN = 100
+_MIN_ESS_PER_CHAIN = 100
 #: Chains after the first start this far (uniformly, in the unconstrained space) from a given
 #: starting point, as PyMC's "jitter+adapt_diag".
-INIT_JITTER = 1.0
+_INIT_JITTER = 1.0
 #: Offset between the seeds of successive chains.
 _CHAIN_SEED_STRIDE = 7919
 
@@ -179,15 +179,15 @@ def _offers_init(model: GenerativeModel) -> bool:
     return callable(getattr(model, "init_params", None))
 
 
-def convergence_problems(
+def _convergence_problems(
     posterior: Mapping[str, torch.Tensor], n_divergent: int, *, target_accept_prob: float
 ) -> list[str]:
     """Why a set of MCMC draws should not be trusted; an empty list means converged.
 
     The rule (Vehtari, Gelman, Simpson, Carpenter and Buerkner 2021, "Rank-normalization,
     folding, and localization: an improved R-hat"): with more than one chain, every varying
-    element of every site has a rank-normalised split R-hat of at most ``MAX_RHAT`` (1.01); every
-    element has a bulk effective sample size of at least ``MIN_ESS_PER_CHAIN`` (100) per chain;
+    element of every site has a rank-normalised split R-hat of at most ``_MAX_RHAT`` (1.01); every
+    element has a bulk effective sample size of at least ``_MIN_ESS_PER_CHAIN`` (100) per chain;
     and no transition diverged after warmup.  Elements constant over every draw (the fixed
     entries of a Cholesky factor) are skipped.  R-hat and ESS are ArviZ's (``arviz.rhat``,
     ``arviz.ess(method="bulk")``).
@@ -204,7 +204,7 @@ def convergence_problems(
         return problems
     arrays = {k: v.detach().cpu().numpy() for k, v in posterior.items()}
     chains, draws = next(iter(arrays.values())).shape[:2]
-    min_ess = MIN_ESS_PER_CHAIN * chains
+    min_ess = _MIN_ESS_PER_CHAIN * chains
     if draws < 4:
         problems.append(f"only {draws} draw(s) per chain: too few for R-hat and ESS; raise num_samples")
         return problems
@@ -221,16 +221,16 @@ def convergence_problems(
         if rhat is not None:
             r = np.asarray(rhat[name], dtype=float).reshape(-1)[varying]
             worst = float(np.max(np.where(np.isnan(r), np.inf, r)))  # NaN: chains stuck apart
-            if not worst <= MAX_RHAT:
+            if not worst <= _MAX_RHAT:
                 problems.append(
-                    f"site {name!r}: split R-hat {worst:.3f} > {MAX_RHAT} (chains disagree); "
+                    f"site {name!r}: split R-hat {worst:.3f} > {_MAX_RHAT} (chains disagree); "
                     "run longer warmup, or check for several modes"
                 )
         e = np.asarray(ess[name], dtype=float).reshape(-1)[varying]
         low = float(np.min(np.where(np.isnan(e), 0.0, e)))
         if not low >= min_ess:
             problems.append(
-                f"site {name!r}: bulk ESS {low:.0f} < {min_ess} ({MIN_ESS_PER_CHAIN} per chain); "
+                f"site {name!r}: bulk ESS {low:.0f} < {min_ess} ({_MIN_ESS_PER_CHAIN} per chain); "
                 "raise num_samples"
             )
     return problems
@@ -263,7 +263,7 @@ class MCMC:
         "sample": Pyro's init strategies, drawn afresh for each chain.  A dict of starting values
         by site name (sites left out start uniformly).  Every chain gets its own starting point:
         with "auto" hooks and dicts, chain 0 starts at the values themselves and each later chain
-        at the values moved uniformly by up to ``INIT_JITTER`` (1.0) per coordinate in the
+        at the values moved uniformly by up to 1.0 per coordinate (as PyMC's "jitter") in the
         unconstrained space.  The starting values are returned in ``fit.extras["init"]``
         (``(chain, ...)`` per site).
     ``recover_discrete`` : bool, default False
@@ -364,7 +364,7 @@ class MCMC:
             if key in sample_stats:
                 sample_stats[key] = sample_stats[key].astype(np.int64)
         params = {k: v.mean((0, 1)) for k, v in posterior.items() if k in roles.global_sites}
-        problems = convergence_problems(
+        problems = _convergence_problems(
             posterior, int(sample_stats["diverging"].sum()), target_accept_prob=o["target_accept_prob"]
         )
         extras: dict[str, Any] = {"convergence": problems, "init": inits}
@@ -444,7 +444,7 @@ class MCMC:
                 init_strategy=strategy,
             )
             if jitter:
-                z0 = _jitter(z0, potential_fn, INIT_JITTER)
+                z0 = _jitter(z0, potential_fn, _INIT_JITTER)
             return z0, potential_fn, transforms
 
         def constrained(starts: list[_State], transforms: dict[str, Any]) -> dict[str, torch.Tensor]:

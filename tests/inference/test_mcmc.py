@@ -14,7 +14,7 @@ from pyro.infer import NUTS
 import probgen as pg
 import probgen.inference.mcmc as mcmc_backend
 from probgen.errors import ModelNotSupportedError
-from probgen.inference.mcmc import MAX_RHAT, MIN_ESS_PER_CHAIN, convergence_problems
+from probgen.inference.mcmc import _MAX_RHAT, _MIN_ESS_PER_CHAIN, _convergence_problems
 from probgen.model import GenerativeModel
 
 PRIOR_SD, NOISE_SD = 10.0, 1.0
@@ -110,7 +110,7 @@ def test_a_dict_start_is_kept_for_chain_0_and_jittered_for_the_others():
     starts = fit.extras["init"]["sigma"]
     assert starts[0].item() == pytest.approx(3.0, abs=1e-6)
     moved = (starts[1:].log() - math.log(3.0)).abs()  # jitter is uniform in the unconstrained space
-    assert (moved > 0).all() and (moved <= mcmc_backend.INIT_JITTER).all()
+    assert (moved > 0).all() and (moved <= mcmc_backend._INIT_JITTER).all()
     assert starts[1] != starts[2]
 
 
@@ -147,13 +147,13 @@ def _iid(chains, draws, seed=0, shift=(0.0, 0.0)):
 
 
 def test_rule_passes_independent_chains_of_one_distribution():
-    assert convergence_problems({"a": _iid(2, 1000)}, 0, target_accept_prob=0.8) == []
+    assert _convergence_problems({"a": _iid(2, 1000)}, 0, target_accept_prob=0.8) == []
 
 
 def test_rule_names_chains_that_disagree():
-    problems = convergence_problems({"a": _iid(2, 1000, shift=(0.0, 0.5))}, 0, target_accept_prob=0.8)
+    problems = _convergence_problems({"a": _iid(2, 1000, shift=(0.0, 0.5))}, 0, target_accept_prob=0.8)
     rhat = [p for p in problems if p.startswith("site 'a': split R-hat")]
-    assert len(rhat) == 1 and f"> {MAX_RHAT}" in rhat[0]
+    assert len(rhat) == 1 and f"> {_MAX_RHAT}" in rhat[0]
 
 
 def test_rule_names_a_small_bulk_ess_per_chain():
@@ -163,8 +163,8 @@ def test_rule_names_a_small_bulk_ess_per_chain():
     x = torch.zeros(2, 1000)
     for t in range(1, 1000):
         x[:, t] = 0.95 * x[:, t - 1] + eps[:, t]
-    problems = convergence_problems({"b": x}, 0, target_accept_prob=0.8)
-    assert any(p.startswith("site 'b': bulk ESS") and f"< {2 * MIN_ESS_PER_CHAIN}" in p for p in problems)
+    problems = _convergence_problems({"b": x}, 0, target_accept_prob=0.8)
+    assert any(p.startswith("site 'b': bulk ESS") and f"< {2 * _MIN_ESS_PER_CHAIN}" in p for p in problems)
 
 
 def test_rule_names_divergences_and_skips_constant_elements():
@@ -172,7 +172,7 @@ def test_rule_names_divergences_and_skips_constant_elements():
     chol[..., 0, 0] = 1.0  # fixed entries of a Cholesky factor: never random
     chol[..., 1, 0] = _iid(2, 500, seed=2)
     chol[..., 1, 1] = 1.0
-    problems = convergence_problems({"L": chol}, 3, target_accept_prob=0.9)
+    problems = _convergence_problems({"L": chol}, 3, target_accept_prob=0.9)
     assert problems == [
         "3 divergent transition(s) after warmup; raise target_accept_prob (now 0.9) or reparameterise the model"
     ]
