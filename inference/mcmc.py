@@ -25,7 +25,6 @@ How each statistic is obtained, through Pyro's public API where it offers one:
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -162,14 +161,7 @@ def _aligned(
     model: GenerativeModel, data: Any, posterior: dict[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
     """Draws relabelled by the model (label switching), before R-hat compares the chains."""
-    align = getattr(model, "align_posterior", None)
-    if not callable(align):
-        return posterior
-    try:
-        takes_data = "data" in inspect.signature(align).parameters
-    except (TypeError, ValueError):
-        takes_data = False
-    return dict(align(posterior, data) if takes_data else align(posterior))
+    return dict(model.align_posterior(posterior, data))
 
 
 def _offers_init(model: GenerativeModel) -> bool:
