@@ -335,23 +335,31 @@ class Fit:
         return next(iter(result.values())) if len(result) == 1 else result
 
     def _require_discrete(self, d: Any, what: str) -> None:
-        if not self.model.roles(d).discrete_sites:
+        has_own = self.model.offers("latent_map") or self.model.offers("latent_posterior")
+        if not has_own and not self.model.roles(d).discrete_sites:
             raise ValueError(
                 f"{what} needs a discrete latent site (a cluster, a state, a class); "
                 f"{self.model.name} has none.  Use fit.sample or fit.posterior for continuous latents."
             )
 
-    def _mean_latent_posterior(self, d: Any, max_draws: int) -> dict[str, Tensor]:
+    def _mean_latent_posterior(self, d: Any, max_draws: int) -> dict[str, Any]:
         """``mean_s p(z | x, theta_s)`` over (up to ``max_draws`` evenly spaced) posterior draws."""
         sets = self._draw_params()
         if len(sets) > max_draws:
             idx = torch.linspace(0, len(sets) - 1, max_draws).round().long().tolist()
             sets = [sets[i] for i in idx]
-        total: dict[str, Tensor] = {}
+        total: dict[str, Any] = {}
         for p in sets:
             for k, v in self.model.latent_posterior(d, p).items():
-                total[k] = total[k] + v if k in total else v.clone()
-        return {k: v / len(sets) for k, v in total.items()}
+                if k not in total:
+                    total[k] = [t.clone() for t in v] if isinstance(v, list) else v.clone()
+                elif isinstance(v, list):  # one tensor per sequence
+                    total[k] = [a + b for a, b in zip(total[k], v, strict=True)]
+                else:
+                    total[k] = total[k] + v
+        return {
+            k: [t / len(sets) for t in v] if isinstance(v, list) else v / len(sets) for k, v in total.items()
+        }
 
     def predict(self, data: Any = None, *, max_draws: int = 200) -> Any:
         """Most probable discrete latent per item (cluster, Viterbi path, class label).
@@ -364,7 +372,10 @@ class Fit:
         self._require_discrete(d, "predict")
         if not self.posterior:
             return self._single(self.model.latent_map(d, self.params))
-        return self._single({k: v.argmax(-1) for k, v in self._mean_latent_posterior(d, max_draws).items()})
+        mean = self._mean_latent_posterior(d, max_draws)
+        return self._single(
+            {k: [t.argmax(-1) for t in v] if isinstance(v, list) else v.argmax(-1) for k, v in mean.items()}
+        )
 
     def predict_proba(self, data: Any = None, *, max_draws: int = 200) -> Any:
         """Posterior probabilities of the discrete latent(s), per item.
