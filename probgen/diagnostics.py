@@ -87,7 +87,10 @@ def check(fit: Fit, *, max_rhat: float = 1.01, min_ess: float = 400.0) -> list[s
                     f"EM log-likelihood decreased by {-worst:.3g} at some iteration (must never drop)"
                 )
     elif fit.method == "svi" and not fit.converged:
-        problems.append("SVI stopped at num_steps before the smoothed loss settled; raise num_steps or lr")
+        reasons = [str(r) for r in fit.extras.get("convergence", []) if isinstance(r, str)]
+        problems += [f"SVI did not converge: {r}" for r in reasons] or [
+            "SVI did not converge: the windowed loss had not settled; raise num_steps or lower lr"
+        ]
     if fit.sample_stats and "diverging" in fit.sample_stats:
         n_div = int(np.asarray(fit.sample_stats["diverging"]).sum())
         if n_div:

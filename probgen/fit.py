@@ -259,7 +259,9 @@ class Fit:
 
     def _fixed(self) -> dict[str, Tensor]:
         """Values of the model's ``pyro.param`` sites (fixed in every draw)."""
-        roles = self.model.roles(self.data)
+        if self.data is None and not self.model.__dict__.get("_roles_cache"):
+            return {}
+        roles = self.model.roles(self.data) if self.data is not None else self.model._last_roles()
         return {k: v for k, v in self.params.items() if k in roles.param_sites}
 
     def _draws(self, max_draws: int | None = None) -> dict[str, Tensor]:
