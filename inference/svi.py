@@ -22,7 +22,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.infer import SVI as PyroSVI
 from pyro.infer import Predictive, Trace_ELBO, TraceEnum_ELBO, config_enumerate
-from pyro.infer.autoguide import AutoDelta, AutoDiagonalNormal, AutoMultivariateNormal, AutoNormal
+from pyro.infer.autoguide import AutoDelta, AutoDiagonalNormal, AutoGuide, AutoMultivariateNormal, AutoNormal
 from pyro.optim.clipped_adam import ClippedAdam as ClippedAdamOptimizer
 from tqdm.auto import tqdm
 
@@ -372,13 +372,12 @@ class SVI:
         kwargs: dict[str, Any],
     ) -> dict[str, torch.Tensor]:
         sites = list(roles.continuous_sites)
+        # Autoguides are built to vectorise over an outer plate; a hand-written guide may not,
+        # so it is sampled one draw at a time (never a vectorised attempt that might misshape).
+        parallel = isinstance(guide, AutoGuide)
         with torch.no_grad():
-            try:
-                pred = Predictive(guide, num_samples=num_samples, return_sites=sites, parallel=True)
-                draws = pred(data, **kwargs)
-            except (RuntimeError, ValueError, NotImplementedError):
-                pred = Predictive(guide, num_samples=num_samples, return_sites=sites, parallel=False)
-                draws = pred(data, **kwargs)
+            pred = Predictive(guide, num_samples=num_samples, return_sites=sites, parallel=parallel)
+            draws = pred(data, **kwargs)
         shapes: dict[str, Any]
         with poutine.block(), torch.no_grad():
             shapes = {

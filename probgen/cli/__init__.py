@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 __all__ = ["main"]
 
-_TOURS = ("probgen._demo_mixture", "probgen._demo_hmm")
+_TOURS = ("probgen.cli.tour_mixture", "probgen.cli.tour_hmm")
 
 
 def _demo_custom_model(progress: bool) -> None:
@@ -53,12 +53,8 @@ def _demo_custom_model(progress: bool) -> None:
 
 def _demo(progress: bool) -> int:
     _demo_custom_model(progress)
-    for name in _TOURS:
-        try:
-            tour = importlib.import_module(name)
-        except ModuleNotFoundError:
-            continue
-        tour.run(progress=progress)
+    for name in _TOURS:  # the tours use the families: the command line is the one layer above them
+        importlib.import_module(name).run(progress=progress)
     return 0
 
 
