@@ -13,7 +13,7 @@ from probgen import datasets  # noqa: E402,I001  (after the core it uses)
 from probgen.diagnostics import check, compare, summary
 from probgen.errors import ConvergenceWarning, ModelNotSupportedError
 from probgen.fit import Backend, Fit, available_methods, fit, get_backend, register_backend
-from probgen.model import GenerativeModel, SiteRoles, model
+from probgen.model import GenerativeModel, SiteRoles, model, register_model
 from probgen.persistence import load
 
 __version__ = "0.1.0"
@@ -34,5 +34,6 @@ __all__ = [
     "load",
     "model",
     "register_backend",
+    "register_model",
     "summary",
 ]

@@ -35,7 +35,21 @@ def test_fit_names():
         assert hasattr(pg.Fit, name) or name in pg.Fit.__dataclass_fields__, name
 
 
-@pytest.mark.parametrize("module", ["probgen", "probgen.models", "probgen.inference"])
+def test_contract_suite_is_public():
+    from probgen.testing import check_model
+
+    assert callable(check_model)
+
+
+def test_families_are_registered_for_load():
+    from probgen.model import registered_model
+    from probgen.models import GaussianMixture, HiddenMarkovModel
+
+    assert registered_model("GaussianMixture") is GaussianMixture
+    assert registered_model("HiddenMarkovModel") is HiddenMarkovModel
+
+
+@pytest.mark.parametrize("module", ["probgen", "probgen.models", "probgen.inference", "probgen.testing"])
 def test_all_is_sorted_and_importable(module):
     mod = importlib.import_module(module)
     assert list(mod.__all__) == sorted(mod.__all__)
