@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -515,6 +516,20 @@ class Fit:
         from probgen.persistence import save
 
         save(self, path)
+
+    def __getattr__(self, name: str) -> Any:
+        """Family helpers: ``fit.<name>(...)`` calls ``model.<name>(fit, ...)`` for every name in
+        the model's ``fit_helpers`` (``fit.encode`` for VAEs, ``fit.query`` for networks, ...)."""
+        model = self.__dict__.get("model")
+        helpers: tuple[str, ...] = tuple(getattr(model, "fit_helpers", ())) if model is not None else ()
+        if name in helpers and not name.startswith("_"):
+            return functools.partial(getattr(model, name), self)
+        offered = f"; {model.name} adds: {', '.join(helpers)}" if helpers and model is not None else ""
+        raise AttributeError(f"'Fit' object has no attribute {name!r}{offered}")
+
+    def __dir__(self) -> list[str]:
+        model = self.__dict__.get("model")
+        return sorted(set(super().__dir__()) | set(getattr(model, "fit_helpers", ())))
 
     def __repr__(self) -> str:
         kind = f"{self.num_draws} draws" if self.posterior else "point estimates"

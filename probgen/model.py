@@ -225,8 +225,11 @@ class GenerativeModel(abc.ABC):
         :meth:`exchangeable_sites` (components that may swap labels) and
         :meth:`align_posterior` (relabel draws so component ``k`` means one thing).
     ArviZ, persistence, pictures
-        :meth:`observed_arrays`, :meth:`get_config` (constructor arguments, so ``probgen.load``
+        :meth:`observed_arrays`, :meth:`data_to_arrays`/:meth:`data_from_arrays` (the training
+        data in a saved fit), :meth:`get_config` (constructor arguments, so ``probgen.load``
         can rebuild a registered family), :meth:`plot_fit`.
+    Family helpers on the fit
+        :attr:`fit_helpers`: methods ``name(fit, ...)`` reachable as ``fit.name(...)``.
 
     Every concrete subclass is registered by class name so that ``probgen.load`` rebuilds it
     from its saved configuration (no code is stored in the file).
@@ -248,6 +251,9 @@ class GenerativeModel(abc.ABC):
     #: Floating type of the model's tensors: float64 for classical families; ``None`` finds it
     #: by tracing (user models).
     dtype: torch.dtype | None = None
+    #: Names of methods ``name(self, fit, *args, **kwargs)`` that fits of this model expose as
+    #: ``fit.name(*args, **kwargs)`` (``encode``/``decode`` for VAEs, ``query`` for networks).
+    fit_helpers: tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

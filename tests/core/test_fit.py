@@ -174,3 +174,22 @@ def test_subsampling_uses_the_data_plate():
     )
     mean, _ = _normal_posterior(NN_DATA)
     assert fit.posterior["mu"].mean().item() == pytest.approx(mean, abs=0.15)
+
+
+def test_family_helpers_are_reachable_on_the_fit():
+    class Doubler(pg.GenerativeModel):
+        fit_helpers = ("twice_mean",)
+
+        def model(self, data=None):
+            mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+            with pyro.plate("data", 5 if data is None else len(data)):
+                pyro.sample("obs", dist.Normal(mu, 1.0), obs=data)
+
+        def twice_mean(self, fit, scale=2.0):
+            return scale * fit.params["mu"]
+
+    fit = pg.fit(Doubler(), NN_DATA, method="em", seed=0, progress=False)
+    assert fit.twice_mean() == pytest.approx(2 * float(NN_DATA.mean()), abs=1e-3)
+    assert "twice_mean" in dir(fit)
+    with pytest.raises(AttributeError, match="Doubler adds: twice_mean"):
+        fit.encode
