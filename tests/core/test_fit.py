@@ -192,4 +192,4 @@ def test_family_helpers_are_reachable_on_the_fit():
     assert fit.twice_mean() == pytest.approx(2 * float(NN_DATA.mean()), abs=1e-3)
     assert "twice_mean" in dir(fit)
     with pytest.raises(AttributeError, match="Doubler adds: twice_mean"):
-        fit.encode
+        _ = fit.encode
