@@ -249,7 +249,40 @@ def categorical_ll_by_hand(params, x):
     return torch.log(_f64(params)["probs"])[torch.as_tensor(x).long()]
 
 
+# 12. All-discrete: a season for all days (outside the data plate), sprinkler and rain per day
+P_S, P_R = torch.tensor([0.5, 0.1]), torch.tensor([0.2, 0.8])
+P_W = torch.tensor([[0.01, 0.9], [0.9, 0.99]])
+
+
+def sprinkler_days(data=None):
+    cloudy = pyro.sample("cloudy", dist.Bernoulli(0.5))
+    c = cloudy.long()
+    with pyro.plate("days", 4 if data is None else len(data)):
+        s = pyro.sample("sprinkler", dist.Bernoulli(P_S[c])).long()
+        r = pyro.sample("rain", dist.Bernoulli(P_R[c])).long()
+        pyro.sample("wet", dist.Bernoulli(P_W[s, r]), obs=data)
+
+
+def sprinkler_ll_by_hand(params, wet):
+    wet = torch.as_tensor(wet, dtype=torch.float64)
+    per = torch.zeros(2, len(wet), dtype=torch.float64)  # log p(wet_d | cloudy), by loops
+    for c in (0, 1):
+        for d in range(len(wet)):
+            total = 0.0
+            for s in (0, 1):
+                for r in (0, 1):
+                    pw = float(P_W[s, r])
+                    ps = float(P_S[c]) if s else 1 - float(P_S[c])
+                    pr = float(P_R[c]) if r else 1 - float(P_R[c])
+                    total += ps * pr * (pw if wet[d] else 1 - pw)
+            per[c, d] = math.log(total)
+    joint = math.log(0.5) + per.sum(1)
+    post = joint - torch.logsumexp(joint, 0)
+    return torch.logsumexp(post[:, None] + per, 0)
+
+
 GALLERY = {
+    "all-discrete": (sprinkler_days, lambda: np.array([1, 0, 1, 1]), sprinkler_ll_by_hand),
     "vindex-mixture": (mixture_vindex, two_blobs, mixture_ll_by_hand),
     "plain-indexing": (mixture_plain, lambda: list(two_blobs()), mixture_ll_by_hand),
     "items-on-dim-2": (grid_mixture, grid_data, grid_ll_by_hand),

@@ -8,6 +8,7 @@ from probgen.testing import check_model
 from tests.core.gallery import GALLERY, make
 
 EXPECTED_METHODS = {
+    "all-discrete": {"em", "enum"},
     "vindex-mixture": {"em", "mcmc", "svi"},
     "plain-indexing": {"em", "mcmc", "svi"},
     "items-on-dim-2": {"em", "mcmc", "svi"},
