@@ -21,7 +21,15 @@ import pyro.optim
 import pyro.poutine as poutine
 import torch
 from pyro.infer import SVI as PyroSVI
-from pyro.infer import Predictive, Trace_ELBO, TraceEnum_ELBO, config_enumerate
+from pyro.infer import (
+    JitTrace_ELBO,
+    JitTraceEnum_ELBO,
+    Predictive,
+    Trace_ELBO,
+    TraceEnum_ELBO,
+    TraceMeanField_ELBO,
+    config_enumerate,
+)
 from pyro.infer.autoguide import AutoDelta, AutoDiagonalNormal, AutoGuide, AutoMultivariateNormal, AutoNormal
 from pyro.optim.clipped_adam import ClippedAdam as ClippedAdamOptimizer
 from tqdm.auto import tqdm
@@ -42,6 +50,8 @@ _OPTIMS: dict[str, tuple[Any, Any, str | None]] = {
     "adam": (pyro.optim.Adam, torch.optim.Adam, None),  # type: ignore[attr-defined]
     "clipped_adam": (pyro.optim.ClippedAdam, ClippedAdamOptimizer, "lrd"),
 }
+#: ``elbo=`` choices: Pyro's ELBOs by name ("analytic": the model's own objective, its fast path).
+_ELBOS = ("analytic", "jit", "meanfield", "trace")
 #: Windows in a row without improvement before the loss may be called settled.
 _PATIENCE = 5
 #: Loss evaluations at the window-averaged parameters (their mean and standard error).
@@ -59,6 +69,74 @@ def _accepts(fn: Callable[..., Any], name: str) -> bool:
 def _empty_guide(*args: Any, **kwargs: Any) -> None:
     """The guide of a model whose unknowns are all pyro.param sites or enumerated latents."""
     return None
+
+
+class _ObjectiveSVI:
+    """Pyro's ``SVI`` interface (``step``, ``evaluate_loss``) over a model's own objective.
+
+    One plain PyTorch loop: no Pyro traces.  Minibatches are fused: one permutation of the items
+    per epoch, sliced in order, so every item is seen once an epoch (Pyro's plate draws a fresh
+    subsample each step; both are unbiased for the same ELBO).
+    """
+
+    def __init__(
+        self,
+        objective: Any,
+        optim: Any,
+        n: int,
+        subsample_size: int | None,
+        num_particles: int,
+        lr_decay: float,
+        num_steps: int,
+    ) -> None:
+        self.objective = objective
+        self.params = list(objective.parameters())
+        self.n, self.size, self.num_particles = n, subsample_size, num_particles
+        self.scheduler: Any = None
+        if isinstance(optim, pyro.optim.PyroOptim | pyro.optim.PyroLRScheduler):
+            self.optim, self.torch_optim = optim, None  # steps each param-store tensor itself
+        else:
+            _, torch_optim, decay_arg = _OPTIMS[optim[0]]
+            factor = lr_decay ** (1.0 / num_steps)
+            args: dict[str, Any] = {"lr": optim[1]}
+            if decay_arg is not None and lr_decay != 1.0:
+                args[decay_arg] = factor
+            self.torch_optim = torch_optim(self.params, **args)
+            if decay_arg is None and lr_decay != 1.0:
+                self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.torch_optim, gamma=factor)
+            self.optim = self.torch_optim
+        self.perm = torch.arange(n)
+        self.pos = n
+
+    def _index(self) -> torch.Tensor | None:
+        if self.size is None or self.size == self.n:
+            return None
+        if self.pos + self.size > self.n:
+            self.perm, self.pos = torch.randperm(self.n), 0
+        index = self.perm[self.pos : self.pos + self.size]
+        self.pos += self.size
+        return index
+
+    def step(self, *args: Any, **kwargs: Any) -> float:
+        loss = self.objective.loss(self._index(), self.num_particles)
+        if self.torch_optim is not None:
+            self.torch_optim.zero_grad(set_to_none=True)
+            loss.backward()
+            self.torch_optim.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+        else:
+            for p in self.params:
+                p.grad = None
+            loss.backward()
+            self.optim([p for p in self.params if p.grad is not None])
+            if isinstance(self.optim, pyro.optim.PyroLRScheduler):
+                self.optim.step()
+        return float(loss.detach())
+
+    def evaluate_loss(self, *args: Any, **kwargs: Any) -> float:
+        with torch.no_grad():
+            return float(self.objective.loss(self._index(), self.num_particles))
 
 
 class _ParamAverage:
@@ -168,6 +246,14 @@ class SVI:
         Steps per window of the early-stopping rule.
     ``num_samples`` : int, default 1000
         Posterior draws from the guide (``fit.posterior``, one chain).
+    ``elbo`` : {"analytic", "trace", "meanfield", "jit"} or None, default None
+        The objective's estimator.  None: the model's own objective when it offers one (the
+        ``svi_objective`` hook: a plain PyTorch loop with, e.g., an analytic KL; the fast path
+        of neural families), else "trace".  "trace": ``Trace_ELBO`` (``TraceEnum_ELBO`` when the
+        model has discrete latents); "meanfield": ``TraceMeanField_ELBO`` (analytic KL where
+        Pyro knows it); "jit": ``JitTrace_ELBO`` (``JitTraceEnum_ELBO``).  All estimate the same
+        ELBO.  With a model's own objective, ``fit.params`` holds its weights and the local
+        latents are amortised by its guide (no posterior draws of them).
 
     ``fit.params`` holds the posterior mean of each global latent site and the final
     (constrained) value of each ``pyro.param`` site the model declares; the guide's own
@@ -198,6 +284,7 @@ class SVI:
             "tol": 1e-4,
             "window": 100,
             "num_samples": 1000,
+            "elbo": None,
         }
         unknown = set(options) - set(defaults)
         if unknown:
@@ -214,6 +301,16 @@ class SVI:
             raise ValueError(f"lr_decay must be in (0, 1]; got {o['lr_decay']!r}.")
         if o["tol"] is not None and (not isinstance(o["tol"], int | float) or o["tol"] < 0):
             raise ValueError(f"tol must be a non-negative number or None; got {o['tol']!r}.")
+        if o["elbo"] is not None and o["elbo"] not in _ELBOS:
+            raise ValueError(
+                f"elbo={o['elbo']!r} is not known; expected None or one of: {', '.join(_ELBOS)}."
+            )
+        own = model.offers("svi_objective")
+        if o["elbo"] == "analytic" and not own:
+            raise ValueError(
+                f"elbo='analytic' needs a model with its own objective (the svi_objective hook); "
+                f"{model.name} has none. Use one of: jit, meanfield, trace."
+            )
         roles = model.roles(data)
         model_kwargs: dict[str, Any] = {}
         if o["subsample_size"] is not None:
@@ -230,16 +327,33 @@ class SVI:
                 )
             model_kwargs["subsample_size"] = s
 
+        objective = model.svi_objective(data) if own else None  # fresh weights, in the param store
         model_fn = config_enumerate(model.model, default="parallel") if roles.discrete_sites else model.model
         guide = self._guide(model, roles, o["guide"], model_fn)
-        if roles.discrete_sites:
-            elbo: Any = TraceEnum_ELBO(
-                max_plate_nesting=roles.max_plate_nesting, num_particles=o["num_particles"]
+        svi: Any
+        if objective is not None and o["elbo"] in (None, "analytic"):
+            named = isinstance(o["optim"], str)
+            optim = (
+                (o["optim"], o["lr"])
+                if named and o["optim"] in _OPTIMS
+                else self._optim(o["optim"], o["lr"], o["lr_decay"], o["num_steps"])
             )
+            svi = _ObjectiveSVI(
+                objective,
+                optim,
+                model.num_items(data),
+                o["subsample_size"],
+                o["num_particles"],
+                o["lr_decay"],
+                o["num_steps"],
+            )
+            optim = svi.optim
         else:
-            elbo = Trace_ELBO(num_particles=o["num_particles"])
-        optim = self._optim(o["optim"], o["lr"], o["lr_decay"], o["num_steps"])
-        svi = PyroSVI(model_fn, guide, optim, loss=elbo)
+            elbo = self._elbo(
+                o["elbo"], bool(roles.discrete_sites), roles.max_plate_nesting, o["num_particles"]
+            )
+            optim = self._optim(o["optim"], o["lr"], o["lr_decay"], o["num_steps"])
+            svi = PyroSVI(model_fn, guide, optim, loss=elbo)
 
         losses: list[float] = []
         converged = False
@@ -257,16 +371,17 @@ class SVI:
                         f"SVI loss became {loss} at step {step}; lower lr (now {o['lr']}) or check the model."
                     )
                 losses.append(loss)
-                if isinstance(optim, pyro.optim.PyroLRScheduler):
+                if isinstance(optim, pyro.optim.PyroLRScheduler) and isinstance(svi, PyroSVI):
                     optim.step()
                 if average is not None:
                     average.add()
                 bar.update(1)
+                if (step + 1) % window == 0 or step + 1 == o["num_steps"]:
+                    bar.set_postfix(elbo=f"{-float(np.mean(losses[-window:])):.5g}")  # running ELBO
                 if tol and (step + 1) % window == 0:
                     w = np.asarray(losses[-window:])
                     means.append(float(w.mean()))
                     sds.append(float(w.std(ddof=1)) if window > 1 else 0.0)
-                    bar.set_postfix(loss=f"{means[-1]:.4g}")
                     if best < 0 or means[-1] < means[best] - tol * abs(means[best]):
                         best, stale, problems = len(means) - 1, 0, []
                     else:
@@ -296,9 +411,13 @@ class SVI:
 
         params: dict[str, torch.Tensor] = {}
         posterior = None
-        if roles.continuous_sites:
-            posterior = self._draws(model_fn, guide, data, roles, o["num_samples"], model_kwargs)
+        # a model's own objective amortises its local latents: draws of the global sites only
+        drawn = roles.global_sites if objective is not None else roles.continuous_sites
+        if drawn:
+            posterior = self._draws(model_fn, guide, data, roles, o["num_samples"], model_kwargs, drawn)
             params = {k: v.mean((0, 1)) for k, v in posterior.items() if k in roles.global_sites}
+        if objective is not None:
+            params.update({k: v.detach().clone() for k, v in objective.params().items()})
         store = pyro.get_param_store()
         for name in roles.param_sites:  # learned in Pyro's param store while SVI ran
             if name in store:
@@ -320,6 +439,20 @@ class SVI:
         """Mean and standard error of the loss at the current parameters (no step taken)."""
         values = np.asarray([float(svi.evaluate_loss(data, **model_kwargs)) for _ in range(_AVERAGE_EVALS)])
         return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
+
+    @staticmethod
+    def _elbo(name: str | None, discrete: bool, nesting: int, num_particles: int) -> Any:
+        if name == "meanfield":
+            if discrete:
+                raise ValueError("elbo='meanfield' cannot enumerate discrete latents; use 'trace' or 'jit'.")
+            return TraceMeanField_ELBO(num_particles=num_particles)
+        if name == "jit":
+            if discrete:
+                return JitTraceEnum_ELBO(max_plate_nesting=nesting, num_particles=num_particles)
+            return JitTrace_ELBO(num_particles=num_particles)
+        if discrete:
+            return TraceEnum_ELBO(max_plate_nesting=nesting, num_particles=num_particles)
+        return Trace_ELBO(num_particles=num_particles)
 
     @staticmethod
     def _guide(
@@ -370,8 +503,9 @@ class SVI:
         roles: Any,
         num_samples: int,
         kwargs: dict[str, Any],
+        drawn: tuple[str, ...] | None = None,
     ) -> dict[str, torch.Tensor]:
-        sites = list(roles.continuous_sites)
+        sites = list(roles.continuous_sites if drawn is None else drawn)
         # Autoguides are built to vectorise over an outer plate; a hand-written guide may not,
         # so it is sampled one draw at a time (never a vectorised attempt that might misshape).
         parallel = isinstance(guide, AutoGuide)

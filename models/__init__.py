@@ -3,6 +3,7 @@
 from probgen.models.discrete_mixture import BernoulliMixture, CategoricalMixture, PoissonMixture
 from probgen.models.gaussian_mixture import GaussianMixture
 from probgen.models.hmm import HiddenMarkovModel, SequenceData
+from probgen.models.vae import VAE
 
 __all__ = [
     "BernoulliMixture",
@@ -11,4 +12,5 @@ __all__ = [
     "HiddenMarkovModel",
     "PoissonMixture",
     "SequenceData",
+    "VAE",
 ]

@@ -221,6 +221,8 @@ class GenerativeModel(abc.ABC):
     Closed-form EM (optional; ``offers("m_step")`` tells whether a model has them)
         :meth:`init_params`, :meth:`e_step`, :meth:`m_step`, :meth:`em_defaults`,
         :meth:`em_convergence_scale`.
+    SVI fast path (optional)
+        :meth:`svi_objective` (a plain-PyTorch ELBO estimate over the model's own weights).
     Posterior draws
         :meth:`exchangeable_sites` (components that may swap labels) and
         :meth:`align_posterior` (relabel draws so component ``k`` means one thing).
@@ -413,6 +415,31 @@ class GenerativeModel(abc.ABC):
         for n in roles.param_sites:
             k += free_parameters(trace.nodes[n]["kwargs"].get("constraint", dist.constraints.real), params[n])
         return k
+
+    # ------------------------------------------------------------------ SVI fast path
+    def svi_objective(self, data: Any) -> Any:
+        """Optional SVI fast path: the model's own plain-PyTorch estimate of its ELBO.
+
+        Called by the SVI backend inside the fit (seeded, with a fresh Pyro param store), before
+        any step.  Returns an object with
+
+        ``parameters()``
+            The trainable leaf tensors, registered in Pyro's param store (the same objects,
+            e.g. through ``pyro.module``), freshly initialised for this fit.
+        ``loss(index, num_particles)``
+            A differentiable estimate of the negative ELBO of the whole ``data``, from the
+            items at ``index`` (a long tensor; ``None`` for every item) scaled up as Pyro's
+            subsampled data plate scales them.  Its expectation must equal the loss of the
+            model's Pyro ``model``/``guide`` pair under ``Trace_ELBO`` (e.g. an analytic KL
+            in place of a sampled one): what is optimised does not change, only its speed.
+        ``params()``
+            The fit's point estimates (``fit.params``): every weight, by its param-store name.
+
+        With it, SVI runs one plain PyTorch loop (no Pyro traces) unless ``elbo=`` names a Pyro
+        ELBO; either way ``fit.params`` comes from ``params()`` and the local latents are treated
+        as amortised by the guide (no posterior draws of them).  Default: no fast path.
+        """
+        raise TypeError(f"{self.name} offers no SVI objective of its own; SVI uses Pyro's ELBO.")
 
     # ------------------------------------------------------------------ closed-form EM
     def init_params(self, data: Any, *, init: Any, generator: torch.Generator) -> dict[str, Tensor]:

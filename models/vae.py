@@ -1,0 +1,388 @@
+"""Variational autoencoders: ``VAE`` and the semi-supervised ``SemiSupervisedVAE`` (Kingma et al. 2014, M2).
+
+Both are Pyro model/guide pairs written as Pyro's VAE tutorials write them: the encoder and
+decoder are ``torch.nn`` modules registered with ``pyro.module``, the data plate ``"data"`` takes
+``subsample_size`` for minibatches, and the latent code ``"z"`` is local to each item (amortised by
+the encoder).  Each also offers the SVI fast path (:meth:`GenerativeModel.svi_objective`): the same
+ELBO with its KL term in closed form, in one plain PyTorch loop, so an epoch costs what a
+hand-written PyTorch training loop costs.  Every weight lives in ``fit.params`` under its Pyro
+param-store name (``"encoder$$$0.weight"``, ...), so ``Fit.save``/``probgen.load`` round-trip
+them with no pickle; the fit's helpers evaluate the networks on those weights
+(``torch.func.functional_call``), never on whatever the model object holds.
+
+Sample sites: ``"z"`` (latent code, ``latent_dim``), ``"x"`` (the data), and for the
+semi-supervised model ``"y"`` (the class: observed for labelled rows, enumerated otherwise).
+Computation is in float32.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from probgen.model import GenerativeModel, as_tensor
+
+__all__ = ["VAE"]
+
+_LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
+_DTYPE = torch.float32
+_SEP = "$$$"  # Pyro's separator between a module's name and its parameters' names
+
+
+def _mlp(sizes: Sequence[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b, dtype=_DTYPE))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class _Gaussian(nn.Module):
+    """``x -> (loc, scale)`` of a diagonal Gaussian: an MLP, scale through softplus."""
+
+    def __init__(self, sizes: Sequence[int]) -> None:
+        super().__init__()
+        self.net = _mlp(list(sizes[:-1]) + [2 * sizes[-1]])
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        loc, raw = self.net(x).chunk(2, -1)
+        return loc, F.softplus(raw) + 1e-4
+
+
+class _Decoder(nn.Module):
+    """``z -> `` parameters of ``p(x | z)``: logits, or a mean with a learned scale per feature."""
+
+    def __init__(self, sizes: Sequence[int], gaussian: bool) -> None:
+        super().__init__()
+        self.net = _mlp(sizes)
+        if gaussian:
+            self.log_scale = nn.Parameter(torch.zeros(sizes[-1], dtype=_DTYPE))
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+def _check_dims(**dims: Any) -> None:
+    for name, v in dims.items():
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+            raise ValueError(f"{name} must be a positive int; got {v!r}.")
+
+
+def _check_hidden(hidden_dims: Any) -> tuple[int, ...]:
+    try:
+        hidden = tuple(hidden_dims)
+    except TypeError:
+        raise ValueError(f"hidden_dims must be a sequence of positive ints; got {hidden_dims!r}.") from None
+    for h in hidden:
+        _check_dims(hidden_dims=h)
+    return tuple(int(h) for h in hidden)
+
+
+def _split(params: Mapping[str, Tensor], module: str) -> dict[str, Tensor]:
+    prefix = module + _SEP
+    return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def _call(module: nn.Module, params: Mapping[str, Tensor], name: str, *args: Any) -> Any:
+    """Run ``module`` on the weights ``params[name$$$...]`` (the fit's, not the object's)."""
+    return torch.func.functional_call(module, _split(params, name), args)
+
+
+class _Likelihood:
+    """``p(x | decoder output)`` for one of the three likelihoods, as fast torch expressions."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def dist(self, out: Tensor, log_scale: Tensor | None) -> Any:
+        if self.kind == "bernoulli":
+            return dist.Bernoulli(logits=out).to_event(1)
+        if self.kind == "continuous_bernoulli":
+            return dist.ContinuousBernoulli(logits=out).to_event(1)
+        assert log_scale is not None
+        return dist.Normal(out, log_scale.exp()).to_event(1)
+
+    def log_prob(self, out: Tensor, x: Tensor, log_scale: Tensor | None) -> Tensor:
+        """``log p(x | out)`` summed over features (the same numbers as :meth:`dist`)."""
+        if self.kind == "bernoulli":
+            return -F.binary_cross_entropy_with_logits(out, x.expand_as(out), reduction="none").sum(-1)
+        if self.kind == "continuous_bernoulli":
+            return (
+                torch.distributions.ContinuousBernoulli(logits=out, validate_args=False).log_prob(x).sum(-1)
+            )
+        assert log_scale is not None
+        return (-0.5 * ((x - out) / log_scale.exp()) ** 2 - log_scale - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def mean(self, out: Tensor, log_scale: Tensor | None) -> Tensor:
+        if self.kind == "bernoulli":
+            return torch.sigmoid(out)
+        if self.kind == "continuous_bernoulli":
+            return torch.distributions.ContinuousBernoulli(logits=out, validate_args=False).mean
+        return out
+
+    def sample(self, out: Tensor, log_scale: Tensor | None, generator: torch.Generator | None) -> Tensor:
+        if self.kind == "bernoulli":
+            return torch.bernoulli(torch.sigmoid(out), generator=generator)
+        if self.kind == "continuous_bernoulli":
+            return torch.distributions.ContinuousBernoulli(logits=out, validate_args=False).sample()
+        assert log_scale is not None
+        return out + log_scale.exp() * torch.randn(out.shape, generator=generator, dtype=out.dtype)
+
+    def validate(self, x: Tensor, argname: str) -> None:
+        if self.kind == "bernoulli":
+            bad = (x != 0) & (x != 1)
+            if bad.any():
+                raise ValueError(
+                    f"{argname} holds {int(bad.sum())} values other than 0 and 1 (e.g. {float(x[bad][0])!r}), "
+                    "but likelihood='bernoulli' observes binary pixels; binarise the data (x > 0.5) or use "
+                    "likelihood='continuous_bernoulli' for values in [0, 1]."
+                )
+        elif self.kind == "continuous_bernoulli":
+            bad = (x < 0) | (x > 1)
+            if bad.any():
+                raise ValueError(
+                    f"{argname} holds {int(bad.sum())} values outside [0, 1] (e.g. {float(x[bad][0])!r}), "
+                    "but likelihood='continuous_bernoulli' observes values in [0, 1]; rescale the data "
+                    "or use likelihood='gaussian'."
+                )
+
+
+def _kl_std_normal(loc: Tensor, scale: Tensor) -> Tensor:
+    """``KL(N(loc, scale) || N(0, 1))`` summed over the last axis."""
+    return (0.5 * (loc**2 + scale**2 - 1.0) - scale.log()).sum(-1)
+
+
+def _normal_log_prob(z: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
+    return (-0.5 * ((z - loc) / scale) ** 2 - scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+class _VAEObjective:
+    """The VAE's negative ELBO with the KL in closed form (see ``GenerativeModel.svi_objective``)."""
+
+    def __init__(self, vae: VAE, data: Tensor) -> None:
+        vae._build()  # fresh weights from the fit's seeded generator
+        pyro.module("encoder", vae.encoder)
+        pyro.module("decoder", vae.decoder)
+        self.vae, self.data = vae, data
+        self.n = len(data)
+
+    def parameters(self) -> list[Tensor]:
+        return [*self.vae.encoder.parameters(), *self.vae.decoder.parameters()]
+
+    def loss(self, index: Tensor | None, num_particles: int) -> Tensor:
+        x = self.data if index is None else self.data.index_select(0, index)
+        loc, scale = self.vae.encoder(x)
+        shape = (num_particles,) + tuple(loc.shape) if num_particles > 1 else tuple(loc.shape)
+        z = loc + scale * torch.randn(shape, dtype=loc.dtype)
+        out = self.vae.decoder(z)
+        rec = self.vae._lik.log_prob(out, x, getattr(self.vae.decoder, "log_scale", None))
+        if num_particles > 1:
+            rec = rec.mean(0)
+        return (self.n / len(x)) * (_kl_std_normal(loc, scale) - rec).sum()
+
+    def params(self) -> dict[str, Tensor]:
+        return {
+            f"{name}{_SEP}{k}": v.detach().clone()
+            for name, mod in (("encoder", self.vae.encoder), ("decoder", self.vae.decoder))
+            for k, v in mod.named_parameters()
+        }
+
+
+class VAE(GenerativeModel):
+    """Variational autoencoder (Kingma & Welling 2014) with an MLP encoder and decoder.
+
+    ``z ~ N(0, I)`` (site ``"z"``, ``latent_dim``), ``x | z ~ p(x | decoder(z))`` (site ``"x"``);
+    the guide is ``q(z | x) = N(encoder(x))``.  Fitted by ``method="svi"``; minibatches with
+    ``subsample_size``.  The fit adds ``encode``, ``decode``, ``interpolate`` and ``iwae``, and its
+    ``log_prob`` is the importance-weighted (IWAE) bound with ``iwae_particles`` samples, a
+    deterministic estimate (fixed seed) of ``log p(x)`` for held-out scores and anomalies.
+
+    Parameters
+    ----------
+    input_dim : int
+        Features per item (e.g. 64 for 8x8 images).
+    latent_dim : int
+        Size of the latent code.
+    hidden_dims : sequence of int, default (256,)
+        Hidden layer widths of the encoder; the decoder mirrors them.
+    likelihood : {"bernoulli", "continuous_bernoulli", "gaussian"}, default "bernoulli"
+        ``p(x | z)``: binary pixels, values in [0, 1], or real values (learned scale per feature).
+    iwae_particles : int, default 100
+        Importance samples per item in ``fit.log_prob`` (``fit.iwae(x, num_particles=...)``
+        chooses per call).
+
+    Examples
+    --------
+    >>> import torch, probgen as pg
+    >>> from probgen.models import VAE
+    >>> x = (torch.rand(64, 16) > 0.5).float()
+    >>> fit = pg.fit(VAE(16, 2, hidden_dims=(32,)), x, num_steps=20, subsample_size=32, progress=False)
+    >>> fit.encode(x)[0].shape, fit.log_prob(x).shape
+    (torch.Size([64, 2]), torch.Size([64]))
+    """
+
+    data_plate_name = "data"
+    dtype = _DTYPE
+    fit_helpers = ("encode", "decode", "interpolate", "iwae")
+
+    def __init__(
+        self,
+        input_dim: int,
+        latent_dim: int,
+        hidden_dims: Sequence[int] = (256,),
+        likelihood: str = "bernoulli",
+        iwae_particles: int = 100,
+    ) -> None:
+        _check_dims(input_dim=input_dim, latent_dim=latent_dim, iwae_particles=iwae_particles)
+        if likelihood not in _LIKELIHOODS:
+            raise ValueError(
+                f"likelihood={likelihood!r} is not known; expected one of: {', '.join(_LIKELIHOODS)}."
+            )
+        self.input_dim, self.latent_dim = int(input_dim), int(latent_dim)
+        self.hidden_dims = _check_hidden(hidden_dims)
+        self.likelihood = likelihood
+        self.iwae_particles = int(iwae_particles)
+        self._lik = _Likelihood(likelihood)
+        self._build()
+
+    def _build(self) -> None:
+        self.encoder = _Gaussian((self.input_dim, *self.hidden_dims, self.latent_dim))
+        self.decoder = _Decoder(
+            (self.latent_dim, *reversed(self.hidden_dims), self.input_dim), self.likelihood == "gaussian"
+        )
+
+    # ------------------------------------------------------------------ Pyro pair
+    def model(self, data: Tensor | None = None, subsample_size: int | None = None) -> Tensor:
+        pyro.module("decoder", self.decoder)
+        n = 1 if data is None else data.shape[0]
+        with pyro.plate("data", n, subsample_size=subsample_size) as plate_idx:
+            idx: Tensor = plate_idx  # type: ignore[assignment]
+            x = None if data is None else data.index_select(0, idx)
+            prior = dist.Normal(torch.zeros(idx.shape[0], self.latent_dim, dtype=_DTYPE), 1.0).to_event(1)
+            z = pyro.sample("z", prior)
+            likelihood = self._lik.dist(self.decoder(z), getattr(self.decoder, "log_scale", None))
+            return pyro.sample("x", likelihood, obs=x)
+
+    def guide(self, data: Tensor | None = None, subsample_size: int | None = None) -> None:
+        pyro.module("encoder", self.encoder)
+        if data is None:
+            return
+        with pyro.plate("data", data.shape[0], subsample_size=subsample_size) as plate_idx:
+            idx: Tensor = plate_idx  # type: ignore[assignment]
+            loc, scale = self.encoder(data.index_select(0, idx))
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    def roles(self, data: Any) -> Any:
+        # tracing registers the networks with pyro.module: keep the user's param store untouched
+        with pyro.get_param_store().scope():
+            return super().roles(data)
+
+    def svi_objective(self, data: Any) -> _VAEObjective:
+        return _VAEObjective(self, data)
+
+    # ------------------------------------------------------------------ data
+    def prepare_data(self, data: Any) -> Tensor:
+        x = as_tensor(data, "data", dtype=_DTYPE)
+        if x.dim() != 2 or x.shape[1] != self.input_dim:
+            raise ValueError(
+                f"data must have shape (n_items, {self.input_dim}) (input_dim={self.input_dim}); "
+                f"got {tuple(x.shape)}."
+            )
+        self._lik.validate(x, "data")
+        return x
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "input_dim": self.input_dim,
+            "latent_dim": self.latent_dim,
+            "hidden_dims": list(self.hidden_dims),
+            "likelihood": self.likelihood,
+            "iwae_particles": self.iwae_particles,
+        }
+
+    def num_parameters(self, params: Mapping[str, Tensor], data: Any) -> int:
+        return int(sum(v.numel() for k, v in params.items() if k.startswith("decoder" + _SEP)))
+
+    # ------------------------------------------------------------------ scoring
+    def _iwae(self, x: Tensor, params: Mapping[str, Tensor], num_particles: int) -> Tensor:
+        log_scale = params.get(f"decoder{_SEP}log_scale")
+        out_rows = []
+        gen = torch.Generator().manual_seed(0)
+        chunk = max(1, 20000 // num_particles)
+        with torch.no_grad():
+            for start in range(0, len(x), chunk):
+                xb = x[start : start + chunk]
+                loc, scale = _call(self.encoder, params, "encoder", xb)
+                eps = torch.randn((num_particles,) + tuple(loc.shape), generator=gen, dtype=loc.dtype)
+                z = loc + scale * eps
+                out = _call(self.decoder, params, "decoder", z)
+                log_w = (
+                    self._lik.log_prob(out, xb, log_scale)
+                    + _normal_log_prob(z, torch.zeros_like(z), torch.ones_like(z))
+                    - _normal_log_prob(z, loc, scale)
+                )
+                out_rows.append(torch.logsumexp(log_w, 0) - math.log(num_particles))
+        return torch.cat(out_rows)
+
+    def log_prob_items(self, data: Any, params: Mapping[str, Tensor]) -> Tensor:
+        """IWAE estimate of ``log p(x)`` per item, with ``iwae_particles`` samples (fixed seed)."""
+        return self._iwae(data, params, self.iwae_particles)
+
+    def sample_items(
+        self, n: int, params: Mapping[str, Tensor], *, generator: torch.Generator | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        with torch.no_grad():
+            z = torch.randn(n, self.latent_dim, generator=generator, dtype=_DTYPE)
+            out = _call(self.decoder, params, "decoder", z)
+            x = self._lik.sample(out, params.get(f"decoder{_SEP}log_scale"), generator)
+        return {"data": x, "z": z}
+
+    # ------------------------------------------------------------------ fit helpers
+    def encode(self, fit: Any, x: Any) -> tuple[Tensor, Tensor]:
+        """Posterior mean and scale of ``z`` given ``x``: two ``(n, latent_dim)`` tensors."""
+        xs = fit._data(x)
+        with torch.no_grad():
+            loc, scale = _call(self.encoder, fit.params, "encoder", xs)
+        return loc, scale
+
+    def decode(self, fit: Any, z: Any) -> Tensor:
+        """Mean of ``p(x | z)`` for codes ``z`` of shape ``(n, latent_dim)``."""
+        zs = as_tensor(z, "z", dtype=_DTYPE)
+        if zs.dim() == 1:
+            zs = zs.unsqueeze(0)
+        if zs.shape[-1] != self.latent_dim:
+            raise ValueError(
+                f"z must have {self.latent_dim} columns (latent_dim); got shape {tuple(zs.shape)}."
+            )
+        with torch.no_grad():
+            out = _call(self.decoder, fit.params, "decoder", zs)
+            return self._lik.mean(out, fit.params.get(f"decoder{_SEP}log_scale"))
+
+    def interpolate(self, fit: Any, x0: Any, x1: Any, steps: int = 8) -> Tensor:
+        """Decoded means along the straight line between the codes of ``x0`` and ``x1``: ``(steps, input_dim)``."""
+        _check_dims(steps=steps)
+        z0 = self.encode(fit, torch.as_tensor(np.asarray(x0), dtype=_DTYPE).reshape(1, -1))[0]
+        z1 = self.encode(fit, torch.as_tensor(np.asarray(x1), dtype=_DTYPE).reshape(1, -1))[0]
+        t = torch.linspace(0.0, 1.0, int(steps), dtype=_DTYPE).unsqueeze(-1)
+        return self.decode(fit, (1 - t) * z0 + t * z1)
+
+    def iwae(self, fit: Any, x: Any = None, num_particles: int | None = None) -> Tensor:
+        """IWAE estimate of ``log p(x)`` per item with ``num_particles`` samples (default ``iwae_particles``)."""
+        k = self.iwae_particles if num_particles is None else num_particles
+        _check_dims(num_particles=k)
+        return self._iwae(fit._data(x), fit.params, int(k))
+
+    def __repr__(self) -> str:
+        return (
+            f"VAE(input_dim={self.input_dim}, latent_dim={self.latent_dim}, hidden_dims={self.hidden_dims}, "
+            f"likelihood={self.likelihood!r})"
+        )
