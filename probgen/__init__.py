@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch as _torch  # noqa: F401  (imported first so torch sets up before pyro)
 
 from probgen import datasets  # noqa: E402,I001  (after the core it uses)
+from probgen.calibration import Calibration, calibrate
 from probgen.diagnostics import check, compare, summary
 from probgen.errors import ConvergenceWarning, ModelNotSupportedError
 from probgen.fit import Backend, Fit, available_methods, fit, get_backend, register_backend
@@ -20,12 +21,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backend",
+    "Calibration",
     "ConvergenceWarning",
     "Fit",
     "GenerativeModel",
     "ModelNotSupportedError",
     "SiteRoles",
     "available_methods",
+    "calibrate",
     "check",
     "compare",
     "datasets",
