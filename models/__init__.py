@@ -3,7 +3,7 @@
 from probgen.models.discrete_mixture import BernoulliMixture, CategoricalMixture, PoissonMixture
 from probgen.models.gaussian_mixture import GaussianMixture
 from probgen.models.hmm import HiddenMarkovModel, SequenceData
-from probgen.models.vae import VAE
+from probgen.models.vae import VAE, SemiSupervisedVAE
 
 __all__ = [
     "BernoulliMixture",
@@ -11,6 +11,7 @@ __all__ = [
     "GaussianMixture",
     "HiddenMarkovModel",
     "PoissonMixture",
+    "SemiSupervisedVAE",
     "SequenceData",
     "VAE",
 ]
