@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pyro
 import pyro.distributions as dist
+import pyro.optim
 import pytest
 import torch
 import torch.nn.functional as F
@@ -127,9 +128,9 @@ def test_held_out_iwae_equals_a_plain_pytorch_vae(digits):
     )
     ours = _iwae(*_as_plain(fit), test)
     plain = [_iwae(*_train_plain(train, steps, seed), test).mean().item() for seed in (0, 1)]
-    # noise: the two plain seeds differ by ~0.1-0.3 nats per item; the prior alone scores ~-44
+    # measured: probgen -17.72, plain seeds -17.72 and -17.68; 300 steps instead of 1200 give -19.7
     spread = abs(plain[0] - plain[1])
-    assert ours.mean().item() == pytest.approx(np.mean(plain), abs=max(0.6, 3 * spread))
+    assert ours.mean().item() == pytest.approx(np.mean(plain), abs=max(0.3, 3 * spread))
     assert ours.mean().item() > -30.0
     # fit.log_prob is the same estimator (fewer particles): equal within Monte Carlo noise
     assert fit.log_prob(test).mean().item() == pytest.approx(ours.mean().item(), abs=0.3)
@@ -264,3 +265,16 @@ def test_semi_supervised_labels_are_checked():
         pg.fit(model, (x, [0, 1]), progress=False)
     with pytest.raises(ValueError, match="n_classes must be at least 2"):
         SemiSupervisedVAE(1, 2, 4)
+
+
+def test_fast_path_takes_the_svi_options():
+    x = _small()
+    model = VAE(8, 2, hidden_dims=(4,))
+    named = _fit(model, x, num_steps=20, tol=0, optim="clipped_adam", lr_decay=0.5, num_particles=3)
+    assert isinstance(named.extras["optim"], torch.optim.Optimizer)
+    assert named.extras["optim"].param_groups[0]["lrd"] == pytest.approx(0.5 ** (1 / 20))
+    decayed = _fit(model, x, num_steps=20, tol=0, lr_decay=0.5)
+    assert decayed.extras["optim"].param_groups[0]["lr"] == pytest.approx(0.01 * 0.5)
+    instance = _fit(model, x, num_steps=20, tol=0, optim=pyro.optim.Adam({"lr": 0.01}))
+    assert isinstance(instance.extras["optim"], pyro.optim.PyroOptim)
+    assert not torch.equal(instance.params["decoder$$$net.0.weight"], named.params["decoder$$$net.0.weight"])
