@@ -1,15 +1,19 @@
 """Model families: installed as ``probgen.models``."""
 
+from probgen.models.bayesnet import BayesianNetwork
 from probgen.models.discrete_mixture import BernoulliMixture, CategoricalMixture, PoissonMixture
 from probgen.models.gaussian_mixture import GaussianMixture
 from probgen.models.hmm import HiddenMarkovModel, SequenceData
+from probgen.models.naive_bayes import NaiveBayes
 from probgen.models.vae import VAE, SemiSupervisedVAE
 
 __all__ = [
+    "BayesianNetwork",
     "BernoulliMixture",
     "CategoricalMixture",
     "GaussianMixture",
     "HiddenMarkovModel",
+    "NaiveBayes",
     "PoissonMixture",
     "SemiSupervisedVAE",
     "SequenceData",

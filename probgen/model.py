@@ -256,6 +256,9 @@ class GenerativeModel(abc.ABC):
     #: Names of methods ``name(self, fit, *args, **kwargs)`` that fits of this model expose as
     #: ``fit.name(*args, **kwargs)`` (``encode``/``decode`` for VAEs, ``query`` for networks).
     fit_helpers: tuple[str, ...] = ()
+    #: True when NaN in the data means a missing value the model sums out (Bayesian networks)
+    #: rather than bad input; ``probgen.testing.check_model`` then skips its NaN-refusal check.
+    accepts_missing: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -1,0 +1,313 @@
+"""Bayesian networks and naive Bayes against pgmpy and scikit-learn (float64, tolerances stated)."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import warnings
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import probgen as pg
+from probgen.models import BayesianNetwork, NaiveBayes
+from probgen.models.bayesnet import read_bif, write_bif
+from probgen.testing import check_model
+
+pgmpy = pytest.importorskip("pgmpy")
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from pgmpy.inference import VariableElimination
+    from pgmpy.readwrite import BIFReader
+
+EXAMPLES = os.path.join(os.path.dirname(pgmpy.__file__), "utils", "example_models")
+_CACHE: dict[str, tuple[BayesianNetwork, object]] = {}
+
+
+def network(name: str) -> tuple[BayesianNetwork, object]:
+    """probgen's network read by probgen, pgmpy's read by pgmpy, from the BIF in pgmpy's wheel.
+
+    BIF tables are rounded (alarm's rows sum to 1 +- 1e-7); both sides renormalise, so the
+    comparison is about inference, not about which rows a method happens to touch.
+    """
+    if name not in _CACHE:
+        path = os.path.join(EXAMPLES, f"{name}.bif.gz")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = BIFReader(string=gzip.open(path, "rt").read()).get_model()
+            for cpd in ref.get_cpds():
+                cpd.normalize()
+        _CACHE[name] = (read_bif(path), ref)
+    return _CACHE[name]
+
+
+def sprinkler() -> BayesianNetwork:
+    g = nx.DiGraph([("rain", "sprinkler"), ("rain", "wet"), ("sprinkler", "wet")])
+    return BayesianNetwork(
+        g,
+        states={"rain": ["no", "yes"], "sprinkler": ["off", "on"], "wet": ["dry", "wet"]},
+        cpds={
+            "rain": [0.8, 0.2],
+            "sprinkler": [[0.6, 0.4], [0.99, 0.01]],
+            "wet": [[[1.0, 0.0], [0.1, 0.9]], [[0.2, 0.8], [0.01, 0.99]]],
+        },
+    )
+
+
+def ref_marginal(ve: object, bn: BayesianNetwork, var: str, evidence: dict) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = ve.query([var], evidence=evidence, show_progress=False)  # type: ignore[attr-defined]
+    return np.array([r.values[r.state_names[var].index(s)] for s in bn.states[var]])
+
+
+# ------------------------------------------------------------------------- exact inference
+@pytest.mark.parametrize("name", ["asia", "alarm"])
+@settings(deadline=None, max_examples=4, derandomize=True)
+@given(data=st.data())
+def test_all_marginals_equal_pgmpy_for_random_evidence(name, data):
+    bn, ref = network(name)
+    ve = VariableElimination(ref)
+    k = data.draw(st.integers(1, 3))
+    nodes = data.draw(st.permutations(bn.nodes))[:k]
+    evidence = {n: bn.states[n][data.draw(st.integers(0, bn.card(n) - 1))] for n in nodes}
+    fit = bn.as_fit()
+    try:
+        mine = fit.query(evidence=evidence)  # every other node in one pass
+    except ValueError as err:  # evidence of probability zero: pgmpy cannot answer either
+        assert "probability zero" in str(err)
+        return
+    for var in data.draw(st.permutations(list(mine)))[:6]:
+        np.testing.assert_allclose(mine[var].numpy(), ref_marginal(ve, bn, var, evidence), atol=1e-10)
+        single = fit.query(var, evidence=evidence)[var]
+        np.testing.assert_allclose(single.numpy(), mine[var].numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["asia", "alarm"])
+def test_map_query_equals_pgmpy(name):
+    bn, ref = network(name)
+    ve = VariableElimination(ref)
+    fit = bn.as_fit()
+    evidence = {bn.nodes[1]: bn.states[bn.nodes[1]][0], bn.nodes[-1]: bn.states[bn.nodes[-1]][-1]}
+    variables = [n for n in bn.nodes if n not in evidence][:3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = ve.map_query(variables, evidence=evidence, show_progress=False)
+    assert fit.map_query(variables, evidence=evidence) == expected
+
+
+def test_mpe_by_max_product_equals_the_joint_argmax():
+    bn, _ = network("asia")
+    fit = bn.as_fit()
+    evidence = {"xray": "yes", "dysp": "yes"}
+    free = [n for n in bn.nodes if n not in evidence]
+    assert fit.map_query(evidence=evidence) == fit.map_query(free, evidence=evidence)
+
+
+def test_evidence_rows_in_one_call_equal_single_queries():
+    bn, _ = network("alarm")
+    fit = bn.as_fit()
+    rows = bn.to_frame(fit.sample(30, seed=3))[["HRBP", "CO", "SAO2"]].copy()
+    rows.loc[::4, "CO"] = None  # a missing evidence entry is summed out, row by row
+    batch = fit.query(["HYPOVOLEMIA", "LVFAILURE"], evidence=rows)
+    for i in range(0, 30, 7):
+        ev = {k: v for k, v in rows.iloc[i].items() if not pd.isna(v)}
+        single = fit.query(["HYPOVOLEMIA", "LVFAILURE"], evidence=ev)
+        for var in single:
+            np.testing.assert_allclose(batch[var][i].numpy(), single[var].numpy(), atol=1e-12)
+
+
+def test_joint_query_is_normalised_and_marginalises_to_the_marginals():
+    fit = sprinkler().as_fit()
+    joint = fit.query(["rain", "sprinkler"], evidence={"wet": "wet"}, joint=True)
+    assert joint.shape == (2, 2)
+    marg = fit.query(["rain", "sprinkler"], evidence={"wet": "wet"})
+    np.testing.assert_allclose(joint.sum(1).numpy(), marg["rain"].numpy(), atol=1e-14)
+    np.testing.assert_allclose(joint.sum(0).numpy(), marg["sprinkler"].numpy(), atol=1e-14)
+    # by hand: P(rain | wet) = sum_s P(r) P(s|r) P(w|r,s) / P(w)
+    pw = {
+        (r, s): [0.8, 0.2][r] * [[0.6, 0.4], [0.99, 0.01]][r][s] * [[0.0, 0.9], [0.8, 0.99]][r][s]
+        for r in (0, 1)
+        for s in (0, 1)
+    }
+    z = sum(pw.values())
+    assert float(marg["rain"][1]) == pytest.approx((pw[1, 0] + pw[1, 1]) / z, abs=1e-14)
+
+
+def test_log_prob_sums_out_missing_entries():
+    bn = sprinkler()
+    fit = bn.as_fit()
+    full = pd.DataFrame({"rain": ["yes", "yes"], "sprinkler": ["off", "on"], "wet": ["wet", "wet"]})
+    part = pd.DataFrame({"rain": ["yes"], "sprinkler": [None], "wet": ["wet"]})
+    lp_full = fit.log_prob(full)
+    assert float(lp_full[0]) == pytest.approx(math.log(0.2 * 0.99 * 0.8), abs=1e-14)
+    assert float(fit.log_prob(part)[0]) == pytest.approx(float(torch.logsumexp(lp_full, 0)), abs=1e-14)
+
+
+def test_sample_given_evidence_matches_the_query():
+    fit = sprinkler().as_fit()
+    draws = fit.sample(4000, evidence={"wet": "wet"}, seed=0)
+    assert bool((draws[:, 2] == 1).all())
+    freq = float((draws[:, 0] == 1).double().mean())
+    exact = float(fit.query("rain", evidence={"wet": "wet"})["rain"][1])
+    assert freq == pytest.approx(exact, abs=4 * math.sqrt(exact * (1 - exact) / 4000))
+
+
+# ------------------------------------------------------------------------------- learning
+def test_mle_cpds_equal_pgmpy_on_complete_data():
+    bn, ref = network("asia")
+    frame = bn.to_frame(bn.as_fit().sample(3000, seed=0))
+    fit = pg.fit(BayesianNetwork(bn.dag, states=bn.states), frame, method="em")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pgmpy.estimators import MaximumLikelihoodEstimator
+        from pgmpy.models import DiscreteBayesianNetwork
+
+        m = DiscreteBayesianNetwork(ref.edges())
+        m.add_nodes_from(ref.nodes())
+        mle = MaximumLikelihoodEstimator(m, frame)
+    for node in bn.nodes:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cpd = mle.estimate_cpd(node)
+        order = [cpd.state_names[v] for v in cpd.variables]
+        assert all(sorted(o) == sorted(bn.states[v]) for o, v in zip(order, cpd.variables, strict=True))
+        values = cpd.values
+        for axis, v in enumerate(cpd.variables):  # pgmpy sorts state names; put them in the BIF's order
+            values = np.take(values, [cpd.state_names[v].index(s) for s in bn.states[v]], axis=axis)
+        parents = cpd.variables[1:]
+        values = np.transpose(values, [0] + [1 + parents.index(p) for p in fit.model.parents[node]])
+        expected = np.moveaxis(values, 0, -1).reshape(-1, bn.card(node))
+        np.testing.assert_allclose(fit.params[f"cpd_{node}"].numpy(), expected, atol=1e-12)
+
+
+def test_em_with_missing_values_beats_complete_case():
+    bn, _ = network("asia")
+    truth = bn.as_fit()
+    frame = bn.to_frame(truth.sample(3000, seed=1))
+    rng = np.random.default_rng(0)
+    holed = frame.mask(rng.random(frame.shape) < 0.2)  # 20% missing at random
+    empty = BayesianNetwork(bn.dag, states=bn.states)
+    em = pg.fit(empty, holed, method="em")
+    cc = pg.fit(BayesianNetwork(bn.dag, states=bn.states), holed.dropna(), method="em")
+    assert len(holed.dropna()) < 0.3 * len(holed)
+
+    def error(fit: pg.Fit) -> float:  # L1 error of each CPD row, weighted by P(parent configuration)
+        total = 0.0
+        for n in bn.nodes:
+            diff = (fit.params[f"cpd_{n}"] - truth.params[f"cpd_{n}"]).abs().sum(-1)
+            par = bn.parents[n]
+            weight = truth.query(par, joint=True).reshape(-1) if par else torch.ones(1, dtype=torch.float64)
+            total += float((weight * diff).sum())
+        return total
+
+    assert em.converged
+    assert error(em) < 0.7 * error(cc)
+    assert np.all(np.diff(em.history) > -1e-9)  # EM never lowers the observed-data log-likelihood
+
+
+def test_latent_node_is_learned_by_em():
+    bn = sprinkler()
+    frame = bn.to_frame(bn.as_fit().sample(2000, seed=2)).drop(columns=["rain"])
+    fit = pg.fit(BayesianNetwork(bn.dag, states=bn.states), frame, method="em", seed=0)
+    assert fit.converged and np.isfinite(fit.log_evidence)
+    assert np.all(np.diff(fit.history) > -1e-9) and fit.history[-1] > fit.history[0]
+    # the fitted marginal of the observed pair is the empirical one (a saturated latent model)
+    joint = fit.query(["sprinkler", "wet"], joint=True)
+    counts = pd.crosstab(frame["sprinkler"], frame["wet"]).loc[["off", "on"], ["dry", "wet"]].to_numpy()
+    np.testing.assert_allclose(joint.numpy(), counts / counts.sum(), atol=2e-3)
+
+
+# --------------------------------------------------------------------------------- BIF, errors
+def test_bif_round_trip(tmp_path):
+    bn, _ = network("asia")
+    write_bif(bn, tmp_path / "asia.bif")
+    back = read_bif(tmp_path / "asia.bif")
+    assert back.parents == bn.parents and back.states == bn.states
+    for n in bn.nodes:
+        torch.testing.assert_close(back.cpds[n], bn.cpds[n], atol=1e-15, rtol=0)
+
+
+def test_errors_name_the_node_and_state():
+    with pytest.raises(ValueError, match="cycle through node"):
+        BayesianNetwork(nx.DiGraph([("a", "b"), ("b", "a")]))
+    fit = sprinkler().as_fit()
+    with pytest.raises(ValueError, match="unknown node 'snow'"):
+        fit.query("rain", evidence={"snow": "yes"})
+    with pytest.raises(ValueError, match="state 'soaked' of node 'wet' is not declared"):
+        fit.query("rain", evidence={"wet": "soaked"})
+    with pytest.raises(ValueError, match="unknown node 'hail'"):
+        fit.query("hail")
+    g = nx.DiGraph([("rain", "wet")])
+    st_ = {"rain": ["no", "yes"], "wet": ["dry", "wet"]}
+    with pytest.raises(
+        ValueError, match=r"node 'wet': row 1 \(parent configuration \{'rain': 'yes'\}\) sums to 0.9"
+    ):
+        BayesianNetwork(g, states=st_, cpds={"rain": [0.5, 0.5], "wet": [[0.5, 0.5], [0.5, 0.4]]})
+    with pytest.raises(ValueError, match=r"cpd of node 'wet' has shape \(3,\)"):
+        BayesianNetwork(g, states=st_, cpds={"rain": [0.5, 0.5], "wet": [0.2, 0.3, 0.5]})
+    frame = pd.DataFrame({"rain": ["no", "maybe"], "wet": ["dry", "wet"]})
+    with pytest.raises(ValueError, match="state 'maybe' of node 'rain' is not declared"):
+        pg.fit(BayesianNetwork(g, states=st_), frame, method="em")
+
+
+# ------------------------------------------------------------------------------- the contract
+@pytest.fixture(scope="module")
+def small_frame() -> pd.DataFrame:
+    bn = sprinkler()
+    return bn.to_frame(bn.as_fit().sample(40, seed=1))
+
+
+def test_contract_em(small_frame):
+    report = check_model(BayesianNetwork(sprinkler().dag), small_frame, methods=["em"])
+    assert report["em"]["log_prob brute force"] == "ok"
+    assert report["em"]["NaN refused"].startswith("skipped")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["svi", "mcmc"])
+def test_contract_posterior_backends(small_frame, method):
+    report = check_model(BayesianNetwork(sprinkler().dag), small_frame, methods=[method])
+    assert report[method]["save/load"] == "ok"
+
+
+# -------------------------------------------------------------------------------- naive Bayes
+def test_naive_bayes_matches_categorical_nb():
+    from sklearn.naive_bayes import CategoricalNB
+
+    rng = np.random.default_rng(0)
+    n, d = 1500, 6
+    y = rng.integers(0, 3, n)
+    probs = rng.dirichlet(np.ones(4), size=(3, d))
+    x = np.stack([[rng.choice(4, p=probs[y[i], j]) for j in range(d)] for i in range(n)])
+    frame = pd.DataFrame(x, columns=[f"f{j}" for j in range(d)])
+    train, test = slice(0, 1000), slice(1000, n)
+    fit = pg.fit(NaiveBayes(n_classes=3), frame[train].assign(**{"class": y[train]}), method="em")
+    mine = fit.predict(frame[test]).numpy()
+    ref = CategoricalNB(alpha=1.0, min_categories=4).fit(x[train], y[train]).predict(x[test])
+    assert abs((mine == y[test]).mean() - (ref == y[test]).mean()) <= 0.01
+    proba = fit.predict_proba(frame[test])
+    assert proba.shape == (n - 1000, 3)
+
+
+def test_semi_supervised_naive_bayes_beats_few_labels():
+    rng = np.random.default_rng(1)
+    n, d = 1200, 8
+    y = rng.integers(0, 2, n)
+    probs = rng.dirichlet(np.ones(3) * 0.5, size=(2, d))
+    x = np.stack([[rng.choice(3, p=probs[y[i], j]) for j in range(d)] for i in range(n)])
+    frame = pd.DataFrame(x, columns=[f"f{j}" for j in range(d)])
+    labels = np.where(np.arange(n) < 20, y, -1)  # 20 labelled rows
+    test = frame[1000:]
+    states = {f"f{j}": [0, 1, 2] for j in range(d)}
+    few = pg.fit(NaiveBayes(n_classes=2, states=states), frame[:20].assign(**{"class": y[:20]}), method="em")
+    semi = pg.fit(NaiveBayes(n_classes=2), frame[:1000].assign(**{"class": labels[:1000]}), method="em")
+    acc_few = (few.predict(test).numpy() == y[1000:]).mean()
+    acc_semi = (semi.predict(test).numpy() == y[1000:]).mean()
+    assert acc_semi >= acc_few
