@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from probgen.model import GenerativeModel, as_tensor
 
-__all__ = ["VAE", "SemiSupervisedVAE"]
+__all__ = ["VAE", "ConditionalVAE", "SemiSupervisedVAE"]
 
 _LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
 _DTYPE = torch.float32
@@ -737,5 +737,239 @@ class SemiSupervisedVAE(GenerativeModel):
     def __repr__(self) -> str:
         return (
             f"SemiSupervisedVAE(n_classes={self.n_classes}, latent_dim={self.latent_dim}, "
+            f"input_dim={self.input_dim}, hidden_dims={self.hidden_dims}, likelihood={self.likelihood!r})"
+        )
+
+
+class _CVAEObjective(_VAEObjective):
+    """The conditional VAE's negative ELBO, KL in closed form."""
+
+    def __init__(self, cvae: ConditionalVAE, data: tuple[Tensor, Tensor]) -> None:
+        cvae._build()
+        pyro.module("encoder", cvae.encoder)
+        pyro.module("decoder", cvae.decoder)
+        self.vae = cvae  # type: ignore[assignment]
+        self.data, self.labels = data[0], _one_hot(data[1], cvae.n_classes)
+        self.n = len(self.data)
+
+    def loss(self, index: Tensor | None, num_particles: int) -> Tensor:
+        x, y1h = (self.data, self.labels) if index is None else (self.data[index], self.labels[index])
+        loc, scale = self.vae.encoder(torch.cat([x, y1h], -1))
+        shape = ((num_particles,) if num_particles > 1 else ()) + tuple(loc.shape)
+        z = loc + scale * torch.randn(shape, dtype=loc.dtype)
+        out = self.vae.decoder(_with_class(z, y1h))
+        rec = self.vae._lik.log_prob(out, x, getattr(self.vae.decoder, "log_scale", None))
+        if num_particles > 1:
+            rec = rec.mean(0)
+        return (self.n / len(x)) * (_kl_std_normal(loc, scale) - rec).sum()
+
+
+class ConditionalVAE(GenerativeModel):
+    """Conditional VAE (Sohn et al. 2015): ``p(x | y, z)`` and ``q(z | x, y)`` for a given class ``y``.
+
+    ``z ~ N(0, I)`` (site ``"z"``), ``x | y, z ~ p(x | decoder(z, y))`` (site ``"x"``); the class is
+    an input, not a random variable.  Data are ``(X, y)`` with a label for every row (integers in
+    ``0..n_classes-1``).  ``fit.sample(n, y=c)`` draws items of class ``c`` (default: classes
+    uniformly at random); ``fit.log_prob`` is the IWAE estimate of ``log p(x | y)``.
+
+    Parameters
+    ----------
+    n_classes, latent_dim, input_dim : int
+    hidden_dims : sequence of int, default (256,)
+    likelihood : {"bernoulli", "continuous_bernoulli", "gaussian"}, default "bernoulli"
+    iwae_particles : int, default 100
+    """
+
+    data_plate_name = "data"
+    dtype = _DTYPE
+    fit_helpers = ("encode", "decode", "iwae")
+
+    def __init__(
+        self,
+        n_classes: int,
+        latent_dim: int,
+        input_dim: int,
+        hidden_dims: Sequence[int] = (256,),
+        likelihood: str = "bernoulli",
+        iwae_particles: int = 100,
+    ) -> None:
+        _check_dims(
+            n_classes=n_classes, latent_dim=latent_dim, input_dim=input_dim, iwae_particles=iwae_particles
+        )
+        if likelihood not in _LIKELIHOODS:
+            raise ValueError(
+                f"likelihood={likelihood!r} is not known; expected one of: {', '.join(_LIKELIHOODS)}."
+            )
+        self.n_classes, self.latent_dim, self.input_dim = int(n_classes), int(latent_dim), int(input_dim)
+        self.hidden_dims = _check_hidden(hidden_dims)
+        self.likelihood = likelihood
+        self.iwae_particles = int(iwae_particles)
+        self._lik = _Likelihood(likelihood)
+        self._build()
+
+    def _build(self) -> None:
+        c, d, h, latent = self.n_classes, self.input_dim, self.hidden_dims, self.latent_dim
+        self.encoder = _Gaussian((d + c, *h, latent))
+        self.decoder = _Decoder((latent + c, *reversed(h), d), self.likelihood == "gaussian")
+
+    # ------------------------------------------------------------------ Pyro pair
+    def model(self, data: tuple[Tensor, Tensor] | None = None, subsample_size: int | None = None) -> Tensor:
+        pyro.module("decoder", self.decoder)
+        n = 1 if data is None else data[0].shape[0]
+        with pyro.plate("data", n, subsample_size=subsample_size) as plate_idx:
+            idx: Tensor = plate_idx  # type: ignore[assignment]
+            b = idx.shape[0]
+            z = pyro.sample("z", dist.Normal(torch.zeros(b, self.latent_dim, dtype=_DTYPE), 1.0).to_event(1))
+            if data is None:
+                x, y = None, torch.zeros(b, dtype=torch.long)
+            else:
+                x, y = data[0].index_select(0, idx), data[1].index_select(0, idx)
+            out = self.decoder(_with_class(z, _one_hot(y, self.n_classes)))
+            likelihood = self._lik.dist(out, getattr(self.decoder, "log_scale", None))
+            return pyro.sample("x", likelihood, obs=x)
+
+    def guide(self, data: tuple[Tensor, Tensor] | None = None, subsample_size: int | None = None) -> None:
+        pyro.module("encoder", self.encoder)
+        if data is None:
+            return
+        with pyro.plate("data", data[0].shape[0], subsample_size=subsample_size) as plate_idx:
+            idx: Tensor = plate_idx  # type: ignore[assignment]
+            x, y = data[0].index_select(0, idx), data[1].index_select(0, idx)
+            loc, scale = self.encoder(torch.cat([x, _one_hot(y, self.n_classes)], -1))
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    def roles(self, data: Any) -> Any:
+        with pyro.get_param_store().scope():
+            return super().roles(data)
+
+    def svi_objective(self, data: Any) -> _CVAEObjective:
+        return _CVAEObjective(self, data)
+
+    # ------------------------------------------------------------------ data
+    def prepare_data(self, data: Any) -> tuple[Tensor, Tensor]:
+        if not (isinstance(data, tuple) and len(data) == 2):
+            raise TypeError(
+                f"{self.name} takes data as a tuple (X, y) with a class label for every row; "
+                f"got {type(data).__name__}."
+            )
+        x = as_tensor(data[0], "X", dtype=_DTYPE)
+        y = as_tensor(data[1], "y", dtype=torch.float64)
+        if x.dim() != 2 or x.shape[1] != self.input_dim:
+            raise ValueError(
+                f"X must have shape (n_items, {self.input_dim}) (input_dim={self.input_dim}); got {tuple(x.shape)}."
+            )
+        if y.dim() != 1 or len(y) != len(x):
+            raise ValueError(f"y must have shape ({len(x)},), one label per row of X; got {tuple(y.shape)}.")
+        bad = (y != torch.round(y)) | (y < 0) | (y >= self.n_classes)
+        if bad.any():
+            raise ValueError(
+                f"y holds {int(bad.sum())} values that are not class labels in 0..{self.n_classes - 1}, "
+                f"e.g. {float(y[bad][0])!r}; a ConditionalVAE needs every label."
+            )
+        self._lik.validate(x, "X")
+        return x, y.long()
+
+    def num_items(self, data: Any) -> int:
+        return len(data[0])
+
+    def observed_arrays(self, data: Any) -> dict[str, Tensor]:
+        return {"x": data[0]}
+
+    def data_to_arrays(self, data: Any) -> dict[str, Tensor]:
+        return {"X": data[0], "y": data[1]}
+
+    def data_from_arrays(self, arrays: Mapping[str, Tensor]) -> Any:
+        return (arrays["X"].to(_DTYPE), arrays["y"].long()) if "X" in arrays else None
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "n_classes": self.n_classes,
+            "latent_dim": self.latent_dim,
+            "input_dim": self.input_dim,
+            "hidden_dims": list(self.hidden_dims),
+            "likelihood": self.likelihood,
+            "iwae_particles": self.iwae_particles,
+        }
+
+    def num_parameters(self, params: Mapping[str, Tensor], data: Any) -> int:
+        return int(sum(v.numel() for k, v in params.items() if k.startswith("decoder" + _SEP)))
+
+    # ------------------------------------------------------------------ scoring
+    def _iwae(self, data: tuple[Tensor, Tensor], params: Mapping[str, Tensor], num_particles: int) -> Tensor:
+        x, y1h = data[0], _one_hot(data[1], self.n_classes)
+        log_scale = params.get(f"decoder{_SEP}log_scale")
+        gen = torch.Generator().manual_seed(0)
+        rows = []
+        chunk = max(1, 20000 // num_particles)
+        with torch.no_grad():
+            for start in range(0, len(x), chunk):
+                xb, yb = x[start : start + chunk], y1h[start : start + chunk]
+                loc, scale = _call(self.encoder, params, "encoder", torch.cat([xb, yb], -1))
+                z = loc + scale * torch.randn(
+                    (num_particles,) + tuple(loc.shape), generator=gen, dtype=loc.dtype
+                )
+                out = _call(self.decoder, params, "decoder", _with_class(z, yb))
+                log_w = (
+                    self._lik.log_prob(out, xb, log_scale)
+                    + _normal_log_prob(z, torch.zeros_like(z), torch.ones_like(z))
+                    - _normal_log_prob(z, loc, scale)
+                )
+                rows.append(torch.logsumexp(log_w, 0) - math.log(num_particles))
+        return torch.cat(rows)
+
+    def log_prob_items(self, data: Any, params: Mapping[str, Tensor]) -> Tensor:
+        """IWAE estimate of ``log p(x | y)`` per item, with ``iwae_particles`` samples (fixed seed)."""
+        return self._iwae(data, params, self.iwae_particles)
+
+    def sample_items(
+        self,
+        n: int,
+        params: Mapping[str, Tensor],
+        *,
+        generator: torch.Generator | None = None,
+        y: Any = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """``n`` items of class ``y`` (an int, or one label per item; default: uniform classes)."""
+        if y is None:
+            ys = torch.randint(self.n_classes, (n,), generator=generator)
+        else:
+            ys = torch.as_tensor(y).long().reshape(-1).expand(n)
+            if bool(((ys < 0) | (ys >= self.n_classes)).any()):
+                raise ValueError(f"y must hold class labels in 0..{self.n_classes - 1}; got {y!r}.")
+        with torch.no_grad():
+            z = torch.randn(n, self.latent_dim, generator=generator, dtype=_DTYPE)
+            out = _call(self.decoder, params, "decoder", _with_class(z, _one_hot(ys, self.n_classes)))
+            x = self._lik.sample(out, params.get(f"decoder{_SEP}log_scale"), generator)
+        return {"data": x, "y": ys}
+
+    # ------------------------------------------------------------------ fit helpers
+    def encode(self, fit: Any, x: Any, y: Any) -> tuple[Tensor, Tensor]:
+        """Posterior mean and scale of ``z`` given ``x`` and its class ``y`` (one or one per row)."""
+        xs = as_tensor(x, "x", dtype=_DTYPE).reshape(-1, self.input_dim)
+        ys = torch.as_tensor(y).long().reshape(-1).expand(len(xs))
+        xs, ys = self.prepare_data((xs, ys))
+        with torch.no_grad():
+            return _call(
+                self.encoder, fit.params, "encoder", torch.cat([xs, _one_hot(ys, self.n_classes)], -1)
+            )
+
+    def decode(self, fit: Any, z: Any, y: Any) -> Tensor:
+        """Mean of ``p(x | z, y)`` for codes ``z`` ``(n, latent_dim)`` and classes ``y`` (one or ``n``)."""
+        zs = as_tensor(z, "z", dtype=_DTYPE).reshape(-1, self.latent_dim)
+        ys = torch.as_tensor(y).long().reshape(-1).expand(len(zs))
+        with torch.no_grad():
+            out = _call(self.decoder, fit.params, "decoder", _with_class(zs, _one_hot(ys, self.n_classes)))
+            return self._lik.mean(out, fit.params.get(f"decoder{_SEP}log_scale"))
+
+    def iwae(self, fit: Any, data: Any = None, num_particles: int | None = None) -> Tensor:
+        """IWAE estimate of ``log p(x | y)`` for ``data = (X, y)`` with ``num_particles`` samples."""
+        k = self.iwae_particles if num_particles is None else num_particles
+        _check_dims(num_particles=k)
+        return self._iwae(fit._data(data), fit.params, int(k))
+
+    def __repr__(self) -> str:
+        return (
+            f"ConditionalVAE(n_classes={self.n_classes}, latent_dim={self.latent_dim}, "
             f"input_dim={self.input_dim}, hidden_dims={self.hidden_dims}, likelihood={self.likelihood!r})"
         )

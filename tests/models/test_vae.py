@@ -15,7 +15,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 import probgen as pg
-from probgen.models import VAE, SemiSupervisedVAE
+from probgen.models import VAE, ConditionalVAE, SemiSupervisedVAE
 from probgen.testing import check_model
 
 BATCH, LATENT, HIDDEN, LR = 128, 10, 256, 1e-3
@@ -278,3 +278,20 @@ def test_fast_path_takes_the_svi_options():
     instance = _fit(model, x, num_steps=20, tol=0, optim=pyro.optim.Adam({"lr": 0.01}))
     assert isinstance(instance.extras["optim"], pyro.optim.PyroOptim)
     assert not torch.equal(instance.params["decoder$$$net.0.weight"], named.params["decoder$$$net.0.weight"])
+
+
+# ------------------------------------------------------------------------ conditional VAE
+def test_conditional_vae_passes_the_contract_and_draws_the_class_asked_for():
+    d = load_digits()
+    x, y = torch.as_tensor(d.data / 16.0 > 0.5, dtype=torch.float32)[:120], d.target[:120]
+    report = check_model(ConditionalVAE(10, 2, 64, hidden_dims=(16,)), (x, y), methods=["svi"])["svi"]
+    assert report["save/load"] == "ok" and report["same seed, same fit"] == "ok"
+    fit = _fit(ConditionalVAE(10, 2, 64, hidden_dims=(16,)), (x, y), num_steps=20, tol=0)
+    new, latents = fit.sample(5, y=3, seed=0, return_latents=True)
+    assert new.shape == (5, 64) and latents["y"].tolist() == [3] * 5
+    assert fit.encode(x[:4], y[:4])[0].shape == (4, 2) and fit.decode(torch.zeros(2, 2), 7).shape == (2, 64)
+    assert fit.log_prob((x[:4], y[:4])).shape == (4,)
+    with pytest.raises(ValueError, match="a ConditionalVAE needs every label"):
+        fit.log_prob((x[:2], [1, -1]))
+    with pytest.raises(TypeError, match=r"takes data as a tuple \(X, y\)"):
+        fit.log_prob(x[:2])
