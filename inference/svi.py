@@ -1,7 +1,9 @@
 """Stochastic variational inference (``method="svi"``).
 
 Trace_ELBO, or TraceEnum_ELBO when the model has discrete latents (they are enumerated, not
-sampled).  With no guide of the model's own, an ``AutoNormal`` guide is built over the continuous
+sampled); ``elbo=`` picks TraceMeanField_ELBO or the JIT-compiled ELBOs instead.  A model that
+offers its own objective (the ``svi_objective`` hook: the same ELBO in plain PyTorch, e.g. with
+an analytic KL, as the VAE families do) is trained by one plain PyTorch loop with no Pyro traces.  With no guide of the model's own, an ``AutoNormal`` guide is built over the continuous
 latent sites (an empty guide when there are none: ``pyro.param`` sites are then fitted by maximum
 likelihood).  Stops early when the windowed loss has settled, flat within its noise, not above
 its best and not bouncing; posterior draws come from the guide.
