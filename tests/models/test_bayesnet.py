@@ -311,3 +311,42 @@ def test_semi_supervised_naive_bayes_beats_few_labels():
     acc_few = (few.predict(test).numpy() == y[1000:]).mean()
     acc_semi = (semi.predict(test).numpy() == y[1000:]).mean()
     assert acc_semi >= acc_few
+
+
+# ------------------------------------------------------------------------- structure learning
+@pytest.fixture(scope="module")
+def asia_frame() -> pd.DataFrame:
+    bn, _ = network("asia")
+    return bn.to_frame(bn.as_fit().sample(5000, seed=0))
+
+
+@pytest.mark.parametrize("score", ["bic", "bdeu"])
+def test_structure_scores_equal_pgmpys(asia_frame, score):
+    from probgen.models.bayesnet import structure_score
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pgmpy.estimators import BIC, BDeu
+
+        ref = (BIC(asia_frame) if score == "bic" else BDeu(asia_frame, equivalent_sample_size=10)).score(
+            network("asia")[1]
+        )
+    mine = structure_score(network("asia")[0].dag, asia_frame, score=score, equivalent_sample_size=10)
+    assert mine == pytest.approx(ref, abs=1e-8)
+
+
+def test_hill_climbing_scores_at_least_pgmpys_and_keeps_the_constraints(asia_frame):
+    from probgen.models.bayesnet import learn_structure, structure_score
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pgmpy.estimators import HillClimbSearch
+
+        ref = HillClimbSearch(asia_frame).estimate(scoring_method="bic-d", show_progress=False)
+    g = learn_structure(asia_frame)
+    assert nx.is_directed_acyclic_graph(g)
+    assert structure_score(g, asia_frame) >= structure_score(ref, asia_frame) - 1e-9
+    h = learn_structure(asia_frame, max_indegree=1, black_list=[("either", "xray")])
+    assert max(d for _, d in h.in_degree()) <= 1 and not h.has_edge("either", "xray")
+    w = learn_structure(asia_frame, white_list=[("smoke", "lung"), ("smoke", "bronc")])
+    assert set(w.edges()) <= {("smoke", "lung"), ("smoke", "bronc")}
