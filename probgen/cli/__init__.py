@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 __all__ = ["main"]
 
-_TOURS = ("probgen.cli.tour_mixture", "probgen.cli.tour_hmm")
+_TOURS = ("probgen.cli.tour_mixture", "probgen.cli.tour_hmm", "probgen.cli.tour_bayesnet")
 
 
 def _demo_custom_model(progress: bool) -> None:
