@@ -295,3 +295,14 @@ def test_conditional_vae_passes_the_contract_and_draws_the_class_asked_for():
         fit.log_prob((x[:2], [1, -1]))
     with pytest.raises(TypeError, match=r"takes data as a tuple \(X, y\)"):
         fit.log_prob(x[:2])
+
+
+def test_semi_supervised_vae_passes_the_contract():
+    x, _, partial = _ten_labels_per_class()
+    x, partial = x[:120], partial[:120].copy()
+    partial[:40] = load_digits().target[:40]  # a third labelled
+    report = check_model(SemiSupervisedVAE(10, 2, 64, hidden_dims=(16,)), (x, partial), methods=["svi"])[
+        "svi"
+    ]
+    assert report["predict vs predict_proba"] == "ok" and report["save/load"] == "ok"
+    assert report["global state kept"] == "ok" and report["same seed, same fit"] == "ok"
