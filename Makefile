@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow lint format typecheck tutorials bench ci clean
+.PHONY: setup demo test test-slow lint format typecheck tutorials bench calibrate ci clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ typecheck: setup
 
 tutorials: setup
 	PROBGEN_FAST=1 MPLBACKEND=Agg $(BIN)/python tutorials/run_all.py
+
+calibrate: setup  # simulation-based calibration over models x backends; refreshes docs/calibration.md
+	$(BIN)/probgen calibrate --out docs/calibration.md $(CALIBRATE_ARGS)
 
 bench: setup
 	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done

@@ -79,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="a short tour on bundled data (a custom model, mixtures, HMMs)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     sub.add_parser("datasets", help="list the bundled datasets")
+    cal = sub.add_parser("calibrate", help="simulation-based calibration over a grid of models x backends")
+    cal.add_argument("--quick", action="store_true", help="20 simulations per row with small fits")
+    cal.add_argument("--out", default=None, help="write the Markdown table to this file")
+    cal.add_argument("--row", action="append", default=None, help="only this grid row (repeatable)")
     args = parser.parse_args(argv)
     if args.version:
         from probgen import __version__
@@ -92,6 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _demo(progress=not args.no_progress and sys.stderr.isatty())
     if args.command == "datasets":
         return _datasets()
+    if args.command == "calibrate":
+        from probgen.cli.calibration_grid import run
+
+        run(args.out, quick=args.quick, rows=args.row, progress=sys.stderr.isatty())
+        return 0
     parser.print_help()
     return 0
 

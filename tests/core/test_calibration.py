@@ -68,8 +68,16 @@ def test_mcmc_on_eight_schools_is_calibrated():
             eta = pyro.sample("eta", dist.Normal(0.0, 1.0))
             pyro.sample("obs", dist.Normal(mu + tau * eta, sigma), obs=data)
 
+    # one chain of 100 draws thinned to 49 per simulation keeps this within a few minutes
     cal = pg.calibrate(
-        eight_schools, "mcmc", num_simulations=60, num_samples=100, warmup_steps=150, target_accept_prob=0.9
+        eight_schools,
+        "mcmc",
+        num_simulations=40,
+        num_draws=49,
+        num_samples=100,
+        warmup_steps=100,
+        num_chains=1,
+        target_accept_prob=0.9,
     )
     table = cal.summary()
     assert set(table.index) == {"mu", "tau", "eta"}
@@ -134,3 +142,14 @@ def test_plot_draws_one_histogram_per_site():
     )
     fig = cal.plot()
     assert len(fig.axes) == 1 and fig.axes[0].get_title().startswith("mu (p=")
+
+
+@pytest.mark.slow
+def test_calibration_grid_writes_a_table(tmp_path):
+    from probgen.cli import main
+
+    out = tmp_path / "calibration.md"
+    assert main(["calibrate", "--quick", "--row", "normal mean, AutoDelta", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| normal mean, AutoDelta | svi | 20 | miscalibrated: mu:" in text
+    assert "**under-dispersed**" in text
