@@ -114,7 +114,9 @@ def fit(
         "svi"     ``num_steps`` (3000), ``lr`` (0.01), ``optim`` ("adam", "clipped_adam" or a
                   ``pyro.optim`` instance), ``lr_decay`` (1.0), ``num_particles`` (1),
                   ``subsample_size`` (None), ``guide`` ("normal", "diagonal", "mvn", "delta" or a
-                  callable), ``tol`` (1e-4), ``window`` (100), ``num_samples`` (1000)
+                  callable), ``tol`` (1e-4), ``window`` (100), ``num_samples`` (1000), ``elbo``
+                  (None: the model's own objective when it offers one, else Trace/TraceEnum;
+                  "trace", "meanfield", "jit", "analytic")
         "mcmc"    ``num_samples`` (1000), ``warmup_steps`` (= num_samples), ``num_chains`` (2),
                   ``kernel`` ("nuts"/"hmc"), ``target_accept_prob`` (0.8), ``max_tree_depth``
                   (10), ``step_size`` (1.0), ``num_steps`` (HMC), ``init`` ("auto", "uniform",
