@@ -45,6 +45,7 @@ __all__ = ["BayesianNetwork", "learn_structure", "read_bif", "structure_score", 
 _DTYPE = torch.float64
 _BATCH = 2048  # rows per batched contraction (memory bound)
 _MAX_JOINT = 2**22  # largest joint table a query or map_query builds
+_MAX_INTERMEDIATE = 2**27  # entries (1 GiB of float64): larger contractions are refused up front
 _SUM_TOL = 1e-6  # CPD rows must sum to one within this
 
 
@@ -130,6 +131,10 @@ class BayesianNetwork(GenerativeModel):
                 raise TypeError(f"node names must be strings; got {node!r} ({type(node).__name__}).")
             if node == "data":
                 raise ValueError("node name 'data' is reserved for the plate over rows; rename the node.")
+        for node in dag.nodes:
+            for site in (_cpd_site(node), f"{node}_missing"):
+                if site in dag.nodes:
+                    raise ValueError(f"node {site!r} clashes with the Pyro site of node {node!r}; rename it.")
         if isinstance(prior, str):
             if prior != "bdeu":
                 raise ValueError(f"prior must be a positive number or 'bdeu'; got {prior!r}.")
@@ -361,16 +366,19 @@ class BayesianNetwork(GenerativeModel):
                     continue
                 x = data[:, col[n]]
                 miss = torch.isnan(x)
-                if miss.any():
-                    values[n] = pyro.sample(
-                        n,
-                        dist.Categorical(probs),
-                        obs=x.nan_to_num(0.0).long(),
-                        obs_mask=~miss,  # type: ignore[arg-type]
+                if miss.any():  # missing entries: an enumerated latent site, masked to those rows
+                    hidden = pyro.sample(
+                        f"{n}_missing",
+                        dist.Categorical(probs).mask(miss),
                         infer={"enumerate": "parallel"},
                     )
+                    seen = x.nan_to_num(0.0).long()
+                    pyro.sample(n, dist.Categorical(probs).mask(~miss), obs=seen)
+                    values[n] = torch.where(miss, hidden, seen)
                 else:
                     values[n] = pyro.sample(n, dist.Categorical(probs), obs=x.long())
+        if data is not None:  # values may carry enumeration dims; the data are what was scored
+            return data
         return torch.stack([values[n].to(_DTYPE).expand(size) for n in self.nodes], -1)
 
     # ------------------------------------------------------------------- parameters
@@ -436,7 +444,15 @@ class BayesianNetwork(GenerativeModel):
             batched = key[0] == "rows"
             small = "auto-hq" if len(shapes) <= 24 else "greedy"
             optimize = oe.RandomGreedy(max_repeats=128) if batched else small
-            expr = oe.contract_expression(eq, *shapes, optimize=optimize)
+            path, info = oe.contract_path(eq, *shapes, shapes=True, optimize=optimize)
+            if info.largest_intermediate > _MAX_INTERMEDIATE:
+                rows = f" for {shapes[-1][0]} rows at once" if batched else ""
+                raise ValueError(
+                    f"exact inference on this network would build a table of {int(info.largest_intermediate):,} "
+                    f"entries{rows} (limit {_MAX_INTERMEDIATE:,}); the moral graph's treewidth is <= "
+                    f"{self.treewidth()}.  Query fewer variables, add evidence, or pass fewer rows."
+                )
+            expr = oe.contract_expression(eq, *shapes, optimize=path)
             self._cache[key] = expr
         return expr
 

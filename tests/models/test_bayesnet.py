@@ -68,7 +68,7 @@ def ref_marginal(ve: object, bn: BayesianNetwork, var: str, evidence: dict) -> n
 
 
 # ------------------------------------------------------------------------- exact inference
-@pytest.mark.parametrize("name", ["asia", "alarm"])
+@pytest.mark.parametrize("name", ["asia", "alarm", "child", "hailfinder"])
 @settings(deadline=None, max_examples=4, derandomize=True)
 @given(data=st.data())
 def test_all_marginals_equal_pgmpy_for_random_evidence(name, data):
@@ -234,6 +234,16 @@ def test_bif_round_trip(tmp_path):
         torch.testing.assert_close(back.cpds[n], bn.cpds[n], atol=1e-15, rtol=0)
 
 
+def test_a_contraction_too_large_is_refused_before_any_work(monkeypatch):
+    import probgen.models.bayesnet as bnmod
+
+    bn, _ = network("alarm")
+    monkeypatch.setattr(bnmod, "_MAX_INTERMEDIATE", 10)  # ALARM needs 96 entries at most
+    fresh = BayesianNetwork(bn.dag, states=bn.states, cpds=bn.cpds)
+    with pytest.raises(ValueError, match=r"would build a table of .* treewidth is <= 4"):
+        fresh.as_fit().query(evidence={"HRBP": "HIGH"})
+
+
 def test_errors_name_the_node_and_state():
     with pytest.raises(ValueError, match="cycle through node"):
         BayesianNetwork(nx.DiGraph([("a", "b"), ("b", "a")]))
@@ -275,6 +285,25 @@ def test_contract_em(small_frame):
 def test_contract_posterior_backends(small_frame, method):
     report = check_model(BayesianNetwork(sprinkler().dag), small_frame, methods=[method])
     assert report[method]["save/load"] == "ok"
+
+
+@pytest.mark.slow
+def test_svi_with_missing_values_gives_bayesian_cpds_near_em():
+    bn = sprinkler()
+    frame = bn.to_frame(bn.as_fit().sample(300, seed=4))
+    holed = frame.mask(np.random.default_rng(0).random(frame.shape) < 0.2)
+    em = pg.fit(BayesianNetwork(bn.dag, states=bn.states), holed, method="em")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        svi = pg.fit(
+            BayesianNetwork(bn.dag, states=bn.states), holed, method="svi", num_steps=400, num_samples=100
+        )
+    assert svi.posterior["cpd_rain"].shape == (1, 100, 1, 2)
+    assert float((svi.params["cpd_rain"] - em.params["cpd_rain"]).abs().max()) < 0.05
+    q_svi = svi.query("rain", evidence={"wet": "wet"})["rain"]  # averaged over posterior draws
+    q_em = em.query("rain", evidence={"wet": "wet"})["rain"]
+    assert float((q_svi - q_em).abs().max()) < 0.1
+    assert bool(torch.isfinite(svi.log_prob(holed)).all())
 
 
 # -------------------------------------------------------------------------------- naive Bayes
