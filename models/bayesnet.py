@@ -465,21 +465,27 @@ class BayesianNetwork(GenerativeModel):
         indicator_values: Mapping[str, Tensor] | None = None,
     ) -> Tensor:
         """``sum P(outputs, evidence)`` over the rest, one evidence assignment (sliced CPDs)."""
-        nodes = self._relevant(set(outputs) | set(evidence) | set(indicators))
-        ops, subs = [], []
-        for n in nodes:
-            fam = self.parents[n] + [n]
+        plan_key = ("plan", tuple(sorted(evidence)), tuple(outputs), tuple(indicators))
+        plan = self._cache.get(plan_key)
+        if plan is None:  # which CPDs, which axes are sliced, the equation: once per pattern
+            nodes = self._relevant(set(outputs) | set(evidence) | set(indicators))
+            fams = [(n, self.parents[n] + [n]) for n in nodes]
+            slices = [[v if v in evidence else None for v in fam] for _, fam in fams]
+            subs = ["".join(self._sym(v) for v in fam if v not in evidence) for _, fam in fams]
+            subs += [self._sym(n) for n in indicators]
+            eq = ",".join(subs) + "->" + "".join(self._sym(v) for v in outputs)
+            plan = ([n for n, _ in fams], slices, eq)
+            self._cache[plan_key] = plan
+        nodes, slices, eq = plan
+        ops = []
+        for n, sl in zip(nodes, slices, strict=True):
             t = cpds[n]
-            if any(v in evidence for v in fam):
-                t = t[tuple(evidence[v] if v in evidence else slice(None) for v in fam)]
+            if any(v is not None for v in sl):
+                t = t[tuple(slice(None) if v is None else evidence[v] for v in sl)]
             ops.append(t)
-            subs.append("".join(self._sym(v) for v in fam if v not in evidence))
         for n in indicators:
             ops.append(indicator_values[n] if indicator_values is not None else torch.ones(self.card(n)))
-            subs.append(self._sym(n))
-        eq = ",".join(subs) + "->" + "".join(self._sym(v) for v in outputs)
-        key = ("single", eq)
-        expr = self._expression(key, eq, [tuple(o.shape) for o in ops])
+        expr = self._expression(("single", eq), eq, [tuple(o.shape) for o in ops])
         return expr(*ops, backend="torch")
 
     def _evidence_factors(self, rows: Tensor, nodes: Sequence[str]) -> tuple[list[Tensor], list[str]]:

@@ -379,3 +379,18 @@ def test_hill_climbing_scores_at_least_pgmpys_and_keeps_the_constraints(asia_fra
     assert max(d for _, d in h.in_degree()) <= 1 and not h.has_edge("either", "xray")
     w = learn_structure(asia_frame, white_list=[("smoke", "lung"), ("smoke", "bronc")])
     assert set(w.edges()) <= {("smoke", "lung"), ("smoke", "bronc")}
+
+
+def test_naive_bayes_contract_and_save_load(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3, (60, 3))
+    y = (x[:, 0] + rng.integers(0, 2, 60)) % 2
+    frame = pd.DataFrame(x, columns=["a", "b", "c"]).assign(**{"class": y})
+    report = check_model(NaiveBayes(), frame, methods=["em"])
+    assert report["em"]["log_prob brute force"] == "ok"
+    fit = pg.fit(NaiveBayes(), frame, method="em")
+    fit.save(tmp_path / "nb.npz")
+    back = pg.load(tmp_path / "nb.npz")
+    features = frame[["a", "b", "c"]]
+    assert torch.equal(back.predict(features), fit.predict(features))
+    torch.testing.assert_close(back.predict_proba(features), fit.predict_proba(features), rtol=0, atol=1e-15)
