@@ -45,6 +45,7 @@ __all__ = ["BayesianNetwork", "learn_structure", "read_bif", "structure_score", 
 _DTYPE = torch.float64
 _BATCH = 2048  # rows per batched contraction (memory bound)
 _MAX_JOINT = 2**22  # largest joint table a query or map_query builds
+_REJECTION_MIN_P = 1e-3  # sample(evidence=...) rejects ancestral draws when P(evidence) is at least this
 _MAX_INTERMEDIATE = 2**27  # entries (1 GiB of float64): larger contractions are refused up front
 _SUM_TOL = 1e-6  # CPD rows must sum to one within this
 
@@ -488,34 +489,42 @@ class BayesianNetwork(GenerativeModel):
         expr = self._expression(("single", eq), eq, [tuple(o.shape) for o in ops])
         return expr(*ops, backend="torch")
 
-    def _evidence_factors(self, rows: Tensor, nodes: Sequence[str]) -> tuple[list[Tensor], list[str]]:
-        """One-hot factors ``(B, card)`` of the observed values (ones where missing)."""
-        ops, subs = [], []
-        col = {n: j for j, n in enumerate(self.nodes)}
-        b = oe.get_symbol(0)
-        for n in nodes:
-            x = rows[:, col[n]]
-            miss = torch.isnan(x)
-            if bool(miss.all()):
-                continue
-            f = torch.nn.functional.one_hot(x.nan_to_num(0.0).long(), self.card(n)).to(_DTYPE)
-            f[miss] = 1.0
-            ops.append(f)
-            subs.append(b + self._sym(n))
-        return ops, subs
-
     def _contract_rows(
         self, cpds: Mapping[str, Tensor], rows: Tensor, outputs: Sequence[str], *, prune: bool = True
     ) -> Tensor:
-        """``P(outputs, evidence_b)`` per row ``b``: shape ``(B, *cards)`` (batched one-hot evidence)."""
+        """``P(outputs, evidence_b)`` per row ``b``: shape ``(B, *cards)``.
+
+        A column observed in every row of the chunk is gathered out of each CPD row by row (its
+        variable leaves the contraction); a column observed in some rows enters as a one-hot
+        factor ``(B, card)`` with ones where missing; an unobserved column is summed over.
+        """
         col = {n: j for j, n in enumerate(self.nodes)}
-        observed = {n for n in self.nodes if not bool(torch.isnan(rows[:, col[n]]).all())}
+        miss = torch.isnan(rows)
+        observed = {n for n in self.nodes if not bool(miss[:, col[n]].all())}
+        full = {n for n in observed if not bool(miss[:, col[n]].any()) and n not in outputs}
         nodes = self._relevant(set(outputs) | observed) if prune else list(self.order)
-        ev_ops, ev_subs = self._evidence_factors(rows, nodes)
-        ops = [cpds[n] for n in nodes] + ev_ops
-        subs = ["".join(self._sym(v) for v in self.parents[n] + [n]) for n in nodes] + ev_subs
+        codes = {n: rows[:, col[n]].long() for n in full}
         b = oe.get_symbol(0)
-        if not ev_ops:  # no evidence at all: a batch factor of ones keeps the batch index
+        ops, subs = [], []
+        for n in nodes:
+            fam = self.parents[n] + [n]
+            seen = [i for i, v in enumerate(fam) if v in full]
+            rest = [i for i, v in enumerate(fam) if v not in full]
+            t = cpds[n]
+            if seen:
+                t = t.permute(seen + rest)[tuple(codes[fam[i]] for i in seen)]
+                subs.append(b + "".join(self._sym(fam[i]) for i in rest))
+            else:
+                subs.append("".join(self._sym(v) for v in fam))
+            ops.append(t)
+        for n in nodes:
+            if n in observed and n not in full:
+                x = rows[:, col[n]]
+                f = torch.nn.functional.one_hot(x.nan_to_num(0.0).long(), self.card(n)).to(_DTYPE)
+                f[miss[:, col[n]]] = 1.0
+                ops.append(f)
+                subs.append(b + self._sym(n))
+        if not any(b in sub for sub in subs):  # no evidence at all: ones keep the batch index
             ops.append(torch.ones(len(rows), dtype=_DTYPE))
             subs.append(b)
         eq = ",".join(subs) + "->" + b + "".join(self._sym(v) for v in outputs)
@@ -556,15 +565,32 @@ class BayesianNetwork(GenerativeModel):
     ) -> dict[str, Any]:
         """``n`` rows of state codes: ancestral sampling, or exact sampling given ``evidence``.
 
-        Given evidence, nodes are drawn in topological order from ``P(X | drawn so far,
-        evidence)``, each step one batched contraction over the ``n`` rows.
+        Given evidence of probability at least 1e-3, ancestral draws are kept when they match
+        it (rejection: exact and vectorised); rarer evidence draws nodes in topological order
+        from ``P(X | drawn so far, evidence)``, each step one batched contraction.
         """
         if kwargs:
             raise ValueError(f"unknown sample option(s) {sorted(kwargs)}; BayesianNetwork takes evidence=.")
         cpds = self._params_cpds(params)
         col = {x: j for j, x in enumerate(self.nodes)}
-        rows = torch.full((n, len(self.nodes)), math.nan, dtype=_DTYPE)
         ev = self._evidence_codes(evidence or {})
+        if ev:
+            p_e = float(self._contract_single(cpds, ev, ()))
+            if not p_e > 0:
+                raise ValueError(f"evidence {dict(evidence or {})} has probability zero under the network.")
+            if p_e >= _REJECTION_MIN_P:
+                kept: list[Tensor] = []
+                got = 0
+                while got < n:
+                    m = min(int(1.2 * (n - got) / p_e) + 16, 1_000_000)
+                    draw = self.sample_items(m, params, generator=generator)["data"]
+                    ok = torch.ones(m, dtype=torch.bool)
+                    for x, c in ev.items():
+                        ok &= draw[:, col[x]] == c
+                    kept.append(draw[ok])
+                    got += int(ok.sum())
+                return {"data": torch.cat(kept, 0)[:n]}
+        rows = torch.full((n, len(self.nodes)), math.nan, dtype=_DTYPE)
         for x, c in ev.items():
             rows[:, col[x]] = float(c)
         for x in self.order:
@@ -685,6 +711,13 @@ class BayesianNetwork(GenerativeModel):
             for v in var:
                 p = self._rows_in_chunks(rows, lambda r, v=v, c=cpds: self._contract_rows(c, r, (v,)))
                 out[v] = out[v] + p if v in out else p
+        for p in out.values():
+            zero = (p.sum(-1) <= 0).nonzero().reshape(-1)
+            if len(zero):
+                raise ValueError(
+                    f"evidence row(s) {[frame.index[i] for i in zero[:5].tolist()]} have probability zero "
+                    "under the network; drop them or check their states."
+                )
         return {k: p / p.sum(-1, keepdim=True) for k, p in out.items()}
 
     def map_query(self, fit: Any, variables: Any = None, evidence: Any = None) -> dict[str, Any]:

@@ -150,12 +150,18 @@ def test_log_prob_sums_out_missing_entries():
     assert float(fit.log_prob(part)[0]) == pytest.approx(float(torch.logsumexp(lp_full, 0)), abs=1e-14)
 
 
-def test_sample_given_evidence_matches_the_query():
+@pytest.mark.parametrize("rejection", [True, False])
+@pytest.mark.parametrize("evidence", [{"wet": "wet"}, {"wet": "dry", "sprinkler": "on"}])
+def test_sample_given_evidence_matches_the_query(evidence, rejection, monkeypatch):
+    import probgen.models.bayesnet as bnmod
+
+    if not rejection:  # node by node from P(X | drawn so far, evidence)
+        monkeypatch.setattr(bnmod, "_REJECTION_MIN_P", 1.1)
     fit = sprinkler().as_fit()
-    draws = fit.sample(4000, evidence={"wet": "wet"}, seed=0)
-    assert bool((draws[:, 2] == 1).all())
+    draws = fit.sample(4000, evidence=evidence, seed=0)
+    assert bool((draws[:, 2] == (1 if evidence["wet"] == "wet" else 0)).all())
     freq = float((draws[:, 0] == 1).double().mean())
-    exact = float(fit.query("rain", evidence={"wet": "wet"})["rain"][1])
+    exact = float(fit.query("rain", evidence=evidence)["rain"][1])
     assert freq == pytest.approx(exact, abs=4 * math.sqrt(exact * (1 - exact) / 4000))
 
 
@@ -254,6 +260,9 @@ def test_errors_name_the_node_and_state():
         fit.query("rain", evidence={"wet": "soaked"})
     with pytest.raises(ValueError, match="unknown node 'hail'"):
         fit.query("hail")
+    impossible = pd.DataFrame({"sprinkler": ["off", "off"], "rain": ["no", "no"], "wet": ["dry", "wet"]})
+    with pytest.raises(ValueError, match=r"evidence row\(s\) \[1\] have probability zero"):
+        fit.query("rain", evidence=impossible)
     g = nx.DiGraph([("rain", "wet")])
     st_ = {"rain": ["no", "yes"], "wet": ["dry", "wet"]}
     with pytest.raises(
