@@ -67,6 +67,12 @@ class BayesianNetwork(GenerativeModel):
     missing; a node without a column is latent), or an array of state codes ``(n, n_nodes)``
     in ``model.nodes`` order with NaN for missing.
 
+    Fit helpers: ``fit.query(variables, evidence=..., joint=False)`` (a dict or a DataFrame of
+    evidence rows), ``fit.map_query(variables, evidence=...)``, ``fit.cpd_table(node)``,
+    ``fit.to_frame(codes)``; ``fit.log_prob(rows)`` sums missing entries out and
+    ``fit.sample(n, evidence=...)`` draws exactly given evidence.  Module functions:
+    :func:`read_bif`, :func:`write_bif`, :func:`learn_structure`, :func:`structure_score`.
+
     Parameters
     ----------
     dag : networkx.DiGraph
