@@ -187,8 +187,11 @@ class BayesianNetwork(GenerativeModel):
 
     def card(self, node: str) -> int:
         """Number of states of ``node``."""
-        self._require_states()
-        return len(self.states[node])
+        s = self.states.get(node)
+        if s is None:
+            self._require_states()
+            raise ValueError(f"unknown node {node!r}; the nodes are {self.nodes}.")
+        return len(s)
 
     def _shape(self, node: str) -> tuple[int, ...]:
         return tuple(self.card(p) for p in self.parents[node]) + (self.card(node),)
@@ -470,12 +473,16 @@ class BayesianNetwork(GenerativeModel):
         outputs: Sequence[str],
         indicators: Sequence[str] = (),
         indicator_values: Mapping[str, Tensor] | None = None,
+        keep: Sequence[str] = (),
     ) -> Tensor:
-        """``sum P(outputs, evidence)`` over the rest, one evidence assignment (sliced CPDs)."""
-        plan_key = ("plan", tuple(sorted(evidence)), tuple(outputs), tuple(indicators))
+        """``sum P(outputs, evidence)`` over the rest, one evidence assignment (sliced CPDs).
+
+        Barren nodes are pruned except ``keep`` (whose CPDs a caller differentiates).
+        """
+        plan_key = ("plan", tuple(sorted(evidence)), tuple(outputs), tuple(indicators), tuple(keep))
         plan = self._cache.get(plan_key)
         if plan is None:  # which CPDs, which axes are sliced, the equation: once per pattern
-            nodes = self._relevant(set(outputs) | set(evidence) | set(indicators))
+            nodes = self._relevant(set(outputs) | set(evidence) | set(indicators) | set(keep))
             fams = [(n, self.parents[n] + [n]) for n in nodes]
             slices = [[v if v in evidence else None for v in fam] for _, fam in fams]
             subs = ["".join(self._sym(v) for v in fam if v not in evidence) for _, fam in fams]
@@ -491,7 +498,11 @@ class BayesianNetwork(GenerativeModel):
                 t = t[tuple(slice(None) if v is None else evidence[v] for v in sl)]
             ops.append(t)
         for n in indicators:
-            ops.append(indicator_values[n] if indicator_values is not None else torch.ones(self.card(n)))
+            ops.append(
+                indicator_values[n]
+                if indicator_values is not None
+                else torch.ones(self.card(n), dtype=_DTYPE)
+            )
         expr = self._expression(("single", eq), eq, [tuple(o.shape) for o in ops])
         return expr(*ops, backend="torch")
 
@@ -687,11 +698,14 @@ class BayesianNetwork(GenerativeModel):
             if len(var) == 1:
                 part = {var[0]: self._contract_single(cpds, ev, var)}
             else:
-                lam = {v: torch.ones(self.card(v), dtype=_DTYPE, requires_grad=True) for v in var}
+                # P(family of X, e) = theta_X * dZ/dtheta_X: one backward pass gives every family
+                leaves = {n: cpds[n].detach().requires_grad_() for n in self._relevant(set(var) | set(ev))}
                 with torch.enable_grad():
-                    zt = self._contract_single(cpds, ev, (), var, lam)
-                    grads = torch.autograd.grad(zt, [lam[v] for v in var])
-                part = dict(zip(var, grads, strict=True))
+                    zt = self._contract_single({**cpds, **leaves}, ev, (), keep=var)
+                    grads = torch.autograd.grad(zt, [leaves[v] for v in var])
+                part = {
+                    v: (g * cpds[v]).reshape(-1, self.card(v)).sum(0) for v, g in zip(var, grads, strict=True)
+                }
             for k, v in part.items():
                 out[k] = out[k] + v if k in out else v.detach()
         for k, v in out.items():
