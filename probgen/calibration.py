@@ -157,28 +157,36 @@ class Calibration:
         os.replace(tmp, path)
 
 
-def _generate(gm: GenerativeModel, seed: int) -> tuple[dict[str, Tensor], Tensor]:
-    """Parameters from the prior and data from the model, ``model(None)``."""
+def _generate(
+    gm: GenerativeModel, seed: int, data_kwargs: Mapping[str, Any] | None = None
+) -> tuple[dict[str, Tensor], Any]:
+    """Parameters from the prior and data from the model, ``model(None, **data_kwargs)``."""
     with isolated_rng(seed), poutine.block(), torch.no_grad():
         try:
-            trace: Any = poutine.trace(gm.model).get_trace(None)
+            trace: Any = poutine.trace(gm.model).get_trace(None, **(data_kwargs or {}))
         except (TypeError, ValueError, AttributeError, RuntimeError, IndexError) as err:
             raise ValueError(
                 f"{gm.name}(None) failed ({type(err).__name__}: {err}); simulation-based calibration "
                 "needs a model that generates data when called with data=None."
             ) from err
     sites = {s["name"]: s for s in sample_sites(trace)}
-    # In generation mode no site is observed; the roles found by tracing the model on what it
-    # generated name the observed site.
-    last = list(sites.values())[-1]["value"]
-    observed = gm.roles(gm.prepare_data(last)).observed_sites
-    if len(observed) != 1 or observed[0] not in sites:
+    # In generation mode no site is observed: the data are what the model returns, or else the
+    # value of the site that tracing the model on that value calls observed.
+    returned = trace.nodes.get("_RETURN", {}).get("value")
+    if isinstance(returned, Tensor) and returned.dim() == 3:  # a stack of generated sequences
+        returned = list(returned.unbind(0))
+    candidate = returned if returned is not None else list(sites.values())[-1]["value"]
+    observed = gm.roles(gm.prepare_data(candidate)).observed_sites
+    if returned is not None:
+        data = returned
+    elif len(observed) == 1 and observed[0] in sites:
+        data = sites[observed[0]]["value"]
+    else:
         raise ValueError(
-            f"{gm.name} has observed sites {list(observed)}; calibration needs one observed site whose "
-            "value model(None) generates."
+            f"{gm.name} has observed sites {list(observed)}; calibration needs a model that returns the "
+            "data it generates, or has one observed site."
         )
-    data = sites[observed[0]]["value"]
-    truth = {k: v["value"] for k, v in sites.items() if k != observed[0]}
+    truth = {k: v["value"] for k, v in sites.items() if k not in observed}
     return truth, data
 
 
@@ -209,11 +217,16 @@ def _align_truth(
 
 
 def _one(
-    gm: GenerativeModel, method: str, seed: int, num_draws: int, options: Mapping[str, Any]
+    gm: GenerativeModel,
+    method: str,
+    seed: int,
+    num_draws: int,
+    options: Mapping[str, Any],
+    data_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     from probgen.fit import fit as fit_model
 
-    truth, data = _generate(gm, seed)
+    truth, data = _generate(gm, seed, data_kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         fit = fit_model(gm, data, method=method, seed=seed, progress=False, **options)
@@ -241,6 +254,7 @@ def calibrate(
     processes: int | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     alpha: float = 0.001,
+    data_kwargs: Mapping[str, Any] | None = None,
     **backend_options: Any,
 ) -> Calibration:
     """Simulation-based calibration of ``method`` on ``model`` (Talts et al. 2018).
@@ -272,6 +286,9 @@ def calibrate(
         resumed (its simulations are not run again).
     alpha : float, default 0.001
         A site is called miscalibrated when its p-value is at most ``alpha``.
+    data_kwargs : dict, optional
+        Keyword arguments of ``model(None, ...)`` that size the simulated data set (e.g.
+        ``{"num_items": 100}`` for a mixture, ``{"length": 200}`` for an HMM).
     **backend_options
         Passed to every fit (e.g. ``num_steps``, ``num_samples``).
 
@@ -310,7 +327,7 @@ def calibrate(
     ):
         raise ValueError(f"processes must be a positive int or None; got {processes!r}.")
     gm = model if isinstance(model, GenerativeModel) else as_model(model)
-    _generate(gm, seed)  # fails early, with a clear message, when the model cannot generate
+    _generate(gm, seed, data_kwargs)  # fails early, with a clear message, when the model cannot generate
     seeds = [seed + i for i in range(num_simulations)]
     done: dict[int, dict[str, np.ndarray]] = {}
     if checkpoint is not None and Path(checkpoint).exists():
@@ -322,14 +339,16 @@ def calibrate(
         if processes and processes > 1 and todo:
             ctx = multiprocessing.get_context("fork")
             with concurrent.futures.ProcessPoolExecutor(processes, mp_context=ctx) as pool:
-                futures = {pool.submit(_one, gm, backend.name, s, num_draws, options): s for s in todo}
+                futures = {
+                    pool.submit(_one, gm, backend.name, s, num_draws, options, data_kwargs): s for s in todo
+                }
                 for fut in concurrent.futures.as_completed(futures):
                     done[futures[fut]] = fut.result()
                     bar.update(1)
                     _save(checkpoint, done, seeds, num_draws, backend.name, alpha)
         else:
             for s in todo:
-                done[s] = _one(gm, backend.name, s, num_draws, options)
+                done[s] = _one(gm, backend.name, s, num_draws, options, data_kwargs)
                 bar.update(1)
                 _save(checkpoint, done, seeds, num_draws, backend.name, alpha)
     ordered = [done[s] for s in seeds]
