@@ -240,6 +240,17 @@ def test_bif_round_trip(tmp_path):
         torch.testing.assert_close(back.cpds[n], bn.cpds[n], atol=1e-15, rtol=0)
 
 
+def test_fitted_cpds_written_as_bif_read_back_equal(tmp_path):
+    bn = sprinkler()
+    frame = bn.to_frame(bn.as_fit().sample(500, seed=5))
+    fit = pg.fit(BayesianNetwork(bn.dag, states=bn.states), frame, method="em")
+    write_bif(fit.model, tmp_path / "fitted.bif", params=fit.params)
+    back = read_bif(tmp_path / "fitted.bif")
+    for n in bn.nodes:
+        torch.testing.assert_close(back.cpds[n], fit.params[f"cpd_{n}"], atol=1e-15, rtol=0)
+    assert fit.cpd_table("wet").shape == (4, 2)
+
+
 def test_a_contraction_too_large_is_refused_before_any_work(monkeypatch):
     import probgen.models.bayesnet as bnmod
 
