@@ -468,7 +468,23 @@ class _M2Objective:
         }
 
 
-class SemiSupervisedVAE(GenerativeModel):
+class _LabelledData:
+    """Data as ``(X, y)``: items, observed values, and saving, shared by the labelled VAEs."""
+
+    def num_items(self, data: Any) -> int:
+        return len(data[0])
+
+    def observed_arrays(self, data: Any) -> dict[str, Tensor]:
+        return {"x": data[0]}
+
+    def data_to_arrays(self, data: Any) -> dict[str, Tensor]:
+        return {"X": data[0], "y": data[1]}
+
+    def data_from_arrays(self, arrays: Mapping[str, Tensor]) -> Any:
+        return (arrays["X"].to(_DTYPE), arrays["y"].long()) if "X" in arrays else None
+
+
+class SemiSupervisedVAE(_LabelledData, GenerativeModel):
     """Semi-supervised VAE, Kingma et al. (2014) "M2": a class ``y`` and a style ``z`` per item.
 
     ``y ~ Categorical(1/C)`` (site ``"y"``), ``z ~ N(0, I)`` (site ``"z"``), ``x | y, z ~
@@ -635,18 +651,6 @@ class SemiSupervisedVAE(GenerativeModel):
         self._lik.validate(x, "X")
         return x, labels
 
-    def num_items(self, data: Any) -> int:
-        return len(data[0])
-
-    def observed_arrays(self, data: Any) -> dict[str, Tensor]:
-        return {"x": data[0]}
-
-    def data_to_arrays(self, data: Any) -> dict[str, Tensor]:
-        return {"X": data[0], "y": data[1]}
-
-    def data_from_arrays(self, arrays: Mapping[str, Tensor]) -> Any:
-        return (arrays["X"].to(_DTYPE), arrays["y"].long()) if "X" in arrays else None
-
     def get_config(self) -> dict[str, Any]:
         return {
             "n_classes": self.n_classes,
@@ -764,7 +768,7 @@ class _CVAEObjective(_VAEObjective):
         return (self.n / len(x)) * (_kl_std_normal(loc, scale) - rec).sum()
 
 
-class ConditionalVAE(GenerativeModel):
+class ConditionalVAE(_LabelledData, GenerativeModel):
     """Conditional VAE (Sohn et al. 2015): ``p(x | y, z)`` and ``q(z | x, y)`` for a given class ``y``.
 
     ``z ~ N(0, I)`` (site ``"z"``), ``x | y, z ~ p(x | decoder(z, y))`` (site ``"x"``); the class is
@@ -868,18 +872,6 @@ class ConditionalVAE(GenerativeModel):
             )
         self._lik.validate(x, "X")
         return x, y.long()
-
-    def num_items(self, data: Any) -> int:
-        return len(data[0])
-
-    def observed_arrays(self, data: Any) -> dict[str, Tensor]:
-        return {"x": data[0]}
-
-    def data_to_arrays(self, data: Any) -> dict[str, Tensor]:
-        return {"X": data[0], "y": data[1]}
-
-    def data_from_arrays(self, arrays: Mapping[str, Tensor]) -> Any:
-        return (arrays["X"].to(_DTYPE), arrays["y"].long()) if "X" in arrays else None
 
     def get_config(self) -> dict[str, Any]:
         return {
