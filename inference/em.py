@@ -53,6 +53,9 @@ class EM:
     name = "em"
 
     def supports(self, model: GenerativeModel, data: Any) -> str | None:
+        problem = model.likelihood_problem()
+        if problem is not None:
+            return problem
         if _has_fast_path(model):
             return None
         roles = model.roles(data)

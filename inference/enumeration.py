@@ -35,6 +35,9 @@ class Enumeration:
     name = "enum"
 
     def supports(self, model: GenerativeModel, data: Any) -> str | None:
+        problem = model.likelihood_problem()
+        if problem is not None:
+            return problem
         roles = model.roles(data)
         continuous = roles.continuous_sites
         if continuous:

@@ -284,6 +284,9 @@ class MCMC:
     name = "mcmc"
 
     def supports(self, model: GenerativeModel, data: Any) -> str | None:
+        problem = model.likelihood_problem()
+        if problem is not None:
+            return problem
         roles = model.roles(data)
         if roles.param_sites:
             names = ", ".join(repr(s) for s in roles.param_sites)

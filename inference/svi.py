@@ -266,6 +266,9 @@ class SVI:
     name = "svi"
 
     def supports(self, model: GenerativeModel, data: Any) -> str | None:
+        problem = model.likelihood_problem()
+        if problem is not None:
+            return problem
         roles = model.roles(data)
         if not roles.continuous_sites and not model.has_guide and not roles.param_sites:
             return (

@@ -55,10 +55,9 @@ def to_inference_data(
     else:
         posterior = _numpy({k: v[None, None] for k, v in fit.params.items()})
     ll_name = log_likelihood_name(fit)
-    groups: dict[str, Any] = {
-        "log_likelihood": {ll_name: fit.pointwise_log_likelihood().detach().cpu().numpy()},
-        "observed_data": _observed(fit),
-    }
+    groups: dict[str, Any] = {"observed_data": _observed(fit)}
+    if fit.model.density != "none":  # an implicit model (a GAN) has no likelihood to report
+        groups["log_likelihood"] = {ll_name: fit.pointwise_log_likelihood().detach().cpu().numpy()}
     if posterior:
         groups["posterior"] = posterior
     if fit.sample_stats:

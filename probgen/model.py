@@ -259,6 +259,11 @@ class GenerativeModel(abc.ABC):
     #: True when NaN in the data means a missing value the model sums out (Bayesian networks)
     #: rather than bad input; ``probgen.testing.check_model`` then skips its NaN-refusal check.
     accepts_missing: bool = False
+    #: What the model's likelihood is: ``"normalised"`` (a proper density, every backend's
+    #: default), ``"unnormalised"`` (known up to its normalising constant, e.g. an energy-based
+    #: RBM: likelihood-based backends refuse it, ``"cd"`` serves it) or ``"none"`` (an implicit
+    #: model that only generates, e.g. a GAN: served by ``"adversarial"``).
+    density: str = "normalised"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -443,6 +448,50 @@ class GenerativeModel(abc.ABC):
         as amortised by the guide (no posterior draws of them).  Default: no fast path.
         """
         raise TypeError(f"{self.name} offers no SVI objective of its own; SVI uses Pyro's ELBO.")
+
+    def likelihood_problem(self) -> str | None:
+        """Why likelihood-based backends (EM, SVI, MCMC, enumeration) cannot serve this model, or None."""
+        if self.density == "unnormalised":
+            return (
+                "its likelihood is known only up to a normalising constant (an energy-based model), "
+                "so maximising it would ignore that constant"
+            )
+        if self.density == "none":
+            return "it has no likelihood (an implicit model that only generates)"
+        return None
+
+    # ------------------------------------------------------------------ energy models
+    def free_energy(self, data: Any, params: Mapping[str, Tensor]) -> Tensor:
+        """Optional, for energy-based models: the free energy ``F(x)`` per item, differentiable.
+
+        ``p(x) = exp(-F(x)) / Z``.  The contrastive-divergence backend ``"cd"`` serves any model
+        offering this hook, :meth:`gibbs_step` and :meth:`init_params`: it ascends
+        ``-mean F(data) + mean F(negative particles)`` with respect to ``params`` (leaf tensors
+        with ``requires_grad``), the negative particles coming from :meth:`gibbs_step` chains.
+        """
+        raise TypeError(f"{self.name} is not an energy-based model (no free energy).")
+
+    def gibbs_step(
+        self, data: Tensor, params: Mapping[str, Tensor], *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Optional, for energy-based models: one full Gibbs sweep from items ``data`` (no gradient).
+
+        Returns new items of the same shape whose distribution leaves ``p(x)`` invariant (for an RBM,
+        sample the hidden layer given the visible one, then the visible given the hidden).
+        """
+        raise TypeError(f"{self.name} is not an energy-based model (no Gibbs step).")
+
+    # ------------------------------------------------------------------ implicit models
+    def adversarial_objective(self, data: Any) -> Any:
+        """Optional, for implicit models: the networks the ``"adversarial"`` backend trains.
+
+        Called inside the fit (seeded, with a fresh Pyro param store) before any step.  Returns an
+        object with ``generator_parameters()`` and ``discriminator_parameters()`` (trainable leaf
+        tensors, freshly initialised), ``generate(n)`` (``n`` differentiable fake items),
+        ``discriminate(x)`` (a logit per item: real vs fake) and ``params()`` (every weight by
+        name: ``fit.params``).  Default: not an implicit model.
+        """
+        raise TypeError(f"{self.name} offers no adversarial objective.")
 
     # ------------------------------------------------------------------ closed-form EM
     def init_params(self, data: Any, *, init: Any, generator: torch.Generator) -> dict[str, Tensor]:
