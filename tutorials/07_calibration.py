@@ -1,6 +1,6 @@
 """Is my posterior right? Simulation-based calibration of a model you wrote.
 
-Run top to bottom: ``python tutorials/05_calibration.py``.  Figures are saved as PNG in
+Run top to bottom: ``python tutorials/07_calibration.py``.  Figures are saved as PNG in
 ``$PROBGEN_TUTORIAL_OUT`` (default ``tutorials/figures``).  ``PROBGEN_FAST=1`` uses small
 settings (CI runs it that way).
 
