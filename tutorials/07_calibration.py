@@ -66,7 +66,7 @@ for name, cal in [("Gaussian guide", exact), ("AutoDelta (a point)", point), ("t
 for name, cal in [("exact", exact), ("point", point), ("wide", wide)]:
     fig = cal.plot()
     fig.suptitle(name, y=1.02)
-    fig.savefig(OUT / f"05_ranks_{name}.png", dpi=80, bbox_inches="tight")
+    fig.savefig(OUT / f"07_ranks_{name}.png", dpi=80, bbox_inches="tight")
     plt.close(fig)
 
 # %% 3. MCMC on a hierarchical model
@@ -94,6 +94,6 @@ schools = pg.calibrate(
 print("--- eight schools, NUTS")
 print(schools.summary().to_string())
 fig = schools.plot()
-fig.savefig(OUT / "05_ranks_eight_schools.png", dpi=80, bbox_inches="tight")
+fig.savefig(OUT / "07_ranks_eight_schools.png", dpi=80, bbox_inches="tight")
 plt.close(fig)
 print(f"figures saved in {OUT}")
