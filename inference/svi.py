@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from probgen.fit import Fit, register_backend
 from probgen.model import GenerativeModel
+from probgen.streaming import StreamingData, scaled, world
 
 __all__ = ["SVI"]
 
@@ -90,9 +91,12 @@ class _ObjectiveSVI:
         num_particles: int,
         lr_decay: float,
         num_steps: int,
+        scale: float = 1.0,
     ) -> None:
         self.objective = objective
         self.params = list(objective.parameters())
+        self.scale = float(scale)  # the shard's share of the whole data under torch.distributed
+        world.broadcast(self.params)
         self.n, self.size, self.num_particles = n, subsample_size, num_particles
         self.scheduler: Any = None
         if isinstance(optim, pyro.optim.PyroOptim | pyro.optim.PyroLRScheduler):
@@ -121,9 +125,12 @@ class _ObjectiveSVI:
 
     def step(self, *args: Any, **kwargs: Any) -> float:
         loss = self.objective.loss(self._index(), self.num_particles)
+        if self.scale != 1.0:
+            loss = loss * self.scale
         if self.torch_optim is not None:
             self.torch_optim.zero_grad(set_to_none=True)
             loss.backward()
+            world.average_gradients(self.params)
             self.torch_optim.step()
             if self.scheduler is not None:
                 self.scheduler.step()
@@ -131,6 +138,7 @@ class _ObjectiveSVI:
             for p in self.params:
                 p.grad = None
             loss.backward()
+            world.average_gradients(self.params)
             self.optim([p for p in self.params if p.grad is not None])
             if isinstance(self.optim, pyro.optim.PyroLRScheduler):
                 self.optim.step()
@@ -138,7 +146,39 @@ class _ObjectiveSVI:
 
     def evaluate_loss(self, *args: Any, **kwargs: Any) -> float:
         with torch.no_grad():
-            return float(self.objective.loss(self._index(), self.num_particles))
+            return float(self.objective.loss(self._index(), self.num_particles)) * self.scale
+
+
+class _ReducedSVI:
+    """Pyro's ``SVI.step`` with the gradients averaged over the ranks of a process group.
+
+    Written out because Pyro's ``SVI.step`` computes the gradients and applies them in one call,
+    with no place to all-reduce in between.  On the first step every rank takes rank 0's
+    freshly initialised parameters.
+    """
+
+    def __init__(self, model: Callable[..., Any], guide: Callable[..., Any], optim: Any, loss: Any) -> None:
+        self.model, self.guide, self.optim, self.loss = model, guide, optim, loss
+        self.synced = False
+
+    def step(self, *args: Any, **kwargs: Any) -> float:
+        if not self.synced:
+            with torch.no_grad():  # creates every parameter, then all ranks take rank 0's values
+                self.loss.loss(self.model, self.guide, *args, **kwargs)
+            world.broadcast([p for _, p in sorted(pyro.get_param_store().named_parameters())])
+            self.synced = True
+        with poutine.trace(param_only=True) as capture:
+            loss = self.loss.loss_and_grads(self.model, self.guide, *args, **kwargs)
+        names = sorted(capture.trace.nodes)
+        params = [capture.trace.nodes[n]["value"].unconstrained() for n in names]  # type: ignore[union-attr]
+        world.average_gradients(params)
+        self.optim(params)
+        pyro.infer.util.zero_grads(set(params))
+        return float(loss)
+
+    def evaluate_loss(self, *args: Any, **kwargs: Any) -> float:
+        with torch.no_grad():
+            return float(self.loss.loss(self.model, self.guide, *args, **kwargs))
 
 
 class _ParamAverage:
@@ -264,6 +304,8 @@ class SVI:
     """
 
     name = "svi"
+    #: fits from a stream of minibatches (``probgen.fit(model, loader, num_items=N)``)
+    accepts_streams = True
 
     def supports(self, model: GenerativeModel, data: Any) -> str | None:
         problem = model.likelihood_problem()
@@ -316,8 +358,25 @@ class SVI:
                 f"elbo='analytic' needs a model with its own objective (the svi_objective hook); "
                 f"{model.name} has none. Use one of: jit, meanfield, trace."
             )
-        roles = model.roles(data)
+        stream = data if isinstance(data, StreamingData) else None
+        example = stream.first if stream is not None else data
+        roles = model.roles(example)
         model_kwargs: dict[str, Any] = {}
+        if stream is not None:
+            own = False  # a model's own objective indexes in-memory data; minibatches go through Pyro
+            if o["elbo"] == "analytic":
+                raise ValueError(
+                    "elbo='analytic' needs the data in memory; streamed minibatches use 'trace'."
+                )
+            if o["subsample_size"] is not None:
+                raise ValueError(
+                    "subsample_size does not apply to streamed data: the source's batches are the minibatches."
+                )
+            if roles.local_sites and not (model.has_guide or callable(o["guide"])):
+                raise ValueError(
+                    f"streamed data need a guide that amortises the per-item latents {list(roles.local_sites)} "
+                    "(an encoder); an autoguide would need parameters for every item. Give the model a guide."
+                )
         if o["subsample_size"] is not None:
             s = o["subsample_size"]
             n = model.num_items(data)
@@ -335,6 +394,25 @@ class SVI:
         objective = model.svi_objective(data) if own else None  # fresh weights, in the param store
         model_fn = config_enumerate(model.model, default="parallel") if roles.discrete_sites else model.model
         guide = self._guide(model, roles, o["guide"], model_fn)
+        # The data plate's scale: N / batch for streamed minibatches, and under torch.distributed the
+        # whole data's N (the sum of the shards) over this shard's items.
+        n_local = stream.num_items if stream is not None else model.num_items(data)
+        n_total = int(round(world.sum(n_local)))
+        distributed = world.size() > 1
+        factor = {"value": n_total / n_local}
+        train_model, train_guide = model_fn, guide
+        if stream is not None or distributed:
+            train_model = scaled(model_fn, roles.data_plate, lambda: factor["value"])
+            train_guide = scaled(guide, roles.data_plate, lambda: factor["value"])
+        batches = stream.batches() if stream is not None else None
+
+        def next_data() -> Any:
+            if batches is None:
+                return data
+            batch = next(batches)
+            factor["value"] = n_total / model.num_items(batch)
+            return batch
+
         svi: Any
         if objective is not None and o["elbo"] in (None, "analytic"):
             named = isinstance(o["optim"], str)
@@ -351,6 +429,7 @@ class SVI:
                 o["num_particles"],
                 o["lr_decay"],
                 o["num_steps"],
+                scale=n_total / n_local,
             )
             optim = svi.optim
         else:
@@ -358,7 +437,10 @@ class SVI:
                 o["elbo"], bool(roles.discrete_sites), roles.max_plate_nesting, o["num_particles"]
             )
             optim = self._optim(o["optim"], o["lr"], o["lr_decay"], o["num_steps"])
-            svi = PyroSVI(model_fn, guide, optim, loss=elbo)
+            if distributed:
+                svi = _ReducedSVI(train_model, train_guide, optim, elbo)
+            else:
+                svi = PyroSVI(train_model, train_guide, optim, loss=elbo)
 
         losses: list[float] = []
         converged = False
@@ -370,7 +452,7 @@ class SVI:
         average: _ParamAverage | None = None
         with tqdm(total=o["num_steps"], disable=not progress, desc="SVI", leave=False) as bar:
             for step in range(o["num_steps"]):
-                loss = float(svi.step(data, **model_kwargs))
+                loss = world.mean(float(svi.step(next_data(), **model_kwargs)))
                 if not math.isfinite(loss):
                     raise FloatingPointError(
                         f"SVI loss became {loss} at step {step}; lower lr (now {o['lr']}) or check the model."
@@ -393,7 +475,7 @@ class SVI:
                         stale += 1
                     if stale >= _PATIENCE and average is not None:
                         with average.applied():
-                            at_average = self._loss_at(svi, data, model_kwargs)
+                            at_average = self._loss_at(svi, next_data, model_kwargs)
                         problems = _unsettled(means, sds, best, window, tol, at_average)
                         if not problems:
                             converged = True
@@ -417,9 +499,9 @@ class SVI:
         params: dict[str, torch.Tensor] = {}
         posterior = None
         # a model's own objective amortises its local latents: draws of the global sites only
-        drawn = roles.global_sites if objective is not None else roles.continuous_sites
+        drawn = roles.global_sites if objective is not None or stream is not None else roles.continuous_sites
         if drawn:
-            posterior = self._draws(model_fn, guide, data, roles, o["num_samples"], model_kwargs, drawn)
+            posterior = self._draws(model_fn, guide, example, roles, o["num_samples"], model_kwargs, drawn)
             params = {k: v.mean((0, 1)) for k, v in posterior.items() if k in roles.global_sites}
         if objective is not None:
             params.update({k: v.detach().clone() for k, v in objective.params().items()})
@@ -427,22 +509,33 @@ class SVI:
         for name in roles.param_sites:  # learned in Pyro's param store while SVI ran
             if name in store:
                 params[name] = store[name].detach().clone()
+        if stream is not None and model.has_guide and objective is None:
+            for name in store.keys():  # the guide's own networks (an encoder), as the fast path keeps them
+                params.setdefault(name, store[name].detach().clone())
         return Fit(
             model=model,
-            data=data,
+            data=None if stream is not None else data,
             method=self.name,
             params=params,
             posterior=posterior,
             history=np.asarray(losses),
             converged=converged,
-            extras={"guide": guide, "optim": optim, "convergence": [] if converged else problems},
+            extras={
+                "guide": guide,
+                "optim": optim,
+                "convergence": [] if converged else problems,
+                "num_items": n_total,
+                "world_size": world.size(),
+            },
             seed=seed,
         )
 
     @staticmethod
-    def _loss_at(svi: Any, data: Any, model_kwargs: dict[str, Any]) -> tuple[float, float]:
+    def _loss_at(svi: Any, next_data: Callable[[], Any], model_kwargs: dict[str, Any]) -> tuple[float, float]:
         """Mean and standard error of the loss at the current parameters (no step taken)."""
-        values = np.asarray([float(svi.evaluate_loss(data, **model_kwargs)) for _ in range(_AVERAGE_EVALS)])
+        values = np.asarray(
+            [world.mean(float(svi.evaluate_loss(next_data(), **model_kwargs))) for _ in range(_AVERAGE_EVALS)]
+        )
         return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
 
     @staticmethod

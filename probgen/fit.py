@@ -149,23 +149,47 @@ def fit(
     gm = as_model(model) if not isinstance(model, GenerativeModel) else model
     if not isinstance(gm, GenerativeModel):
         raise TypeError(f"model must be a probgen model or a Pyro function; got {type(model).__name__}.")
-    prepared = gm.prepare_data(data)
-    reason = backend.supports(gm, prepared)
+    from probgen.streaming import StreamingData, is_stream_source
+
+    num_items = options.pop("num_items", None)
+    prepared: Any
+    if num_items is not None or is_stream_source(data):
+        if not getattr(backend, "accepts_streams", False):
+            raise ValueError(
+                f"data streamed in minibatches (a DataLoader or num_items=) need a backend that fits "
+                f"from minibatches; method={backend.name!r} does not. Use method='svi', or for "
+                "closed-form EM pass an array or numpy memmap with chunk_size=."
+            )
+        if num_items is None:
+            try:  # the sampler's length: a DistributedSampler gives this rank's shard
+                sampler = getattr(getattr(data, "batch_sampler", None), "sampler", None)
+                num_items = len(sampler) if sampler is not None else len(data.dataset)
+            except (AttributeError, TypeError):
+                raise ValueError(
+                    "num_items is needed: the number of items in the whole data set (the loader's "
+                    "dataset has no len())."
+                ) from None
+        prepared = StreamingData(data, num_items, gm.prepare_data)
+        example = prepared.first
+    else:
+        prepared = gm.prepare_data(data)
+        example = prepared
+    reason = backend.supports(gm, example)
     if reason is not None:
-        capable = [m for m in capable_methods(gm, prepared) if m != backend.name]
+        capable = [m for m in capable_methods(gm, example) if m != backend.name]
         raise ModelNotSupportedError(
             f"method={backend.name!r} cannot fit {gm.name}: {reason}. "
             f"Methods that can: {', '.join(capable) if capable else 'none of the registered backends'}."
         )
     with isolated_state(int(seed)):
         result = backend.fit(gm, prepared, seed=int(seed), progress=progress, **options)
-        roles = gm.roles(prepared)
+        roles = gm.roles(example)
         store = pyro.get_param_store()
         for name in roles.param_sites:  # pyro.param sites are part of the fit everywhere
             if name not in result.params and name in store:
                 result.params[name] = store[name].detach().clone()
         if result.posterior:
-            _align(gm, prepared, result, roles)
+            _align(gm, example, result, roles)
     return result
 
 

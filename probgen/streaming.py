@@ -1,0 +1,163 @@
+"""Data that do not sit in one tensor: minibatch streams and shards across processes.
+
+``probgen.fit(model, loader, method="svi", num_items=N)`` fits on a ``torch.utils.data.DataLoader``
+or any re-iterable of minibatches.  The data plate's log-likelihood of each minibatch is scaled by
+``N / batch size``, as a Pyro plate with ``subsample`` scales it, so the objective is an unbiased
+estimate of the full-data ELBO and the posterior is the full-data one.
+
+Under an initialised ``torch.distributed`` process group (``torchrun``), each rank passes the shard
+of data it holds; the plate's scale uses the sum of the shard sizes, gradients are averaged across
+ranks with ``all_reduce`` (PyTorch's own collective) and every rank starts from rank 0's
+parameters, so every rank ends with the posterior given the union of the shards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+from pyro.poutine.messenger import Messenger
+
+__all__ = ["StreamingData", "world", "is_stream_source"]
+
+
+def is_stream_source(data: Any) -> bool:
+    """Whether ``data`` is a minibatch source rather than an in-memory data set."""
+    from torch.utils.data import DataLoader
+
+    return isinstance(data, DataLoader)
+
+
+class StreamingData:
+    """A re-iterable source of minibatches, prepared one batch at a time.
+
+    Parameters
+    ----------
+    source : iterable
+        A ``DataLoader`` or any object that can be iterated over more than once (a list of
+        arrays, a generator *function*'s result is not enough: it runs out after one pass).
+    num_items : int
+        Items in the whole data set (this process's shard under ``torch.distributed``).
+    prepare : callable
+        The model's ``prepare_data``, applied to each batch.
+    """
+
+    def __init__(self, source: Iterable[Any], num_items: int, prepare: Callable[[Any], Any]) -> None:
+        if isinstance(source, Iterator):
+            raise TypeError(
+                "data is an iterator, which runs out after one pass; pass a re-iterable source of "
+                "minibatches (a torch DataLoader, a list of arrays, or an object whose __iter__ starts anew)."
+            )
+        if not isinstance(source, Iterable):
+            raise TypeError(
+                f"streamed data must be a re-iterable of minibatches; got {type(source).__name__}."
+            )
+        if isinstance(num_items, bool) or not isinstance(num_items, int) or num_items < 1:
+            raise ValueError(
+                f"num_items must be a positive int (items in the whole data set); got {num_items!r}."
+            )
+        self.source, self.num_items, self.prepare = source, int(num_items), prepare
+        it = iter(source)
+        try:
+            first = next(it)
+        except StopIteration:
+            raise ValueError("streamed data yielded no minibatch; expected at least one.") from None
+        self.first = prepare(_unwrap(first))
+
+    def batches(self) -> Iterator[Any]:
+        """Prepared minibatches, pass after pass, for as long as they are asked for."""
+        while True:
+            empty = True
+            for batch in self.source:
+                empty = False
+                yield self.prepare(_unwrap(batch))
+            if empty:
+                raise ValueError(
+                    "streamed data yielded no minibatch on a later pass; it must be re-iterable."
+                )
+
+    def __repr__(self) -> str:
+        return f"StreamingData({type(self.source).__name__}, num_items={self.num_items})"
+
+
+def _unwrap(batch: Any) -> Any:
+    """A ``TensorDataset`` batch is a one-element list: its tensor is the data."""
+    if isinstance(batch, list | tuple) and len(batch) == 1:
+        return batch[0]
+    return batch
+
+
+class PlateScale(Messenger):
+    """Multiply the log-density of every site inside the plate ``name`` by ``factor``."""
+
+    def __init__(self, name: str | None, factor: float) -> None:
+        super().__init__()
+        self.name, self.factor = name, float(factor)
+
+    def _process_message(self, msg: Any) -> None:
+        if msg["type"] != "sample" or self.factor == 1.0:
+            return
+        if any(f.name == self.name for f in msg["cond_indep_stack"]):
+            msg["scale"] = msg["scale"] * self.factor
+
+
+def scaled(fn: Callable[..., Any], plate: str | None, factor: Callable[[], float]) -> Callable[..., Any]:
+    """``fn`` with its data plate's sites scaled by ``factor()`` (read at every call)."""
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with PlateScale(plate, factor()):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+class world:  # noqa: N801  (a namespace of functions, read as ``world.size()``)
+    """The ``torch.distributed`` process group as SVI sees it (one process when none is set up)."""
+
+    @staticmethod
+    def size() -> int:
+        dist = torch.distributed
+        return int(dist.get_world_size()) if dist.is_available() and dist.is_initialized() else 1
+
+    @staticmethod
+    def sum(value: float) -> float:
+        if world.size() == 1:
+            return float(value)
+        t = torch.tensor([float(value)], dtype=torch.float64)
+        torch.distributed.all_reduce(t)
+        return float(t[0])
+
+    @staticmethod
+    def mean(value: float) -> float:
+        return world.sum(value) / world.size()
+
+    @staticmethod
+    def average_gradients(params: list[torch.Tensor]) -> None:
+        """Replace every gradient by its mean over the ranks (one flat all_reduce)."""
+        n = world.size()
+        if n == 1 or not params:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.distributed.all_reduce(flat)
+        flat /= n
+        offset = 0
+        for p, g in zip(params, grads, strict=True):
+            k = g.numel()
+            p.grad = flat[offset : offset + k].view_as(p).clone()
+            offset += k
+
+    @staticmethod
+    def broadcast(params: list[torch.Tensor]) -> None:
+        """Give every rank rank 0's values of ``params`` (in place)."""
+        if world.size() == 1 or not params:
+            return
+        with torch.no_grad():
+            flat = torch.cat([p.detach().reshape(-1) for p in params])
+            torch.distributed.broadcast(flat, src=0)
+            offset = 0
+            for p in params:
+                k = p.numel()
+                p.copy_(flat[offset : offset + k].view_as(p))
+                offset += k
