@@ -2,7 +2,7 @@
 
 >>> import probgen as pg
 >>> sorted(pg.available_methods())
-['em', 'enum', 'mcmc', 'svi']
+['adversarial', 'cd', 'em', 'enum', 'mcmc', 'svi']
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from probgen.calibration import Calibration, calibrate
 from probgen.diagnostics import check, compare, summary
 from probgen.errors import ConvergenceWarning, ModelNotSupportedError
 from probgen.fit import Backend, Fit, available_methods, fit, get_backend, register_backend
+from probgen.metrics import MMDTestResult, mmd, mmd_test
 from probgen.model import GenerativeModel, SiteRoles, model, register_model
 from probgen.persistence import load
 
@@ -25,6 +26,7 @@ __all__ = [
     "ConvergenceWarning",
     "Fit",
     "GenerativeModel",
+    "MMDTestResult",
     "ModelNotSupportedError",
     "SiteRoles",
     "available_methods",
@@ -35,6 +37,8 @@ __all__ = [
     "fit",
     "get_backend",
     "load",
+    "mmd",
+    "mmd_test",
     "model",
     "register_backend",
     "register_model",

@@ -1,6 +1,7 @@
 """Small real datasets shipped with probgen (no network needed).
 
-Each loader returns a pandas DataFrame.  Sources and licences:
+Each table loader returns a pandas DataFrame; each text loader returns a ``str``.  Sources and
+licences:
 
 * ``old_faithful``: eruption duration and waiting time (minutes) of 272 eruptions of the Old
   Faithful geyser, Yellowstone National Park.  Härdle, W. (1991) *Smoothing Techniques with
@@ -20,6 +21,11 @@ Each loader returns a pandas DataFrame.  Sources and licences:
   *Microeconometrics: Methods and Applications*, Cambridge University Press, as distributed with
   statsmodels (``statsmodels.datasets.randhie``, the column ``mdvis``, rows in its order).
   Public domain.
+* ``shakespeare`` (a text, :func:`load_text`): 199,994 characters (62 distinct: ASCII letters,
+  punctuation, spaces and newlines) of William Shakespeare's plays as speeches, each headed by
+  its speaker: *The Tragedy of Coriolanus* (c. 1608) and the opening of *King Richard III*
+  (c. 1593).  The first 200 KB of the "tiny Shakespeare" collection of Karpathy, A. (2015),
+  char-rnn, cut at a speech boundary.  Public domain (the plays are over four centuries old).
 """
 
 from __future__ import annotations
@@ -28,7 +34,17 @@ from importlib import resources
 
 import pandas as pd
 
-__all__ = ["list_datasets", "load", "load_doctor_visits", "load_geyser", "load_old_faithful", "load_penguins"]
+__all__ = [
+    "list_texts",
+    "list_datasets",
+    "load",
+    "load_doctor_visits",
+    "load_geyser",
+    "load_old_faithful",
+    "load_penguins",
+    "load_shakespeare",
+    "load_text",
+]
 
 _FILES = {
     "old_faithful": "old_faithful.csv",
@@ -36,6 +52,7 @@ _FILES = {
     "penguins": "penguins.csv",
     "doctor_visits": "doctor_visits.csv",
 }
+_TEXTS = {"shakespeare": "shakespeare.txt"}
 
 
 def _read(name: str) -> pd.DataFrame:
@@ -46,12 +63,16 @@ def _read(name: str) -> pd.DataFrame:
 
 
 def list_datasets() -> list[str]:
-    """Names accepted by :func:`load`."""
-    return sorted(_FILES)
+    """Names of the bundled datasets: tables for :func:`load`, texts for :func:`load_text`."""
+    return sorted([*_FILES, *_TEXTS])
 
 
 def load(name: str) -> pd.DataFrame:
     """Load a bundled dataset by name (see :func:`list_datasets`)."""
+    if name in _TEXTS:
+        raise ValueError(
+            f"{name!r} is a text, not a table; load it with probgen.datasets.load_text({name!r})."
+        )
     if name not in _FILES:
         raise ValueError(f"Unknown dataset {name!r}; expected one of: {', '.join(list_datasets())}.")
     return _read(name)
@@ -83,3 +104,28 @@ def load_penguins(dropna: bool = False) -> pd.DataFrame:
 def load_doctor_visits() -> pd.DataFrame:
     """RAND Health Insurance Experiment: 20,190 yearly counts of doctor visits, column ``mdvis``."""
     return _read("doctor_visits")
+
+
+def list_texts() -> list[str]:
+    """Names accepted by :func:`load_text` (bundled texts, for the text families)."""
+    return sorted(_TEXTS)
+
+
+def load_text(name: str) -> str:
+    """Load a bundled text by name (``"shakespeare"``) as one string.
+
+    Examples
+    --------
+    >>> from probgen.datasets import load_text
+    >>> load_text("shakespeare")[:14]
+    'First Citizen:'
+    """
+    if name not in _TEXTS:
+        raise ValueError(f"Unknown text {name!r}; expected one of: {', '.join(sorted(_TEXTS))}.")
+    with resources.files("probgen").joinpath("data", _TEXTS[name]).open("r", encoding="utf-8") as fh:
+        return fh.read()
+
+
+def load_shakespeare() -> str:
+    """Shakespeare, 199,994 characters: *Coriolanus* and the opening of *Richard III* (public domain)."""
+    return load_text("shakespeare")

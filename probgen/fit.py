@@ -51,8 +51,8 @@ def register_backend(name: str, factory: Callable[[], Backend]) -> None:
 
 
 def _load_builtin_backends() -> None:
-    if not {"em", "svi", "enum", "mcmc"} <= _BACKENDS.keys():
-        import probgen.inference  # noqa: F401  (registers the four built-in backends)
+    if not {"em", "svi", "enum", "mcmc", "cd", "adversarial"} <= _BACKENDS.keys():
+        import probgen.inference  # noqa: F401  (registers the built-in backends)
 
 
 def available_methods() -> list[str]:
@@ -97,8 +97,9 @@ def fit(
     data : array-like
         Data items; numpy, torch and pandas are accepted (families accept more, e.g. lists of
         sequences).  Validated before any work starts.
-    method : {"em", "svi", "enum", "mcmc"} or Backend, default "svi"
-        Inference backend.
+    method : {"em", "svi", "enum", "mcmc", "cd", "adversarial"} or Backend, default "svi"
+        Inference backend ("cd": contrastive divergence for energy-based models such as the RBM;
+        "adversarial": generator against discriminator for implicit models such as the GAN).
     seed : int, default 0
         Seed for every random choice, so fits are reproducible.
     progress : bool, optional
@@ -123,7 +124,19 @@ def fit(
                   "median", "sample" or a dict), ``recover_discrete`` (False), ``chain_method``
                   ("sequential"), ``num_threads`` (None: torch's setting)
         "enum"    none, or with ``pyro.param`` sites ``max_iter`` (200), ``tol`` (1e-9)
+        "cd"      ``num_steps`` (3000), ``lr`` (0.05), ``lr_decay`` (0.1), ``k`` (1), ``persistent``
+                  (True), ``subsample_size`` (20), ``momentum`` (0.5), ``weight_decay`` (0),
+                  ``init`` ("random"), ``tol`` (1e-2)
         ========  =================================================================================
+
+        "adversarial": ``num_steps`` (3000), ``lr`` (1e-3), ``betas`` ((0.5, 0.999)),
+        ``subsample_size`` (128), ``n_critic`` (1), ``gradient_penalty`` (1.0, R1 on real data).
+
+    Scale options: ``num_items`` (streamed data: a ``DataLoader`` or re-iterable of minibatches,
+    SVI only; the items in the whole data set, default the loader's sampler length),
+    ``chunk_size`` (closed-form EM over an array or numpy memmap, chunk by chunk), ``device``
+    (see the README).  Under an initialised ``torch.distributed`` process group, SVI treats each
+    rank's data as its shard of the union.
 
     The fit leaves Pyro's param store, the random generators, torch's default dtype and thread
     count as it found them.

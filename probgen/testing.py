@@ -44,6 +44,8 @@ FAST_OPTIONS: dict[str, dict[str, Any]] = {
     "svi": {"num_steps": 300, "num_samples": 60},
     "em": {},
     "enum": {},
+    "cd": {"num_steps": 200},
+    "adversarial": {"num_steps": 50},
 }
 
 
@@ -71,11 +73,16 @@ def brute_force_log_prob(
     n = gm.num_items(data)
     fixed = {k: v for k, v in params.items() if k in roles.param_sites}
     values = {k: v for k, v in params.items() if k in roles.continuous_sites}
-    fn = (
-        poutine.substitute(poutine.condition(gm.model, data=values), data=fixed)
-        if fixed
-        else poutine.condition(gm.model, data=values)
-    )
+    # pyro.param values are set in a scoped param store, not substituted: the model reads its own
+    # (pyro.module registers a network's weights under prefixed names that substitute misses)
+    with pyro.get_param_store().scope():
+        store = pyro.get_param_store()
+        for k, v in fixed.items():
+            store[k] = v
+        return _brute_force(gm, data, roles, n, poutine.condition(gm.model, data=values))
+
+
+def _brute_force(gm: GenerativeModel, data: Any, roles: Any, n: int, fn: Any) -> tuple[Tensor, float] | None:
     with poutine.block(), torch.no_grad():
         base: Any = poutine.trace(fn).get_trace(data)
     supports: dict[str, Tensor] = {}
@@ -148,6 +155,49 @@ def _close(a: Tensor, b: Tensor, what: str, method: str, tol: float) -> None:
 def _check(cond: bool, method: str, what: str) -> None:
     if not cond:
         raise AssertionError(f"[{method}] {what}")
+
+
+def _check_implicit(fit: Any, gm: GenerativeModel, prepared: Any, method: str, seed: int) -> dict[str, str]:
+    """The contract of a model with no likelihood (``density == "none"``, e.g. a GAN)."""
+    rows: dict[str, str] = {}
+    idata: Any = fit.to_arviz()
+    _check("log_likelihood" not in idata.groups(), method, "to_arviz has a log_likelihood group")
+    try:
+        fit.log_prob()
+    except TypeError:
+        pass
+    else:
+        raise AssertionError(f"[{method}] log_prob gave values for a model with no likelihood")
+    rows["log_prob refused (no likelihood)"] = "ok"
+    new = fit.sample(4, seed=seed)
+    if isinstance(prepared, Tensor):
+        _check(
+            tuple(new.shape) == (4,) + tuple(prepared.shape[1:]), method, f"sample shape {tuple(new.shape)}"
+        )
+        _check(new.dtype == prepared.dtype, method, f"sample dtype {new.dtype} != data {prepared.dtype}")
+    rows["sample shape"] = "ok"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fit.npz"
+        fit.save(path)
+        back = load(path, model=None if gm.get_config() is not None else gm)
+    for k, v in fit.params.items():
+        _close(back.params[k], v, f"save/load params[{k!r}]", method, 0.0)
+    _close(back.sample(4, seed=seed), new, "save/load samples with the same seed", method, 1e-6)
+    rows["save/load"] = "ok"
+    if isinstance(prepared, Tensor):
+        bad = prepared.to(torch.float64).clone()
+        bad.reshape(-1)[0] = float("nan")
+        wrong = torch.cat([prepared, prepared[:, :1]], 1).numpy() if prepared.dim() > 1 else None
+        for what, x in (("a NaN", bad.numpy()), ("an extra feature", wrong)):
+            if x is None:
+                continue
+            try:
+                fit._data(x)
+            except ValueError:
+                continue
+            raise AssertionError(f"[{method}] data with {what} accepted")
+        rows["bad input refused"] = "ok"
+    return rows
 
 
 def check_model(
@@ -226,6 +276,10 @@ def check_model(
         for k, v in fit.params.items():
             _close(again.params[k], v, f"same seed, params[{k!r}]", method, 0.0)
         rows["same seed, same fit"] = "ok"
+        if gm.density == "none":  # an implicit model: generation, persistence and refusals only
+            rows.update(_check_implicit(fit, gm, prepared, method, seed))
+            report[method] = rows
+            continue
 
         idata: Any = fit.to_arviz()
         ll = fit.pointwise_log_likelihood()
@@ -253,8 +307,18 @@ def check_model(
         # continuous local latents absent from the draws are amortised by the guide (a VAE's
         # code z): p(x) is an integral over them, which no sum over discrete values computes
         amortised = [s for s in roles.local_sites if s not in sets[0]]
-        brute = [None] if amortised else [brute_force_log_prob(gm, prepared, sets[i]) for i in picks]
-        if amortised:
+        unnormalised = gm.density == "unnormalised"
+        brute = (
+            [None]
+            if amortised or unnormalised
+            else [brute_force_log_prob(gm, prepared, sets[i]) for i in picks]
+        )
+        if unnormalised:
+            rows["log_prob brute force"] = (
+                "skipped: an unnormalised density (its sites give -F(x) without log Z); pass "
+                "log_prob_by_hand to check log_prob"
+            )
+        elif amortised:
             rows["log_prob brute force"] = (
                 f"skipped: continuous local latents {amortised} are amortised by the guide (not in the "
                 "draws), so the per-item likelihood is an integral that brute force cannot sum"

@@ -58,7 +58,7 @@ def test_all_is_sorted_and_importable(module):
 
 
 def test_backends_are_registered():
-    assert pg.available_methods() == ["em", "enum", "mcmc", "svi"]
+    assert pg.available_methods() == ["adversarial", "cd", "em", "enum", "mcmc", "svi"]
 
 
 def test_cli_help_and_datasets(capsys):

@@ -62,6 +62,9 @@ def _datasets() -> int:
     from probgen import datasets
 
     for name in datasets.list_datasets():
+        if name in datasets.list_texts():
+            print(f"{name:14s} text, {len(datasets.load_text(name)):,} characters")
+            continue
         frame = datasets.load(name)
         print(f"{name:14s} {frame.shape[0]:4d} rows  columns: {', '.join(frame.columns)}")
     return 0

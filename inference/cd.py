@@ -1,0 +1,255 @@
+"""Contrastive divergence (``method="cd"``): maximum likelihood for energy-based models.
+
+For ``p(x) = exp(-F(x)) / Z`` the log-likelihood gradient is ``-E_data[dF/dtheta] +
+E_model[dF/dtheta]``; contrastive divergence (Hinton 2002) replaces the model expectation by
+negative particles from ``k`` Gibbs sweeps started at the minibatch (CD-k) or carried over from
+step to step (persistent CD, Tieleman 2008).  The backend serves any model offering the hooks
+``free_energy``, ``gibbs_step`` and ``init_params`` (declared on ``GenerativeModel``); it knows
+no family by name.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from probgen.fit import Fit, register_backend
+from probgen.model import GenerativeModel
+
+__all__ = ["CD"]
+
+_HOOKS = ("free_energy", "gibbs_step", "init_params")
+#: Items (at most) on which the per-epoch pseudo-log-likelihood is computed.
+_MONITOR_ITEMS = 1000
+#: Epochs in a row without a better pseudo-log-likelihood before the fit is called converged.
+_PATIENCE = 5
+
+
+def _is_binary(x: Any) -> bool:
+    return isinstance(x, torch.Tensor) and x.dim() == 2 and bool(((x == 0) | (x == 1)).all())
+
+
+def _signs(n_pos: int, n_neg: int) -> torch.Tensor:
+    """Weights turning free energies of ``[positives; negatives]`` into mean(pos) - mean(neg)."""
+    return torch.cat([torch.full((n_pos,), 1.0 / n_pos), torch.full((n_neg,), -1.0 / n_neg)])
+
+
+class CD:
+    """Contrastive divergence and persistent contrastive divergence.
+
+    Each step takes a minibatch, draws negative particles by ``k`` Gibbs sweeps
+    (``model.gibbs_step``) and takes a gradient step on ``mean F(batch) - mean F(negatives)``
+    (autograd of ``model.free_energy``; the negatives are constants), by SGD with momentum.
+
+    Options (with defaults):
+
+    ``num_steps`` : int, default 3000
+        Gradient steps (minibatch updates).
+    ``lr`` : float, default 0.05
+        Learning rate, decayed linearly to ``lr * lr_decay`` over the run.
+    ``lr_decay`` : float in (0, 1], default 0.1
+        Final learning rate as a fraction of ``lr`` (1.0: constant).
+    ``k`` : int, default 1
+        Gibbs sweeps per update.
+    ``persistent`` : bool, default True
+        Persistent chains (PCD; one chain per minibatch item, started at random training items)
+        rather than chains restarted at the minibatch (CD-k).
+    ``subsample_size`` : int or None, default 20
+        Minibatch size, capped at the number of items (None: full batch).  Each epoch visits
+        every item once in a fresh random order.
+    ``momentum`` : float in [0, 1), default 0.5
+        SGD momentum.
+    ``weight_decay`` : float >= 0, default 0.0
+        L2 penalty on every parameter: ``weight_decay * theta`` is added to each gradient.
+    ``init`` : str or dict, default "random"
+        Passed to ``model.init_params`` (a strategy name, or starting values by parameter name).
+    ``tol`` : float >= 0, default 1e-2
+        Convergence rule (reported, no early stopping): the fit has converged when the best
+        per-epoch history value of the last ``5`` epochs is no better than the best before them
+        by more than ``tol`` times its magnitude (the monitored quantity has plateaued).  CD
+        follows no objective it can evaluate, so this is a plateau of the monitor, not a
+        certificate of a maximum likelihood.
+
+    ``fit.history`` holds one value per epoch (``ceil(items / subsample_size)`` steps, the last
+    partial epoch included): for binary data the pseudo-log-likelihood per item, ``n_features *
+    mean log sigmoid(F(x~) - F(x))`` with one feature of each item flipped in ``x~`` (one fixed
+    feature per item, on up to 1000 fixed training items, so epochs compare like with like;
+    higher is better; ``fit.extras["history"] == "pseudo_log_likelihood"``), otherwise the mean
+    squared reconstruction error of one Gibbs sweep on the same items (lower is better,
+    ``"reconstruction_error"``).  ``fit.extras["convergence"]`` says why the fit did not converge.
+
+    Examples
+    --------
+    >>> import torch, probgen as pg
+    >>> from probgen.models import RBM
+    >>> x = (torch.rand(100, 5, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    >>> fit = pg.fit(RBM(5, 2), x, method="cd", num_steps=50, progress=False)
+    >>> fit.method, fit.params["W"].shape
+    ('cd', torch.Size([2, 5]))
+    """
+
+    name = "cd"
+
+    def supports(self, model: GenerativeModel, data: Any) -> str | None:
+        missing = [h for h in _HOOKS if not model.offers(h)]
+        if missing:
+            return (
+                f"contrastive divergence needs an energy-based model offering the hooks "
+                f"{', '.join(_HOOKS)}; {model.name} does not offer {', '.join(missing)}"
+            )
+        return None
+
+    def fit(self, model: GenerativeModel, data: Any, *, seed: int, progress: bool, **options: Any) -> Fit:
+        defaults: dict[str, Any] = {
+            "num_steps": 3000,
+            "lr": 0.05,
+            "lr_decay": 0.1,
+            "k": 1,
+            "persistent": True,
+            "subsample_size": 20,
+            "momentum": 0.5,
+            "weight_decay": 0.0,
+            "init": "random",
+            "tol": 1e-2,
+        }
+        unknown = set(options) - set(defaults)
+        if unknown:
+            raise ValueError(
+                f"Unknown CD option(s) {sorted(unknown)}; expected some of: {', '.join(sorted(defaults))}."
+            )
+        o = {**defaults, **options}
+        for key in ("num_steps", "k"):
+            if isinstance(o[key], bool) or not isinstance(o[key], int | np.integer) or o[key] < 1:
+                raise ValueError(f"{key} must be a positive int; got {o[key]!r}.")
+        if isinstance(o["lr"], bool) or not isinstance(o["lr"], int | float) or not 0 < o["lr"] < math.inf:
+            raise ValueError(f"lr must be a positive number; got {o['lr']!r}.")
+        if (
+            isinstance(o["lr_decay"], bool)
+            or not isinstance(o["lr_decay"], int | float)
+            or not 0 < o["lr_decay"] <= 1
+        ):
+            raise ValueError(f"lr_decay must be in (0, 1]; got {o['lr_decay']!r}.")
+        if not isinstance(o["persistent"], bool):
+            raise TypeError(f"persistent must be a bool; got {type(o['persistent']).__name__}.")
+        if (
+            isinstance(o["momentum"], bool)
+            or not isinstance(o["momentum"], int | float)
+            or not 0 <= o["momentum"] < 1
+        ):
+            raise ValueError(f"momentum must be in [0, 1); got {o['momentum']!r}.")
+        wd = o["weight_decay"]
+        if isinstance(wd, bool) or not isinstance(wd, int | float) or not 0 <= wd < math.inf:
+            raise ValueError(f"weight_decay must be a non-negative number; got {wd!r}.")
+        if (
+            isinstance(o["tol"], bool)
+            or not isinstance(o["tol"], int | float)
+            or not 0 <= o["tol"] < math.inf
+        ):
+            raise ValueError(f"tol must be a non-negative number; got {o['tol']!r}.")
+        n = model.num_items(data)
+        size = o["subsample_size"]
+        if size is not None and (
+            isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1
+        ):
+            raise ValueError(f"subsample_size must be a positive int or None; got {size!r}.")
+        size = n if size is None else min(int(size), n)
+
+        gen = torch.Generator().manual_seed(int(seed))
+        start = model.init_params(data, init=o["init"], generator=gen)
+        params = {k: v.detach().clone().requires_grad_(True) for k, v in start.items()}
+        velocity = {k: torch.zeros_like(v) for k, v in params.items()}
+        steps, lr0, final = int(o["num_steps"]), float(o["lr"]), float(o["lr_decay"])
+        momentum = float(o["momentum"])
+
+        binary = _is_binary(data)
+        monitor_idx = torch.randperm(n, generator=gen)[: min(n, _MONITOR_ITEMS)]
+        monitor = data.index_select(0, monitor_idx)
+        flip = torch.randint(monitor.shape[1], (len(monitor),), generator=gen) if binary else None
+        history: list[float] = []
+
+        def record() -> float:
+            with torch.no_grad():
+                if binary:
+                    assert flip is not None
+                    flipped = monitor.clone()
+                    rows = torch.arange(len(monitor))
+                    flipped[rows, flip] = 1.0 - flipped[rows, flip]
+                    gap = model.free_energy(flipped, params) - model.free_energy(monitor, params)
+                    return float(monitor.shape[1] * torch.nn.functional.logsigmoid(gap).mean())
+                recon = model.gibbs_step(monitor, params, generator=gen)
+                return float(((recon - monitor) ** 2).mean())
+
+        chains = data.index_select(0, torch.randint(n, (size,), generator=gen)) if o["persistent"] else None
+        perm, pos = torch.randperm(n, generator=gen), 0
+        steps_per_epoch = math.ceil(n / size)
+        sign = _signs(size, size)
+        with tqdm(total=steps, disable=not progress, desc="CD", leave=False) as bar:
+            for step in range(steps):
+                if pos >= n:
+                    perm, pos = torch.randperm(n, generator=gen), 0
+                    history.append(record())
+                    bar.set_postfix({"pll" if binary else "recon": f"{history[-1]:.4g}"})
+                batch = data.index_select(0, perm[pos : pos + size])
+                pos += size
+                neg = chains if chains is not None else batch
+                for _ in range(o["k"]):
+                    neg = model.gibbs_step(neg, params, generator=gen)
+                if chains is not None:
+                    chains = neg
+                # one pass over [batch; negatives]: mean F(batch) - mean F(negatives)
+                energy = model.free_energy(torch.cat([batch, neg.detach()]), params)
+                weights = sign if len(batch) == size else _signs(len(batch), len(neg))
+                loss = energy @ weights.to(energy.dtype)
+                grads = torch.autograd.grad(loss, list(params.values()))
+                lr = lr0 * (1.0 - (1.0 - final) * step / steps)
+                with torch.no_grad():
+                    for (name, p), g in zip(params.items(), grads, strict=True):
+                        if wd:
+                            g = g.add(p, alpha=wd)
+                        buf = velocity[name].mul_(momentum).add_(g)
+                        p.sub_(buf, alpha=lr)
+                if (step + 1) % steps_per_epoch == 0 and not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"CD objective became {float(loss)} at step {step}; lower lr (now {o['lr']})."
+                    )
+                bar.update(1)
+        history.append(record())
+
+        converged, problems = self._converged(history, o["tol"], higher_is_better=binary)
+        return Fit(
+            model=model,
+            data=data,
+            method=self.name,
+            params={k: v.detach().clone() for k, v in params.items()},
+            history=np.asarray(history, dtype=float),
+            converged=converged,
+            extras={
+                "history": "pseudo_log_likelihood" if binary else "reconstruction_error",
+                "convergence": problems,
+            },
+            seed=seed,
+        )
+
+    @staticmethod
+    def _converged(history: list[float], tol: float, *, higher_is_better: bool) -> tuple[bool, list[str]]:
+        """The plateau rule of the class docstring: (converged, reasons it did not)."""
+        if len(history) <= _PATIENCE:
+            return False, [
+                f"only {len(history)} epoch(s): too few to judge convergence (it takes {_PATIENCE + 1}); "
+                "raise num_steps"
+            ]
+        h = np.asarray(history) if higher_is_better else -np.asarray(history)
+        before, recent = float(h[:-_PATIENCE].max()), float(h[-_PATIENCE:].max())
+        if recent > before + tol * abs(before):
+            return False, [
+                f"the per-epoch monitor still improved over the last {_PATIENCE} epochs "
+                f"(best {abs(before):.6g} before, {abs(recent):.6g} since); raise num_steps"
+            ]
+        return True, []
+
+
+register_backend("cd", CD)

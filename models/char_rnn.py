@@ -1,0 +1,496 @@
+"""Character-level recurrent language model: ``CharRNN`` (an LSTM or GRU over characters).
+
+An autoregressive categorical model over the characters of a string: a start token, then
+``p(c_t | c_1 .. c_{t-1})`` from the RNN's state, for every character, the first one included.
+There is no end token, so for each length ``L`` the probabilities of all strings of length ``L``
+sum to one.  The vocabulary is learned from the first data the model prepares (or given with
+``vocabulary=``) and is part of the model's configuration, so ``probgen.load`` rebuilds it.
+
+As a Pyro model, the training text is cut into windows of ``seq_len`` characters, each scored as
+a string of its own (from the start state), by teacher forcing over the plate ``"windows"`` with
+a mask for the padding of the last, shorter window of each text; the network is registered with
+``pyro.module("rnn", ...)``, so SVI with the empty guide is maximum likelihood, and the plate
+takes ``subsample_size`` (windows per step).  The model also offers the SVI fast path
+(:meth:`GenerativeModel.svi_objective`): the same loss as a plain PyTorch cross-entropy over a
+minibatch of windows, scaled as Pyro scales a subsampled plate.  Every weight lives in
+``fit.params`` under its Pyro param-store name (``"rnn$$$cell.weight_ih_l0"``, ...) and is
+evaluated with ``torch.func.functional_call``, so ``Fit.save``/``probgen.load`` need no pickle.
+Computation is in float32 (scores are summed in float64).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from probgen.model import GenerativeModel
+from probgen.state import isolated_rng
+
+__all__ = ["CharRNN"]
+
+_DTYPE = torch.float32
+_SEP = "$$$"  # Pyro's separator between a module's name and its parameters' names
+_NAME = "rnn"  # the network's name in Pyro's param store
+_CELLS = ("lstm", "gru")
+_PAD = -100  # target of padded positions (ignored by cross-entropy)
+_TIME_CHUNK = 2048  # characters per forward call when scoring long texts (bounds memory)
+_TEXT_CHUNK = 256  # texts per forward call when scoring
+
+
+class _Net(nn.Module):
+    """Embedding (the last index is the start token) -> LSTM/GRU -> linear head (logits)."""
+
+    def __init__(self, vocab_size: int, embedding_dim: int, hidden_size: int, num_layers: int, cell: str):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size + 1, embedding_dim, dtype=_DTYPE)
+        rnn = nn.LSTM if cell == "lstm" else nn.GRU
+        self.cell = rnn(embedding_dim, hidden_size, num_layers, batch_first=True, dtype=_DTYPE)
+        self.head = nn.Linear(hidden_size, vocab_size, dtype=_DTYPE)
+
+    def forward(self, inputs: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        out, state = self.cell(self.embedding(inputs), state)
+        return self.head(out), state
+
+
+def _weights(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    prefix = _NAME + _SEP
+    return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+@dataclass(eq=False)
+class _Texts:
+    """Prepared data: the texts, their codes, and their cut into windows of ``seq_len``."""
+
+    texts: tuple[str, ...]
+    codes: list[Tensor]  # one long tensor of vocabulary indices per text
+    seq_len: int
+    start: int  # index of the start token
+    _windows: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def num_windows(self) -> int:
+        return sum(-(-len(c) // self.seq_len) for c in self.codes)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.num_windows, self.seq_len)
+
+    def __len__(self) -> int:
+        return self.num_windows
+
+    def head(self) -> _Texts:
+        """The first window alone (enough to trace the model and find its site roles)."""
+        return _Texts(
+            (self.texts[0][: self.seq_len],), [self.codes[0][: self.seq_len]], self.seq_len, self.start
+        )
+
+    def windows(self) -> tuple[Tensor, Tensor]:
+        """``(inputs, targets)`` of every window, ``(n_windows, seq_len)``; padded targets are -100."""
+        if self._windows is None:
+            parts = [c.split(self.seq_len) for c in self.codes]
+            targets = torch.full((self.num_windows, self.seq_len), _PAD, dtype=torch.long)
+            row = 0
+            for chunks in parts:
+                for w in chunks:
+                    targets[row, : len(w)] = w
+                    row += 1
+            self._windows = (_inputs(targets, self.start), targets)
+        return self._windows
+
+
+def _inputs(targets: Tensor, start: int) -> Tensor:
+    """Teacher-forcing inputs: the start token, then each target shifted by one (padding -> 0)."""
+    shifted = targets[:, :-1].clamp(min=0)
+    return torch.cat([torch.full((len(targets), 1), start, dtype=torch.long), shifted], 1)
+
+
+def _check_positive(**values: Any) -> None:
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+            raise ValueError(f"{name} must be a positive int; got {v!r}.")
+
+
+def _show(chars: set[str] | list[str], limit: int = 10) -> str:
+    ordered = sorted(chars)
+    shown = ", ".join(repr(c) for c in ordered[:limit])
+    return shown + (f" and {len(ordered) - limit} more" if len(ordered) > limit else "")
+
+
+class _CharRNNObjective:
+    """Cross-entropy of minibatches of windows (see ``GenerativeModel.svi_objective``)."""
+
+    def __init__(self, model: CharRNN, data: _Texts) -> None:
+        model._build(fresh=True)  # fresh weights from the fit's seeded generator
+        net = model._network()
+        pyro.module(_NAME, net)
+        self.net = net
+        self.inputs, self.targets = data.windows()
+        self.n = len(self.targets)
+        self.vocab_size = len(model._vocab())
+
+    def parameters(self) -> list[Tensor]:
+        return list(self.net.parameters())
+
+    def loss(self, index: Tensor | None, num_particles: int) -> Tensor:
+        x, y = (self.inputs, self.targets) if index is None else (self.inputs[index], self.targets[index])
+        logits, _ = self.net(x)
+        nll = F.cross_entropy(logits.reshape(-1, self.vocab_size), y.reshape(-1), reduction="sum")
+        return nll * (self.n / len(x))
+
+    def params(self) -> dict[str, Tensor]:
+        return {f"{_NAME}{_SEP}{k}": v.detach().clone() for k, v in self.net.named_parameters()}
+
+
+class CharRNN(GenerativeModel):
+    """Character-level RNN language model (LSTM or GRU), fitted by ``method="svi"``.
+
+    ``p(text) = prod_t p(c_t | c_1 .. c_{t-1})``: a start token, then one categorical step per
+    character (the first included; no end token).  Data are a string or a list of strings; for
+    training they are cut into windows of ``seq_len`` characters, each scored from the start
+    state, and SVI's ``subsample_size`` is the number of windows per step (``len`` of the data
+    plate ``"windows"``).  ``fit.log_prob(texts)`` scores each text whole (one value per text,
+    in nats), ``fit.perplexity(texts)`` is the per-character perplexity, and
+    ``fit.sample(n, length=200, prompt="", temperature=1.0)`` returns ``n`` strings of ``length``
+    characters that start with ``prompt``.
+
+    Recommended SVI settings (SVI's own defaults, ``lr=0.01`` and ``num_steps=3000`` with the
+    full batch, are too slow for text): ``subsample_size=32`` to ``64`` windows, ``lr=0.005`` to
+    ``0.01``, ``num_steps`` 1000 to 3000 (about ten passes over 200 KB of text per 1000 steps of
+    64 windows of 100 characters).
+
+    Parameters
+    ----------
+    hidden_size : int, default 128
+        Width of the recurrent state.
+    num_layers : int, default 1
+        Stacked recurrent layers.
+    embedding_dim : int, default 32
+        Size of each character's embedding.
+    cell : {"lstm", "gru"}, default "lstm"
+        The recurrent cell.
+    seq_len : int, default 100
+        Characters per training window (the length of truncated back-propagation).
+    vocabulary : str, optional
+        The characters the model knows, each once, in index order.  Default: the sorted
+        characters of the first data the model prepares (its training text).
+
+    Raises
+    ------
+    ValueError
+        A size that is not a positive int, an unknown cell, a vocabulary that repeats a character.
+    TypeError
+        A vocabulary that is not a string.
+
+    Examples
+    --------
+    >>> import probgen as pg
+    >>> from probgen.models import CharRNN
+    >>> text = "abcabcabd " * 30
+    >>> fit = pg.fit(CharRNN(hidden_size=16, seq_len=20), text, method="svi",
+    ...              num_steps=30, subsample_size=8, progress=False)
+    >>> fit.model.vocabulary
+    ' abcd'
+    >>> [len(s) for s in fit.sample(2, length=12, prompt="ab", seed=0)]
+    [12, 12]
+    >>> fit.log_prob(["abc", "cab d"]).shape
+    torch.Size([2])
+    """
+
+    data_plate_name = "windows"
+    dtype = _DTYPE
+    fit_helpers = ("perplexity",)
+
+    def __init__(
+        self,
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        embedding_dim: int = 32,
+        cell: str = "lstm",
+        seq_len: int = 100,
+        vocabulary: str | None = None,
+    ) -> None:
+        _check_positive(
+            hidden_size=hidden_size, num_layers=num_layers, embedding_dim=embedding_dim, seq_len=seq_len
+        )
+        if cell not in _CELLS:
+            raise ValueError(f"cell={cell!r} is not known; expected one of: {', '.join(_CELLS)}.")
+        if vocabulary is not None:
+            if not isinstance(vocabulary, str):
+                raise TypeError(
+                    f"vocabulary must be a string of distinct characters or None; got {type(vocabulary).__name__}."
+                )
+            if not vocabulary:
+                raise ValueError("vocabulary is empty; give at least one character, or None to learn it.")
+            repeated = {c for c in vocabulary if vocabulary.count(c) > 1}
+            if repeated:
+                raise ValueError(f"vocabulary repeats the characters {_show(repeated)}; give each once.")
+        self.hidden_size, self.num_layers = int(hidden_size), int(num_layers)
+        self.embedding_dim, self.seq_len = int(embedding_dim), int(seq_len)
+        self.cell = cell
+        self.vocabulary: str | None = vocabulary
+        self._index: dict[str, int] = {}
+        self._net: _Net | None = None
+        if vocabulary is not None:
+            self._set_vocabulary(vocabulary)
+
+    # ------------------------------------------------------------------ network
+    def _set_vocabulary(self, vocabulary: str) -> None:
+        self.vocabulary = vocabulary
+        self._index = {c: i for i, c in enumerate(vocabulary)}
+        self._build()
+
+    def _vocab(self) -> str:
+        if self.vocabulary is None:
+            raise ValueError(
+                "CharRNN has no vocabulary yet: it is learned from the training text; fit the model "
+                "first or pass vocabulary=... to the constructor."
+            )
+        return self.vocabulary
+
+    def _build(self, fresh: bool = False) -> None:
+        """Build the network: with weights drawn from torch's generator (``fresh``: inside a fit,
+        seeded by it), or only for its structure, leaving the caller's random state untouched."""
+        vocab = self._vocab()
+        with contextlib.nullcontext() if fresh else isolated_rng(0):
+            self._net = _Net(len(vocab), self.embedding_dim, self.hidden_size, self.num_layers, self.cell)
+
+    def _network(self) -> _Net:
+        if self._net is None:
+            self._build()
+        assert self._net is not None
+        return self._net
+
+    def _call(self, params: Mapping[str, Tensor], inputs: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        """Run the network on the weights ``params["rnn$$$..."]`` (the fit's, not the object's)."""
+        out: tuple[Tensor, Any] = torch.func.functional_call(
+            self._network(), _weights(params), (inputs, state)
+        )
+        return out
+
+    # ------------------------------------------------------------------ Pyro pair
+    def model(self, data: _Texts | None = None, subsample_size: int | None = None) -> Tensor:
+        net = self._network()
+        pyro.module(_NAME, net)
+        # the weights as Pyro sees them (so poutine.substitute and a param store's values apply)
+        weights = {k: pyro.param(f"{_NAME}{_SEP}{k}") for k, _ in net.named_parameters()}
+
+        def run(inputs: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+            out: tuple[Tensor, Any] = torch.func.functional_call(net, weights, (inputs, state))
+            return out
+
+        start = len(self._vocab())
+        if data is None:  # generate one window, one categorical step per character
+            with pyro.plate("windows", 1):
+                x, state, chars = torch.full((1, 1), start, dtype=torch.long), None, []
+                for t in pyro.markov(range(self.seq_len)):
+                    logits, state = run(x, state)
+                    c = pyro.sample(f"x_{t}", dist.Categorical(logits=logits[:, -1]))
+                    chars.append(c)
+                    x = c.reshape(1, 1)
+                return torch.stack(chars, -1)
+        inputs, targets = data.windows()
+        with pyro.plate("windows", len(targets), subsample_size=subsample_size) as plate_idx:
+            idx: Tensor = plate_idx  # type: ignore[assignment]
+            y = targets.index_select(0, idx)
+            logits, _ = run(inputs.index_select(0, idx))
+            mask = y != _PAD
+            step = dist.Categorical(logits=logits).mask(mask).to_event(1)
+            return pyro.sample("x", step, obs=y.clamp(min=0))
+
+    def roles(self, data: Any) -> Any:
+        # the roles do not depend on the data's size: trace one window, not the whole text; tracing
+        # registers the network with pyro.module: keep the user's param store untouched
+        probe = data.head() if isinstance(data, _Texts) else data
+        with pyro.get_param_store().scope():
+            return super().roles(probe)
+
+    def svi_objective(self, data: Any) -> _CharRNNObjective:
+        return _CharRNNObjective(self, data)
+
+    # ------------------------------------------------------------------ data
+    def _encode(self, texts: list[str], argname: str) -> list[Tensor]:
+        vocab = self._vocab()
+        unknown = set("".join(texts)) - set(vocab)
+        if unknown:
+            raise ValueError(
+                f"{argname} holds characters outside the model's vocabulary: {_show(unknown)}; the "
+                f"vocabulary ({len(vocab)} characters) comes from the training text. Remove or replace "
+                "them, or build the model with vocabulary=... covering them."
+            )
+        index = self._index
+        return [torch.tensor([index[c] for c in t], dtype=torch.long) for t in texts]
+
+    @staticmethod
+    def _as_texts(data: Any, argname: str) -> list[str]:
+        if isinstance(data, str):
+            texts = [data]
+        elif isinstance(data, list | tuple):
+            if not data:
+                raise ValueError(f"{argname} is an empty list; expected a string or a list of strings.")
+            bad = next((d for d in data if not isinstance(d, str)), None)
+            if bad is not None:
+                raise TypeError(
+                    f"{argname} must be a string or a list of strings; the list holds a "
+                    f"{type(bad).__name__} ({bad!r:.40})."
+                )
+            texts = list(data)
+        else:
+            raise TypeError(f"{argname} must be a string or a list of strings; got {type(data).__name__}.")
+        empty = [i for i, t in enumerate(texts) if not t]
+        if empty:
+            raise ValueError(
+                f"{argname} holds {len(empty)} empty string(s) (e.g. at position {empty[0]}); every text "
+                "needs at least one character."
+            )
+        return texts
+
+    def prepare_data(self, data: Any) -> _Texts:
+        """Validate a string or a list of strings; the first data prepared set the vocabulary."""
+        if isinstance(data, _Texts):
+            return data
+        texts = self._as_texts(data, "data")
+        if self.vocabulary is None:
+            self._set_vocabulary("".join(sorted(set("".join(texts)))))
+        codes = self._encode(texts, "data")
+        return _Texts(tuple(texts), codes, self.seq_len, len(self._vocab()))
+
+    def num_items(self, data: Any) -> int:
+        """Training windows (the items of the plate ``"windows"``: SVI's ``subsample_size`` unit)."""
+        return int(data.num_windows)
+
+    def num_observations(self, data: Any) -> int:
+        """Characters (BIC's ``n``)."""
+        return int(sum(len(c) for c in data.codes))
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "embedding_dim": self.embedding_dim,
+            "cell": self.cell,
+            "seq_len": self.seq_len,
+            "vocabulary": self.vocabulary,
+        }
+
+    def observed_arrays(self, data: Any) -> dict[str, Tensor]:
+        return {"x": torch.cat(data.codes)}
+
+    def data_to_arrays(self, data: Any) -> dict[str, Tensor]:
+        return {
+            "codes": torch.cat(data.codes).to(torch.int32),
+            "lengths": torch.tensor([len(c) for c in data.codes], dtype=torch.int64),
+        }
+
+    def data_from_arrays(self, arrays: Mapping[str, Tensor]) -> Any:
+        if "codes" not in arrays:
+            return None
+        vocab = self._vocab()
+        codes = torch.as_tensor(arrays["codes"]).long().split(torch.as_tensor(arrays["lengths"]).tolist())
+        return self.prepare_data(["".join(vocab[i] for i in c.tolist()) for c in codes])
+
+    def num_parameters(self, params: Mapping[str, Tensor], data: Any) -> int:
+        return int(sum(v.numel() for v in _weights(params).values()))
+
+    # ------------------------------------------------------------------ scoring
+    def log_prob_items(self, data: Any, params: Mapping[str, Tensor]) -> Tensor:
+        """``log p(text)`` in nats, one per text (each scored whole, from the start state), float64."""
+        codes: list[Tensor] = data.codes
+        start = len(self._vocab())
+        out = torch.empty(len(codes), dtype=torch.float64)
+        order = sorted(range(len(codes)), key=lambda i: len(codes[i]))  # similar lengths together
+        with torch.no_grad():
+            for b in range(0, len(order), _TEXT_CHUNK):
+                rows = order[b : b + _TEXT_CHUNK]
+                targets = nn.utils.rnn.pad_sequence(
+                    [codes[i] for i in rows], batch_first=True, padding_value=_PAD
+                )
+                inputs = _inputs(targets, start)
+                total = torch.zeros(len(rows), dtype=torch.float64)
+                state = None
+                for t in range(0, targets.shape[1], _TIME_CHUNK):
+                    y = targets[:, t : t + _TIME_CHUNK]
+                    logits, state = self._call(params, inputs[:, t : t + _TIME_CHUNK], state)
+                    lp = logits.log_softmax(-1).gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+                    total += torch.where(y != _PAD, lp, 0.0).to(torch.float64).sum(1)
+                out[torch.tensor(rows)] = total
+        return out
+
+    # ------------------------------------------------------------------ generation
+    def sample_items(
+        self,
+        n: int,
+        params: Mapping[str, Tensor],
+        *,
+        generator: torch.Generator | None = None,
+        length: int = 200,
+        prompt: str = "",
+        temperature: float = 1.0,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """``n`` strings of ``length`` characters (the prompt included) that start with ``prompt``.
+
+        One batched RNN step per generated character.  ``temperature`` divides the logits: below
+        1 sharper, above 1 flatter; 0 takes the most probable character at every step (greedy).
+        """
+        if kwargs:
+            raise ValueError(
+                f"Unknown sample option(s) {sorted(kwargs)}; CharRNN takes length, prompt and temperature."
+            )
+        _check_positive(length=length)
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string; got {type(prompt).__name__}.")
+        if len(prompt) > length:
+            raise ValueError(
+                f"prompt has {len(prompt)} characters, more than length={length} (the length of each sample, "
+                "prompt included)."
+            )
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, int | float | np.floating | np.integer)
+            or not math.isfinite(temperature)
+            or temperature < 0
+        ):
+            raise ValueError(f"temperature must be a finite number >= 0 (0: greedy); got {temperature!r}.")
+        vocab = self._vocab()
+        given = self._encode([prompt], "prompt")[0] if prompt else torch.zeros(0, dtype=torch.long)
+        chars = torch.empty(n, length, dtype=torch.long)
+        chars[:, : len(given)] = given
+        with torch.no_grad():
+            inputs = torch.cat([torch.tensor([len(vocab)]), given]).expand(n, -1)
+            logits, state = self._call(params, inputs)
+            last = logits[:, -1]
+            for t in range(len(given), length):
+                if temperature == 0:
+                    c = last.argmax(-1)
+                else:
+                    probs = (last / float(temperature)).softmax(-1)
+                    c = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+                chars[:, t] = c
+                if t + 1 < length:
+                    logits, state = self._call(params, c.unsqueeze(-1), state)
+                    last = logits[:, -1]
+        return {"data": ["".join(vocab[i] for i in row) for row in chars.tolist()]}
+
+    # ------------------------------------------------------------------ fit helpers
+    def perplexity(self, fit: Any, texts: Any = None) -> float:
+        """Per-character perplexity ``exp(-sum log p(text) / characters)`` of ``texts`` (default: training)."""
+        d = fit._data(texts)
+        return math.exp(-float(fit.log_prob(d).sum()) / self.num_observations(d))
+
+    def __repr__(self) -> str:
+        vocab = "learned" if self.vocabulary is None else f"{len(self.vocabulary)} characters"
+        return (
+            f"CharRNN(hidden_size={self.hidden_size}, num_layers={self.num_layers}, "
+            f"embedding_dim={self.embedding_dim}, cell={self.cell!r}, seq_len={self.seq_len}, "
+            f"vocabulary={vocab})"
+        )

@@ -1,0 +1,232 @@
+"""Generative adversarial network (Goodfellow et al. 2014) on real-valued feature vectors: ``GAN``.
+
+The generator is a Pyro model with no likelihood: latent noise ``z ~ N(0, I)`` (site ``"z"``,
+``latent_dim``) in the plate ``"data"``, pushed through an MLP registered with
+``pyro.module("generator", ...)`` to the items (site ``"x"``, a ``pyro.deterministic`` value).  The
+model has no density (``density = "none"``), so the likelihood-based backends (EM, SVI, MCMC,
+enumeration) refuse it; the backend ``"adversarial"`` trains it against a discriminator MLP through
+the hook :meth:`GAN.adversarial_objective`.  Every weight of both networks lives in ``fit.params``
+under its Pyro param-store name (``"generator$$$0.weight"``, ``"discriminator$$$0.weight"``, ...), so
+``Fit.save``/``probgen.load`` round-trip them with no pickle; sampling evaluates the generator on
+those weights (``torch.func.functional_call``), never on whatever the model object holds.
+Computation is in float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import Tensor, nn
+
+from probgen.model import GenerativeModel, as_tensor
+from probgen.state import isolated_rng
+
+__all__ = ["GAN"]
+
+_DTYPE = torch.float32
+_SEP = "$$$"  # Pyro's separator between a module's name and its parameters' names
+_NO_LIKELIHOOD = (
+    "{name} has no likelihood: a GAN is an implicit model that only generates, so {what} cannot be "
+    "computed. To score a fitted GAN, compare fit.sample(n) with held-out data by a two-sample test "
+    "(probgen.mmd or probgen.mmd_test); for per-item log-likelihoods, anomaly scores or BIC/AIC, use a "
+    "family with a likelihood (e.g. VAE, RBM, GaussianMixture, BernoulliMixture)."
+)
+
+
+def _mlp(sizes: Sequence[int], activation: type[nn.Module], **kwargs: Any) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b, dtype=_DTYPE))
+        if i < len(sizes) - 2:
+            layers.append(activation(**kwargs))
+    return nn.Sequential(*layers)
+
+
+def _check_dim(name: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+        raise ValueError(f"{name} must be a positive int; got {v!r}.")
+    return int(v)
+
+
+def _split(params: Mapping[str, Tensor], module: str) -> dict[str, Tensor]:
+    prefix = module + _SEP
+    return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+class _GANObjective:
+    """The two networks the ``"adversarial"`` backend trains (see ``GenerativeModel.adversarial_objective``)."""
+
+    def __init__(self, gan: GAN) -> None:
+        gan._build()  # fresh weights from the fit's seeded generator
+        pyro.module("generator", gan.generator)
+        pyro.module("discriminator", gan.discriminator)
+        self.gan = gan
+
+    def generator_parameters(self) -> list[Tensor]:
+        return list(self.gan.generator.parameters())
+
+    def discriminator_parameters(self) -> list[Tensor]:
+        return list(self.gan.discriminator.parameters())
+
+    def generate(self, n: int) -> Tensor:
+        """``n`` fake items ``generator(z)``, ``z ~ N(0, I)``, differentiable in the generator's weights."""
+        out: Tensor = self.gan.generator(torch.randn(n, self.gan.latent_dim, dtype=_DTYPE))
+        return out
+
+    def discriminate(self, x: Tensor) -> Tensor:
+        """A logit per item: large for items the discriminator takes for real."""
+        out: Tensor = self.gan.discriminator(x).squeeze(-1)
+        return out
+
+    def params(self) -> dict[str, Tensor]:
+        return {
+            f"{name}{_SEP}{k}": v.detach().clone()
+            for name, mod in (("generator", self.gan.generator), ("discriminator", self.gan.discriminator))
+            for k, v in mod.named_parameters()
+        }
+
+
+class GAN(GenerativeModel):
+    """Generative adversarial network with MLP generator and discriminator, for real-valued items.
+
+    ``z ~ N(0, I)`` (site ``"z"``, ``latent_dim``), ``x = generator(z)`` (site ``"x"``, deterministic):
+    an implicit model with no likelihood (``density = "none"``).  Fitted by ``method="adversarial"``
+    (the non-saturating GAN loss, optionally with an R1 gradient penalty); ``fit.sample(n)``
+    generates, ``fit.discriminate(x)`` gives the trained discriminator's logit per item (large:
+    looks real).  ``fit.log_prob``, ``fit.bic``, ``fit.aic`` and ``fit.log_likelihood`` raise a
+    ``TypeError``: there is no likelihood to evaluate; score samples against held-out data with
+    ``probgen.mmd``/``probgen.mmd_test`` instead.  Standardise the features first (GAN training is
+    sensitive to scale).
+
+    Parameters
+    ----------
+    data_dim : int
+        Features per item.
+    latent_dim : int
+        Size of the latent noise ``z``.
+    hidden_dims : sequence of int, default (64, 64)
+        Hidden layer widths of the generator (ReLU) and of the discriminator (LeakyReLU 0.2).
+
+    Examples
+    --------
+    >>> import torch, probgen as pg
+    >>> from probgen.models import GAN
+    >>> x = torch.randn(200, 2)
+    >>> fit = pg.fit(GAN(2, 2, hidden_dims=(16,)), x, method="adversarial", num_steps=50, progress=False)
+    >>> fit.sample(5, seed=0).shape
+    torch.Size([5, 2])
+    """
+
+    data_plate_name = "data"
+    dtype = _DTYPE
+    density = "none"
+    fit_helpers = ("discriminate",)
+
+    def __init__(self, data_dim: int, latent_dim: int, hidden_dims: Sequence[int] = (64, 64)) -> None:
+        self.data_dim = _check_dim("data_dim", data_dim)
+        self.latent_dim = _check_dim("latent_dim", latent_dim)
+        try:
+            hidden = tuple(hidden_dims)
+        except TypeError:
+            raise ValueError(
+                f"hidden_dims must be a sequence of positive ints; got {hidden_dims!r}."
+            ) from None
+        self.hidden_dims = tuple(_check_dim("hidden_dims", h) for h in hidden)
+        with isolated_rng(0):  # placeholder weights (each fit draws its own): the global RNG is left alone
+            self._build()
+
+    def _build(self) -> None:
+        self.generator = _mlp((self.latent_dim, *self.hidden_dims, self.data_dim), nn.ReLU)
+        self.discriminator = _mlp((self.data_dim, *self.hidden_dims, 1), nn.LeakyReLU, negative_slope=0.2)
+
+    # ------------------------------------------------------------------ Pyro model
+    def model(self, data: Tensor | None = None, subsample_size: int | None = None) -> Tensor:
+        """Generate as many items as ``data`` has (one when None); ``data`` is never scored."""
+        pyro.module("generator", self.generator)
+        n = 1 if data is None else data.shape[0]
+        with pyro.plate("data", n, subsample_size=subsample_size) as plate_idx:
+            idx: Tensor = plate_idx  # type: ignore[assignment]
+            prior = dist.Normal(torch.zeros(idx.shape[0], self.latent_dim, dtype=_DTYPE), 1.0).to_event(1)
+            z = pyro.sample("z", prior)
+            x: Tensor = pyro.deterministic("x", self.generator(z), event_dim=1)
+            return x
+
+    def roles(self, data: Any) -> Any:
+        # tracing registers the generator with pyro.module: keep the user's param store untouched
+        with pyro.get_param_store().scope():
+            return super().roles(data)
+
+    def adversarial_objective(self, data: Any) -> _GANObjective:
+        return _GANObjective(self)
+
+    # ------------------------------------------------------------------ data
+    def prepare_data(self, data: Any) -> Tensor:
+        """Validate ``data`` (2-D, ``data_dim`` columns, finite) and convert it to float32."""
+        x = as_tensor(data, "data", dtype=_DTYPE)
+        if x.dim() != 2 or x.shape[1] != self.data_dim:
+            raise ValueError(
+                f"data must have shape (n_items, {self.data_dim}) (data_dim={self.data_dim}); "
+                f"got {tuple(x.shape)}."
+            )
+        return x
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "data_dim": self.data_dim,
+            "latent_dim": self.latent_dim,
+            "hidden_dims": list(self.hidden_dims),
+        }
+
+    def num_parameters(self, params: Mapping[str, Tensor], data: Any) -> int:
+        """Weights of the generator (the discriminator is a training device, not part of the model)."""
+        return int(sum(v.numel() for k, v in params.items() if k.startswith("generator" + _SEP)))
+
+    # ------------------------------------------------------------------ no likelihood
+    def log_prob_items(self, data: Any, params: Mapping[str, Tensor]) -> Tensor:
+        """Refused: a GAN has no likelihood (raises ``TypeError`` naming what to use instead)."""
+        raise TypeError(_NO_LIKELIHOOD.format(name=self.name, what="log_prob (per-item log-likelihood)"))
+
+    def log_evidence(self, data: Any, params: Mapping[str, Tensor]) -> float:
+        """Refused: a GAN has no likelihood, so no total log-likelihood, BIC or AIC."""
+        raise TypeError(_NO_LIKELIHOOD.format(name=self.name, what="the log-likelihood (or BIC/AIC)"))
+
+    # ------------------------------------------------------------------ generation
+    def sample_items(
+        self, n: int, params: Mapping[str, Tensor], *, generator: torch.Generator | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """``n`` items ``generator(z)`` with ``z ~ N(0, I)``: ``{"data": (n, data_dim), "z": (n, latent_dim)}``."""
+        if kwargs:
+            raise TypeError(f"{self.name}.sample takes no options; got {sorted(kwargs)}.")
+        weights = _split(params, "generator")
+        if not weights:
+            raise ValueError(
+                f"params hold no generator weights ('generator{_SEP}...'); fit the {self.name} with "
+                "method='adversarial' first."
+            )
+        with torch.no_grad():
+            z = torch.randn(n, self.latent_dim, generator=generator, dtype=_DTYPE)
+            x = torch.func.functional_call(self.generator, weights, (z,))
+        return {"data": x, "z": z}
+
+    # ------------------------------------------------------------------ fit helpers
+    def discriminate(self, fit: Any, x: Any) -> Tensor:
+        """The trained discriminator's logit per item of ``x`` (large: taken for real data).
+
+        Not a density: the discriminator is only trained to tell the final generator's items
+        from the training data, so use it for diagnostics, not for scoring.
+        """
+        xs = fit._data(x)
+        weights = _split(fit.params, "discriminator")
+        if not weights:
+            raise ValueError("this fit holds no discriminator weights ('discriminator$$$...').")
+        with torch.no_grad():
+            out: Tensor = torch.func.functional_call(self.discriminator, weights, (xs,)).squeeze(-1)
+        return out
+
+    def __repr__(self) -> str:
+        return f"GAN(data_dim={self.data_dim}, latent_dim={self.latent_dim}, hidden_dims={self.hidden_dims})"
