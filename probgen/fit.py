@@ -162,11 +162,21 @@ def fit(
     gm = as_model(model) if not isinstance(model, GenerativeModel) else model
     if not isinstance(gm, GenerativeModel):
         raise TypeError(f"model must be a probgen model or a Pyro function; got {type(model).__name__}.")
-    from probgen.streaming import StreamingData, is_stream_source
+    from probgen.streaming import ChunkedData, StreamingData, is_stream_source
 
     num_items = options.pop("num_items", None)
+    chunk_size = options.pop("chunk_size", None)
     prepared: Any
-    if num_items is not None or is_stream_source(data):
+    if chunk_size is not None:
+        if not getattr(backend, "accepts_chunks", False):
+            raise ValueError(
+                f"chunk_size= reads the data chunk by chunk for closed-form EM; method={backend.name!r} "
+                "does not fit that way. Use method='em' (families with sufficient statistics), or for "
+                "SVI pass a DataLoader of minibatches."
+            )
+        prepared = ChunkedData(data, chunk_size, gm.prepare_data)
+        example = prepared.first
+    elif num_items is not None or is_stream_source(data):
         if not getattr(backend, "accepts_streams", False):
             raise ValueError(
                 f"data streamed in minibatches (a DataLoader or num_items=) need a backend that fits "

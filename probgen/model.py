@@ -506,6 +506,20 @@ class GenerativeModel(abc.ABC):
         """Closed-form maximiser of the expected complete-data log-likelihood."""
         raise TypeError(f"{self.name} offers no closed-form M-step; EM uses its generic path.")
 
+    def chunk_stats(self, data: Any, params: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], float]:
+        """Optional, for EM over data in chunks: additive expected sufficient statistics.
+
+        Returns ``(stats, log_lik)`` for the items in ``data`` (one chunk) at ``params``: every
+        tensor in ``stats`` is a sum over the chunk's items, so the statistics of the whole data
+        are the key-wise sums over chunks, and ``log_lik`` is the chunk's total log-likelihood.
+        EM with ``chunk_size=`` calls this with :meth:`m_step_from_stats`.
+        """
+        raise TypeError(f"{self.name} offers no additive sufficient statistics; EM needs the data in memory.")
+
+    def m_step_from_stats(self, stats: Mapping[str, Tensor], num_items: int) -> dict[str, Tensor]:
+        """Optional: the closed-form M-step from summed :meth:`chunk_stats` over ``num_items`` items."""
+        raise TypeError(f"{self.name} offers no M-step from sufficient statistics.")
+
     def em_defaults(self) -> dict[str, Any]:
         """EM options this model prefers (``max_iter``, ``tol``, ``n_init``, ``init``)."""
         return {}

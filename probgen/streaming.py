@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from pyro.poutine.messenger import Messenger
 
-__all__ = ["StreamingData", "world", "is_stream_source"]
+__all__ = ["ChunkedData", "StreamingData", "is_stream_source", "world"]
 
 
 def is_stream_source(data: Any) -> bool:
@@ -161,3 +161,58 @@ class world:  # noqa: N801  (a namespace of functions, read as ``world.size()``)
                 k = p.numel()
                 p.copy_(flat[offset : offset + k].view_as(p))
                 offset += k
+
+
+class ChunkedData:
+    """An array too large to convert at once (a numpy memmap), read and prepared chunk by chunk.
+
+    Parameters
+    ----------
+    source : array-like
+        Anything with ``len()`` and row slicing: a numpy array or memmap, a tensor, a DataFrame.
+    chunk_size : int
+        Rows per chunk.
+    prepare : callable
+        The model's ``prepare_data``, applied to each chunk.
+    """
+
+    def __init__(self, source: Any, chunk_size: int, prepare: Callable[[Any], Any]) -> None:
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive int (rows per chunk); got {chunk_size!r}.")
+        if not hasattr(source, "__len__") or not hasattr(source, "__getitem__") or isinstance(source, str):
+            raise TypeError(
+                "chunk_size= needs data with len() and row slicing (a numpy array or memmap, a tensor, "
+                f"a DataFrame); got {type(source).__name__}."
+            )
+        if hasattr(source, "iloc"):  # pandas: positional rows
+            source = source.iloc
+            self.num_items = len(source.obj)  # type: ignore[attr-defined]
+        else:
+            self.num_items = len(source)
+        if self.num_items == 0:
+            raise ValueError("data is empty; expected at least one item.")
+        self.source, self.chunk_size, self.prepare = source, int(chunk_size), prepare
+        self.first = self.rows(0, min(self.chunk_size, self.num_items))
+
+    def rows(self, start: int, stop: int) -> Any:
+        """Rows ``start:stop``, prepared."""
+        return self.prepare(self.source[start:stop])
+
+    def chunks(self) -> Iterator[Any]:
+        """Every row once, in order, as prepared chunks."""
+        for start in range(0, self.num_items, self.chunk_size):
+            yield self.rows(start, min(start + self.chunk_size, self.num_items))
+
+    def sample(self, n: int, generator: torch.Generator) -> Any:
+        """``n`` rows chosen at random without replacement (sorted, so a memmap reads forward)."""
+        import numpy as np
+
+        n = min(int(n), self.num_items)
+        idx = torch.randperm(self.num_items, generator=generator)[:n].sort().values.numpy()
+        src = self.source
+        if isinstance(src, torch.Tensor):
+            return self.prepare(src[torch.as_tensor(idx)])
+        return self.prepare(src[np.asarray(idx)])
+
+    def __repr__(self) -> str:
+        return f"ChunkedData({type(self.source).__name__}, num_items={self.num_items}, chunk_size={self.chunk_size})"
