@@ -206,13 +206,16 @@ def fit(
         )
     with isolated_state(int(seed)):
         result = backend.fit(gm, prepared, seed=int(seed), progress=progress, **options)
-        roles = gm.roles(example)
         store = pyro.get_param_store()
-        for name in roles.param_sites:  # pyro.param sites are part of the fit everywhere
-            if name not in result.params and name in store:
-                result.params[name] = store[name].detach().clone()
-        if result.posterior:
-            _align(gm, example, result, roles)
+        # the store is this fit's own (isolated_state): empty means no pyro.param site was used,
+        # and a point fit then needs no trace of the model here (a fixed cost on small fits)
+        if len(store.keys()) or result.posterior:
+            roles = gm.roles(example)
+            for name in roles.param_sites:  # pyro.param sites are part of the fit everywhere
+                if name not in result.params and name in store:
+                    result.params[name] = store[name].detach().clone()
+            if result.posterior:
+                _align(gm, example, result, roles)
     return result
 
 

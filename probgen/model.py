@@ -54,7 +54,8 @@ class SiteRoles:
         Discrete latents outside the data plate (a change point, a regime of the whole series):
         per-item scores weight them by their posterior.
     model_dtype : torch.dtype or None
-        Floating type the model computes in (found from its latent and generated values).
+        Floating type the model computes in (found from its latent and generated values; None when
+        the model declares its ``dtype``, which then needs no probe).
     data_dtype : torch.dtype or None
         Type data are converted to: ``model_dtype``, or ``torch.long`` when every observed site
         generates integers (categorical observations).
@@ -147,7 +148,12 @@ def _model_dtypes(trace: Any, sites: list[dict[str, Any]]) -> tuple[torch.dtype 
 
 
 def find_roles(
-    model_fn: Callable[..., Any], data: Any, data_plate: str | None = None, n_items: int | None = None
+    model_fn: Callable[..., Any],
+    data: Any,
+    data_plate: str | None = None,
+    n_items: int | None = None,
+    *,
+    probe_dtypes: bool = True,
 ) -> SiteRoles:
     """Trace ``model_fn(data)`` once and sort its sample sites into roles.
 
@@ -187,8 +193,10 @@ def find_roles(
             local_sites.append(s["name"])
         else:
             global_sites.append(s["name"])
-    with isolated_rng(None):  # generating a value to learn its type draws random numbers
-        model_dtype, data_dtype = _model_dtypes(trace, sites)
+    model_dtype = data_dtype = None
+    if probe_dtypes:  # a model that declares its dtype needs no probe (generating may be costly)
+        with isolated_rng(None):  # generating a value to learn its type draws random numbers
+            model_dtype, data_dtype = _model_dtypes(trace, sites)
     return SiteRoles(
         tuple(global_sites),
         tuple(local_sites),
@@ -303,7 +311,9 @@ class GenerativeModel(abc.ABC):
         cache = self.__dict__.setdefault("_roles_cache", {})
         if key not in cache:
             n_items = self.num_items(data) if data is not None else None
-            cache[key] = find_roles(self.model, data, self.data_plate_name, n_items)
+            cache[key] = find_roles(
+                self.model, data, self.data_plate_name, n_items, probe_dtypes=self.dtype is None
+            )
         return cache[key]
 
     @property
