@@ -122,7 +122,9 @@ def test_nan_in_data_is_refused_before_work():
 
 
 def test_unknown_method_lists_the_known_ones():
-    with pytest.raises(ValueError, match="Unknown method 'gibbs'; expected one of: adversarial, cd, em, enum, mcmc, svi"):
+    with pytest.raises(
+        ValueError, match="Unknown method 'gibbs'; expected one of: adversarial, cd, em, enum, mcmc, svi"
+    ):
         pg.fit(normal_normal, NN_DATA, method="gibbs")
 
 
