@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Callable, Mapping
@@ -166,6 +167,7 @@ def fit(
 
     num_items = options.pop("num_items", None)
     chunk_size = options.pop("chunk_size", None)
+    device = _check_device(options.pop("device", None))
     prepared: Any
     if chunk_size is not None:
         if not getattr(backend, "accepts_chunks", False):
@@ -204,7 +206,13 @@ def fit(
             f"method={backend.name!r} cannot fit {gm.name}: {reason}. "
             f"Methods that can: {', '.join(capable) if capable else 'none of the registered backends'}."
         )
-    with isolated_state(int(seed)):
+    # On an accelerator, the data move there and tensors the fit creates default to it (CPU is
+    # the default and needs nothing).
+    target = device if device is not None and device.type != "cpu" else None
+    if target is not None and isinstance(prepared, Tensor | tuple | list):
+        prepared = _to_device(prepared, target)
+        example = prepared
+    with isolated_state(int(seed)), torch.device(target) if target is not None else _nothing():
         result = backend.fit(gm, prepared, seed=int(seed), progress=progress, **options)
         store = pyro.get_param_store()
         # the store is this fit's own (isolated_state): empty means no pyro.param site was used,
@@ -217,6 +225,36 @@ def fit(
             if result.posterior:
                 _align(gm, example, result, roles)
     return result
+
+
+def _check_device(device: Any) -> torch.device | None:
+    """Validate ``device=`` at the boundary: a known device that this machine has."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device must be a torch device such as 'cpu' or 'cuda:0'; got {device!r}."
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}: torch.cuda.is_available() is False on this machine; use 'cpu'.")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(
+            f"device={device!r}: probgen fits on 'cpu' or 'cuda' devices; got type {dev.type!r}."
+        )
+    return dev
+
+
+def _to_device(data: Any, device: torch.device) -> Any:
+    if isinstance(data, Tensor):
+        return data.to(device)
+    return type(data)(_to_device(d, device) for d in data)
+
+
+@contextlib.contextmanager
+def _nothing() -> Any:
+    yield
 
 
 def _align(gm: GenerativeModel, prepared: Any, result: Fit, roles: Any) -> None:

@@ -195,3 +195,15 @@ def test_family_helpers_are_reachable_on_the_fit():
     assert "twice_mean" in dir(fit)
     with pytest.raises(AttributeError, match="Doubler adds: twice_mean"):
         _ = fit.encode
+
+
+def test_device_option_is_validated_and_cpu_gives_the_default_fit():
+    on_cpu = pg.fit(normal_normal, NN_DATA, method="svi", num_steps=100, progress=False, device="cpu")
+    default = pg.fit(normal_normal, NN_DATA, method="svi", num_steps=100, progress=False)
+    for k, v in default.params.items():
+        assert torch.equal(on_cpu.params[k], v)
+    with pytest.raises(ValueError, match="device must be a torch device"):
+        pg.fit(normal_normal, NN_DATA, method="svi", device="gpu-please")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cuda.is_available"):
+            pg.fit(normal_normal, NN_DATA, method="svi", device="cuda")
