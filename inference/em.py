@@ -13,6 +13,7 @@ Any other model gets a generic EM built on Pyro's enumeration:
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from collections.abc import Mapping
@@ -26,14 +27,19 @@ from torch import Tensor
 from torch.distributions import biject_to
 from tqdm.auto import tqdm
 
-from probgen.errors import ConvergenceWarning
+from probgen.errors import ConvergenceWarning, ModelNotSupportedError
 from probgen.fit import Fit, register_backend
 from probgen.model import GenerativeModel
 from probgen.posterior import EnumFactors, enum_factors, pointwise_log_likelihood
+from probgen.state import seed_everything
+from probgen.streaming import ChunkedData
 
 __all__ = ["EM"]
 
 _HOOKS = ("init_params", "e_step", "m_step")
+_CHUNK_HOOKS = ("init_params", "chunk_stats", "m_step_from_stats")
+_INIT_SAMPLE = 100_000  # rows drawn (at least one chunk) to start EM over chunks
+_CHUNK_OPTIONS = ("online", "step_exponent", "step_offset")
 
 
 def _has_fast_path(model: GenerativeModel) -> bool:
@@ -48,9 +54,46 @@ class EM:
     ``"kmeans"``/``"random"``, or a dict of starting values by site name), and for the generic
     path ``map`` (False: maximum likelihood; True: add the priors) and ``m_step_iters`` (20
     L-BFGS iterations per M-step).  A family's ``em_defaults()`` supplies its own defaults.
+
+    **Data in chunks** (``probgen.fit(model, X, method="em", chunk_size=10_000)``, ``X`` an
+    array or a numpy memmap larger than memory), for families with additive sufficient
+    statistics (the hooks ``init_params``, ``chunk_stats`` and ``m_step_from_stats``: the
+    Gaussian, Bernoulli, categorical and Poisson mixtures):
+
+    * Starting values come from ``init_params`` on ``max(chunk_size, min(N, 100_000))`` rows
+      drawn at random without replacement (one read of those rows), or from a dict ``init``.
+    * Batch EM (default): each iteration reads every chunk once, sums the statistics and the
+      log-likelihood, and takes the M-step from the sums, so it follows the in-memory iterates
+      (same fixed point, same ``tol``/``max_iter`` rule, same ``n_init`` restarts).  Only one
+      chunk is in memory at a time.  A short last chunk (under half a chunk) is read together
+      with the one before it.  An emptied component keeps its previous parameters (in memory
+      it is re-seeded on the worst-explained item) and is reported with a ``ConvergenceWarning``.
+    * ``online=True``: online EM (Cappe and Moulines, 2009), one pass over the chunks in order
+      (``max_iter`` passes when ``max_iter`` is given).  The running statistics start from
+      those of the starting sample (scaled to ``N`` items, a warm start); after chunk ``t`` they
+      become ``s <- (1 - g_t) s + g_t (N / n_t) stats(chunk t)`` and the parameters are the
+      M-step of ``s``, with step sizes ``g_t = (t + step_offset) ** -step_exponent``;
+      ``step_exponent`` (0.6) must lie in (0.5, 1], ``step_offset`` (1.0) is ``>= 0``.  No
+      convergence test is made; ``history`` holds the log-likelihood of each pass (each chunk
+      at the parameters in force when it was read).
+
+    The fit carries no data (``fit.data is None``: pass the data to ``log_prob``, ``bic``,
+    ...); ``log_evidence`` is the last total log-likelihood and ``extras`` holds ``num_items``,
+    ``chunk_size``, ``n_iter`` and ``online``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import probgen as pg
+    >>> from probgen.models.gaussian_mixture import GaussianMixture
+    >>> x = np.random.default_rng(0).normal(size=(3000, 2)) + np.repeat([[0, 0], [6, 6]], 1500, 0)
+    >>> fit = pg.fit(GaussianMixture(2), x, method="em", chunk_size=1000, progress=False)
+    >>> fit.data is None, fit.extras["num_items"]
+    (True, 3000)
     """
 
     name = "em"
+    accepts_chunks = True
 
     def supports(self, model: GenerativeModel, data: Any) -> str | None:
         problem = model.likelihood_problem()
@@ -71,7 +114,7 @@ class EM:
     def fit(self, model: GenerativeModel, data: Any, *, seed: int, progress: bool, **options: Any) -> Fit:
         defaults: dict[str, Any] = {"max_iter": 1000, "tol": 1e-6, "n_init": 1, "init": "random"}
         defaults.update(model.em_defaults())
-        known = set(defaults) | {"map", "m_step_iters", "verbose"}
+        known = set(defaults) | {"map", "m_step_iters", "verbose", *_CHUNK_OPTIONS}
         unknown = set(options) - known
         if unknown:
             raise ValueError(
@@ -90,6 +133,46 @@ class EM:
             raise TypeError(
                 f"init must be a strategy name or a dict of starting values; got {type(init).__name__}."
             )
+        chunked = isinstance(data, ChunkedData)
+        online = opts.get("online", False)
+        if not isinstance(online, bool):
+            raise TypeError(f"online must be a bool; got {type(online).__name__}.")
+        if online and not chunked:
+            raise ValueError(
+                "online=True runs online EM over data read in chunks; pass chunk_size= (rows per chunk) too."
+            )
+        step_options = sorted(set(options) & {"step_exponent", "step_offset"})
+        if step_options and not online:
+            raise ValueError(f"{', '.join(step_options)} only apply to online EM; pass online=True too.")
+        step_exponent = opts.get("step_exponent", 0.6)
+        if (
+            isinstance(step_exponent, bool)
+            or not isinstance(step_exponent, int | float)
+            or not 0.5 < step_exponent <= 1.0
+        ):
+            raise ValueError(f"step_exponent must be a number in (0.5, 1]; got {step_exponent!r}.")
+        step_offset = opts.get("step_offset", 1.0)
+        if (
+            isinstance(step_offset, bool)
+            or not isinstance(step_offset, int | float)
+            or not (math.isfinite(step_offset) and step_offset >= 0)
+        ):
+            raise ValueError(f"step_offset must be a finite number >= 0; got {step_offset!r}.")
+        if chunked:
+            return self._fit_chunked(
+                model,
+                data,
+                seed=seed,
+                progress=progress,
+                max_iter=max_iter,
+                tol=float(tol),
+                n_init=n_init,
+                init=init,
+                online=online,
+                passes=int(options.get("max_iter", 1)),
+                step_exponent=float(step_exponent),
+                step_offset=float(step_offset),
+            )
 
         fast = _has_fast_path(model)
         scale = float(model.em_convergence_scale(data))
@@ -102,7 +185,7 @@ class EM:
         best: tuple[float, dict[str, Tensor], list[float], bool] | None = None
         bar = tqdm(total=n_init * max_iter, disable=not progress, desc="EM", leave=False)
         for restart in range(n_init):
-            pyro.set_rng_seed(seed + restart)
+            seed_everything(seed + restart)
             if fast:
                 params = model.init_params(data, init=init, generator=gen)  # type: ignore[attr-defined]
             else:
@@ -157,6 +240,179 @@ class EM:
             log_evidence=final,
             extras={"n_iter": len(history), "fast_path": fast},
             seed=seed,
+        )
+
+    # ---------------------------------------------------------------- data in chunks
+    def _fit_chunked(
+        self,
+        model: GenerativeModel,
+        data: ChunkedData,
+        *,
+        seed: int,
+        progress: bool,
+        max_iter: int,
+        tol: float,
+        n_init: int,
+        init: Any,
+        online: bool,
+        passes: int,
+        step_exponent: float,
+        step_offset: float,
+    ) -> Fit:
+        missing = [h for h in _CHUNK_HOOKS if not model.offers(h)]
+        if missing:
+            raise ModelNotSupportedError(
+                f"method='em' with chunk_size= needs additive sufficient statistics; {model.name} does "
+                f"not offer the hook(s) {', '.join(missing)} (needed: {', '.join(_CHUNK_HOOKS)}). "
+                "Fit it in memory (drop chunk_size=), or use a family that offers them."
+            )
+        n_items = data.num_items
+        gen = torch.Generator().manual_seed(seed)
+        bounds = _chunk_bounds(n_items, data.chunk_size)
+        best: tuple[float, dict[str, Tensor], list[float], bool] | None = None
+        total = n_init * (passes * len(bounds) if online else max_iter)
+        bar = tqdm(total=total, disable=not progress, desc="online EM" if online else "EM", leave=False)
+        for restart in range(n_init):
+            seed_everything(seed + restart)
+            sample = data.sample(max(data.chunk_size, min(n_items, _INIT_SAMPLE)), gen)
+            params = model.init_params(sample, init=init, generator=gen)  # type: ignore[attr-defined]
+            if online:
+                params, history = self._online(
+                    model, data, bounds, sample, params, passes, step_exponent, step_offset, bar
+                )
+                converged = True
+            else:
+                params, history, converged = self._batch(model, data, bounds, params, max_iter, tol, bar)
+            final = history[-1]
+            if best is None or final > best[0]:
+                best = (final, params, history, converged)
+        bar.close()
+        assert best is not None
+        final, params, history, converged = best
+        if not converged:
+            warnings.warn(
+                f"EM over chunks did not converge in max_iter={max_iter} iterations (tol={tol}); "
+                "raise max_iter or tol, or try other starting values.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return Fit(
+            model=model,
+            data=None,
+            method=self.name,
+            params={k: v.detach() for k, v in params.items()},
+            posterior=None,
+            history=np.asarray(history, dtype=float),
+            converged=converged,
+            log_evidence=final,
+            extras={
+                "num_items": n_items,
+                "chunk_size": data.chunk_size,
+                "n_iter": len(history),
+                "online": online,
+                "fast_path": True,
+            },
+            seed=seed,
+        )
+
+    @staticmethod
+    def _sweep(
+        model: GenerativeModel, data: ChunkedData, bounds: list[tuple[int, int]], params: dict[str, Tensor]
+    ) -> tuple[dict[str, Tensor], float]:
+        """Statistics and log-likelihood summed over every chunk at ``params``."""
+        summed: dict[str, Tensor] = {}
+        ll = 0.0
+        for start, stop in bounds:
+            stats, chunk_ll = model.chunk_stats(data.rows(start, stop), params)
+            ll += float(chunk_ll)
+            for k, v in stats.items():
+                summed[k] = summed[k] + v if k in summed else v.clone()
+        return summed, ll
+
+    def _batch(
+        self,
+        model: GenerativeModel,
+        data: ChunkedData,
+        bounds: list[tuple[int, int]],
+        params: dict[str, Tensor],
+        max_iter: int,
+        tol: float,
+        bar: Any,
+    ) -> tuple[dict[str, Tensor], list[float], bool]:
+        history: list[float] = []
+        n = data.num_items
+        for it in range(max_iter):
+            stats, ll = self._sweep(model, data, bounds, params)
+            _check_finite(ll, it)
+            history.append(ll)
+            bar.update(1)
+            bar.set_postfix(loglik=f"{ll:.4g}")
+            params = _m_step(model, stats, n, params)
+            if it > 0 and abs(history[-1] - history[-2]) / n < tol:
+                bar.update(max_iter - len(history))
+                return params, history, True
+        return params, history, False
+
+    def _online(
+        self,
+        model: GenerativeModel,
+        data: ChunkedData,
+        bounds: list[tuple[int, int]],
+        sample: Any,
+        params: dict[str, Tensor],
+        passes: int,
+        step_exponent: float,
+        step_offset: float,
+        bar: Any,
+    ) -> tuple[dict[str, Tensor], list[float]]:
+        n = data.num_items
+        warm, _ = model.chunk_stats(sample, params)
+        factor = n / len(sample)
+        running = {k: v * factor for k, v in warm.items()}
+        params = _m_step(model, running, n, params)
+        history: list[float] = []
+        t = 0
+        for p in range(passes):
+            ll = 0.0
+            for start, stop in bounds:
+                t += 1
+                g = (t + step_offset) ** (-step_exponent)
+                stats, chunk_ll = model.chunk_stats(data.rows(start, stop), params)
+                _check_finite(float(chunk_ll), p)
+                ll += float(chunk_ll)
+                scale = g * n / (stop - start)
+                running = {k: (1.0 - g) * running[k] + scale * stats[k] for k in running}
+                params = _m_step(model, running, n, params)
+                bar.update(1)
+            history.append(ll)
+            bar.set_postfix(loglik=f"{ll:.4g}")
+        return params, history
+
+
+def _chunk_bounds(num_items: int, chunk_size: int) -> list[tuple[int, int]]:
+    """Row ranges of the chunks; a last chunk under half a chunk joins the one before it."""
+    starts = list(range(0, num_items, chunk_size))
+    bounds = [(s, min(s + chunk_size, num_items)) for s in starts]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < chunk_size / 2:
+        bounds[-2:] = [(bounds[-2][0], num_items)]
+    return bounds
+
+
+def _m_step(
+    model: GenerativeModel, stats: dict[str, Tensor], num_items: int, previous: dict[str, Tensor]
+) -> dict[str, Tensor]:
+    """The model's M-step from statistics, given the previous parameters when it takes them."""
+    hook = model.m_step_from_stats
+    if "previous" in inspect.signature(hook).parameters:
+        return hook(stats, num_items, previous=previous)  # type: ignore[call-arg]
+    return hook(stats, num_items)
+
+
+def _check_finite(ll: float, it: int) -> None:
+    if not math.isfinite(ll):
+        raise FloatingPointError(
+            f"EM log-likelihood became {ll} at iteration {it}; "
+            "the data or starting values make a component degenerate."
         )
 
 

@@ -175,7 +175,13 @@ class BernoulliMixture(_DiscreteMixture):
         return data @ (log_p - log_q).T + log_q.sum(1) + torch.log(params["weights"])
 
     def _m_step_counts(self, data: Tensor, resp: Tensor, nk: Tensor) -> dict[str, Tensor]:
-        s = resp.T @ data
+        return self._m_step_stats(self._chunk_moments(data, resp), nk)
+
+    def _chunk_moments(self, data: Tensor, resp: Tensor, params: Any = None) -> dict[str, Tensor]:
+        return {"x": resp.T @ data}  # (K, d) expected counts of ones
+
+    def _m_step_stats(self, stats: Mapping[str, Tensor], nk: Tensor) -> dict[str, Tensor]:
+        s = stats["x"]
         if self.map_estimate:
             a, b = self.prior_a - 1.0 + self.reg, self.prior_b - 1.0 + self.reg
             probs = ((s + a) / (nk[:, None] + a + b)).clamp(1e-12, 1 - 1e-12)
@@ -228,7 +234,8 @@ class CategoricalMixture(_DiscreteMixture):
         x_ij ~ Categorical(probs[z_i, j])
 
     Sample sites: ``"weights"`` (K,), ``"probs"`` (K, d, C), ``"z"`` (n,).  Data are integer
-    codes ``0 .. C-1``; ``n_categories`` defaults to ``max(data) + 1`` at the first fit.  The
+    codes ``0 .. C-1``; ``n_categories`` defaults to ``max(data) + 1`` at the first fit (pass
+    it when fitting with ``chunk_size=``: the first chunk alone would set it).  The
     M-step is ``probs = (counts + reg) / (N_k + C reg)``.
 
     Parameters
@@ -333,8 +340,14 @@ class CategoricalMixture(_DiscreteMixture):
         return self._one_hot(data) @ logp.T + torch.log(params["weights"])
 
     def _m_step_counts(self, data: Tensor, resp: Tensor, nk: Tensor) -> dict[str, Tensor]:
-        c = self._c()
-        counts = (resp.T @ self._one_hot(data)).reshape(self.n_components, data.shape[1], c)
+        return self._m_step_stats(self._chunk_moments(data, resp), nk)
+
+    def _chunk_moments(self, data: Tensor, resp: Tensor, params: Any = None) -> dict[str, Tensor]:
+        counts = (resp.T @ self._one_hot(data)).reshape(self.n_components, data.shape[1], self._c())
+        return {"counts": counts}  # (K, d, C) expected category counts
+
+    def _m_step_stats(self, stats: Mapping[str, Tensor], nk: Tensor) -> dict[str, Tensor]:
+        counts = stats["counts"]
         extra = (self.prior_concentration - 1.0 + self.reg) if self.map_estimate else self.reg
         probs = (counts + extra).clamp_min(0.0)
         probs = probs / probs.sum(-1, keepdim=True)
@@ -488,9 +501,18 @@ class PoissonMixture(_DiscreteMixture):
         )
 
     def _m_step_counts(self, data: Tensor, resp: Tensor, nk: Tensor) -> dict[str, Tensor]:
-        s = resp.T @ data
+        stats = self._chunk_moments(data, resp)
+        stats["n"] = torch.tensor(float(len(data)), dtype=torch.float64)
+        return self._m_step_stats(stats, nk)
+
+    def _chunk_moments(self, data: Tensor, resp: Tensor, params: Any = None) -> dict[str, Tensor]:
+        # (K, d) expected count sums, and the plain sums for the prior's data mean (MAP)
+        return {"x": resp.T @ data, "sum": data.sum(0)}
+
+    def _m_step_stats(self, stats: Mapping[str, Tensor], nk: Tensor) -> dict[str, Tensor]:
+        s = stats["x"]
         if self.map_estimate:
-            mean = data.mean(0).clamp_min(1e-6)
+            mean = (stats["sum"] / stats["n"]).clamp_min(1e-6)
             a, b = self.prior_shape, self.prior_shape / mean
             rates = ((s + a - 1.0) / (nk[:, None] + b)).clamp_min(0.0) + self.reg
         else:

@@ -148,6 +148,7 @@ class GaussianMixture(_Mixture):
         self.loc_scale = _check_positive_float(loc_scale, "loc_scale")
         self.lkj_concentration = _check_positive_float(lkj_concentration, "lkj_concentration")
         self._cache: _GaussianCache | None = None
+        self._stats_shift: Tensor | None = None  # reference point of chunk_stats (set by init_params)
         self._component_sites = ("weights", "locs") + (
             ("scale", "corr_cholesky")
             if covariance_type == "full"
@@ -282,29 +283,102 @@ class GaussianMixture(_Mixture):
     # -------------------------------------------------------------------------- M-step
     def _m_step_counts(self, data: Tensor, resp: Tensor, nk: Tensor) -> dict[str, Tensor]:
         cache = self._cached(data)
-        xc, center = cache.xc, cache.center
+        xc = cache.xc
         d = xc.shape[1]
-        k = self.n_components
         ct = self.covariance_type
         resp_t = resp.T.contiguous()  # (K, n): the GEMMs below run faster on this layout
         if ct == "full":
-            moments = resp_t @ cache.x_xx / nk[:, None]  # (K, d + d(d+1)/2)
-            mu, m2 = moments[:, :d], moments[:, d:]
+            moments = resp_t @ cache.x_xx  # (K, d + d(d+1)/2): first and second moments in one GEMM
+            stats = {"x": moments[:, :d], "xx": self._unpack(moments[:, d:], cache.tril, d)}
+        elif ct == "tied":
+            stats = {"x": resp_t @ xc, "xx": xc.T @ xc}
         else:
-            mu = resp_t @ xc / nk[:, None]  # centred means
-        out = {"weights": self._weights_from_counts(nk), "locs": mu + center}
+            stats = {"x": resp_t @ xc, "xx": resp_t @ cache.sq}
+        return self._m_step_stats(stats, nk, shift=cache.center)
+
+    @staticmethod
+    def _unpack(packed: Tensor, tril: Tensor, d: int) -> Tensor:
+        """``(K, d, d)`` symmetric matrices from their packed lower triangles ``(K, d(d+1)/2)``."""
+        out = torch.zeros(packed.shape[0], d, d, dtype=torch.float64)
+        out[:, tril[0], tril[1]] = packed
+        return out + torch.tril(out, -1).transpose(1, 2)
+
+    def init_params(
+        self, data: Tensor, *, init: Any = "kmeans", generator: torch.Generator
+    ) -> dict[str, Tensor]:
+        """Starting values for EM (see :meth:`probgen.models.mixture._Mixture.init_params`).
+
+        Also fixes the reference point of :meth:`chunk_stats` (the mean of ``data``), so that
+        second moments summed over chunks are taken about a point near the data and keep their
+        digits when the data sit far from the origin.
+
+        Examples
+        --------
+        >>> import torch
+        >>> gm = GaussianMixture(2, covariance_type="spherical")
+        >>> x = gm.prepare_data(torch.randn(40, 2, generator=torch.Generator().manual_seed(1)) + 1e4)
+        >>> p = gm.init_params(x, init="kmeans", generator=torch.Generator().manual_seed(0))
+        >>> p["scale"].shape
+        torch.Size([2])
+        """
+        params = super().init_params(data, init=init, generator=generator)
+        self._stats_shift = data.mean(0)
+        return params
+
+    def _shift(self, params: Mapping[str, Tensor], d: int) -> Tensor:
+        """Reference point of the chunk moments: fixed at :meth:`init_params`, else the mixture mean."""
+        shift = self._stats_shift
+        if shift is not None and tuple(shift.shape) == (d,):
+            return shift
+        return params["weights"] @ params["locs"]
+
+    def _chunk_moments(self, data: Tensor, resp: Tensor, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Moments about a fixed point ``s``: ``"shift"`` ``n s``, ``"x"`` ``(K, d)``
+        ``sum_i r_ik (x_i - s)``, and ``"xx"``: ``(K, d, d)`` ``sum_i r_ik (x_i - s)(x_i - s)^T``
+        ("full"), their diagonals ``(K, d)`` ("diag", "spherical") or ``(d, d)``
+        ``sum_i (x_i - s)(x_i - s)^T`` ("tied")."""
+        cache = self._cached(data)  # the E-step's centring on the chunk mean c, reused
+        xc = cache.xc
+        n, d = xc.shape
+        shift = self._shift(params, d)
+        delta = cache.center - shift  # x - s = xc + delta: small, so no digits are lost
+        ct = self.covariance_type
+        resp_t = resp.T.contiguous()
+        nk = resp.sum(0)
         if ct == "full":
-            cov = torch.zeros(k, d, d, dtype=torch.float64)
-            cov[:, cache.tril[0], cache.tril[1]] = m2
-            cov = cov + torch.tril(cov, -1).transpose(1, 2)
-            cov = cov - mu[:, :, None] * mu[:, None, :]
+            moments = resp_t @ cache.x_xx
+            s1 = moments[:, :d]
+            s2 = self._unpack(moments[:, d:], cache.tril, d)
+            cross = s1[:, :, None] * delta[None, None, :]
+            xx = s2 + cross + cross.transpose(1, 2) + nk[:, None, None] * torch.outer(delta, delta)
+        elif ct == "tied":
+            s1 = resp_t @ xc
+            a = xc.sum(0)
+            cross = torch.outer(a, delta)
+            xx = xc.T @ xc + cross + cross.T + n * torch.outer(delta, delta)
+        else:
+            s1 = resp_t @ xc
+            xx = resp_t @ cache.sq + 2.0 * s1 * delta + nk[:, None] * delta * delta
+        x = s1 + nk[:, None] * delta
+        return {"shift": n * shift, "x": x, "xx": xx}
+
+    def _m_step_stats(
+        self, stats: Mapping[str, Tensor], nk: Tensor, *, shift: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        if shift is None:
+            shift = stats["shift"] / stats["n"]
+        d = stats["x"].shape[1]
+        ct = self.covariance_type
+        mu = stats["x"] / nk[:, None]  # means about the shift
+        out = {"weights": self._weights_from_counts(nk), "locs": mu + shift}
+        if ct == "full":
+            cov = stats["xx"] / nk[:, None, None] - mu[:, :, None] * mu[:, None, :]
             cov.diagonal(dim1=1, dim2=2).add_(self.reg_covar)
         elif ct == "tied":
-            cov = xc.T @ xc - (nk[:, None] * mu).T @ mu
-            cov = cov / nk.sum()
+            cov = (stats["xx"] - (nk[:, None] * mu).T @ mu) / nk.sum()
             cov.diagonal().add_(self.reg_covar)
         else:
-            var = resp_t @ cache.sq / nk[:, None] - mu * mu + self.reg_covar
+            var = stats["xx"] / nk[:, None] - mu * mu + self.reg_covar
             cov = var if ct == "diag" else var.mean(1)
         out.update(self._cov_to_sites(cov, d))
         return out

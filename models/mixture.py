@@ -287,6 +287,105 @@ class _Mixture(GenerativeModel, abc.ABC):
                 nk = resp.sum(0) + 10.0 * _EPS
         return self._m_step_counts(data, resp, nk)
 
+    # ------------------------------------------------------- EM over data in chunks
+    def chunk_stats(self, data: Tensor, params: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], float]:
+        """Additive expected sufficient statistics of one chunk of items at ``params``.
+
+        Every tensor is a sum over the chunk's items, so the statistics of the whole data are the
+        key-wise sums over chunks: ``"n"`` (items), ``"resp"`` ``(K,)`` (responsibility sums) and the
+        family's responsibility-weighted moments (see :meth:`_chunk_moments`).
+
+        Parameters
+        ----------
+        data : Tensor
+            One prepared chunk ``(n_chunk, n_features)``.
+        params : dict of str to Tensor
+            Current parameters.
+
+        Returns
+        -------
+        stats : dict of str to Tensor
+        log_lik : float
+            The chunk's total log-likelihood at ``params``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from probgen.models.discrete_mixture import PoissonMixture
+        >>> pm = PoissonMixture(2)
+        >>> x = pm.prepare_data([[0, 3], [1, 4], [9, 0], [8, 1]])
+        >>> p = pm.init_params(x, init="kmeans", generator=torch.Generator().manual_seed(0))
+        >>> a, _ = pm.chunk_stats(x[:2], p)
+        >>> b, _ = pm.chunk_stats(x[2:], p)
+        >>> whole, _ = pm.chunk_stats(x, p)
+        >>> bool(torch.allclose(a["x"] + b["x"], whole["x"]))
+        True
+        """
+        params = self._point(params)
+        norm, resp = _logsumexp_rows(self._log_joint(data, params))
+        stats = {"n": torch.tensor(float(len(data)), dtype=torch.float64), "resp": resp.sum(0)}
+        stats.update(self._chunk_moments(data, resp, params))
+        return stats, float(norm.sum())
+
+    def m_step_from_stats(
+        self,
+        stats: Mapping[str, Tensor],
+        num_items: int,
+        *,
+        previous: Mapping[str, Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        """The closed-form M-step from summed :meth:`chunk_stats`: the same update as :meth:`m_step`.
+
+        A component whose responsibilities sum to under a millionth of an item has emptied.  In
+        memory, EM re-seeds it on the worst-explained item; over chunks no item is at hand, so
+        when ``previous`` parameters are given the component keeps them (its weight included,
+        the weights renormalised) and a ``ConvergenceWarning`` is issued.  Without ``previous``
+        the plain update is returned.
+
+        Parameters
+        ----------
+        stats : dict of str to Tensor
+            Key-wise sums of :meth:`chunk_stats` over the chunks (or a scaled running average).
+        num_items : int
+            Items in the whole data set.
+        previous : dict of str to Tensor, optional
+            The parameters the statistics were computed at.
+
+        Returns
+        -------
+        dict of str to Tensor
+        """
+        missing = sorted({"n", "resp"} - set(stats))
+        if missing:
+            raise ValueError(f"stats lacks {missing}; pass the summed output of chunk_stats.")
+        nk = stats["resp"] + 10.0 * _EPS
+        out = self._m_step_stats(stats, nk)
+        empty = nk < 1e-6
+        if previous is not None and bool(empty.any()):
+            comps = torch.nonzero(empty).flatten()
+            warnings.warn(
+                f"{self.name}: component(s) {comps.tolist()} emptied during EM over chunks (no item "
+                "assigned); they keep their previous parameters. Consider fewer components.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+            prev = self._point(previous)
+            for site in self._component_sites:
+                if site in out and site in prev and out[site].shape == prev[site].shape:
+                    out[site] = torch.where(
+                        empty.reshape((-1,) + (1,) * (out[site].dim() - 1)), prev[site], out[site]
+                    )
+            out["weights"] = out["weights"] / out["weights"].sum()
+        return out
+
+    def _chunk_moments(self, data: Tensor, resp: Tensor, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Responsibility-weighted sums of the family's sufficient statistics over a chunk."""
+        raise NotImplementedError
+
+    def _m_step_stats(self, stats: Mapping[str, Tensor], nk: Tensor) -> dict[str, Tensor]:
+        """Parameters from summed statistics and counts ``nk`` (``10 eps`` added)."""
+        raise NotImplementedError
+
     def _reseed(self, resp: Tensor, log_prob: Tensor, empty: Tensor) -> Tensor:
         comps = torch.nonzero(empty).flatten()
         worst = torch.argsort(log_prob)[: len(comps)]

@@ -112,7 +112,8 @@ def fit(
         ========  =================================================================================
         "em"      ``max_iter`` (1000), ``tol`` (1e-6 nats per item; families set their own),
                   ``n_init`` (1), ``init`` (strategy name or dict of starting values), ``map``
-                  (False), ``m_step_iters`` (20)
+                  (False), ``m_step_iters`` (20); with ``chunk_size``: ``online`` (False),
+                  ``step_exponent`` (0.6), ``step_offset`` (1.0)
         "svi"     ``num_steps`` (3000), ``lr`` (0.01), ``optim`` ("adam", "clipped_adam" or a
                   ``pyro.optim`` instance), ``lr_decay`` (1.0), ``num_particles`` (1),
                   ``subsample_size`` (None), ``guide`` ("normal", "diagonal", "mvn", "delta" or a

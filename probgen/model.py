@@ -527,7 +527,11 @@ class GenerativeModel(abc.ABC):
         raise TypeError(f"{self.name} offers no additive sufficient statistics; EM needs the data in memory.")
 
     def m_step_from_stats(self, stats: Mapping[str, Tensor], num_items: int) -> dict[str, Tensor]:
-        """Optional: the closed-form M-step from summed :meth:`chunk_stats` over ``num_items`` items."""
+        """Optional: the closed-form M-step from summed :meth:`chunk_stats` over ``num_items`` items.
+
+        May take a keyword ``previous`` (the parameters the statistics were computed at, e.g. to
+        keep an emptied component); EM passes it when the hook's signature has it.
+        """
         raise TypeError(f"{self.name} offers no M-step from sufficient statistics.")
 
     def em_defaults(self) -> dict[str, Any]:

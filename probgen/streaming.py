@@ -192,16 +192,26 @@ class ChunkedData:
         if self.num_items == 0:
             raise ValueError("data is empty; expected at least one item.")
         self.source, self.chunk_size, self.prepare = source, int(chunk_size), prepare
-        self.first = self.rows(0, min(self.chunk_size, self.num_items))
+        try:
+            self.first = self.rows(0, min(self.chunk_size, self.num_items))
+        except ValueError as err:
+            raise ValueError(
+                f"{err} (the first chunk of chunk_size={self.chunk_size} rows; raise chunk_size)"
+            ) from None
 
     def rows(self, start: int, stop: int) -> Any:
         """Rows ``start:stop``, prepared."""
         return self.prepare(self.source[start:stop])
 
     def chunks(self) -> Iterator[Any]:
-        """Every row once, in order, as prepared chunks."""
-        for start in range(0, self.num_items, self.chunk_size):
-            yield self.rows(start, min(start + self.chunk_size, self.num_items))
+        """Every row once, in order, as prepared chunks (a last chunk shorter than half a chunk is
+        read with the one before it, so no chunk is tiny)."""
+        starts = list(range(0, self.num_items, self.chunk_size))
+        if len(starts) > 1 and self.num_items - starts[-1] < self.chunk_size // 2:
+            starts.pop()
+        for i, start in enumerate(starts):
+            stop = starts[i + 1] if i + 1 < len(starts) else self.num_items
+            yield self.rows(start, stop)
 
     def sample(self, n: int, generator: torch.Generator) -> Any:
         """``n`` rows chosen at random without replacement (sorted, so a memmap reads forward)."""
