@@ -13,6 +13,13 @@ state-major (``(K, blocks)`` per step, so its max over states is vectorised alon
 then traces the path back block by block (``O(K)`` per step), correcting guessed block-end states
 the same way.  Every step touches one contiguous slab (time-major block layout).
 
+Small problems (``steps * K ** 3`` up to about 1.7e5 over all sequences, :func:`_prefix_pays`)
+spend that Python time for little arithmetic, so forward-backward runs there as a parallel
+prefix scan instead (:func:`_forward_backward_prefix`): the products of the per-step ``K x K``
+matrices ``A diag(e_t)``, forward and (transposed, in reverse time) backward, in ``log2 T``
+batched levels, every partial product divided by its largest entry.  Both paths give the same
+results to rounding.  Viterbi always uses the blocked scan.
+
 The engine knows nothing of emission families: it takes per-step emission densities (or a table
 of log-probabilities indexed by symbols) and the chain's ``initial`` and ``transition``
 probabilities.  :class:`probgen.models.HiddenMarkovModel` builds on it.
@@ -20,6 +27,7 @@ probabilities.  :class:`probgen.models.HiddenMarkovModel` builds on it.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -139,6 +147,18 @@ def _layout(lengths: Tensor, T: int, L: int | None = None) -> _Layout:
     Bs = -(-T // L)
     if Bs * L != T:
         raise ValueError(f"internal: sequences must be padded to whole blocks of {L} steps; got {T}.")
+    if lengths.shape[0] <= 64:  # EM asks for the same small layout at every iteration
+        return _small_layout(tuple(lengths.tolist()), T, L)
+    return _make_layout(lengths, T, L)
+
+
+@functools.lru_cache(maxsize=16)
+def _small_layout(lengths: tuple[int, ...], T: int, L: int) -> _Layout:
+    return _make_layout(torch.tensor(lengths, dtype=torch.long), T, L)
+
+
+def _make_layout(lengths: Tensor, T: int, L: int) -> _Layout:
+    Bs = T // L
     N = lengths.shape[0]
     j = torch.arange(Bs).repeat(N)
     start = torch.arange(Bs).repeat(N) * L
@@ -258,6 +278,118 @@ def _scale_log_emission(log_e: Tensor, lay: _Layout) -> tuple[Tensor, Tensor]:
     return torch.exp(log_e.sub_(mx)), mx[..., 0]
 
 
+def _state_major(x: Tensor, lay: _Layout) -> Tensor:
+    """``(L, M, K)`` block layout -> ``(K, Tp N)``: state, then time, then sequence."""
+    K = x.shape[-1]
+    return x.view(lay.L, lay.N, lay.Bs, K).permute(3, 2, 0, 1).reshape(K, lay.Tp * lay.N)
+
+
+def _time_major(x: Tensor, lay: _Layout) -> Tensor:
+    """``(L, M)`` block layout -> ``(Tp N,)``, time then sequence."""
+    return x.view(lay.L, lay.N, lay.Bs).permute(2, 0, 1).reshape(-1)
+
+
+def _prefix_products(X: Tensor) -> Tensor:
+    """Inclusive prefix products of ``K x K`` matrices along time, each up to a positive factor.
+
+    ``X`` is ``(K, K, T, n)``, entry by entry (every entry a contiguous ``(T, n)`` slab, so
+    that a product is ``K`` vectorised multiply-adds rather than ``T n`` tiny matrix products);
+    on return ``X[:, :, t]`` is proportional to ``X[:, :, 0] X[:, :, 1] ... X[:, :, t]``.
+    Hillis-Steele: ``ceil(log2 T)`` levels, each multiplying every partial product by the one
+    ``2 ** level`` steps before it.  Every product is divided by its largest entry, so nothing
+    under- or overflows; entries are non-negative, so products are accurate entrywise to a few
+    ulps per level (no cancellation).
+    """
+    K, T = X.shape[0], X.shape[2]
+    small = K**3 * X[0, 0].numel() <= 50000
+    s = 1
+    while s < T:
+        a, b = X[:, :, :-s], X[:, :, s:]
+        if small:  # one broadcast product: fewer calls
+            Y = torch.mul(a[:, :, None], b[None]).sum(1)
+        else:
+            Y = a[:, 0, None] * b[None, 0]
+            for j in range(1, K):
+                Y.addcmul_(a[:, j, None], b[None, j])
+        X[:, :, s:] = Y.div_(torch.amax(Y, (0, 1)).clamp_min_(_TINY))
+        s *= 2
+    return X
+
+
+def _prefix_pays(lay: _Layout, K: int) -> bool:
+    """Whether the prefix scan beats the blocked one: ``steps * K ** 3 <= 170000``, all sequences.
+
+    The prefix scan costs ``O(T K^3 log T)`` in vectorised work and ``log T`` Python levels; the
+    blocked scan about 150 Python steps whatever the size.  Measured on one thread, the
+    crossover lies near 12000 to 20000 steps for 2 states, 5000 for 3, 2500 for 4, 350 for 8.
+    """
+    return lay.N * lay.Tp * K**3 <= 170_000
+
+
+def _forward_backward_prefix(
+    e: Tensor,
+    mx: Tensor | None,
+    lay: _Layout,
+    initial: Tensor,
+    transition: Tensor,
+    *,
+    posteriors: bool = True,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Forward-backward by a parallel prefix scan over the step matrices: log-depth in Python.
+
+    Same arguments and results as :func:`_forward_backward`.  With ``M_t = A diag(e_t)``, the
+    unnormalised filter is ``alpha_t = 1 pi diag(e_0) M_1 ... M_t`` (every row of the product,
+    the first factor having identical rows) and ``beta_t^T = (J M_{T-1}^T ... M_{t+1}^T)`` row
+    by row, ``J = 1 1^T / K``: both are prefix products, of the step matrices for the forward
+    and of their transposes in reverse time for the backward, and one scan
+    (:func:`_prefix_products`) does both, batched over sequences.  Normalised filters then give
+    the scaling factors ``c_t = <a_{t-1} A, e_t>`` (so the log-likelihood needs no scale carried
+    through the scan), the marginals and the transition counts, all vectorised.  Padded steps
+    have ``e_t = 1``: they follow the real ones, so the forward never sees them, and the
+    backward starts from ``J A^k``, uniform rows as on an unpadded sequence.
+    """
+    K = e.shape[-1]
+    N, Tp = lay.N, lay.Tp
+    A = transition
+    E = _state_major(e, lay)  # (K, Tp N)
+    nb = 2 * N if posteriors else N
+    X = e.new_empty((K, K, Tp, nb))
+    E3 = E.view(K, Tp, N)
+    torch.mul(A[:, :, None, None], E3[None], out=X[:, :, :, :N])  # A_ij e_t(j)
+    X[:, :, 0, :N] = initial[:, None] * E3[:, 0]  # every row pi_j e_0(j)
+    if posteriors:
+        torch.mul(A.T[:, :, None, None], E3.flip(1)[:, None, :-1], out=X[:, :, 1:, N:])  # e_t(i) A_ji
+        X[:, :, 0, N:] = 1.0 / K
+    P = _prefix_products(X)[0]  # (K, Tp, nb): first row of every product
+    a = P[:, :, :N].reshape(K, -1)
+    a = a / a.sum(0).clamp_min_(_TINY)  # normalised filters (K, Tp N)
+    aA = A.T @ a[:, :-N]  # predictions of steps 1 ..
+    c = torch.empty(Tp * N, dtype=e.dtype)
+    torch.sum(initial[:, None] * E[:, :N], 0, out=c[:N])
+    torch.sum(aA * E[:, N:], 0, out=c[N:])
+    logc = c.log_()
+    if mx is not None:
+        logc += _time_major(mx, lay)
+    mask = _time_major(lay.mask, lay) if lay.ragged else None
+    if mask is not None:
+        logc.masked_fill_(~mask, 0.0)
+    log_lik = logc.view(Tp, N).sum(0)
+    if not posteriors:
+        return log_lik, None, None
+    beta = P[:, :, N:].flip(1).reshape(K, -1)  # (K, Tp N), each step up to a factor
+    inf = torch.full((), math.inf, dtype=e.dtype)
+    ab = a * beta
+    norm = ab.sum(0)
+    gamma = ab.div_(norm if mask is None else torch.where(mask, norm, inf))
+    # xi_t(i, j) = a_{t-1}(i) A_ij e_t(j) beta_t(j) / <a_{t-1} A, e_t beta_t>
+    w = E[:, N:] * beta[:, N:]
+    z = (aA * w).sum(0)
+    w.div_(z if mask is None else torch.where(mask[N:], z, inf))
+    xi = A * (a[:, :-N] @ w.T)
+    g = gamma.view(K, lay.Bs, lay.L, N).permute(2, 3, 1, 0).reshape(lay.L, lay.M, K)
+    return log_lik, g, xi
+
+
 def _forward_backward(
     e: Tensor,
     mx: Tensor | None,
@@ -266,6 +398,7 @@ def _forward_backward(
     transition: Tensor,
     *,
     posteriors: bool = True,
+    method: str | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Rescaled forward-backward on blocked sequences.
 
@@ -282,6 +415,9 @@ def _forward_backward(
         ``(K,)`` and ``(K, K)`` probabilities.
     posteriors : bool
         Also compute state marginals and expected transition counts.
+    method : {None, "blocked", "prefix"}
+        The blocked scan, or :func:`_forward_backward_prefix`; ``None`` picks the faster
+        (:func:`_prefix_pays`).
 
     Returns
     -------
@@ -293,6 +429,12 @@ def _forward_backward(
         ``(K, K)`` expected transition counts summed over sequences and steps.
     """
     L, M, K = e.shape
+    if method is None:
+        method = "prefix" if _prefix_pays(lay, K) else "blocked"
+    if method == "prefix":
+        return _forward_backward_prefix(e, mx, lay, initial, transition, posteriors=posteriors)
+    if method != "blocked":
+        raise ValueError(f"internal: method must be 'blocked' or 'prefix'; got {method!r}.")
     A = transition
 
     def fwd(p: Tensor, x: Tensor) -> Tensor:

@@ -77,7 +77,7 @@ def _brute_force(initial, transition, log_e, lengths):
     return out
 
 
-def _engine_forward_backward(initial, transition, log_e, lengths, L):
+def _engine_forward_backward(initial, transition, log_e, lengths, L, method=None):
     lens = torch.tensor(lengths)
     Tp = _padded_length(max(lengths), L)
     lay = _layout(lens, Tp, L)
@@ -85,7 +85,7 @@ def _engine_forward_backward(initial, transition, log_e, lengths, L):
     x[:, : log_e.shape[1]] = torch.as_tensor(log_e)
     e, mx = _scale_log_emission(lay.to_blocks(x), lay)
     ll, gamma, xi = _forward_backward(
-        e, mx, lay, torch.as_tensor(initial), torch.as_tensor(transition), posteriors=True
+        e, mx, lay, torch.as_tensor(initial), torch.as_tensor(transition), posteriors=True, method=method
     )
     assert gamma is not None and xi is not None
     return ll.numpy(), lay.from_blocks(gamma).numpy(), xi.numpy()
@@ -111,10 +111,10 @@ def _engine_viterbi(initial, transition, log_e, lengths, L, table=None):
     return [paths[i, :T].numpy() for i, T in enumerate(lengths)], scores.numpy()
 
 
-def _check_against_brute_force(K, lengths, L, seed, *, forbidden=False, symbols=0):
+def _check_against_brute_force(K, lengths, L, seed, *, forbidden=False, symbols=0, method=None):
     initial, transition, log_e, table = _problem(K, lengths, seed, forbidden=forbidden, symbols=symbols)
     ref = _brute_force(initial, transition, log_e, lengths)
-    ll, gamma, xi = _engine_forward_backward(initial, transition, log_e, lengths, L)
+    ll, gamma, xi = _engine_forward_backward(initial, transition, log_e, lengths, L, method)
     np.testing.assert_allclose(ll, [r[0] for r in ref], rtol=1e-10)
     for n, T in enumerate(lengths):
         np.testing.assert_allclose(gamma[n, :T], ref[n][1], rtol=0, atol=1e-10)
@@ -132,33 +132,40 @@ def _check_against_brute_force(K, lengths, L, seed, *, forbidden=False, symbols=
 LENGTH_SETS = [[1], [2], [6], [1, 4, 7, 2], [5, 5]]
 
 
+METHODS = ["blocked", "prefix"]
+
+
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("K", [1, 2, 3])
 @pytest.mark.parametrize("lengths", LENGTH_SETS, ids=lambda ls: "-".join(map(str, ls)))
 @pytest.mark.parametrize("L", [None, 1, 2, 3])
-def test_engine_equals_sums_and_maxima_over_every_path(K, lengths, L):
-    _check_against_brute_force(K, lengths, L, seed=K * 100 + sum(lengths) + (L or 0))
+def test_engine_equals_sums_and_maxima_over_every_path(K, lengths, L, method):
+    _check_against_brute_force(K, lengths, L, seed=K * 100 + sum(lengths) + (L or 0), method=method)
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("L", [None, 1, 3])
-def test_forbidden_transitions_and_impossible_start(L):
+def test_forbidden_transitions_and_impossible_start(L, method):
     """Zeros in the chain: impossible paths contribute nothing and are never chosen."""
-    _check_against_brute_force(3, [1, 6, 3, 7], L, seed=5, forbidden=True)
+    _check_against_brute_force(3, [1, 6, 3, 7], L, seed=5, forbidden=True, method=method)
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("L", [None, 2])
-def test_viterbi_from_a_symbol_table(L):
+def test_viterbi_from_a_symbol_table(L, method):
     """Categorical emissions read from a (K, S) log table by symbol, as the HMM does."""
-    _check_against_brute_force(3, [7, 1, 4], L, seed=6, symbols=4)
+    _check_against_brute_force(3, [7, 1, 4], L, seed=6, symbols=4, method=method)
 
 
-def test_nearly_deterministic_chain_needs_several_correction_rounds():
+@pytest.mark.parametrize("method", METHODS)
+def test_nearly_deterministic_chain_needs_several_correction_rounds(method):
     """A sticky chain forgets its start slowly: every block of one step is corrected in turn."""
     K, lengths = 2, [7, 3]
     initial, transition, log_e, _ = _problem(K, lengths, seed=7)
     transition = np.array([[1 - 1e-6, 1e-6], [1e-6, 1 - 1e-6]])
     log_e = log_e * 1e-3  # weak evidence: the chain, not the data, decides
     ref = _brute_force(initial, transition, log_e, lengths)
-    ll, gamma, xi = _engine_forward_backward(initial, transition, log_e, lengths, 1)
+    ll, gamma, xi = _engine_forward_backward(initial, transition, log_e, lengths, 1, method)
     np.testing.assert_allclose(ll, [r[0] for r in ref], rtol=1e-10)
     np.testing.assert_allclose(gamma[0, :7], ref[0][1], atol=1e-10)
     np.testing.assert_allclose(xi, sum(r[2] for r in ref), atol=1e-10)
@@ -172,9 +179,10 @@ def test_nearly_deterministic_chain_needs_several_correction_rounds():
     lengths=st.lists(st.integers(1, 6), min_size=1, max_size=3),
     L=st.sampled_from([None, 1, 2, 4]),
     seed=st.integers(0, 2**16),
+    method=st.sampled_from(METHODS),
 )
-def test_forward_pass_equals_the_sum_over_all_paths(K, lengths, L, seed):
-    _check_against_brute_force(K, lengths, L, seed)
+def test_forward_pass_equals_the_sum_over_all_paths(K, lengths, L, seed, method):
+    _check_against_brute_force(K, lengths, L, seed, method=method)
 
 
 def test_block_layout_round_trips_and_marks_padding():
@@ -201,3 +209,91 @@ def test_sequence_data_unpads_its_sequences():
     assert data.mask.tolist() == [[True, True, True], [True, False, False]]
     seqs = data.sequences()
     assert torch.equal(seqs[0], values[0]) and torch.equal(seqs[1], values[1, :1])
+
+
+# ------------------------------------------------------------ the two forward-backward paths
+def _both_paths(initial, transition, log_e, lengths):
+    """Forward-backward of long problems by the blocked and the prefix scan, default blocks."""
+    out = []
+    for method in METHODS:
+        lens = torch.tensor(lengths)
+        Tp = _padded_length(max(lengths))
+        lay = _layout(lens, Tp)
+        x = torch.zeros((len(lengths), Tp, len(initial)), dtype=F64)
+        x[:, : log_e.shape[1]] = torch.as_tensor(log_e)
+        e, mx = _scale_log_emission(lay.to_blocks(x), lay)
+        ll, gamma, xi = _forward_backward(
+            e, mx, lay, torch.as_tensor(initial), torch.as_tensor(transition), method=method
+        )
+        ll_only, _, _ = _forward_backward(
+            *_scale_log_emission(lay.to_blocks(x), lay),
+            lay,
+            torch.as_tensor(initial),
+            torch.as_tensor(transition),
+            posteriors=False,
+            method=method,
+        )
+        assert gamma is not None and xi is not None
+        np.testing.assert_array_equal(ll_only.numpy(), ll.numpy())
+        out.append((ll.numpy(), lay.from_blocks(gamma).numpy(), xi.numpy()))
+    return out
+
+
+def _assert_paths_agree(initial, transition, log_e, lengths):
+    (ll_b, g_b, xi_b), (ll_p, g_p, xi_p) = _both_paths(initial, transition, log_e, lengths)
+    np.testing.assert_allclose(ll_p, ll_b, rtol=1e-10)
+    np.testing.assert_allclose(g_p, g_b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(xi_p, xi_b, rtol=1e-10)
+    for n, T in enumerate(lengths):
+        assert np.all(g_p[n, T:] == 0.0)
+        np.testing.assert_allclose(g_p[n, :T].sum(1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(xi_p.sum(), sum(lengths) - len(lengths), rtol=1e-10)
+
+
+@pytest.mark.parametrize("sticky", [False, True], ids=["mixing", "sticky"])
+@pytest.mark.parametrize("K", [2, 4])
+def test_prefix_and_blocked_scans_agree_on_long_chains(K, sticky):
+    """3000 steps; sticky chains (0.999 on the diagonal) forget their start slowly."""
+    lengths = [3000]
+    initial, transition, log_e, _ = _problem(K, lengths, seed=11 + K)
+    if sticky:
+        transition = 0.999 * np.eye(K) + 0.001 * transition
+    _assert_paths_agree(initial, transition, log_e, lengths)
+
+
+def test_prefix_and_blocked_scans_agree_on_ragged_batches():
+    """Sequences of lengths 1 to 700 padded together, one of them a single step."""
+    lengths = [700, 1, 2, 65, 129, 300]
+    initial, transition, log_e, _ = _problem(3, lengths, seed=21)
+    _assert_paths_agree(initial, transition, log_e, lengths)
+
+
+@pytest.mark.parametrize("lengths", [[1], [1, 1, 1]], ids=["one", "three"])
+def test_prefix_scan_on_sequences_of_one_step(lengths):
+    """One step: the marginals are the posterior of the first state, no transitions."""
+    initial, transition, log_e, _ = _problem(3, lengths, seed=31)
+    ref = _brute_force(initial, transition, log_e, lengths)
+    ll, gamma, xi = _engine_forward_backward(initial, transition, log_e, lengths, None, "prefix")
+    np.testing.assert_allclose(ll, [r[0] for r in ref], rtol=1e-12)
+    np.testing.assert_allclose(gamma[:, 0], [r[1][0] for r in ref], atol=1e-14)
+    assert np.all(xi == 0.0)
+
+
+def test_prefix_scan_survives_extreme_emissions():
+    """Log-densities 1e3 apart between states: a product of raw densities under/overflows."""
+    K, lengths = 3, [2000, 500]
+    initial, transition, log_e, _ = _problem(K, lengths, seed=41)
+    rng = np.random.default_rng(42)
+    log_e = log_e - 1e3 * rng.integers(0, 2, log_e.shape) - 5e2  # whole steps near exp(-1500)
+    _assert_paths_agree(initial, transition, log_e, lengths)
+    ll = _both_paths(initial, transition, log_e, lengths)[1][0]
+    assert np.all(np.isfinite(ll)) and np.all(ll < -5e2 * 2000 * 0.9 * np.array([1, 0.25]))
+
+
+def test_dispatch_prefers_the_prefix_scan_on_small_problems():
+    from probgen.models.hmm_engine import _prefix_pays
+
+    assert _prefix_pays(_layout(torch.tensor([300]), _padded_length(300)), 2)
+    assert _prefix_pays(_layout(torch.tensor([300, 200]), _padded_length(300)), 3)
+    assert not _prefix_pays(_layout(torch.tensor([100000]), _padded_length(100000)), 2)
+    assert not _prefix_pays(_layout(torch.tensor([5000]), _padded_length(5000)), 8)
