@@ -207,7 +207,8 @@ class EM:
                     )
                 history.append(ll)
                 bar.update(1)
-                bar.set_postfix(loglik=f"{ll:.4g}")
+                if progress:
+                    bar.set_postfix(loglik=f"{ll:.4g}")
                 # M-step before the convergence test, as scikit-learn and hmmlearn do: the returned
                 # parameters are one update past the last E-step.
                 params = model.m_step(data, stats) if fast else generic.m_step(params, stats)  # type: ignore[attr-defined,union-attr]
@@ -346,7 +347,8 @@ class EM:
             _check_finite(ll, it)
             history.append(ll)
             bar.update(1)
-            bar.set_postfix(loglik=f"{ll:.4g}")
+            if progress:
+                bar.set_postfix(loglik=f"{ll:.4g}")
             params = _m_step(model, stats, n, params)
             if it > 0 and abs(history[-1] - history[-2]) / n < tol:
                 bar.update(max_iter - len(history))
@@ -385,7 +387,8 @@ class EM:
                 params = _m_step(model, running, n, params)
                 bar.update(1)
             history.append(ll)
-            bar.set_postfix(loglik=f"{ll:.4g}")
+            if progress:
+                bar.set_postfix(loglik=f"{ll:.4g}")
         return params, history
 
 
