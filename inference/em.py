@@ -347,7 +347,7 @@ class EM:
             _check_finite(ll, it)
             history.append(ll)
             bar.update(1)
-            if progress:
+            if not bar.disable:
                 bar.set_postfix(loglik=f"{ll:.4g}")
             params = _m_step(model, stats, n, params)
             if it > 0 and abs(history[-1] - history[-2]) / n < tol:
@@ -387,7 +387,7 @@ class EM:
                 params = _m_step(model, running, n, params)
                 bar.update(1)
             history.append(ll)
-            if progress:
+            if not bar.disable:
                 bar.set_postfix(loglik=f"{ll:.4g}")
         return params, history
 

@@ -273,12 +273,15 @@ class GaussianMixture(_Mixture):
                 b = torch.einsum("kd,kde->ke", locs, w).reshape(1, k * d)
                 quad = torch.empty(n, k, dtype=torch.float64)
                 rows = max(1, _BLOCK_ELEMENTS // (k * d))
+                # sums of squares over each component's d columns as a GEMM with a 0/1 block matrix:
+                # BLAS beats a reduction along a short innermost axis
+                blocks = torch.eye(k, dtype=torch.float64).repeat_interleave(d, 0)  # (K d, K)
                 for start in range(0, n, rows):  # blocks of rows, not items: keeps y in cache
                     y = torch.addmm(b, xc[start : start + rows], stacked, alpha=1.0, beta=-1.0)
                     y.square_()
-                    torch.sum(y.view(-1, k, d), dim=2, out=quad[start : start + rows])
+                    torch.mm(y, blocks, out=quad[start : start + rows])
                 log_det = -torch.log(torch.diagonal(tril, dim1=-2, dim2=-1)).sum(1)
-        return const - 0.5 * quad + log_det + torch.log(params["weights"])
+        return quad.mul_(-0.5).add_(const + log_det + torch.log(params["weights"]))
 
     # -------------------------------------------------------------------------- M-step
     def _m_step_counts(self, data: Tensor, resp: Tensor, nk: Tensor) -> dict[str, Tensor]:
