@@ -338,6 +338,8 @@ class SVI:
             raise ValueError(
                 f"Unknown SVI option(s) {sorted(unknown)}; expected some of: {', '.join(sorted(defaults))}."
             )
+        if not isinstance(data, StreamingData):
+            defaults.update(model.svi_defaults(data))
         o = {**defaults, **options}
         for key in ("num_steps", "num_particles", "window", "num_samples"):
             if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 1:

@@ -286,6 +286,10 @@ class VAE(GenerativeModel):
         with pyro.get_param_store().scope():
             return super().roles(data)
 
+    def svi_defaults(self, data: Any) -> dict[str, Any]:
+        """Minibatches of 128 items (all of them when fewer) and Adam at ``lr=1e-3``, the usual VAE setting."""
+        return {"subsample_size": min(128, self.num_items(data)), "lr": 1e-3}
+
     def svi_objective(self, data: Any) -> _VAEObjective:
         return _VAEObjective(self, data)
 
@@ -622,6 +626,10 @@ class SemiSupervisedVAE(_LabelledData, GenerativeModel):
         with pyro.get_param_store().scope():
             return super().roles(data)
 
+    def svi_defaults(self, data: Any) -> dict[str, Any]:
+        """Minibatches of 128 items (all of them when fewer) and Adam at ``lr=1e-3``, the usual VAE setting."""
+        return {"subsample_size": min(128, self.num_items(data)), "lr": 1e-3}
+
     def svi_objective(self, data: Any) -> _M2Objective:
         return _M2Objective(self, data)
 
@@ -845,6 +853,10 @@ class ConditionalVAE(_LabelledData, GenerativeModel):
     def roles(self, data: Any) -> Any:
         with pyro.get_param_store().scope():
             return super().roles(data)
+
+    def svi_defaults(self, data: Any) -> dict[str, Any]:
+        """Minibatches of 128 items (all of them when fewer) and Adam at ``lr=1e-3``, the usual VAE setting."""
+        return {"subsample_size": min(128, self.num_items(data)), "lr": 1e-3}
 
     def svi_objective(self, data: Any) -> _CVAEObjective:
         return _CVAEObjective(self, data)

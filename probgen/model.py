@@ -534,6 +534,11 @@ class GenerativeModel(abc.ABC):
         """
         raise TypeError(f"{self.name} offers no M-step from sufficient statistics.")
 
+    def svi_defaults(self, data: Any) -> dict[str, Any]:
+        """SVI options this model prefers on ``data`` (e.g. minibatches for a network on a long
+        text); the user's options override them.  Default: none."""
+        return {}
+
     def em_defaults(self) -> dict[str, Any]:
         """EM options this model prefers (``max_iter``, ``tol``, ``n_init``, ``init``)."""
         return {}

@@ -201,3 +201,16 @@ def all_discrete(data=None):
 def test_an_all_discrete_model_without_params_is_refused():
     reason = pg.get_backend("svi").supports(all_discrete, torch.tensor([1.0, 0.0, 1.0, 1.0]))
     assert reason is not None and "no pyro.param sites" in reason
+
+
+def test_a_model_s_svi_defaults_apply_and_the_user_s_options_win():
+    from probgen.models import CharRNN
+
+    text = "the cat sat on the mat. " * 40
+    model = CharRNN(hidden_size=8, embedding_dim=4, seq_len=20)
+    prepared = model.prepare_data(text)
+    assert model.svi_defaults(prepared)["subsample_size"] == min(64, model.num_items(prepared))
+    fit = pg.fit(model, text, method="svi", num_steps=5, tol=0, progress=False)
+    assert len(fit.history) == 5  # the user's num_steps, over the model's 2000
+    with pytest.raises(ValueError, match="subsample_size must be an int in"):
+        pg.fit(model, text, method="svi", num_steps=5, subsample_size=10_000, progress=False)

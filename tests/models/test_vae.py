@@ -274,7 +274,9 @@ def test_fast_path_takes_the_svi_options():
     assert isinstance(named.extras["optim"], torch.optim.Optimizer)
     assert named.extras["optim"].param_groups[0]["lrd"] == pytest.approx(0.5 ** (1 / 20))
     decayed = _fit(model, x, num_steps=20, tol=0, lr_decay=0.5)
-    assert decayed.extras["optim"].param_groups[0]["lr"] == pytest.approx(0.01 * 0.5)
+    assert decayed.extras["optim"].param_groups[0]["lr"] == pytest.approx(
+        1e-3 * 0.5
+    )  # the VAE default lr (svi_defaults)
     instance = _fit(model, x, num_steps=20, tol=0, optim=pyro.optim.Adam({"lr": 0.01}))
     assert isinstance(instance.extras["optim"], pyro.optim.PyroOptim)
     assert not torch.equal(instance.params["decoder$$$net.0.weight"], named.params["decoder$$$net.0.weight"])
