@@ -157,6 +157,28 @@ def _check(cond: bool, method: str, what: str) -> None:
         raise AssertionError(f"[{method}] {what}")
 
 
+def _check_sample(fit: Any, prepared: Any, method: str, seed: int) -> Tensor:
+    """``fit.sample`` gives items shaped and typed like the data; returns 4 items drawn with ``seed``."""
+    new = fit.sample(4, seed=seed)
+    if isinstance(prepared, Tensor):
+        _check(
+            tuple(new.shape) == (4,) + tuple(prepared.shape[1:]), method, f"sample shape {tuple(new.shape)}"
+        )
+        _check(new.dtype == prepared.dtype, method, f"sample dtype {new.dtype} != data {prepared.dtype}")
+    return new
+
+
+def _reloaded(fit: Any, gm: GenerativeModel, method: str) -> Any:
+    """``fit`` saved and loaded back; its params must come back identical."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fit.npz"
+        fit.save(path)
+        back = load(path, model=None if gm.get_config() is not None else gm)
+    for k, v in fit.params.items():
+        _close(back.params[k], v, f"save/load params[{k!r}]", method, 0.0)
+    return back
+
+
 def _check_implicit(fit: Any, gm: GenerativeModel, prepared: Any, method: str, seed: int) -> dict[str, str]:
     """The contract of a model with no likelihood (``density == "none"``, e.g. a GAN)."""
     rows: dict[str, str] = {}
@@ -169,19 +191,9 @@ def _check_implicit(fit: Any, gm: GenerativeModel, prepared: Any, method: str, s
     else:
         raise AssertionError(f"[{method}] log_prob gave values for a model with no likelihood")
     rows["log_prob refused (no likelihood)"] = "ok"
-    new = fit.sample(4, seed=seed)
-    if isinstance(prepared, Tensor):
-        _check(
-            tuple(new.shape) == (4,) + tuple(prepared.shape[1:]), method, f"sample shape {tuple(new.shape)}"
-        )
-        _check(new.dtype == prepared.dtype, method, f"sample dtype {new.dtype} != data {prepared.dtype}")
+    new = _check_sample(fit, prepared, method, seed)
     rows["sample shape"] = "ok"
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "fit.npz"
-        fit.save(path)
-        back = load(path, model=None if gm.get_config() is not None else gm)
-    for k, v in fit.params.items():
-        _close(back.params[k], v, f"save/load params[{k!r}]", method, 0.0)
+    back = _reloaded(fit, gm, method)
     _close(back.sample(4, seed=seed), new, "save/load samples with the same seed", method, 1e-6)
     rows["save/load"] = "ok"
     if isinstance(prepared, Tensor):
@@ -342,22 +354,9 @@ def check_model(
                 )
             rows["log_prob brute force"] = "ok"
 
-        new = fit.sample(4, seed=seed)
-        if isinstance(prepared, Tensor):
-            _check(
-                tuple(new.shape) == (4,) + tuple(prepared.shape[1:]),
-                method,
-                f"sample shape {tuple(new.shape)}",
-            )
-            _check(new.dtype == prepared.dtype, method, f"sample dtype {new.dtype} != data {prepared.dtype}")
+        _check_sample(fit, prepared, method, seed)
         rows["sample shape"] = "ok"
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "fit.npz"
-            fit.save(path)
-            back = load(path, model=None if gm.get_config() is not None else gm)
-        for k, v in fit.params.items():
-            _close(back.params[k], v, f"save/load params[{k!r}]", method, 0.0)
+        back = _reloaded(fit, gm, method)
         _close(back.log_prob(), lp, "save/load log_prob", method, 1e-6)
         rows["save/load"] = "ok"
 
