@@ -220,15 +220,7 @@ class EM:
             if best is None or final > best[0]:
                 best = (final, params, history, converged)
         bar.close()
-        assert best is not None
-        final, params, history, converged = best
-        if not converged:
-            warnings.warn(
-                f"EM did not converge in max_iter={max_iter} iterations (tol={tol}); "
-                "raise max_iter or tol, or try other starting values.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
+        final, params, history, converged = _best_restart(best, "EM", max_iter, tol)
         params = {k: v.detach() for k, v in params.items()}
         return Fit(
             model=model,
@@ -288,15 +280,7 @@ class EM:
             if best is None or final > best[0]:
                 best = (final, params, history, converged)
         bar.close()
-        assert best is not None
-        final, params, history, converged = best
-        if not converged:
-            warnings.warn(
-                f"EM over chunks did not converge in max_iter={max_iter} iterations (tol={tol}); "
-                "raise max_iter or tol, or try other starting values.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
+        final, params, history, converged = _best_restart(best, "EM over chunks", max_iter, tol)
         return Fit(
             model=model,
             data=None,
@@ -417,6 +401,19 @@ def _check_finite(ll: float, it: int) -> None:
             f"EM log-likelihood became {ll} at iteration {it}; "
             "the data or starting values make a component degenerate."
         )
+
+
+def _best_restart(best: Any, what: str, max_iter: int, tol: float) -> Any:
+    """The best restart ``(final, params, history, converged)``, warning when it did not converge."""
+    assert best is not None
+    if not best[3]:
+        warnings.warn(
+            f"{what} did not converge in max_iter={max_iter} iterations (tol={tol}); "
+            "raise max_iter or tol, or try other starting values.",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+    return best
 
 
 class _GenericEM:
