@@ -187,6 +187,7 @@ class CD:
         perm, pos = torch.randperm(n, generator=gen), 0
         steps_per_epoch = math.ceil(n / size)
         sign = _signs(size, size)
+        own_grad = model.offers("free_energy_grad")  # closed form when the model has it, else autograd
         with tqdm(total=steps, disable=not progress, desc="CD", leave=False) as bar:
             for step in range(steps):
                 if pos >= n:
@@ -201,10 +202,14 @@ class CD:
                 if chains is not None:
                     chains = neg
                 # one pass over [batch; negatives]: mean F(batch) - mean F(negatives)
-                energy = model.free_energy(torch.cat([batch, neg.detach()]), params)
+                both = torch.cat([batch, neg.detach()])
                 weights = sign if len(batch) == size else _signs(len(batch), len(neg))
-                loss = energy @ weights.to(energy.dtype)
-                grads = torch.autograd.grad(loss, list(params.values()))
+                if own_grad:
+                    by_name = model.free_energy_grad(both, weights, params)
+                    grads = tuple(by_name[k] for k in params)
+                else:
+                    energy = model.free_energy(both, params)
+                    grads = torch.autograd.grad(energy @ weights.to(energy.dtype), list(params.values()))
                 lr = lr0 * (1.0 - (1.0 - final) * step / steps)
                 with torch.no_grad():
                     for (name, p), g in zip(params.items(), grads, strict=True):
@@ -212,9 +217,11 @@ class CD:
                             g = g.add(p, alpha=wd)
                         buf = velocity[name].mul_(momentum).add_(g)
                         p.sub_(buf, alpha=lr)
-                if (step + 1) % steps_per_epoch == 0 and not torch.isfinite(loss):
+                if (step + 1) % steps_per_epoch == 0 and not all(
+                    bool(torch.isfinite(g).all()) for g in grads
+                ):
                     raise FloatingPointError(
-                        f"CD objective became {float(loss)} at step {step}; lower lr (now {o['lr']})."
+                        f"CD gradient became non-finite at step {step}; lower lr (now {o['lr']})."
                     )
                 bar.update(1)
         history.append(record())

@@ -279,6 +279,19 @@ class RBM(GenerativeModel):
         v = data if isinstance(data, Tensor) else self.prepare_data(data)
         return _free_energy(v.to(W.dtype), W, b, c)
 
+    def free_energy_grad(
+        self, data: Tensor, weights: Tensor, params: Mapping[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """Closed-form gradient of ``sum_i weights[i] F(v_i)``: ``dF/db = -v``,
+        ``dF/dc = -p``, ``dF/dW = -p v^T`` with ``p = sigmoid(c + W v)``."""
+        W, b, c = self._params(params)
+        with torch.no_grad():
+            v = data.to(W.dtype)
+            w = weights.to(W.dtype)
+            p = torch.sigmoid(F.linear(v, W, c))
+            pw = p * w[:, None]
+            return {"W": -(pw.T @ v), "visible_bias": -(w @ v), "hidden_bias": -pw.sum(0)}
+
     def gibbs_step(
         self, data: Tensor, params: Mapping[str, Tensor], *, generator: torch.Generator | None = None
     ) -> Tensor:

@@ -481,6 +481,16 @@ class GenerativeModel(abc.ABC):
         """
         raise TypeError(f"{self.name} is not an energy-based model (no free energy).")
 
+    def free_energy_grad(
+        self, data: Tensor, weights: Tensor, params: Mapping[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """Optional: the gradient of ``sum_i weights[i] * F(data[i])`` with respect to each of ``params``.
+
+        The ``"cd"`` backend uses it when offered, in place of autograd through :meth:`free_energy`
+        (same numbers; on small minibatches autograd's bookkeeping costs more than the algebra).
+        """
+        raise TypeError(f"{self.name} offers no closed-form free-energy gradient; CD uses autograd.")
+
     def gibbs_step(
         self, data: Tensor, params: Mapping[str, Tensor], *, generator: torch.Generator | None = None
     ) -> Tensor:

@@ -282,3 +282,19 @@ def test_transform_gives_hidden_probabilities():
     expect = torch.sigmoid(v @ params["W"].T + params["hidden_bias"])
     torch.testing.assert_close(fit.transform(v), expect)
     assert fit.num_parameters() == 4 * 3 + 4 + 3
+
+
+def test_the_closed_form_free_energy_gradient_is_autograd_s():
+    model = RBM(7, 4)
+    g = torch.Generator().manual_seed(3)
+    params = {
+        "W": torch.randn(4, 7, generator=g).requires_grad_(),
+        "visible_bias": torch.randn(7, generator=g).requires_grad_(),
+        "hidden_bias": torch.randn(4, generator=g).requires_grad_(),
+    }
+    v = (torch.rand(12, 7, generator=g) > 0.5).float()
+    w = torch.randn(12, generator=g)
+    auto = torch.autograd.grad(model.free_energy(v, params) @ w, list(params.values()))
+    closed = model.free_energy_grad(v, w, params)
+    for (name, _), a in zip(params.items(), auto, strict=True):
+        torch.testing.assert_close(closed[name], a, rtol=1e-5, atol=1e-5)
