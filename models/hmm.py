@@ -44,6 +44,7 @@ _INIT_STRATEGIES = ("kmeans", "random")
 _ROW_SUM_ATOL = 1e-6
 _DEFAULT_MAX_ITER = 1000
 _DEFAULT_TOL = 1e-8  # nats per time step
+_EMISSION_CHUNK = 8192  # rows of emission densities computed at a time
 _KMEANS_MAX_POINTS = 20000  # k-means for starting means runs on a subsample of long series
 
 
@@ -480,9 +481,15 @@ class HiddenMarkovModel(GenerativeModel):
             # whitened residuals of every state side by side: one (n, d) x (d, K d) product
             W = Linv_t.permute(1, 0, 2).reshape(d, K * d)
             shift = -torch.matmul(locs[:, None, :], Linv_t).reshape(K * d)
-            z2 = torch.addmm(shift, X, W).square_().view(-1, K, d).sum(-1)
+            n = X.shape[0]
+            out = torch.empty((n, K), dtype=_F64)
+            buf = torch.empty((min(n, _EMISSION_CHUNK), K * d), dtype=_F64)
+            for s in range(0, n, _EMISSION_CHUNK):  # cache-sized pieces: no (n, K d) intermediate
+                b = buf[: min(n - s, _EMISSION_CHUNK)]
+                torch.addmm(shift, X[s : s + _EMISSION_CHUNK], W, out=b).square_()
+                torch.sum(b.view(-1, K, d), -1, out=out[s : s + _EMISSION_CHUNK])
             logdet = torch.log(torch.diagonal(Lc, dim1=-2, dim2=-1)).sum(-1)
-            out = z2.mul_(-0.5).sub_(logdet + 0.5 * d * math.log(2 * math.pi))
+            out.mul_(-0.5).sub_(logdet + 0.5 * d * math.log(2 * math.pi))
         else:
             scales = params["scales"].to(_F64)
             if self.covariance_type == "spherical":
@@ -701,12 +708,19 @@ class HiddenMarkovModel(GenerativeModel):
             stats["prev_probs"] = params["probs"]
         else:
             X = vals.reshape(-1, data.n_features)
-            stats["obs"] = G.T @ X
+            if self.emission == "gaussian" and self.covariance_type in ("full", "tied"):
+                d = X.shape[1]
+                i, j = torch.triu_indices(d, d)
+                key = f"x_xx/{lay.L}"  # x and the products x_i x_j (i <= j) in block layout, once per data
+                if key not in data.cache:
+                    data.cache[key] = torch.cat([X, X[:, i] * X[:, j]], 1)
+                both = G.T @ data.cache[key]  # first and second moments in one product
+                stats["obs"] = both[:, :d]
+            else:
+                stats["obs"] = G.T @ X
             if self.emission == "gaussian":
                 if self.covariance_type in ("full", "tied"):
-                    d = X.shape[1]
-                    i, j = torch.triu_indices(d, d)
-                    upper = G.T @ (X[:, i] * X[:, j])  # (K, d (d + 1) / 2)
+                    upper = both[:, d:]  # (K, d (d + 1) / 2)
                     outer = torch.empty((K, d, d), dtype=_F64)
                     outer[:, i, j] = upper
                     outer[:, j, i] = upper

@@ -7,11 +7,20 @@ start only until its trajectory meets the stored one: filtering forgets its star
 geometrically, so after a few dozen steps the two agree to 1e-12 relative and the rest of the
 stored block is exact.  Blocks that do not meet are recomputed completely, round after round, so
 the result is exact whatever the chain; well-mixing chains need one correction pass.  Forward
-and backward passes are rescaled in linear space (no underflow on any length).  Viterbi runs its
-max-product pass in log space with the same blocking, keeping values only and laid out
-state-major (``(K, blocks)`` per step, so its max over states is vectorised along the blocks),
-then traces the path back block by block (``O(K)`` per step), correcting guessed block-end states
-the same way.  Every step touches one contiguous slab (time-major block layout).
+and backward passes are rescaled in linear space (no underflow on any length) and laid out
+state-major (``(K, blocks)`` per step: the matrix product of a step has the long block axis
+contiguous, its sums over states run along rows); the forward keeps the unnormalised filter
+``a_t = p_t e_t`` itself, and the posteriors are formed in place from the two scans.  Viterbi
+runs its max-product pass in log space with the same blocking, keeping values only, also
+state-major (so its max over states is vectorised along the blocks), then traces the path back
+block by block (``O(K)`` per step), correcting guessed block-end states the same way.  Every
+step touches one contiguous slab (time-major block layout).  Blocks have equal lengths just
+covering a sequence (:func:`_block_length`), so padding stays small; the forward-backward scan
+then re-blocks the same steps (splitting or merging blocks, in the copy to state-major layout
+it makes anyway) to the length a cost model of its steps prefers (:func:`_scan_length`): short
+blocks for few states, whole sequences when there are many short ones.  Internal ``(L, K, M)``
+slabs live in per-thread buffers kept between calls (:func:`_scratch`): EM asks for the same
+shapes at every iteration, and fresh memory costs a page fault per 4 kB on first touch.
 
 Small problems (``steps * K ** 3`` up to about 1.7e5 over all sequences, :func:`_prefix_pays`)
 spend that Python time for little arithmetic, so forward-backward runs there as a parallel
@@ -29,8 +38,9 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -41,6 +51,10 @@ _F64 = torch.float64
 _RTOL = 1e-12  # relative agreement at which a recomputed block is taken to have met the stored one
 _LOG_FLOOR = -1e200  # stands in for log(0) in Viterbi so that differences stay finite
 _TINY = 1e-300
+_SCRATCH = threading.local()  # per-thread buffers of _scratch
+_SCAN_STEP = 3900.0  # cost of a scan step beyond its arithmetic, in elementwise-work units
+_SCAN_ROUND = 32  # typical steps of a correction round
+_SCRATCH_MAX = 1 << 23  # elements (64 MB of float64): larger buffers are not kept
 
 
 # ------------------------------------------------------------------------------------- data
@@ -57,11 +71,15 @@ class SequenceData:
         ``(n_sequences,)`` int64 lengths.
     single : bool
         True when one sequence was given (tools then return its result unwrapped).
+    cache : dict
+        Arrays derived from the data alone (block layout, products of features), filled by
+        users of the engine and kept across EM iterations; empty on construction.
     """
 
     values: Tensor
     lengths: Tensor
     single: bool = False
+    cache: dict[str, Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def mask(self) -> Tensor:
@@ -86,10 +104,19 @@ class SequenceData:
 
 # ------------------------------------------------------------------------ blocked recursions
 def _block_length(T: int) -> int:
-    """Steps per block: whole sequences when short, 64 for medium lengths, 256 when long."""
+    """Steps per block: whole sequences when short, else about 64 (medium) or 256 (long) steps.
+
+    A sequence of ``T`` steps takes ``Bs = ceil(T / 64)`` (``ceil(T / 256)`` beyond 16384 steps)
+    blocks of equal length, as short as covers ``T``: padding stays under ``Bs`` steps (under
+    ``64 Bs`` for long sequences, whose blocks are a multiple of 64 steps for the Viterbi
+    backtrace), not up to a whole block.  Idempotent: the padded length gives the same block.
+    """
     if T <= 96:
         return T
-    return 64 if T <= 16384 else 256
+    if T <= 16384:
+        return -(-T // -(-T // 64))
+    Bs = -(-T // 256)
+    return 64 * -(-T // (64 * Bs))
 
 
 def _padded_length(T: int, L: int | None = None) -> int:
@@ -175,87 +202,116 @@ def _pad_time(x: Tensor, Tp: int, value: float) -> Tensor:
     return torch.cat([x, pad], 1)
 
 
+def _scratch(name: str, shape: tuple[int, ...], dtype: torch.dtype = _F64) -> Tensor:
+    """An uninitialised buffer kept between calls (per thread) for arrays that never leave the engine.
+
+    Large fresh arrays cost a page fault per 4 kB on first touch, as much as the arithmetic
+    written into them; EM asks for the same shapes at every iteration, so the engine keeps its
+    internal ``(L, M, K)`` slabs (up to :data:`_SCRATCH_MAX` elements each) and reuses them.
+    """
+    n = math.prod(shape)
+    store = _SCRATCH.__dict__
+    buf = store.get(name)
+    if buf is None or buf.numel() < n or buf.dtype != dtype:
+        buf = torch.empty(n, dtype=dtype)
+        if n <= _SCRATCH_MAX:
+            store[name] = buf
+        else:
+            store.pop(name, None)
+    return buf[:n].view(shape)
+
+
 def _chain_scan(
-    step: Callable[[Tensor, Tensor], Tensor],
+    step: Callable[[Tensor, Tensor, Tensor], Tensor],
     xs: Tensor,
     start: Tensor,
     fixed: Tensor,
     close: Callable[[Tensor, Tensor], Tensor],
     *,
+    out: Tensor,
     reverse: bool = False,
 ) -> Tensor:
-    """Run ``carry <- step(carry, x_t)`` along every block, blocks chained end to start.
+    """Run ``carry <- step(carry, x_t, record_t)`` along every block, blocks chained end to start.
+
+    State-major throughout: a step works on ``(K, M)`` slabs, so that its matrix product has
+    the long block axis contiguous and its sums over states run along rows.
 
     Parameters
     ----------
     step : callable
-        ``(carry (M, K), x (M, K)) -> new carry``.
+        ``(carry (K, M), x (K, M), record (K, M)) -> new carry``: writes what is kept of step
+        ``t`` into ``record`` and returns the carry of the next step (a new tensor).
     xs : Tensor
-        ``(L, M, K)`` per-step inputs of ``M`` blocks of ``L`` steps (time-major, so that every
+        ``(L, K, M)`` per-step inputs of ``M`` blocks of ``L`` steps (time-major, so that every
         step reads and writes contiguous memory).
     start : Tensor
-        ``(M, K)`` starting carries; exact where ``fixed``, a guess elsewhere.
+        ``(K, M)`` starting carries; exact where ``fixed``, a guess elsewhere.
     fixed : Tensor
         ``(M,)`` bool: blocks whose start is exact (or irrelevant).  Every other block ``m``
         starts from the carry that leaves block ``m - 1`` (``m + 1`` when ``reverse``).
     close : callable
-        Agreement test of two ``(M', K)`` carries, one bool per row.
+        Agreement test of two ``(K, M')`` records, one bool per block.
+    out : Tensor
+        ``(L, K, M)`` where the records go.
     reverse : bool
         Run backwards in time (steps ``L - 1 .. 0``, blocks chained from the right).
 
     Returns
     -------
     Tensor
-        ``(L, M, K)`` carry entering every step.
+        ``out``, the record of every step.
     """
-    L, M = xs.shape[:2]
+    L, _, M = xs.shape
     order = range(L - 1, -1, -1) if reverse else range(L)
-    carries = start.new_empty((L,) + tuple(start.shape))
+    records = out
     carry = start
     for t in order:
-        carries[t] = carry
-        carry = step(carry, xs[t])
+        carry = step(carry, xs[t], records[t])
     end = carry
     used = start.clone()
     free = ~fixed
     if not bool(free.any()):
-        return carries
+        return records
+    rec = start.new_empty(start.shape)
     for _ in range(M + 1):  # exactness needs at most one round per block
-        proposal = torch.roll(end, -1 if reverse else 1, 0)
+        proposal = torch.roll(end, -1 if reverse else 1, 1)
         changed = free & ~close(proposal, used)
         n_changed = int(changed.sum())
         if n_changed == 0:
             break
-        used = torch.where(changed[:, None], proposal, used)
+        used = torch.where(changed, proposal, used)
         # rerun the changed blocks (all blocks when most changed: no gathers then; the others
         # just reproduce their stored values) until they meet their stored trajectories
         idx = None if 2 * n_changed > M else changed.nonzero().squeeze(-1)
-        carry = used if idx is None else used[idx]
-        x_sub = xs if idx is None else xs[:, idx]
+        carry = used if idx is None else used[:, idx]
+        x_sub = xs if idx is None else xs[:, :, idx]
+        r = rec if idx is None else rec[:, : idx.shape[0]]
         met = False
         check = 4
         for n, t in enumerate(order):
+            nxt = step(carry, x_sub[t], r)
             if n == check:
-                check += max(4, check // 2)
-                stored = carries[t] if idx is None else carries[t, idx]
-                if bool(close(carry, stored).all()):
+                check += 4 if check < 16 else 8  # a check costs about a step
+                stored = records[t] if idx is None else records[t][:, idx]
+                if bool(close(r, stored).all()):
                     met = True
                     break
             if idx is None:
-                carries[t] = carry
+                records[t] = r
             else:
-                carries[t, idx] = carry
-            carry = step(carry, x_sub[t])
+                records[t][:, idx] = r
+            carry = nxt
         if not met:
             if idx is None:
                 end = carry
             else:
-                end[idx] = carry
-    return carries
+                end[:, idx] = carry
+    return records
 
 
 def _close_linear(a: Tensor, b: Tensor) -> Tensor:
-    return ((a - b).abs() <= _RTOL * b.abs() + _TINY).all(-1)
+    """``(K, M)`` slabs equal to :data:`_RTOL` relative, one bool per block (column)."""
+    return ((a - b).abs() <= _RTOL * b.abs() + _TINY).all(0)
 
 
 def _close_log(a: Tensor, b: Tensor) -> Tensor:
@@ -274,8 +330,8 @@ def _scale_log_emission(log_e: Tensor, lay: _Layout) -> tuple[Tensor, Tensor]:
     """
     if lay.ragged:
         log_e[~lay.mask] = 0.0
-    mx = log_e.amax(-1, keepdim=True).clamp_min(-1e300)
-    return torch.exp(log_e.sub_(mx)), mx[..., 0]
+    mx = log_e.amax(-1, keepdim=True).clamp_min_(-1e300)
+    return log_e.sub_(mx).exp_(), mx[..., 0]
 
 
 def _state_major(x: Tensor, lay: _Layout) -> Tensor:
@@ -390,6 +446,49 @@ def _forward_backward_prefix(
     return log_lik, g, xi
 
 
+def _scan_length(lay: _Layout, K: int) -> int:
+    """Steps per block for the blocked forward-backward scan, by a cost model of its steps.
+
+    A scan costs ``L`` Python steps plus about :data:`_SCAN_ROUND` more for the correction round
+    when a sequence spans several blocks, each step about :data:`_SCAN_STEP` plus ``w(K)`` per
+    block (``w(K) = K (1 + K / 8) / 2``: products over states grow like ``K ** 2``), in units of
+    elementwise work; fitted on one thread.  Candidates keep the steps of ``lay``: divisors of
+    its block length (at least 8) and whole numbers of its blocks per sequence.
+    """
+    L, Bs = lay.L, lay.Bs
+    steps = lay.N * lay.Tp
+    width = K * (1.0 + K / 8.0) / 2.0
+    best, best_cost = L, math.inf
+    cands = [d for d in range(8, L + 1) if L % d == 0] + [L * j for j in range(2, Bs + 1) if Bs % j == 0]
+    for Lp in cands or [L]:
+        rounds = _SCAN_ROUND if Lp < lay.Tp else 0
+        cost = (Lp + rounds) * (_SCAN_STEP + width * steps / Lp)
+        if cost < best_cost:
+            best, best_cost = Lp, cost
+    return best
+
+
+def _restep(x: Tensor, lay: _Layout, Lp: int) -> tuple[Tensor, tuple[int, ...]]:
+    """A view of ``x`` ``(L, M, K)`` (block layout of ``lay``) in state-major blocks of ``Lp`` steps.
+
+    Returns the permuted view and the shape it has; copying it into a contiguous tensor of
+    that shape gives ``(Lp, K, M')`` blocks of ``Lp`` steps (the layout of
+    ``_layout(lay.lengths, lay.Tp, Lp)``), and copying such a tensor (viewed with that shape)
+    into the view writes block layout back.
+    """
+    L, M, K = x.shape
+    if Lp == L:
+        return x.transpose(1, 2), (L, K, M)
+    if L % Lp == 0:  # split every block into S consecutive ones: block m * S + s, step l'
+        S = L // Lp
+        return x.view(S, Lp, M, K).permute(1, 3, 2, 0), (Lp, K, M, S)
+    j = Lp // L  # merge j consecutive blocks of a sequence
+    if Lp % L or lay.Bs % j:
+        raise ValueError(f"internal: cannot re-block {L}-step blocks into {Lp}-step ones.")
+    Bj = lay.Bs // j
+    return x.view(L, lay.N, Bj, j, K).permute(3, 0, 4, 1, 2), (j, L, K, lay.N, Bj)
+
+
 def _forward_backward(
     e: Tensor,
     mx: Tensor | None,
@@ -399,6 +498,7 @@ def _forward_backward(
     *,
     posteriors: bool = True,
     method: str | None = None,
+    scan_length: int | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Rescaled forward-backward on blocked sequences.
 
@@ -418,6 +518,10 @@ def _forward_backward(
     method : {None, "blocked", "prefix"}
         The blocked scan, or :func:`_forward_backward_prefix`; ``None`` picks the faster
         (:func:`_prefix_pays`).
+    scan_length : int, optional
+        Steps per block of the blocked scan: a divisor of ``L``, or ``L`` times a divisor of the
+        blocks per sequence (the blocks of ``lay`` are then split or merged, results unchanged).
+        Default: ``L`` when ``method="blocked"``, else :func:`_scan_length`.
 
     Returns
     -------
@@ -429,22 +533,34 @@ def _forward_backward(
         ``(K, K)`` expected transition counts summed over sequences and steps.
     """
     L, M, K = e.shape
+    method_given = method is not None
     if method is None:
         method = "prefix" if _prefix_pays(lay, K) else "blocked"
     if method == "prefix":
         return _forward_backward_prefix(e, mx, lay, initial, transition, posteriors=posteriors)
     if method != "blocked":
         raise ValueError(f"internal: method must be 'blocked' or 'prefix'; got {method!r}.")
-    A = transition
+    if scan_length is None:
+        scan_length = L if method_given else _scan_length(lay, K)
+    e_lay = lay
+    if scan_length != L:  # the same steps in blocks of another length
+        lay = _layout(lay.lengths, lay.Tp, scan_length)
+        if mx is not None:
+            mx = _restep(mx[..., None], e_lay, scan_length)[0].reshape(lay.L, lay.M)
+    L, M = lay.L, lay.M
+    A, At = transition, transition.T.contiguous()
+    eT = _scratch("fb_e", (L, K, M))
+    e_view, shape = _restep(e, e_lay, L)
+    eT.view(shape).copy_(e_view)
 
-    def fwd(p: Tensor, x: Tensor) -> Tensor:
-        a = p * x
-        return (a @ A) / a.sum(-1, keepdim=True).clamp_min(_TINY)
+    def fwd(p: Tensor, x: Tensor, rec: Tensor) -> Tensor:  # rec = a_t = p_t e_t, unnormalised filter
+        a = torch.mul(p, x, out=rec)
+        return torch.mm(At, a).div_(a.sum(0, keepdim=True).clamp_min_(_TINY))
 
-    start = initial.expand(M, K).clone()
-    start[~lay.first] = 1.0 / K
-    a = _chain_scan(fwd, e, start, lay.first | lay.empty, _close_linear).mul_(e)  # (L, M, K)
-    c = a.sum(-1)  # (L, M)
+    start = initial[:, None].expand(K, M).clone()
+    start[:, ~lay.first] = 1.0 / K
+    a = _chain_scan(fwd, eT, start, lay.first | lay.empty, _close_linear, out=_scratch("fb_a", (L, K, M)))
+    c = a.sum(1)  # (L, M)
     logc = torch.log(c)
     if mx is not None:
         logc += mx
@@ -453,26 +569,31 @@ def _forward_backward(
     log_lik = logc.sum(0).view(lay.N, lay.Bs).sum(1)
     if not posteriors:
         return log_lik, None, None
-    At = transition.T.contiguous()
 
-    def bwd(q: Tensor, x: Tensor) -> Tensor:
-        b = (x * q) @ At
-        return b / b.sum(-1, keepdim=True).clamp_min(_TINY)
+    def bwd(q: Tensor, x: Tensor, rec: Tensor) -> Tensor:
+        rec.copy_(q)
+        b = torch.mm(A, x * q)
+        return b.div_(b.sum(0, keepdim=True).clamp_min_(_TINY))
 
-    start_b = torch.full((M, K), 1.0 / K, dtype=e.dtype)
-    beta = _chain_scan(bwd, e, start_b, lay.last | lay.empty, _close_linear, reverse=True)
-    ab = a * beta
-    norm = ab.sum(-1)  # (L, M)
+    start_b = torch.full((K, M), 1.0 / K, dtype=e.dtype)
+    beta = _chain_scan(
+        bwd, eT, start_b, lay.last | lay.empty, _close_linear, out=_scratch("fb_b", (L, K, M)), reverse=True
+    )
+    # xi_t(i, j) = alpha_{t-1}(i) A_ij e_t(j) beta_t(j) / (c_{t-1} <a_t, beta_t>), a = c * alpha;
+    # in place: eT becomes w, beta gamma, returned in e (block layout)
+    w = eT.mul_(beta)
+    gamma = beta.mul_(a)
+    norm = gamma.sum(1)  # (L, M)
     inf = torch.full((), math.inf, dtype=c.dtype)
-    gamma = ab.div_((torch.where(lay.mask, norm, inf) if lay.ragged else norm)[..., None])
-    # xi_t(i, j) = alpha_{t-1}(i) A_ij e_t(j) beta_t(j) / (c_{t-1} <a_t, beta_t>), a = c * alpha
+    gamma.div_((torch.where(lay.mask, norm, inf) if lay.ragged else norm)[:, None])
     c_prev = torch.cat([torch.roll(c[L - 1 :], 1, 1), c[:-1]], 0)
     ok = lay.mask.clone()
     ok[0] &= ~lay.first
-    w = e.mul_(beta).div_(torch.where(ok, norm * c_prev, inf)[..., None])
-    inner = a[:-1].reshape(-1, K).T @ w[1:].reshape(-1, K)
-    cross = torch.roll(a[L - 1], 1, 0).T @ w[0]
-    return log_lik, gamma, A * (inner + cross)
+    w.div_(torch.where(ok, norm * c_prev, inf)[:, None])
+    inner = torch.bmm(a[:-1], w[1:].transpose(1, 2)).sum(0)
+    cross = torch.roll(a[L - 1], 1, 1) @ w[0].T
+    e_view.copy_(gamma.view(shape))
+    return log_lik, e, A * (inner + cross)
 
 
 @dataclass(frozen=True, eq=False)
@@ -486,6 +607,7 @@ class _ViterbiEmission:
 
     source: Tensor  # (K, S + 1) table, last column zeros (the symbol of padded steps), or (L, K, M)
     symbols: Tensor | None = None  # (L, M) int64 for a table
+    merged_from: int = 0  # an array merged from blocks of this many steps: source (j, L, K, N, Bj)
 
     @staticmethod
     def from_table(log_probs: Tensor, symbols: Tensor, lay: _Layout) -> _ViterbiEmission:
@@ -504,8 +626,28 @@ class _ViterbiEmission:
             le.masked_fill_(~lay.mask[:, None, :], 0.0)
         return _ViterbiEmission(le)
 
+    def merged(self, lay: _Layout, Lp: int) -> _ViterbiEmission:
+        """The same emissions for blocks of ``Lp = j L`` steps (``j`` consecutive blocks merged).
+
+        A table's symbols are copied (``L M`` integers); an array stays a view, read step by
+        step through :meth:`step` (which copies every step anyway).
+        """
+        if self.symbols is None:
+            view, _ = _restep(self.source.transpose(1, 2), lay, Lp)  # (j, L, K, N, Bj)
+            return _ViterbiEmission(view, None, lay.L)
+        view, _ = _restep(self.symbols[..., None], lay, Lp)  # (j, L, 1, N, Bj)
+        return _ViterbiEmission(self.source, view.reshape(Lp, -1))
+
     def step(self, t: int, idx: Tensor | None = None, out: Tensor | None = None) -> Tensor:
         """``(K, M)`` log-densities at step ``t`` (of blocks ``idx`` only when given)."""
+        if self.symbols is None and self.merged_from:
+            x = self.source[t // self.merged_from, t % self.merged_from]  # (K, N, Bj)
+            if idx is not None:
+                return x.reshape(x.shape[0], -1)[:, idx]
+            if out is None:
+                return x.reshape(x.shape[0], -1)
+            out.view(x.shape).copy_(x)
+            return out
         if self.symbols is None:
             x = self.source[t] if idx is None else self.source[t][:, idx]
             return x if out is None else out.copy_(x)
@@ -520,8 +662,23 @@ class _ViterbiEmission:
         return torch.index_select(self.source.reshape(-1), 0, flat.reshape(-1)).view(Z.shape)
 
 
+def _viterbi_length(lay: _Layout) -> int:
+    """Steps per block for Viterbi: ``lay``'s blocks merged by the largest ``j`` keeping ``<= 256`` steps.
+
+    A Viterbi step is a ``(K, K, blocks)`` reduction; up to 256 steps per block, fewer and
+    wider steps pay (measured on one thread), and whole short sequences need no correction.
+    """
+    js = [j for j in range(1, lay.Bs + 1) if lay.Bs % j == 0 and lay.L * j <= 256]
+    return lay.L * max(js)
+
+
 def _viterbi(
-    em: _ViterbiEmission, lay: _Layout, log_initial: Tensor, log_transition: Tensor
+    em: _ViterbiEmission,
+    lay: _Layout,
+    log_initial: Tensor,
+    log_transition: Tensor,
+    *,
+    block_length: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Most probable state path of every blocked sequence.
 
@@ -532,6 +689,10 @@ def _viterbi(
     guessed end states, corrected until every block's end state agrees with the block after it
     (a corrected backtrace stops as soon as it merges with the stored one).
 
+    ``block_length`` (a whole number of ``lay``'s blocks per block, default
+    :func:`_viterbi_length`) merges consecutive blocks of ``lay`` first; results come back in
+    ``lay``'s layout.
+
     Returns
     -------
     paths : Tensor
@@ -539,6 +700,10 @@ def _viterbi(
     scores : Tensor
         ``(N,)`` log-probability of each sequence jointly with its best path.
     """
+    em_in, lay_in = em, lay
+    Lp = _viterbi_length(lay) if block_length is None else block_length
+    if Lp != lay.L:  # merge consecutive blocks: fewer, longer blocks
+        em, lay = em.merged(lay, Lp), _layout(lay.lengths, lay.Tp, Lp)
     L, M, K = lay.L, lay.M, log_transition.shape[0]
     logA = log_transition.clamp_min(_LOG_FLOOR)  # [from, to]
     A3 = logA[:, :, None]
@@ -549,7 +714,7 @@ def _viterbi(
         torch.amax(torch.add(d[:, None, :], A3, out=work), 0, out=out)
 
     # forward pass: D[t] = h_t + e_t, h_{t+1} = max-plus(D[t]); blocks start from a guess
-    D = logA.new_empty((L, K, M))
+    D = _scratch("vit_D", (L, K, M))
     start = log_initial.clamp_min(_LOG_FLOOR)[:, None].expand(K, M).clone()
     start[:, ~lay.first] = 0.0
     h = start.clone()
@@ -589,7 +754,7 @@ def _viterbi(
     # The backtrace only compares states within one time step, where D's per-block shift is
     # common, so it may use shorter blocks than the forward pass: fewer Python steps.  Backtrace
     # block i = q * M + m holds steps q * lt .. (q + 1) * lt - 1 of forward block m.
-    S = L // 64 if L > 64 and L % 64 == 0 else 1
+    S = max(s for s in range(1, 9) if L % s == 0 and L // s >= 48) if L >= 96 else 1
     lt, Mt = L // S, M * S
     D4 = D.view(S, lt, K, M)
     N, Bs = lay.N, lay.Bs
@@ -655,6 +820,9 @@ def _viterbi(
     Z = Z.view(lt, S, M).transpose(0, 1).reshape(L, M)
     # score of the path itself: log p(z_0) + sum log A + sum log e along it
     paths = lay.from_blocks(Z)
+    if lay is not lay_in:
+        Z, lay, em = lay_in.to_blocks(paths), lay_in, em_in
+        Bs = lay.Bs
     emit = em.along(Z).sum(0).view(N, Bs).sum(1)
     step = (paths[:, :-1] * K).add_(paths[:, 1:])
     trans = torch.index_select(log_transition.reshape(-1), 0, step.reshape(-1)).view(step.shape)

@@ -91,7 +91,8 @@ def _engine_forward_backward(initial, transition, log_e, lengths, L, method=None
     return ll.numpy(), lay.from_blocks(gamma).numpy(), xi.numpy()
 
 
-def _engine_viterbi(initial, transition, log_e, lengths, L, table=None):
+def _engine_viterbi(initial, transition, log_e, lengths, L, table=None, merge=False):
+    """Viterbi on blocks of ``L`` steps as given (chained), or merged as the engine prefers."""
     lens = torch.tensor(lengths)
     Tp = _padded_length(max(lengths), L)
     lay = _layout(lens, Tp, L)
@@ -107,7 +108,13 @@ def _engine_viterbi(initial, transition, log_e, lengths, L, table=None):
         em = _ViterbiEmission.from_table(torch.as_tensor(log_table), lay.to_blocks(s), lay)
     with np.errstate(divide="ignore"):
         log_init, log_trans = np.log(initial), np.log(transition)
-    paths, scores = _viterbi(em, lay, torch.as_tensor(log_init), torch.as_tensor(log_trans))
+    paths, scores = _viterbi(
+        em,
+        lay,
+        torch.as_tensor(log_init),
+        torch.as_tensor(log_trans),
+        block_length=None if merge else lay.L,
+    )
     return [paths[i, :T].numpy() for i, T in enumerate(lengths)], scores.numpy()
 
 
@@ -120,12 +127,13 @@ def _check_against_brute_force(K, lengths, L, seed, *, forbidden=False, symbols=
         np.testing.assert_allclose(gamma[n, :T], ref[n][1], rtol=0, atol=1e-10)
         assert np.all(gamma[n, T:] == 0.0)  # padded steps carry no weight
     np.testing.assert_allclose(xi, sum(r[2] for r in ref), rtol=0, atol=1e-10)
-    paths, scores = _engine_viterbi(initial, transition, log_e, lengths, L, table)
-    np.testing.assert_allclose(scores, [r[4] for r in ref], rtol=1e-10)
-    for n, r in enumerate(ref):
-        runner_up, best = r[5] if len(r[5]) == 2 else (-np.inf, r[5][-1])
-        if best - runner_up > 1e-9:  # a unique best path: the engine must find it exactly
-            np.testing.assert_array_equal(paths[n], r[3])
+    for merge in (False, True):  # blocks as given (chained), and merged as the engine prefers
+        paths, scores = _engine_viterbi(initial, transition, log_e, lengths, L, table, merge)
+        np.testing.assert_allclose(scores, [r[4] for r in ref], rtol=1e-10)
+        for n, r in enumerate(ref):
+            runner_up, best = r[5] if len(r[5]) == 2 else (-np.inf, r[5][-1])
+            if best - runner_up > 1e-9:  # a unique best path: the engine must find it exactly
+                np.testing.assert_array_equal(paths[n], r[3])
 
 
 # --------------------------------------------------------------------------------- tests
@@ -297,3 +305,131 @@ def test_dispatch_prefers_the_prefix_scan_on_small_problems():
     assert _prefix_pays(_layout(torch.tensor([300, 200]), _padded_length(300)), 3)
     assert not _prefix_pays(_layout(torch.tensor([100000]), _padded_length(100000)), 2)
     assert not _prefix_pays(_layout(torch.tensor([5000]), _padded_length(5000)), 8)
+
+
+# ------------------------------------------------------------- block lengths and scratch buffers
+@pytest.mark.parametrize("T", [1, 96, 97, 200, 1000, 16384, 16385, 100_000, 200_000])
+def test_block_length_wastes_little_padding_and_is_stable(T):
+    """Equal blocks just covering the sequence; the padded length maps to the same blocks."""
+    from probgen.models.hmm_engine import _block_length
+
+    L, Tp = _block_length(T), _padded_length(T)
+    Bs = Tp // L
+    assert Tp % L == 0 and T <= Tp
+    assert _block_length(Tp) == L and _padded_length(Tp) == Tp
+    if T <= 96:
+        assert L == T
+    elif T <= 16384:
+        assert Bs == -(-T // 64) and Tp - T < Bs
+    else:
+        assert L % 64 == 0 and Bs == -(-T // 256) and Tp - T < 64 * Bs
+    if T == 200:
+        assert (L, Tp) == (50, 200)  # four blocks, no padding (a fixed 64 would pad to 256)
+
+
+def test_scratch_buffers_do_not_leak_between_calls():
+    """Reused internal buffers: results of one call survive the next, and match brute force."""
+    probs = [_problem(3, [6, 2], seed=51), _problem(2, [5, 5, 1], seed=52)]
+    lengths = [[6, 2], [5, 5, 1]]
+    first = _engine_forward_backward(*probs[0][:3], lengths[0], 2, "blocked")
+    kept = [x.copy() for x in first]
+    second = _engine_forward_backward(*probs[1][:3], lengths[1], 1, "blocked")
+    again = _engine_forward_backward(*probs[0][:3], lengths[0], 2, "blocked")
+    for got, ref in zip(first, kept, strict=True):
+        np.testing.assert_array_equal(got, ref)  # the second call did not write into the first's output
+    for got, ref in zip(again, kept, strict=True):
+        np.testing.assert_array_equal(got, ref)
+    for (initial, transition, log_e, _), lens, (ll, _, xi) in zip(
+        probs, lengths, [first, second], strict=True
+    ):
+        ref = _brute_force(initial, transition, log_e, lens)
+        np.testing.assert_allclose(ll, [r[0] for r in ref], rtol=1e-10)
+        np.testing.assert_allclose(xi, sum(r[2] for r in ref), atol=1e-10)
+    # Viterbi after forward-backward and back: same scores as brute force each time
+    for (initial, transition, log_e, _), lens in zip(probs + probs[:1], lengths + lengths[:1], strict=True):
+        ref = _brute_force(initial, transition, log_e, lens)
+        _, scores = _engine_viterbi(initial, transition, log_e, lens, 2)
+        np.testing.assert_allclose(scores, [r[4] for r in ref], rtol=1e-10)
+
+
+@pytest.mark.parametrize("merge", [False, True], ids=["as-given", "merged"])
+@pytest.mark.parametrize("symbols", [0, 5], ids=["array", "table"])
+@pytest.mark.parametrize("lengths", [[300, 97, 200, 131], [200, 200, 150, 3]], ids=["300", "200"])
+def test_blocked_scans_on_medium_sequences_with_uneven_blocks(lengths, symbols, merge):
+    """Blocks of 49 to 60 steps (not powers of two), Viterbi also merged to 200 steps (backtrace in
+    4 sub-blocks of 50), against an exact log-space recursion; forward-backward re-blocked too."""
+    K = 3
+    initial, transition, log_e, table = _problem(K, lengths, seed=61, symbols=symbols)
+    ll, gamma, xi = _engine_forward_backward(
+        initial, transition, log_e, lengths, None, None if merge else "blocked"
+    )
+    paths, scores = _engine_viterbi(initial, transition, log_e, lengths, None, table, merge)
+    la, lA = np.log(initial), np.log(transition)
+    xi_ref = np.zeros((K, K))
+    for n, T in enumerate(lengths):
+        f = np.empty((T, K))
+        b = np.zeros((T, K))
+        v = np.empty((T, K))
+        f[0] = v[0] = la + log_e[n, 0]
+        for t in range(1, T):
+            f[t] = np.logaddexp.reduce(f[t - 1][:, None] + lA, 0) + log_e[n, t]
+            v[t] = (v[t - 1][:, None] + lA).max(0) + log_e[n, t]
+        for t in range(T - 2, -1, -1):
+            b[t] = np.logaddexp.reduce(lA + (log_e[n, t + 1] + b[t + 1])[None, :], 1)
+        total = np.logaddexp.reduce(f[-1])
+        np.testing.assert_allclose(ll[n], total, rtol=1e-10)
+        np.testing.assert_allclose(gamma[n, :T], np.exp(f + b - total), atol=1e-10)
+        for t in range(1, T):
+            xi_ref += np.exp(f[t - 1][:, None] + lA + (log_e[n, t] + b[t])[None, :] - total)
+        np.testing.assert_allclose(scores[n], v[-1].max(), rtol=1e-10)
+        p = paths[n]  # the path's own log-probability equals the maximum (ties aside)
+        own = la[p[0]] + lA[p[:-1], p[1:]].sum() + log_e[n, np.arange(T), p].sum()
+        np.testing.assert_allclose(own, v[-1].max(), rtol=1e-10)
+    np.testing.assert_allclose(xi, xi_ref, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("lengths", "L", "scan_length"),
+    [([6, 1, 4], 6, 2), ([6, 1, 4], 6, 3), ([6, 5], 2, 6), ([8, 3, 8], 2, 4), ([7, 7], 4, 1)],
+    ids=["split-2", "split-3", "merge-whole", "merge-2", "split-1"],
+)
+def test_blocked_scan_in_other_blocks_equals_sums_over_every_path(lengths, L, scan_length):
+    """The scan re-blocks the steps (blocks split or merged): same results, same layout out."""
+    K = 2
+    initial, transition, log_e, _ = _problem(K, lengths, seed=71 + L + scan_length)
+    ref = _brute_force(initial, transition, log_e, lengths)
+    lens = torch.tensor(lengths)
+    Tp = _padded_length(max(lengths), L)
+    lay = _layout(lens, Tp, L)
+    x = torch.zeros((len(lengths), Tp, K), dtype=F64)
+    x[:, : log_e.shape[1]] = torch.as_tensor(log_e)
+    e, mx = _scale_log_emission(lay.to_blocks(x), lay)
+    ll, gamma, xi = _forward_backward(
+        e,
+        mx,
+        lay,
+        torch.as_tensor(initial),
+        torch.as_tensor(transition),
+        method="blocked",
+        scan_length=scan_length,
+    )
+    assert gamma is not None and xi is not None
+    g = lay.from_blocks(gamma).numpy()
+    np.testing.assert_allclose(ll.numpy(), [r[0] for r in ref], rtol=1e-10)
+    for n, T in enumerate(lengths):
+        np.testing.assert_allclose(g[n, :T], ref[n][1], atol=1e-10)
+        assert np.all(g[n, T:] == 0.0)
+    np.testing.assert_allclose(xi.numpy(), sum(r[2] for r in ref), atol=1e-10)
+
+
+def test_scan_length_follows_the_cost_model():
+    """Few states: short blocks; many states: longer ones; many short sequences: whole ones."""
+    from probgen.models.hmm_engine import _scan_length
+
+    long = _layout(torch.tensor([100_000]), _padded_length(100_000))
+    assert _scan_length(long, 8) == 64 and _scan_length(long, 16) in (128, 256)
+    many = _layout(torch.full((1000,), 200), _padded_length(200))
+    assert _scan_length(many, 8) == 200  # a block per sequence: no correction round at all
+    for lay, K in [(long, 2), (long, 32), (many, 3)]:
+        Lp = _scan_length(lay, K)
+        assert (lay.L % Lp == 0) or (Lp % lay.L == 0 and lay.Bs % (Lp // lay.L) == 0)
