@@ -1,4 +1,8 @@
-"""Markov chain Monte Carlo with NUTS or HMC (``method="mcmc"``).
+"""Markov chain Monte Carlo with NUTS, HMC or ChEES-HMC (``method="mcmc"``).
+
+``kernel="chees"`` runs every chain at once on one batched potential (see
+:mod:`probgen.inference.chees`, which records its own statistics); the rest of this docstring is
+about the NUTS and HMC kernels, which are Pyro's.
 
 Discrete latents are enumerated out of the potential (Pyro's ``initialize_model`` does this for
 every enumerable site), chains run one after another in this process (Pyro's multiprocessing
@@ -39,6 +43,7 @@ from pyro.infer.mcmc.util import initialize_model
 from pyro.ops.integrator import potential_grad
 
 from probgen.fit import Fit, register_backend
+from probgen.inference.chees import BatchedPotential, run_chees
 from probgen.model import GenerativeModel
 from probgen.posterior import sample_discrete
 
@@ -157,6 +162,144 @@ def _jitter(params: _State, potential_fn: Callable[[_State], torch.Tensor], scal
     return params
 
 
+def _start(
+    model_fn: Callable[..., Any], data: Any, roles: Any, strategy: tuple[Callable[..., Any], bool]
+) -> tuple[_State, Callable[[_State], torch.Tensor], dict[str, Any]]:
+    """One chain's unconstrained starting point, Pyro's one-state potential and the transforms."""
+    init_strategy, jitter = strategy
+    z0, potential_fn, transforms, _ = initialize_model(
+        model_fn,
+        model_args=(data,),
+        max_plate_nesting=roles.max_plate_nesting,
+        init_strategy=init_strategy,
+    )
+    if jitter:
+        z0 = _jitter(z0, potential_fn, _INIT_JITTER)
+    return z0, potential_fn, transforms
+
+
+#: Relative tolerance of the check that the batched potential equals Pyro's one-state potential.
+_BATCH_RTOL = {torch.float64: 1e-8, torch.float32: 2e-4}
+
+
+def _run_chees(
+    model_fn: Callable[..., Any],
+    data: Any,
+    roles: Any,
+    strategies: list[tuple[Callable[..., Any], bool]],
+    o: dict[str, Any],
+    seed: int,
+    progress: bool,
+) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray], dict[str, torch.Tensor], dict[str, Any]]:
+    """All chains of ChEES-HMC in lockstep; draws ``(chain, draw, ...)`` and sampler statistics."""
+    C = o["num_chains"]
+    starts: list[_State] = []
+    potentials = []
+    transforms: dict[str, Any] = {}
+    for c in range(C):
+        pyro.set_rng_seed(seed + _CHAIN_SEED_STRIDE * c)
+        z0, potential_fn, transforms = _start(model_fn, data, roles, strategies[c])
+        starts.append({k: v.detach() for k, v in z0.items()})
+        potentials.append(potential_fn)
+    pot = BatchedPotential(
+        model_fn,
+        data,
+        transforms,
+        starts[0],
+        C,
+        roles.max_plate_nesting,
+        enumerate_discrete=bool(roles.discrete_sites),
+        one_state=potentials[0],
+    )
+    flat = pot.flatten({k: torch.stack([z[k] for z in starts]) for k in pot.names})
+    pyro.set_rng_seed(seed)
+    moved = flat + 0.1 * torch.randn_like(flat)
+    rtol = _BATCH_RTOL.get(pot.dtype, 2e-4)
+    why_not = None
+    for points in (flat, moved):
+        with torch.no_grad():
+            one_by_one = torch.stack([potentials[0](z) for z in pot.unflatten_rows(points)]).to(pot.dtype)
+            try:
+                together = pot.batched(points)
+            except (RuntimeError, ValueError, IndexError) as e:
+                why_not = f"the model fails with the chains as an extra leftmost batch dim ({e})"
+                break
+        if together.shape != one_by_one.shape or not _agree(together, one_by_one, rtol):
+            why_not = "the model gives other log densities with the chains as an extra leftmost batch dim"
+            break
+    if why_not is not None:
+        pot.per_chain()
+    compiled = pot.compile([flat, moved], rtol=max(rtol, 1e-5))
+
+    def run() -> Any:
+        pyro.set_rng_seed(seed)
+        return run_chees(
+            pot,
+            flat,
+            num_warmup=o["warmup_steps"],
+            num_samples=o["num_samples"],
+            target_accept_prob=o["target_accept_prob"],
+            max_steps=2 ** o["max_tree_depth"],
+            initial_step_size=None,
+            generator_seed=seed,
+            progress=progress,
+        )
+
+    result = run()
+    if (compiled or pot.vectorised) and not _potential_held(pot, result, rtol):
+        # the batched or compiled potential froze a branch the model takes on values: start again
+        # with Pyro's one-state potential, chain by chain, uncompiled
+        pot.per_chain()
+        compiled = False
+        why_not = why_not or (
+            "the batched or compiled potential disagreed with Pyro's own at the draws (the model "
+            "branches on values), so the run was repeated one chain at a time, uncompiled"
+        )
+        result = run()
+    S = o["num_samples"]
+    values = pot.constrained(result.draws.reshape(C * S, pot.dim))
+    draws = {k: v.reshape((C, S) + tuple(v.shape[1:])).detach() for k, v in values.items()}
+    stats = dict(result.stats)
+    stats["diverging"] = stats["diverging"].astype(bool)
+    inits = {k: v.detach() for k, v in pot.constrained(flat).items()}
+    info = {
+        "step_size": result.step_size,
+        "trajectory_length": result.trajectory_length,
+        "inverse_mass": {k: v[0] for k, v in pot.unflatten(result.inverse_mass[None]).items()},
+        "compiled": compiled,
+        "vectorised": why_not is None,
+        "why_not_vectorised": why_not,
+        "warmup_divergences": int(result.extra.get("warmup_divergences", 0)),
+    }
+    return draws, stats, inits, info
+
+
+#: States (draws of all chains) at which the sampled potential is checked against Pyro's own.
+_CHECKED_STATES = 160
+
+
+def _potential_held(pot: BatchedPotential, result: Any, rtol: float) -> bool:
+    """Whether the potential the chains ran on equals Pyro's one-state potential at draws spread
+    over the run (a model's Python branch on values is frozen by compilation and taken once for
+    all chains by the batched trace)."""
+    C, S = result.draws.shape[:2]
+    lp = torch.as_tensor(result.stats["lp"])
+    n = min(S, max(2, _CHECKED_STATES // C))
+    for s in torch.linspace(0, S - 1, n).round().long().unique().tolist():
+        if not pot.agrees_at(result.draws[:, s], -lp[:, s], rtol):
+            return False
+    return True
+
+
+def _agree(a: torch.Tensor, b: torch.Tensor, rtol: float) -> bool:
+    finite = torch.isfinite(b)
+    if not bool((torch.isfinite(a) == finite).all()):
+        return False
+    if not bool(finite.any()):
+        return True
+    return bool(((a[finite] - b[finite]).abs() <= rtol * b[finite].abs().clamp(min=1.0)).all())
+
+
 def _aligned(
     model: GenerativeModel, data: Any, posterior: dict[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
@@ -238,12 +381,24 @@ class MCMC:
     ``warmup_steps`` : int, default ``num_samples``
         Adaptation steps per chain, discarded.
     ``num_chains`` : int, default 2
-        Chains, run one after another in this process.
-    ``kernel`` : {"nuts", "hmc"}, default "nuts"
+        Chains, run one after another in this process ("nuts", "hmc"), or all at once ("chees",
+        which needs at least 2).
+    ``kernel`` : {"nuts", "hmc", "chees"}, default "nuts"
+        "chees": ChEES-HMC (:mod:`probgen.inference.chees`), every chain in lockstep on one
+        batched, compiled evaluation of the potential (chains cost about one, so 16 to 64 chains
+        adapt better than the default 2; the per-draw statistics add ``energy`` and
+        ``trajectory_length``, and ``fit.extras["chees"]`` holds the adapted step size,
+        trajectory length, inverse mass matrix, whether the potential was compiled and whether
+        it was vectorised).  A model that broadcasts over an extra leftmost batch dim (as
+        ``pyro.ops.indexing.Vindex`` indexing does) is evaluated for every chain in one call;
+        this is checked against Pyro's one-state potential at every chain's start and at a
+        moved point.  Any other model is evaluated one chain after another inside the compiled
+        graph (correct, but its cost grows with the number of chains): ``fit.extras["chees"]
+        ["vectorised"]`` is then False and ``["why_not_vectorised"]`` says why.
     ``target_accept_prob`` : float, default 0.8
         Step-size adaptation target.
     ``max_tree_depth`` : int, default 10
-        NUTS only.
+        NUTS; "chees" caps its leapfrog steps per draw at ``2**max_tree_depth``.
     ``step_size`` : float, default 1.0
         Initial step size (adapted during warmup).
     ``num_steps`` : int, default None
@@ -262,7 +417,7 @@ class MCMC:
         Draw the discrete latents for every posterior draw into ``fit.extras["discrete"]``.
     ``chain_method`` : {"sequential", "parallel"}, default "sequential"
         "parallel" opts in to Pyro's multiprocessing chains (then only ``diverging`` is recorded
-        per draw).
+        per draw).  "nuts" and "hmc" only: "chees" always runs its chains vectorised.
     ``num_threads`` : int or None, default None
         torch intra-op threads while sampling; None keeps the caller's setting.  When given, the
         caller's setting is restored afterwards.  NUTS evaluates the gradient thousands of times
@@ -333,10 +488,23 @@ class MCMC:
         nt = o["num_threads"]
         if nt is not None and (isinstance(nt, bool) or not isinstance(nt, int) or nt < 1):
             raise ValueError(f"num_threads must be a positive int or None; got {nt!r}.")
-        if o["kernel"] not in ("nuts", "hmc"):
-            raise ValueError(f"kernel must be 'nuts' or 'hmc'; got {o['kernel']!r}.")
+        if o["kernel"] not in ("nuts", "hmc", "chees"):
+            raise ValueError(f"kernel must be 'nuts', 'hmc' or 'chees'; got {o['kernel']!r}.")
+        depth = o["max_tree_depth"]
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"max_tree_depth must be a positive int; got {depth!r}.")
         if o["chain_method"] not in ("sequential", "parallel"):
             raise ValueError(f"chain_method must be 'sequential' or 'parallel'; got {o['chain_method']!r}.")
+        if o["kernel"] == "chees" and o["chain_method"] != "sequential":
+            raise ValueError(
+                "kernel='chees' runs its chains vectorised in this process; chain_method must be left "
+                f"'sequential'; got {o['chain_method']!r}."
+            )
+        if o["kernel"] == "chees" and o["num_chains"] < 2:
+            raise ValueError(
+                "kernel='chees' adapts its trajectory length from the spread across chains; num_chains "
+                f"must be at least 2 (16 to 64 adapt best); got {o['num_chains']}."
+            )
         if not 0 < o["target_accept_prob"] < 1:
             raise ValueError(f"target_accept_prob must be in (0, 1); got {o['target_accept_prob']!r}.")
         roles = model.roles(data)
@@ -346,14 +514,23 @@ class MCMC:
         threads = torch.get_num_threads()
         if nt is not None:
             torch.set_num_threads(int(nt))
+        extras: dict[str, Any] = {}
         try:
-            chains, stats, inits = self._run_chains(model_fn, data, roles, strategies, o, seed, progress)
+            if o["kernel"] == "chees":
+                draws, sample_stats, inits, extras["chees"] = _run_chees(
+                    model_fn, data, roles, strategies, o, seed, progress
+                )
+            else:
+                chains, stats, inits = self._run_chains(model_fn, data, roles, strategies, o, seed, progress)
+                draws = {k: torch.stack([ch[k] for ch in chains]) for k in chains[0]}
+                sample_stats = {
+                    k: np.asarray([[row[k] for row in rows] for rows in stats]) for k in stats[0][0]
+                }
         finally:
             if nt is not None:
                 torch.set_num_threads(threads)
 
-        posterior = _aligned(model, data, {k: torch.stack([ch[k] for ch in chains]) for k in chains[0]})
-        sample_stats = {k: np.asarray([[row[k] for row in rows] for rows in stats]) for k in stats[0][0]}
+        posterior = _aligned(model, data, draws)
         sample_stats["diverging"] = sample_stats["diverging"].astype(bool)  # ArviZ indexes draws with it
         for key in ("tree_depth", "n_steps"):
             if key in sample_stats:
@@ -362,7 +539,7 @@ class MCMC:
         problems = _convergence_problems(
             posterior, int(sample_stats["diverging"].sum()), target_accept_prob=o["target_accept_prob"]
         )
-        extras: dict[str, Any] = {"convergence": problems, "init": inits}
+        extras.update({"convergence": problems, "init": inits})
         if o["recover_discrete"] and roles.discrete_sites:
             extras["discrete"] = self._recover(model, data, posterior, roles)
         return Fit(
