@@ -121,7 +121,7 @@ def fit(
                   (None: the model's own objective when it offers one, else Trace/TraceEnum;
                   "trace", "meanfield", "jit", "analytic")
         "mcmc"    ``num_samples`` (1000), ``warmup_steps`` (= num_samples), ``num_chains`` (2),
-                  ``kernel`` ("nuts"/"hmc"), ``target_accept_prob`` (0.8), ``max_tree_depth``
+                  ``kernel`` ("nuts"/"hmc"/"chees"), ``target_accept_prob`` (0.8), ``max_tree_depth``
                   (10), ``step_size`` (1.0), ``num_steps`` (HMC), ``init`` ("auto", "uniform",
                   "median", "sample" or a dict), ``recover_discrete`` (False), ``chain_method``
                   ("sequential"), ``num_threads`` (None: torch's setting)
