@@ -41,6 +41,7 @@ class _GaussianCache:
         self.tril = torch.tril_indices(d, d)
         self._xx: Tensor | None = None
         self._sq: Tensor | None = None
+        self._max_sq: float | None = None
 
     def matches(self, data: Tensor) -> bool:
         return self.ref() is data and self.key == (data.data_ptr(), data._version, tuple(data.shape))
@@ -54,6 +55,13 @@ class _GaussianCache:
         if self._xx is None:
             self._xx = torch.cat([self.xc, self.xc[:, self.tril[0]] * self.xc[:, self.tril[1]]], dim=1)
         return self._xx
+
+    @property
+    def max_sq_norm(self) -> float:
+        """Largest squared norm of a centred item (bounds the rounding of expanded quadratic forms)."""
+        if self._max_sq is None:
+            self._max_sq = float((self.xc * self.xc).sum(1).max())
+        return self._max_sq
 
     @property
     def sq(self) -> Tensor:
@@ -267,19 +275,34 @@ class GaussianMixture(_Mixture):
                 quad = quad.clamp_min_(0.0)
                 log_det = -torch.log(torch.diagonal(tril)).sum().expand(k)
             else:
-                inv = torch.linalg.solve_triangular(tril, eye.expand(k, d, d), upper=False)
-                w = inv.transpose(1, 2)  # (K, d, d)
-                stacked = w.permute(1, 0, 2).reshape(d, k * d)  # (d, K*d)
-                b = torch.einsum("kd,kde->ke", locs, w).reshape(1, k * d)
-                quad = torch.empty(n, k, dtype=torch.float64)
-                rows = max(1, _BLOCK_ELEMENTS // (k * d))
-                # sums of squares over each component's d columns as a GEMM with a 0/1 block matrix:
-                # BLAS beats a reduction along a short innermost axis
-                blocks = torch.eye(k, dtype=torch.float64).repeat_interleave(d, 0)  # (K d, K)
-                for start in range(0, n, rows):  # blocks of rows, not items: keeps y in cache
-                    y = torch.addmm(b, xc[start : start + rows], stacked, alpha=1.0, beta=-1.0)
-                    y.square_()
-                    torch.mm(y, blocks, out=quad[start : start + rows])
+                # The expanded form below rounds with an absolute error near eps * |x|^2 * |P|; when that
+                # could reach 1e-9 (clusters far apart relative to their spread) the whitened
+                # residuals are used instead, exact to rounding of the result itself.
+                inv = torch.linalg.solve_triangular(tril, eye.expand(k, d, d), upper=False)  # L^-1
+                prec_bound = float((inv * inv).sum((1, 2)).max())  # trace of P bounds its eigenvalues
+                if cache.max_sq_norm * prec_bound < 1e7:
+                    prec = inv.transpose(1, 2) @ inv  # (K, d, d) precision matrices
+                    # (x - mu)' P (x - mu) = x'Px - 2 (P mu)'x + mu'P mu, with x'Px read off the cached
+                    # products x_i x_j (i >= j, as the M-step uses them): the whole E-step is one GEMM
+                    # on the centred data (no (n, K d) intermediate)
+                    i, j = cache.tril
+                    coef = prec[:, i, j] * torch.where(i == j, 1.0, 2.0).to(prec.dtype)  # (K, pairs)
+                    pm = torch.einsum("kde,ke->kd", prec, locs)  # (K, d)
+                    weights_mat = torch.cat([-2.0 * pm, coef], dim=1).T.contiguous()  # (d + pairs, K)
+                    quad = torch.addmm((pm * locs).sum(1), cache.x_xx, weights_mat).clamp_min_(0.0)
+                else:
+                    w = inv.transpose(1, 2)  # (K, d, d)
+                    stacked = w.permute(1, 0, 2).reshape(d, k * d)  # (d, K*d)
+                    b = torch.einsum("kd,kde->ke", locs, w).reshape(1, k * d)
+                    quad = torch.empty(n, k, dtype=torch.float64)
+                    rows = max(1, _BLOCK_ELEMENTS // (k * d))
+                    # sums of squares over each component's d columns as a GEMM with a 0/1 block matrix:
+                    # BLAS beats a reduction along a short innermost axis
+                    blocks = torch.eye(k, dtype=torch.float64).repeat_interleave(d, 0)  # (K d, K)
+                    for start in range(0, n, rows):  # blocks of rows, not items: keeps y in cache
+                        y = torch.addmm(b, xc[start : start + rows], stacked, alpha=1.0, beta=-1.0)
+                        y.square_()
+                        torch.mm(y, blocks, out=quad[start : start + rows])
                 log_det = -torch.log(torch.diagonal(tril, dim1=-2, dim2=-1)).sum(1)
         return quad.mul_(-0.5).add_(const + log_det + torch.log(params["weights"]))
 

@@ -606,3 +606,25 @@ def test_map_estimate_uses_the_dirichlet_and_beta_posterior_modes():
     # modes: Dirichlet (n_k + a - 1) / (n + K (a - 1)); Beta (s + a - 1) / (n_k + a + b - 2)
     np.testing.assert_allclose(out["weights"].numpy(), (nk + 2.0) / (40 + 4.0), rtol=1e-12)
     np.testing.assert_allclose(out["probs"].numpy(), (s + 1.0) / (nk[:, None] + 4.0), rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "offset, spread", [(3.0, 1.0), (1e3, 1e-2)]
+)  # expanded form, then whitened residuals
+def test_full_covariance_log_density_matches_scipy_near_and_far(offset, spread):
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(0)
+    d = 3
+    locs = np.stack([np.full(d, -offset), np.full(d, offset)])
+    a = rng.normal(size=(2, d, d)) * spread
+    covs = a @ a.transpose(0, 2, 1) + spread**2 * np.eye(d)
+    x = np.concatenate([rng.multivariate_normal(locs[k], covs[k], size=50) for k in range(2)])
+    model = GaussianMixture(2, covariance_type="full")
+    params = model.params_from_covariances([0.3, 0.7], locs, covs)
+    got = model.log_prob_items(model.prepare_data(x), params).numpy()
+    want = np.logaddexp(
+        np.log(0.3) + multivariate_normal(locs[0], covs[0]).logpdf(x),
+        np.log(0.7) + multivariate_normal(locs[1], covs[1]).logpdf(x),
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-9)
