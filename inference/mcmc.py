@@ -608,16 +608,7 @@ class MCMC:
             return HMC(potential_fn=potential_fn, num_steps=o["num_steps"], **common)
 
         def start(c: int) -> tuple[_State, Callable[[_State], torch.Tensor], dict[str, Any]]:
-            strategy, jitter = strategies[c]
-            z0, potential_fn, transforms, _ = initialize_model(
-                model_fn,
-                model_args=(data,),
-                max_plate_nesting=roles.max_plate_nesting,
-                init_strategy=strategy,
-            )
-            if jitter:
-                z0 = _jitter(z0, potential_fn, _INIT_JITTER)
-            return z0, potential_fn, transforms
+            return _start(model_fn, data, roles, strategies[c])
 
         def constrained(starts: list[_State], transforms: dict[str, Any]) -> dict[str, torch.Tensor]:
             return {k: torch.stack([transforms[k].inv(z[k]) for z in starts]) for k in starts[0]}

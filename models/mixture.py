@@ -380,13 +380,13 @@ class _Mixture(GenerativeModel, abc.ABC):
             out["weights"] = out["weights"] / out["weights"].sum()
         return out
 
+    @abc.abstractmethod
     def _chunk_moments(self, data: Tensor, resp: Tensor, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Responsibility-weighted sums of the family's sufficient statistics over a chunk."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _m_step_stats(self, stats: Mapping[str, Tensor], nk: Tensor) -> dict[str, Tensor]:
         """Parameters from summed statistics and counts ``nk`` (``10 eps`` added)."""
-        raise NotImplementedError
 
     def _reseed(self, resp: Tensor, log_prob: Tensor, empty: Tensor) -> Tensor:
         comps = torch.nonzero(empty).flatten()
