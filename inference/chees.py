@@ -63,6 +63,10 @@ _ADAM_BETA2 = 0.95
 #: Weight of the newest value in the running averages of eps and T: t ** -_AVERAGE_DECAY.
 _AVERAGE_DECAY = 0.5
 
+#: What tracing or running a compiled graph raises on a model it cannot follow (the eager
+#: potential is used then, so the choice never changes a result).
+_TRACE_ERRORS = (RuntimeError, TypeError, ValueError, NotImplementedError, AttributeError, IndexError)
+
 
 def _sum_to_chains(lp: Tensor, nesting: int, num_chains: int) -> Tensor:
     """A site's log-prob summed over every dim but the chains dim, which sits at -(nesting + 1)."""
@@ -281,13 +285,13 @@ class BatchedPotential:
                 warnings.simplefilter("ignore")  # the tracers' notices; the checks below decide
                 graph = make_fx(value_and_grad)(points[0])
                 compiled = torch.jit.trace(graph, (points[0],), check_trace=False)
-        except Exception:  # the tracers cannot follow this model: run it uncompiled
+        except _TRACE_ERRORS:  # the tracers cannot follow this model: run it uncompiled
             return False
         for p in points:
             want_pe, want_grad = self._eager_value_and_grad(p)
             try:
                 got_grad, got_pe = compiled(p)
-            except Exception:
+            except _TRACE_ERRORS:
                 return False
             if not (_close(got_pe, want_pe, rtol) and _close(got_grad, want_grad, rtol)):
                 return False

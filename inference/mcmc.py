@@ -34,7 +34,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-import pyro
 import torch
 from pyro.infer import HMC, NUTS, config_enumerate
 from pyro.infer import MCMC as PyroMCMC
@@ -46,6 +45,7 @@ from probgen.fit import Fit, register_backend
 from probgen.inference.chees import BatchedPotential, run_chees
 from probgen.model import GenerativeModel
 from probgen.posterior import sample_discrete
+from probgen.state import seed_everything
 
 __all__ = ["MCMC"]
 
@@ -197,7 +197,7 @@ def _run_chees(
     potentials = []
     transforms: dict[str, Any] = {}
     for c in range(C):
-        pyro.set_rng_seed(seed + _CHAIN_SEED_STRIDE * c)
+        seed_everything(seed + _CHAIN_SEED_STRIDE * c)
         z0, potential_fn, transforms = _start(model_fn, data, roles, strategies[c])
         starts.append({k: v.detach() for k, v in z0.items()})
         potentials.append(potential_fn)
@@ -212,7 +212,7 @@ def _run_chees(
         one_state=potentials[0],
     )
     flat = pot.flatten({k: torch.stack([z[k] for z in starts]) for k in pot.names})
-    pyro.set_rng_seed(seed)
+    seed_everything(seed)
     moved = flat + 0.1 * torch.randn_like(flat)
     rtol = _BATCH_RTOL.get(pot.dtype, 2e-4)
     why_not = None
@@ -232,7 +232,7 @@ def _run_chees(
     compiled = pot.compile([flat, moved], rtol=max(rtol, 1e-5))
 
     def run() -> Any:
-        pyro.set_rng_seed(seed)
+        seed_everything(seed)
         return run_chees(
             pot,
             flat,
@@ -620,7 +620,7 @@ class MCMC:
         if o["chain_method"] == "parallel" and o["num_chains"] > 1:
             potentials = []
             for c in range(o["num_chains"]):
-                pyro.set_rng_seed(seed + _CHAIN_SEED_STRIDE * c)
+                seed_everything(seed + _CHAIN_SEED_STRIDE * c)
                 z0, potential_fn, transforms = start(c)
                 starts.append(z0)
                 potentials.append(potential_fn)
@@ -643,7 +643,7 @@ class MCMC:
             ]
             return chains, stats, constrained(starts, transforms)
         for c in range(o["num_chains"]):
-            pyro.set_rng_seed(seed + _CHAIN_SEED_STRIDE * c)
+            seed_everything(seed + _CHAIN_SEED_STRIDE * c)
             z0, potential_fn, transforms = start(c)
             starts.append(z0)
             potential = _CountingPotential(potential_fn)

@@ -197,7 +197,15 @@ class _VAEObjective:
         }
 
 
-class VAE(GenerativeModel):
+class _VAEDefaults:
+    """The SVI defaults every VAE family shares (see ``GenerativeModel.svi_defaults``)."""
+
+    def svi_defaults(self, data: Any) -> dict[str, Any]:
+        """Minibatches of 128 items (all of them when fewer) and Adam at ``lr=1e-3``, the usual VAE setting."""
+        return {"subsample_size": min(128, self.num_items(data)), "lr": 1e-3}  # type: ignore[attr-defined]
+
+
+class VAE(_VAEDefaults, GenerativeModel):
     """Variational autoencoder (Kingma & Welling 2014) with an MLP encoder and decoder.
 
     ``z ~ N(0, I)`` (site ``"z"``, ``latent_dim``), ``x | z ~ p(x | decoder(z))`` (site ``"x"``);
@@ -285,10 +293,6 @@ class VAE(GenerativeModel):
         # tracing registers the networks with pyro.module: keep the user's param store untouched
         with pyro.get_param_store().scope():
             return super().roles(data)
-
-    def svi_defaults(self, data: Any) -> dict[str, Any]:
-        """Minibatches of 128 items (all of them when fewer) and Adam at ``lr=1e-3``, the usual VAE setting."""
-        return {"subsample_size": min(128, self.num_items(data)), "lr": 1e-3}
 
     def svi_objective(self, data: Any) -> _VAEObjective:
         return _VAEObjective(self, data)
@@ -488,7 +492,7 @@ class _LabelledData:
         return (arrays["X"].to(_DTYPE), arrays["y"].long()) if "X" in arrays else None
 
 
-class SemiSupervisedVAE(_LabelledData, GenerativeModel):
+class SemiSupervisedVAE(_LabelledData, _VAEDefaults, GenerativeModel):
     """Semi-supervised VAE, Kingma et al. (2014) "M2": a class ``y`` and a style ``z`` per item.
 
     ``y ~ Categorical(1/C)`` (site ``"y"``), ``z ~ N(0, I)`` (site ``"z"``), ``x | y, z ~
@@ -625,10 +629,6 @@ class SemiSupervisedVAE(_LabelledData, GenerativeModel):
     def roles(self, data: Any) -> Any:
         with pyro.get_param_store().scope():
             return super().roles(data)
-
-    def svi_defaults(self, data: Any) -> dict[str, Any]:
-        """Minibatches of 128 items (all of them when fewer) and Adam at ``lr=1e-3``, the usual VAE setting."""
-        return {"subsample_size": min(128, self.num_items(data)), "lr": 1e-3}
 
     def svi_objective(self, data: Any) -> _M2Objective:
         return _M2Objective(self, data)
@@ -776,7 +776,7 @@ class _CVAEObjective(_VAEObjective):
         return (self.n / len(x)) * (_kl_std_normal(loc, scale) - rec).sum()
 
 
-class ConditionalVAE(_LabelledData, GenerativeModel):
+class ConditionalVAE(_LabelledData, _VAEDefaults, GenerativeModel):
     """Conditional VAE (Sohn et al. 2015): ``p(x | y, z)`` and ``q(z | x, y)`` for a given class ``y``.
 
     ``z ~ N(0, I)`` (site ``"z"``), ``x | y, z ~ p(x | decoder(z, y))`` (site ``"x"``); the class is
@@ -853,10 +853,6 @@ class ConditionalVAE(_LabelledData, GenerativeModel):
     def roles(self, data: Any) -> Any:
         with pyro.get_param_store().scope():
             return super().roles(data)
-
-    def svi_defaults(self, data: Any) -> dict[str, Any]:
-        """Minibatches of 128 items (all of them when fewer) and Adam at ``lr=1e-3``, the usual VAE setting."""
-        return {"subsample_size": min(128, self.num_items(data)), "lr": 1e-3}
 
     def svi_objective(self, data: Any) -> _CVAEObjective:
         return _CVAEObjective(self, data)
