@@ -39,6 +39,14 @@ class _GaussianCache:
         self.xc = data - self.center
         d = data.shape[1]
         self.tril = torch.tril_indices(d, d)
+        i, j = self.tril
+        self.eye = torch.eye(d, dtype=torch.float64)
+        self.tril_flat = i * d + j  # positions of the packed pairs in a flattened (d, d) matrix
+        self.pair_weight = torch.where(i == j, 1.0, 2.0).to(torch.float64)  # x'Px counts i != j twice
+        packed = torch.empty((d, d), dtype=torch.long)
+        packed[i, j] = torch.arange(i.shape[0])
+        packed[j, i] = torch.arange(i.shape[0])
+        self.unpack_index = packed.reshape(-1)  # packed position of every entry of a (d, d) matrix
         self._xx: Tensor | None = None
         self._sq: Tensor | None = None
         self._max_sq: float | None = None
@@ -236,7 +244,7 @@ class GaussianMixture(_Mixture):
         if self.covariance_type in ("diag", "spherical"):
             return {"scale": cov.sqrt()}
         chol = torch.linalg.cholesky(cov)
-        scale = chol.norm(dim=-1)
+        scale = torch.linalg.vector_norm(chol, dim=-1)
         out = {"scale": scale}
         if d > 1:
             out["corr_cholesky"] = chol / scale[..., :, None]
@@ -265,7 +273,7 @@ class GaussianMixture(_Mixture):
             log_det = -torch.log(s).sum(1)
         else:
             tril = self._scale_tril(params)
-            eye = torch.eye(d, dtype=torch.float64)
+            eye = cache.eye
             if self.covariance_type == "tied":
                 inv = torch.linalg.solve_triangular(tril, eye, upper=False)  # L^-1
                 w = inv.T  # (d, d): y = (x - mu) @ L^-T
@@ -285,9 +293,10 @@ class GaussianMixture(_Mixture):
                     # (x - mu)' P (x - mu) = x'Px - 2 (P mu)'x + mu'P mu, with x'Px read off the cached
                     # products x_i x_j (i >= j, as the M-step uses them): the whole E-step is one GEMM
                     # on the centred data (no (n, K d) intermediate)
-                    i, j = cache.tril
-                    coef = prec[:, i, j] * torch.where(i == j, 1.0, 2.0).to(prec.dtype)  # (K, pairs)
-                    pm = torch.einsum("kde,ke->kd", prec, locs)  # (K, d)
+                    coef = torch.index_select(prec.reshape(k, d * d), 1, cache.tril_flat).mul_(
+                        cache.pair_weight
+                    )
+                    pm = torch.bmm(prec, locs[:, :, None]).view(k, d)  # (K, d): P mu
                     weights_mat = torch.cat([-2.0 * pm, coef], dim=1).T.contiguous()  # (d + pairs, K)
                     quad = torch.addmm((pm * locs).sum(1), cache.x_xx, weights_mat).clamp_min_(0.0)
                 else:
@@ -315,7 +324,7 @@ class GaussianMixture(_Mixture):
         resp_t = resp.T.contiguous()  # (K, n): the GEMMs below run faster on this layout
         if ct == "full":
             moments = resp_t @ cache.x_xx  # (K, d + d(d+1)/2): first and second moments in one GEMM
-            stats = {"x": moments[:, :d], "xx": self._unpack(moments[:, d:], cache.tril, d)}
+            stats = {"x": moments[:, :d], "xx": self._unpack_cached(moments[:, d:], cache, d)}
         elif ct == "tied":
             stats = {"x": resp_t @ xc, "xx": xc.T @ xc}
         else:
@@ -328,6 +337,11 @@ class GaussianMixture(_Mixture):
         out = torch.zeros(packed.shape[0], d, d, dtype=torch.float64)
         out[:, tril[0], tril[1]] = packed
         return out + torch.tril(out, -1).transpose(1, 2)
+
+    @staticmethod
+    def _unpack_cached(packed: Tensor, cache: _GaussianCache, d: int) -> Tensor:
+        """:meth:`_unpack` by one gather with the cache's index (the E-/M-step path)."""
+        return torch.index_select(packed, 1, cache.unpack_index).view(packed.shape[0], d, d)
 
     def init_params(
         self, data: Tensor, *, init: Any = "kmeans", generator: torch.Generator

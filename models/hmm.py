@@ -456,10 +456,13 @@ class HiddenMarkovModel(GenerativeModel):
         """The blocking of ``data`` and its values in block layout ``(L, M, ...)``."""
         values = data.values
         Tp = _padded_length(values.shape[1])
-        if Tp != values.shape[1]:
-            values = _pad_time(values, Tp, 0)
         lay = _layout(data.lengths, Tp)
-        return lay, lay.to_blocks(values)
+        key = f"blocks/{lay.L}"  # EM asks at every iteration: block the data once (never written to)
+        if key not in data.cache:
+            if Tp != values.shape[1]:
+                values = _pad_time(values, Tp, 0)
+            data.cache[key] = lay.to_blocks(values)
+        return lay, data.cache[key]
 
     def _log_emission(self, values: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         """Emission log-densities ``(..., K)`` of observations ``(..., d)`` (categorical: ``(...)``)."""
@@ -696,7 +699,7 @@ class HiddenMarkovModel(GenerativeModel):
         K = self.n_states
         G = gamma.reshape(-1, K)  # block layout throughout: the sums do not care
         stats: dict[str, Tensor] = {
-            "start": gamma[0, lay.first].sum(0),
+            "start": gamma[0].view(lay.N, lay.Bs, K)[:, 0].sum(0),  # first block of every sequence
             "trans": xi,
             "post": G.sum(0),
             "prev_initial": params["initial"],
@@ -731,13 +734,11 @@ class HiddenMarkovModel(GenerativeModel):
 
     def m_step(self, data: Any, stats: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Closed-form maximiser (hmmlearn's update, with its ``covars_prior``)."""
+        # the expected counts are products with the previous probabilities, so a zero start or
+        # transition probability has an exactly zero count and stays zero
         params = {
-            "initial": _normalise(
-                stats["start"].clamp_min(0) * (stats["prev_initial"] != 0), stats["prev_initial"]
-            ),
-            "transition": _normalise(
-                stats["trans"].clamp_min(0) * (stats["prev_transition"] != 0), stats["prev_transition"]
-            ),
+            "initial": _normalise(stats["start"], stats["prev_initial"]),
+            "transition": _normalise(stats["trans"], stats["prev_transition"]),
         }
         post = stats["post"]
         if self.emission == "categorical":
@@ -1161,5 +1162,8 @@ def _expect_stochastic(v: Tensor, name: str) -> None:
 
 
 def _normalise(x: Tensor, fallback: Tensor) -> Tensor:
+    """Rows of ``x`` divided by their sums; rows summing to zero (never visited) keep ``fallback``."""
     s = x.sum(-1, keepdim=True)
+    if bool((s > 0).all()):  # the usual case, in two operations
+        return x / s
     return torch.where(s > 0, x / torch.where(s > 0, s, torch.ones_like(s)), fallback.to(x.dtype))

@@ -140,7 +140,7 @@ def _check_against_brute_force(K, lengths, L, seed, *, forbidden=False, symbols=
 LENGTH_SETS = [[1], [2], [6], [1, 4, 7, 2], [5, 5]]
 
 
-METHODS = ["blocked", "prefix"]
+METHODS = ["blocked", "prefix-numpy", "prefix-torch"]  # "prefix" picks one of the last two
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -248,14 +248,15 @@ def _both_paths(initial, transition, log_e, lengths):
 
 
 def _assert_paths_agree(initial, transition, log_e, lengths):
-    (ll_b, g_b, xi_b), (ll_p, g_p, xi_p) = _both_paths(initial, transition, log_e, lengths)
-    np.testing.assert_allclose(ll_p, ll_b, rtol=1e-10)
-    np.testing.assert_allclose(g_p, g_b, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(xi_p, xi_b, rtol=1e-10)
-    for n, T in enumerate(lengths):
-        assert np.all(g_p[n, T:] == 0.0)
-        np.testing.assert_allclose(g_p[n, :T].sum(1), 1.0, rtol=1e-12)
-    np.testing.assert_allclose(xi_p.sum(), sum(lengths) - len(lengths), rtol=1e-10)
+    (ll_b, g_b, xi_b), *prefix = _both_paths(initial, transition, log_e, lengths)
+    for ll_p, g_p, xi_p in prefix:  # NumPy and PyTorch prefix scans
+        np.testing.assert_allclose(ll_p, ll_b, rtol=1e-10)
+        np.testing.assert_allclose(g_p, g_b, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(xi_p, xi_b, rtol=1e-10)
+        for n, T in enumerate(lengths):
+            assert np.all(g_p[n, T:] == 0.0)
+            np.testing.assert_allclose(g_p[n, :T].sum(1), 1.0, rtol=1e-12)
+        np.testing.assert_allclose(xi_p.sum(), sum(lengths) - len(lengths), rtol=1e-10)
 
 
 @pytest.mark.parametrize("sticky", [False, True], ids=["mixing", "sticky"])
