@@ -30,6 +30,8 @@ from probgen.models.hmm_engine import (
     _pad_time,
     _padded_length,
     _scale_log_emission,
+    _scan_layout,
+    _scratch,
     _viterbi,
     _ViterbiEmission,
 )
@@ -464,13 +466,92 @@ class HiddenMarkovModel(GenerativeModel):
             data.cache[key] = lay.to_blocks(values)
         return lay, data.cache[key]
 
-    def _log_emission(self, values: Tensor, params: Mapping[str, Tensor]) -> Tensor:
-        """Emission log-densities ``(..., K)`` of observations ``(..., d)`` (categorical: ``(...)``)."""
+    def _expanded_features(self, data: SequenceData, lay: _Layout) -> tuple[Tensor, Tensor, float]:
+        """Features of every step for the expanded Gaussian quadratic form, cached per data and blocking.
+
+        ``[1, x - c, (x - c)_i (x - c)_j for i <= j]`` (full, tied) or ``[1, x - c, (x - c) ** 2]``
+        (diag, spherical) about the data mean ``c``, in block layout ``(L, M, P)`` of ``lay``.
+        Returns the features, ``c`` and the largest squared norm of a centred real step.
+        """
+        if "features/center" not in data.cache:
+            d = data.n_features
+            real = data.values.reshape(-1, d)
+            if data.lengths.shape[0] > 1 or int(data.lengths[0]) != data.values.shape[1]:
+                steps = torch.arange(data.values.shape[1])
+                real = data.values[steps[None, :] < data.lengths[:, None]]
+            center = real.mean(0)
+            data.cache["features/center"] = center
+            data.cache["features/max_sq"] = ((real - center) ** 2).sum(1).max()
+        center = data.cache["features/center"]
+        key = f"features/{lay.L}/{lay.Tp}"
+        if key not in data.cache:
+            Xc = lay.to_blocks(_pad_time(data.values, lay.Tp, 0)) - center  # (L, M, d)
+            if self.covariance_type in ("full", "tied"):
+                i, j = torch.triu_indices(Xc.shape[-1], Xc.shape[-1])
+                second = Xc[..., i] * Xc[..., j]
+            else:
+                second = Xc * Xc
+            data.cache[key] = torch.cat([torch.ones_like(Xc[..., :1]), Xc, second], -1)
+        return data.cache[key], center, float(data.cache["features/max_sq"])
+
+    def _expanded_weights(self, params: Mapping[str, Tensor], center: Tensor, max_sq: float) -> Tensor | None:
+        """``(K, P)`` weights: features times weights are the Gaussian log-densities, or ``None``.
+
+        ``-(x - mu)' P (x - mu) / 2 = -x'Px / 2 + (P mu)'x - mu'P mu / 2`` (``x``, ``mu`` centred),
+        plus the normalising constant on the feature ``1``.  The expanded form rounds with an
+        absolute error near ``eps |x|^2 |P|``; when that could reach 1e-9 (states far apart
+        relative to their spread) this returns ``None`` and callers use the whitened residuals,
+        exact to rounding of the result itself.
+        """
+        K = self.n_states
+        locs = params["locs"].to(_F64) - center
+        d = locs.shape[-1]
+        if self.covariance_type in ("full", "tied"):
+            Lc = params["scale_tril"].to(_F64).expand(K, d, d)
+            inv = torch.linalg.solve_triangular(Lc, torch.eye(d, dtype=_F64).expand(K, d, d), upper=False)
+            if max_sq * float((inv * inv).sum((1, 2)).max()) >= 1e7:  # trace of P bounds its eigenvalues
+                return None
+            prec = inv.transpose(1, 2) @ inv  # (K, d, d)
+            i, j = torch.triu_indices(d, d)
+            second = -0.5 * prec[:, i, j] * torch.where(i == j, 1.0, 2.0).to(_F64)  # x'Px counts i != j twice
+            pm = torch.bmm(prec, locs[:, :, None]).view(K, d)
+            logdet = torch.log(torch.diagonal(Lc, dim1=-2, dim2=-1)).sum(-1)
+        else:
+            scales = params["scales"].to(_F64)
+            if self.covariance_type == "spherical":
+                scales = scales[:, None].expand(K, d)
+            prec_d = scales.pow(-2)  # (K, d)
+            if max_sq * float(prec_d.sum(1).max()) >= 1e7:
+                return None
+            second = -0.5 * prec_d
+            pm = locs * prec_d
+            logdet = torch.log(scales).sum(-1)
+        const = -0.5 * (pm * locs).sum(1) - logdet - 0.5 * d * math.log(2 * math.pi)
+        return torch.cat([const[:, None], pm, second], 1)
+
+    def _log_emission(
+        self,
+        values: Tensor,
+        params: Mapping[str, Tensor],
+        *,
+        data: SequenceData | None = None,
+        block_length: int = 0,
+    ) -> Tensor:
+        """Emission log-densities ``(..., K)`` of observations ``(..., d)`` (categorical: ``(...)``).
+
+        With ``data`` (whose blocked values, of ``block_length`` steps a block, are ``values``),
+        Gaussian densities come from cached features of the steps (one small GEMM,
+        :meth:`_log_emission_expanded`) when that is accurate.
+        """
         K = self.n_states
         if self.emission == "categorical":
             return torch.log(params["probs"].to(_F64)).T.contiguous()[values]
         lead = values.shape[:-1]
         X = values.reshape(-1, values.shape[-1])
+        if data is not None and self.emission == "gaussian":
+            out = self._log_emission_expanded(data, params, block_length)
+            if out is not None:
+                return out.view(lead + (K,))
         if self.emission == "poisson":
             rates = params["rates"].to(_F64)
             out = X @ torch.log(rates).T - rates.sum(-1) - torch.lgamma(X + 1.0).sum(-1, keepdim=True)
@@ -497,14 +578,29 @@ class HiddenMarkovModel(GenerativeModel):
             scales = params["scales"].to(_F64)
             if self.covariance_type == "spherical":
                 scales = scales[:, None].expand(K, d)
-            prec = scales.pow(-2)  # (K, d)
-            const = (
-                -0.5 * (locs * locs * prec).sum(-1)
-                - torch.log(scales).sum(-1)
-                - 0.5 * d * math.log(2 * math.pi)
-            )
-            out = torch.addmm(const, X * X, prec.T, alpha=-0.5).addmm_(X, (locs * prec).T)
+            # residuals feature by feature (exact; the fast expanded form is _log_emission_expanded)
+            inv = scales.reciprocal()  # (K, d)
+            out = torch.zeros((X.shape[0], K), dtype=_F64)
+            for j in range(d):
+                out.add_(((X[:, j : j + 1] - locs[:, j]) * inv[:, j]).square_())
+            out.mul_(-0.5).sub_(torch.log(scales).sum(-1) + 0.5 * d * math.log(2 * math.pi))
         return out.view(lead + (K,))
+
+    def _log_emission_expanded(
+        self, data: SequenceData, params: Mapping[str, Tensor], L: int
+    ) -> Tensor | None:
+        """Gaussian log-densities ``(n, K)`` of the blocked steps as one small GEMM, or ``None``.
+
+        The cached features of :meth:`_expanded_features` times :meth:`_expanded_weights`:
+        ``(n, P) x (P, K)`` instead of ``n x K d`` whitened residuals squared and summed along
+        a short axis.
+        """
+        lay = _layout(data.lengths, _padded_length(data.values.shape[1]), L)
+        feats, center, max_sq = self._expanded_features(data, lay)
+        weights = self._expanded_weights(params, center, max_sq)
+        if weights is None:
+            return None
+        return feats.reshape(-1, feats.shape[-1]) @ weights.T
 
     def _run_forward_backward(
         self, data: SequenceData, params: Mapping[str, Tensor], *, posteriors: bool
@@ -517,7 +613,8 @@ class HiddenMarkovModel(GenerativeModel):
                 e[~lay.mask] = 1.0
             mx = None
         else:
-            e, mx = _scale_log_emission(self._log_emission(vals, params), lay)
+            log_e = self._log_emission(vals, params, data=data, block_length=lay.L)
+            e, mx = _scale_log_emission(log_e, lay)
         ll, gamma, xi = _forward_backward(
             e, mx, lay, params["initial"].to(_F64), params["transition"].to(_F64), posteriors=posteriors
         )
@@ -694,6 +791,9 @@ class HiddenMarkovModel(GenerativeModel):
     def e_step(self, data: Any, params: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], float]:
         """Expected sufficient statistics and total log-likelihood at ``params``."""
         data = self._prepared(data)
+        state_major = self._e_step_state_major(data, params)
+        if state_major is not None:
+            return state_major
         lay, vals, ll, gamma, xi = self._run_forward_backward(data, params, posteriors=True)
         assert gamma is not None and xi is not None
         K = self.n_states
@@ -731,6 +831,92 @@ class HiddenMarkovModel(GenerativeModel):
                 else:
                     stats["obs_sq"] = G.T @ (X * X)
         return stats, float(ll.sum())
+
+    def _e_step_state_major(
+        self, data: SequenceData, params: Mapping[str, Tensor]
+    ) -> tuple[dict[str, Tensor], float] | None:
+        """E-step on long series in the engine's state-major layout, or ``None`` (then the
+        block-layout path runs: short series, Poisson emissions, or an expanded Gaussian form
+        that would round, see :meth:`_expanded_weights`).
+
+        The emissions are built directly as ``(L, K, blocks)`` slabs and the engine returns the
+        state marginals alike, which saves two transposing copies of ``T K`` numbers.
+        Categorical: one index into the emission table, kept per data, serves twice, a gather
+        for the emission probabilities and a scatter-add of the marginals at the same positions
+        for the expected symbol counts.  Gaussian: one batched product of the expansion weights
+        with the cached step features gives the log-densities, and one of the marginals with the
+        same features gives the state occupancies and the first and second moments.
+        """
+        if self.emission == "poisson":
+            return None
+        self._check_params(data, params)
+        K = self.n_states
+        scan = _scan_layout(self._blocked(data)[0], K)
+        if scan is None:
+            return None
+        lay = scan
+        L, Mb = lay.L, lay.M
+        initial, transition = params["initial"].to(_F64), params["transition"].to(_F64)
+        # emissions go into the engine's own buffer: a fresh 8 T K bytes would fault a page per 4 kB
+        e = _scratch("fb_e", (L, K, Mb))
+        stats: dict[str, Tensor] = {
+            "prev_initial": params["initial"],
+            "prev_transition": params["transition"],
+        }
+        if self.emission == "categorical":
+            M = params["probs"].shape[-1]
+            key = f"state_major_index/{L}/{lay.Tp}/{K}/{M}"
+            if key not in data.cache:  # position of (state k, symbol x_t) in the table, (L, K, blocks)
+                vals = lay.to_blocks(_pad_time(data.values, lay.Tp, 0))
+                sym = torch.where(lay.mask, vals, M) if lay.ragged else vals  # padded: the ones column
+                index = torch.arange(K, dtype=torch.int32)[None, :, None] * (M + 1) + sym[:, None, :].to(
+                    torch.int32
+                )
+                data.cache[key] = index.reshape(-1)
+            index = data.cache[key]
+            probs = params["probs"].to(_F64)
+            table = torch.cat([probs, probs.new_ones((K, 1))], 1).reshape(-1)  # (K (M + 1),)
+            torch.index_select(table, 0, index, out=e.view(-1))
+            ll, gamma, xi = _forward_backward(e, None, lay, initial, transition, state_major=True)
+            assert gamma is not None and xi is not None
+            counts = torch.zeros(K * (M + 1), dtype=_F64).index_add_(0, index, gamma.view(-1)).view(K, M + 1)
+            stats.update(post=counts.sum(1), counts=counts[:, :M], prev_probs=params["probs"])
+        else:
+            feats, center, max_sq = self._expanded_features(data, lay)  # (L, Mb, P)
+            weights = self._expanded_weights(params, center, max_sq)  # (K, P)
+            if weights is None:
+                return None
+            torch.bmm(weights.expand(L, -1, -1), feats.transpose(1, 2), out=e)  # log-densities
+            if lay.ragged:
+                e.masked_fill_(~lay.mask[:, None, :], 0.0)
+            mx = e.amax(1)
+            e.sub_(mx[:, None, :]).exp_()
+            ll, gamma, xi = _forward_backward(e, mx, lay, initial, transition, state_major=True)
+            assert gamma is not None and xi is not None
+            moments = torch.bmm(gamma, feats).sum(0)  # (K, P): occupancy, then centred moments
+            self._raw_moments(moments, center, stats)
+        stats["start"] = gamma[0].view(K, lay.N, lay.Bs)[:, :, 0].sum(1)  # first block of every sequence
+        stats["trans"] = xi
+        return stats, float(ll.sum())
+
+    def _raw_moments(self, moments: Tensor, center: Tensor, stats: dict[str, Tensor]) -> None:
+        """The M-step's statistics about the origin from moments ``[n_k, sum g (x - c), second]``
+        about ``c`` (:meth:`_expanded_features`), written into ``stats``."""
+        K, d = moments.shape[0], center.shape[0]
+        post, first = moments[:, 0], moments[:, 1 : d + 1]
+        stats["post"] = post
+        stats["obs"] = first + post[:, None] * center
+        if self.covariance_type in ("full", "tied"):
+            i, j = torch.triu_indices(d, d)
+            outer = torch.empty((K, d, d), dtype=_F64)
+            outer[:, i, j] = moments[:, d + 1 :]
+            outer[:, j, i] = moments[:, d + 1 :]
+            cross = first[:, :, None] * center[None, None, :]
+            stats["obs_outer"] = (
+                outer + cross + cross.transpose(1, 2) + post[:, None, None] * torch.outer(center, center)
+            )
+        else:
+            stats["obs_sq"] = moments[:, d + 1 :] + 2.0 * first * center + post[:, None] * center * center
 
     def m_step(self, data: Any, stats: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Closed-form maximiser (hmmlearn's update, with its ``covars_prior``)."""

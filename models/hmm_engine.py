@@ -283,20 +283,29 @@ def _chain_scan(
         used = torch.where(changed, proposal, used)
         # rerun the changed blocks (all blocks when most changed: no gathers then; the others
         # just reproduce their stored values) until they meet their stored trajectories
+        # blocks that have met drop out at a check once at least half of those running have
+        # (the slowest blocks of a long series take several times the typical steps to meet)
         idx = None if 2 * n_changed > M else changed.nonzero().squeeze(-1)
         carry = used if idx is None else used[:, idx]
-        x_sub = xs if idx is None else xs[:, :, idx]
         r = rec if idx is None else rec[:, : idx.shape[0]]
         met = False
         check = 4
         for n, t in enumerate(order):
-            nxt = step(carry, x_sub[t], r)
+            nxt = step(carry, xs[t] if idx is None else xs[t].index_select(1, idx), r)
             if n == check:
                 check += 4 if check < 16 else 8  # a check costs about a step
-                stored = records[t] if idx is None else records[t][:, idx]
-                if bool(close(r, stored).all()):
+                ok = close(r, records[t] if idx is None else records[t].index_select(1, idx))
+                n_ok = int(ok.sum())
+                if n_ok == ok.shape[0]:
                     met = True
                     break
+                if 2 * n_ok >= ok.shape[0] and ok.shape[0] >= 64:
+                    keep = (~ok).nonzero().squeeze(-1)
+                    idx = keep if idx is None else idx[keep]
+                    carry, r_kept = nxt[:, keep], r[:, keep]
+                    records[t][:, idx] = r_kept
+                    r = rec[:, : idx.shape[0]]
+                    continue
             if idx is None:
                 records[t] = r
             else:
@@ -551,6 +560,18 @@ def _scan_length(lay: _Layout, K: int) -> int:
     return best
 
 
+def _scan_layout(lay: _Layout, K: int) -> _Layout | None:
+    """The blocks :func:`_forward_backward` would scan for ``lay``, or ``None`` (prefix scan).
+
+    Callers that can build the emissions directly in state-major blocks of this layout (a
+    table lookup) pass them with ``state_major=True`` and save two copies of ``T K`` numbers.
+    """
+    if _prefix_pays(lay, K):
+        return None
+    Lp = _scan_length(lay, K)
+    return lay if Lp == lay.L else _layout(lay.lengths, lay.Tp, Lp)
+
+
 def _restep(x: Tensor, lay: _Layout, Lp: int) -> tuple[Tensor, tuple[int, ...]]:
     """A view of ``x`` ``(L, M, K)`` (block layout of ``lay``) in state-major blocks of ``Lp`` steps.
 
@@ -582,6 +603,7 @@ def _forward_backward(
     posteriors: bool = True,
     method: str | None = None,
     scan_length: int | None = None,
+    state_major: bool = False,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Rescaled forward-backward on blocked sequences.
 
@@ -606,6 +628,10 @@ def _forward_backward(
         Steps per block of the blocked scan: a divisor of ``L``, or ``L`` times a divisor of the
         blocks per sequence (the blocks of ``lay`` are then split or merged, results unchanged).
         Default: ``L`` when ``method="blocked"``, else :func:`_scan_length`.
+    state_major : bool
+        ``e`` is ``(L, K, M)`` (state-major blocks of ``lay``; see :func:`_scan_layout`):
+        the blocked scan runs on ``lay``'s own blocks without re-blocking copies, and ``gamma``
+        comes back ``(L, K, M)`` in an internal buffer, valid until the next call.
 
     Returns
     -------
@@ -616,7 +642,11 @@ def _forward_backward(
     xi_sum : Tensor or None
         ``(K, K)`` expected transition counts summed over sequences and steps.
     """
-    L, M, K = e.shape
+    if state_major:  # e is (L, K, M): the blocked scan on lay's own blocks, gamma returned alike
+        L, K, M = e.shape
+        method, scan_length = "blocked", L
+    else:
+        L, M, K = e.shape
     method_given = method is not None
     if method is None:
         method = "prefix" if _prefix_pays(lay, K) else "blocked"
@@ -638,18 +668,31 @@ def _forward_backward(
             mx = _restep(mx[..., None], e_lay, scan_length)[0].reshape(lay.L, lay.M)
     L, M = lay.L, lay.M
     A, At = transition, transition.T.contiguous()
-    eT = _scratch("fb_e", (L, K, M))
-    e_view, shape = _restep(e, e_lay, L)
-    eT.view(shape).copy_(e_view)
+    if state_major:
+        eT = e
+    else:
+        eT = _scratch("fb_e", (L, K, M))
+        e_view, shape = _restep(e, e_lay, L)
+        eT.view(shape).copy_(e_view)
+
+    # A step's product and its normaliser come from one GEMM: a last row of ones (forward) or of
+    # A's column sums (backward) appended to the matrix gives the sum the step divides by, and
+    # the bias adds _TINY to it (all-zero columns stay zero, not NaN).  Three operations a step
+    # where a sum, a clamp and the division were five: on long series the per-operation cost,
+    # not the arithmetic, bounds the scan.
+    tiny = torch.zeros((K + 1, 1), dtype=e.dtype)
+    tiny[K] = _TINY
+    At_ext = torch.cat([At, torch.ones((1, K), dtype=e.dtype)], 0)  # (K + 1, K)
+    A_ext = torch.cat([A, A.sum(0, keepdim=True)], 0)
 
     def fwd(p: Tensor, x: Tensor, rec: Tensor) -> Tensor:  # rec = a_t = p_t e_t, unnormalised filter
-        a = torch.mul(p, x, out=rec)
-        return torch.mm(At, a).div_(a.sum(0, keepdim=True).clamp_min_(_TINY))
+        b = torch.addmm(tiny, At_ext, torch.mul(p, x, out=rec))
+        return b[:K].div_(b[K:])
 
     start = initial[:, None].expand(K, M).clone()
     start[:, ~lay.first] = 1.0 / K
     a = _chain_scan(fwd, eT, start, lay.first | lay.empty, _close_linear, out=_scratch("fb_a", (L, K, M)))
-    c = a.sum(1)  # (L, M)
+    c = torch.sum(a, 1, out=_scratch("fb_c", (L, M)))  # (L, M)
     logc = torch.log(c)
     if mx is not None:
         logc += mx
@@ -661,8 +704,8 @@ def _forward_backward(
 
     def bwd(q: Tensor, x: Tensor, rec: Tensor) -> Tensor:
         rec.copy_(q)
-        b = torch.mm(A, x * q)
-        return b.div_(b.sum(0, keepdim=True).clamp_min_(_TINY))
+        b = torch.addmm(tiny, A_ext, x * q)
+        return b[:K].div_(b[K:])
 
     start_b = torch.full((K, M), 1.0 / K, dtype=e.dtype)
     beta = _chain_scan(
@@ -670,17 +713,23 @@ def _forward_backward(
     )
     # xi_t(i, j) = alpha_{t-1}(i) A_ij e_t(j) beta_t(j) / (c_{t-1} <a_t, beta_t>), a = c * alpha;
     # in place: eT becomes w, beta gamma, returned in e (block layout)
+    # (L, M) temporaries in kept buffers too: mid-sized fresh arrays fault their pages in
     w = eT.mul_(beta)
     gamma = beta.mul_(a)
-    norm = gamma.sum(1)  # (L, M)
-    inf = torch.full((), math.inf, dtype=c.dtype)
-    gamma.div_((torch.where(lay.mask, norm, inf) if lay.ragged else norm)[:, None])
-    c_prev = torch.cat([torch.roll(c[L - 1 :], 1, 1), c[:-1]], 0)
-    ok = lay.mask.clone()
-    ok[0] &= ~lay.first
-    w.div_(torch.where(ok, norm * c_prev, inf)[:, None])
+    norm = torch.sum(gamma, 1, out=_scratch("fb_norm", (L, M)))
+    if lay.ragged:
+        norm.masked_fill_(~lay.mask, math.inf)  # padded steps: zero weight
+    gamma.div_(norm[:, None])
+    den = _scratch("fb_den", (L, M))  # c_{t-1} <a_t, beta_t>, infinite where no transition enters
+    den[1:] = c[:-1]
+    den[0] = torch.roll(c[L - 1], 1, 0)
+    den.mul_(norm)
+    den[0].masked_fill_(lay.first, math.inf)
+    w.div_(den[:, None])
     inner = torch.bmm(a[:-1], w[1:].transpose(1, 2)).sum(0)
     cross = torch.roll(a[L - 1], 1, 1) @ w[0].T
+    if state_major:
+        return log_lik, gamma, A * (inner + cross)
     e_view.copy_(gamma.view(shape))
     return log_lik, e, A * (inner + cross)
 

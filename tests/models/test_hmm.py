@@ -473,3 +473,70 @@ def test_bayesian_fit_recovers_the_regimes():
     locs = fit.posterior["locs"].mean((0, 1)).numpy()
     np.testing.assert_allclose(np.sort(locs[:, 0]), np.sort(MEANS[:, 0]), atol=0.6)
     assert fit.to_arviz().log_likelihood["obs"].shape == (1, 100, 2)
+
+
+@pytest.mark.parametrize("case", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize("offset", [0.0, 1e4], ids=["near", "far-apart"])
+def test_gaussian_emissions_match_scipy_near_and_far(case, offset):
+    """Emission log-densities: the expanded quadratic form (states near each other) and the
+    whitened residuals it falls back to (one state 1e4 away) both agree with scipy."""
+    from scipy.stats import multivariate_normal
+
+    ref, model, init = _pair(case)
+    means = MEANS.copy()
+    means[2] += offset
+    ref.means_ = means
+    init = {**init, "locs": means}
+    X, seqs = _sequences(ref, [300, 41], seed=3)
+    data = model.prepare_data(seqs)
+    params = _params(model, data, init)
+    lay, vals = model._blocked(data)
+    log_e = model._log_emission(vals, params, data=data, block_length=lay.L)
+    got = lay.from_blocks(log_e)
+    covs = {
+        "full": COVARS["full"],
+        "tied": [COVARS["tied"]] * 3,
+        "diag": [np.diag(v) for v in COVARS["diag"]],
+        "spherical": [np.eye(2) * v for v in COVARS["spherical"]],
+    }[case]
+    for n, s in enumerate(seqs):
+        expected = np.stack([multivariate_normal(means[k], covs[k]).logpdf(s) for k in range(3)], 1)
+        np.testing.assert_allclose(got[n, : len(s)].numpy(), expected, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(
+        model.log_prob_items(data, params).numpy(), [ref.score(s) for s in seqs], rtol=1e-10
+    )
+
+
+@pytest.mark.parametrize("case", ["categorical", "full", "tied", "diag", "spherical"])
+def test_baum_welch_on_long_ragged_series_follows_hmmlearn(case):
+    """Series long enough for the blocked scan, where the E-step works in the engine's
+    state-major layout (categorical: emissions gathered and symbol counts scattered; Gaussian:
+    the expanded quadratic form and moments about the data mean), ragged and with a padded
+    tail, against hmmlearn's scaling implementation."""
+    from probgen.models.hmm_engine import _padded_length, _scan_layout
+
+    lengths = [9000, 3001, 2500]
+    ref, model, init = _pair(case, n_iter=3)
+    ref.implementation = "scaling"
+    X, seqs = _sequences(ref, lengths, seed=4)
+    data = model.prepare_data(seqs)
+    lay, _ = model._blocked(data)
+    assert lay.ragged and lay.Tp == _padded_length(9000)
+    assert _scan_layout(lay, 3) is not None and _scan_layout(lay, 3).L != lay.L  # re-blocked scan
+    ref.fit(X, lengths)
+    with pytest.warns(pg.ConvergenceWarning):
+        fit = pg.fit(model, seqs, method="em", init=init, max_iter=3, tol=0.0, progress=False)
+    np.testing.assert_allclose(fit.history, np.array(ref.monitor_.history), rtol=1e-9)
+    np.testing.assert_allclose(fit.params["transition"].numpy(), ref.transmat_, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(fit.params["initial"].numpy(), ref.startprob_, rtol=1e-7, atol=1e-10)
+    if case == "categorical":
+        np.testing.assert_allclose(fit.params["probs"].numpy(), ref.emissionprob_, rtol=1e-8, atol=1e-12)
+    else:
+        np.testing.assert_allclose(fit.params["locs"].numpy(), ref.means_, rtol=1e-8, atol=1e-12)
+        if case in ("full", "tied"):
+            L = fit.params["scale_tril"]
+            cov = (L @ L.transpose(-1, -2)).numpy()
+        else:
+            cov = (fit.params["scales"] ** 2).numpy()
+        expected = ref._covars_[:, 0] if case == "spherical" else ref._covars_
+        np.testing.assert_allclose(cov, expected, rtol=1e-8)
