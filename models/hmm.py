@@ -33,6 +33,7 @@ from probgen.models.hmm_engine import (
     _scan_layout,
     _scratch,
     _viterbi,
+    _viterbi_block_length,
     _ViterbiEmission,
 )
 from probgen.models.kmeans import _kmeans
@@ -47,6 +48,7 @@ _ROW_SUM_ATOL = 1e-6
 _DEFAULT_MAX_ITER = 1000
 _DEFAULT_TOL = 1e-8  # nats per time step
 _EMISSION_CHUNK = 8192  # rows of emission densities computed at a time
+_EXPANDED_MIN = 20000  # steps x features x states from which the expanded Gaussian form pays
 _KMEANS_MAX_POINTS = 20000  # k-means for starting means runs on a subsample of long series
 
 
@@ -548,7 +550,7 @@ class HiddenMarkovModel(GenerativeModel):
             return torch.log(params["probs"].to(_F64)).T.contiguous()[values]
         lead = values.shape[:-1]
         X = values.reshape(-1, values.shape[-1])
-        if data is not None and self.emission == "gaussian":
+        if data is not None and self.emission == "gaussian" and X.numel() * K >= _EXPANDED_MIN:
             out = self._log_emission_expanded(data, params, block_length)
             if out is not None:
                 return out.view(lead + (K,))
@@ -974,9 +976,23 @@ class HiddenMarkovModel(GenerativeModel):
         """Viterbi paths and their joint log-probabilities ``log p(x, z*)`` per sequence."""
         data = self._prepared(data)
         self._check_params(data, params)
-        lay, vals = self._blocked(data)
+        # Viterbi's own blocking (not forward-backward's), whole blocks straight from the data
+        L = _viterbi_block_length(data.values.shape[1], float(data.lengths.sum()) * self.n_states**2)
+        Tp = _padded_length(data.values.shape[1], L)
+        lay = _layout(data.lengths, Tp, L)
+        vals = lay.to_blocks(_pad_time(data.values, Tp, 0))
+        K = self.n_states
         if self.emission == "categorical":
             em = _ViterbiEmission.from_table(torch.log(params["probs"].to(_F64)), vals, lay)
+        elif self.emission == "gaussian" and self.covariance_type in ("full", "tied"):
+            # state-major whitened residuals, as _log_emission computes them row-major
+            locs = params["locs"].to(_F64)
+            d = locs.shape[-1]
+            Lc = params["scale_tril"].to(_F64).expand(K, d, d)
+            W = torch.linalg.solve_triangular(Lc, torch.eye(d, dtype=_F64).expand(K, d, d), upper=False)
+            logdet = torch.log(torch.diagonal(Lc, dim1=-2, dim2=-1)).sum(-1)
+            const = logdet + 0.5 * d * math.log(2 * math.pi)
+            em = _ViterbiEmission.from_whitened(vals, W, -(W @ locs[:, :, None])[..., 0], const, lay)
         else:
             em = _ViterbiEmission.from_array(self._log_emission(vals, params).transpose(1, 2), lay)
         paths, scores = _viterbi(
@@ -984,6 +1000,7 @@ class HiddenMarkovModel(GenerativeModel):
             lay,
             torch.log(params["initial"].to(_F64)),
             torch.log(params["transition"].to(_F64)),
+            block_length=L,
         )
         return [paths[i, : int(n)] for i, n in enumerate(data.lengths)], scores
 
