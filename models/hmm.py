@@ -25,11 +25,11 @@ from probgen.model import GenerativeModel, as_tensor
 from probgen.models.hmm_engine import (
     SequenceData,
     _forward_backward,
+    _forward_backward_log,
     _Layout,
     _layout,
     _pad_time,
     _padded_length,
-    _scale_log_emission,
     _scan_layout,
     _scratch,
     _viterbi,
@@ -616,7 +616,10 @@ class HiddenMarkovModel(GenerativeModel):
             mx = None
         else:
             log_e = self._log_emission(vals, params, data=data, block_length=lay.L)
-            e, mx = _scale_log_emission(log_e, lay)
+            ll, gamma, xi = _forward_backward_log(
+                log_e, lay, params["initial"].to(_F64), params["transition"].to(_F64), posteriors=posteriors
+            )
+            return lay, vals, ll, gamma, xi
         ll, gamma, xi = _forward_backward(
             e, mx, lay, params["initial"].to(_F64), params["transition"].to(_F64), posteriors=posteriors
         )

@@ -421,6 +421,24 @@ def _prefix_products_np(X: np.ndarray) -> np.ndarray:
     return X
 
 
+def _forward_backward_log(
+    log_e: Tensor, lay: _Layout, initial: Tensor, transition: Tensor, *, posteriors: bool = True
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """:func:`_forward_backward` from emission log-densities ``(L, M, K)`` (used as scratch).
+
+    Small problems rescale in NumPy inside :func:`_forward_backward_prefix_np` (a handful of
+    PyTorch operations fewer per call); the others through :func:`_scale_log_emission`.
+    """
+    K = log_e.shape[-1]
+    plain = log_e.device.type == "cpu" and not (log_e.requires_grad or transition.requires_grad)
+    if plain and _prefix_pays(lay, K) and _numpy_pays(lay, K, posteriors):
+        return _forward_backward_prefix_np(
+            log_e, None, lay, initial, transition, posteriors=posteriors, log=True
+        )
+    e, mx = _scale_log_emission(log_e, lay)
+    return _forward_backward(e, mx, lay, initial, transition, posteriors=posteriors)
+
+
 def _forward_backward_prefix_np(
     e: Tensor,
     mx: Tensor | None,
@@ -429,16 +447,27 @@ def _forward_backward_prefix_np(
     transition: Tensor,
     *,
     posteriors: bool = True,
+    log: bool = False,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """:func:`_forward_backward_prefix` computed in NumPy, for small problems (:func:`_numpy_pays`).
 
     The same algorithm step for step; written a second time because on a few hundred steps the
     run time is the per-operation cost, a third of PyTorch's in NumPy.  CPU tensors only.
+    ``log=True``: ``e`` holds log-densities, rescaled here (``mx`` is ignored).
     """
     K = e.shape[-1]
     N, Tp, L, Bs = lay.N, lay.Tp, lay.L, lay.Bs
     A = transition.numpy()
     pi = initial.numpy()
+    if log:
+        le = e.numpy()
+        if lay.ragged:
+            le[~lay.mask.numpy()] = 0.0
+        mx_np = le.max(-1)
+        np.maximum(mx_np, -1e300, out=mx_np)
+        le -= mx_np[..., None]
+        np.exp(le, out=le)
+        mx = torch.from_numpy(mx_np)
     E = e.numpy().reshape(L, N, Bs, K).transpose(3, 2, 0, 1).reshape(K, Tp, N)  # state, time, sequence
     X = np.empty((K, K, Tp, 2 * N if posteriors else N))
     np.multiply(A[:, :, None, None], E[None], out=X[:, :, :, :N])  # A_ij e_t(j)
