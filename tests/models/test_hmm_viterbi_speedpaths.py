@@ -30,12 +30,7 @@ F64 = torch.float64
 RAGGED = [1000, 513, 129, 128, 257, 3, 1]  # around multiples of the 128-step blocks, and tiny ones
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _reference_viterbi(
