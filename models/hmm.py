@@ -485,10 +485,11 @@ class HiddenMarkovModel(GenerativeModel):
             data.cache["features/center"] = center
             data.cache["features/max_sq"] = ((real - center) ** 2).sum(1).max()
         center = data.cache["features/center"]
-        key = f"features/{lay.L}/{lay.Tp}"
+        pairs = self.covariance_type in ("full", "tied")
+        key = f"features/{'pairs' if pairs else 'squares'}/{lay.L}/{lay.Tp}"
         if key not in data.cache:
             Xc = lay.to_blocks(_pad_time(data.values, lay.Tp, 0)) - center  # (L, M, d)
-            if self.covariance_type in ("full", "tied"):
+            if pairs:
                 i, j = torch.triu_indices(Xc.shape[-1], Xc.shape[-1])
                 second = Xc[..., i] * Xc[..., j]
             else:
@@ -620,6 +621,13 @@ class HiddenMarkovModel(GenerativeModel):
     ) -> tuple[_Layout, Tensor, Tensor, Tensor | None, Tensor | None]:
         self._check_params(data, params)
         lay, vals = self._blocked(data)
+        initial, transition = params["initial"].to(_F64), params["transition"].to(_F64)
+        scan = _scan_layout(lay, self.n_states) if self.emission == "categorical" and not posteriors else None
+        if scan is not None:  # long series scored: emissions gathered straight into the scan's layout
+            e = _scratch("fb_e", (scan.L, self.n_states, scan.M))
+            self._table_emissions(data, params, scan, e)
+            ll = _forward_backward(e, None, scan, initial, transition, posteriors=False, state_major=True)[0]
+            return lay, vals, ll, None, None
         if self.emission == "categorical":  # probabilities already: no log/exp round trip
             e = params["probs"].to(_F64).T.contiguous()[vals]
             if lay.ragged:
@@ -881,18 +889,7 @@ class HiddenMarkovModel(GenerativeModel):
         }
         if self.emission == "categorical":
             M = params["probs"].shape[-1]
-            key = f"state_major_index/{L}/{lay.Tp}/{K}/{M}"
-            if key not in data.cache:  # position of (state k, symbol x_t) in the table, (L, K, blocks)
-                vals = lay.to_blocks(_pad_time(data.values, lay.Tp, 0))
-                sym = torch.where(lay.mask, vals, M) if lay.ragged else vals  # padded: the ones column
-                index = torch.arange(K, dtype=torch.int32)[None, :, None] * (M + 1) + sym[:, None, :].to(
-                    torch.int32
-                )
-                data.cache[key] = index.reshape(-1)
-            index = data.cache[key]
-            probs = params["probs"].to(_F64)
-            table = torch.cat([probs, probs.new_ones((K, 1))], 1).reshape(-1)  # (K (M + 1),)
-            torch.index_select(table, 0, index, out=e.view(-1))
+            index = self._table_emissions(data, params, lay, e)
             ll, gamma, xi = _forward_backward(e, None, lay, initial, transition, state_major=True)
             assert gamma is not None and xi is not None
             counts = torch.zeros(K * (M + 1), dtype=_F64).index_add_(0, index, gamma.view(-1)).view(K, M + 1)
@@ -914,6 +911,27 @@ class HiddenMarkovModel(GenerativeModel):
         stats["start"] = gamma[0].view(K, lay.N, lay.Bs)[:, :, 0].sum(1)  # first block of every sequence
         stats["trans"] = xi
         return stats, float(ll.sum())
+
+    def _table_emissions(
+        self, data: SequenceData, params: Mapping[str, Tensor], lay: _Layout, out: Tensor
+    ) -> Tensor:
+        """Categorical emission probabilities of every step written state-major into ``out``
+        ``(L, K, blocks)``; returns the index into the flattened table ``[probs, 1]`` that did it
+        (kept per data; padded steps read the column of ones)."""
+        K, M = self.n_states, params["probs"].shape[-1]
+        key = f"state_major_index/{lay.L}/{lay.Tp}/{K}/{M}"
+        if key not in data.cache:  # position of (state k, symbol x_t) in the table, (L, K, blocks)
+            vals = lay.to_blocks(_pad_time(data.values, lay.Tp, 0))
+            sym = torch.where(lay.mask, vals, M) if lay.ragged else vals
+            index = torch.arange(K, dtype=torch.int32)[None, :, None] * (M + 1) + sym[:, None, :].to(
+                torch.int32
+            )
+            data.cache[key] = index.reshape(-1)
+        index = data.cache[key]
+        probs = params["probs"].to(_F64)
+        table = torch.cat([probs, probs.new_ones((K, 1))], 1).reshape(-1)  # (K (M + 1),)
+        torch.index_select(table, 0, index, out=out.view(-1))
+        return index
 
     def _raw_moments(self, moments: Tensor, center: Tensor, stats: dict[str, Tensor]) -> None:
         """The M-step's statistics about the origin from moments ``[n_k, sum g (x - c), second]``

@@ -526,3 +526,35 @@ def test_baum_welch_on_long_ragged_series_follows_hmmlearn(case):
     with pytest.warns(pg.ConvergenceWarning):
         fit = pg.fit(model, seqs, method="em", init=init, max_iter=3, tol=0.0, progress=False)
     _assert_fit_follows(fit, ref, case, rtol=1e-8)
+
+
+def test_prepared_series_serve_models_of_other_covariance_types():
+    """One prepared long series scored by a full and a diagonal model in turn (each caches its
+    own step features on the data): both agree with hmmlearn."""
+    lengths = [6000]
+    ref_full, full, init_full = _pair("full")
+    ref_diag, diag, init_diag = _pair("diag")
+    X, _ = _sequences(ref_full, lengths, seed=7)
+    data = full.prepare_data(X)
+    for ref, model, init in (
+        (ref_full, full, init_full),
+        (ref_diag, diag, init_diag),
+        (ref_full, full, init_full),
+    ):
+        params = _params(model, data, init)
+        stats, ll = model.e_step(data, params)
+        assert ll == pytest.approx(ref.score(X), rel=1e-10)
+        np.testing.assert_allclose(stats["post"].numpy(), ref.predict_proba(X).sum(0), rtol=1e-9)
+
+
+def test_long_categorical_series_score_like_hmmlearn():
+    """Scoring long ragged symbol series (emissions gathered straight into the scan's layout)."""
+    lengths = [9000, 3001, 2500]
+    ref, model, init = _pair("categorical")
+    ref.implementation = "scaling"
+    X, seqs = _sequences(ref, lengths, seed=8)
+    data = model.prepare_data(seqs)
+    params = _params(model, data, init)
+    np.testing.assert_allclose(
+        model.log_prob_items(data, params).numpy(), [ref.score(s) for s in seqs], rtol=1e-10
+    )
