@@ -984,8 +984,8 @@ class HiddenMarkovModel(GenerativeModel):
                 cov = (prior + c_n.sum(0)) / post.sum()
             params["scale_tril"] = torch.linalg.cholesky(cov)
         else:
-            c_n = stats["obs_sq"] - 2 * means * stats["obs"] + means * means * post[:, None]
-            var = (prior + c_n) / post[:, None].clamp_min(1e-5)
+            # sum_t g_t (x_t - m)^2 = obs_sq - 2 m obs + m^2 post = obs_sq - m obs (m = obs / post)
+            var = (stats["obs_sq"] - means * stats["obs"] + prior) / post[:, None].clamp_min(1e-5)
             params["scales"] = (var.mean(-1) if self.covariance_type == "spherical" else var).sqrt()
         return params
 
