@@ -48,6 +48,7 @@ _ROW_SUM_ATOL = 1e-6
 _DEFAULT_MAX_ITER = 1000
 _DEFAULT_TOL = 1e-8  # nats per time step
 _EMISSION_CHUNK = 8192  # rows of emission densities computed at a time
+_WHOLE_SEQUENCES_MAX = 170_000  # sequences x steps x states^3 up to which the data stay whole
 _EXPANDED_MIN = 20000  # steps x features x states from which the expanded Gaussian form pays
 _KMEANS_MAX_POINTS = 20000  # k-means for starting means runs on a subsample of long series
 
@@ -459,9 +460,15 @@ class HiddenMarkovModel(GenerativeModel):
     def _blocked(self, data: SequenceData) -> tuple[_Layout, Tensor]:
         """The blocking of ``data`` and its values in block layout ``(L, M, ...)``."""
         values = data.values
-        Tp = _padded_length(values.shape[1])
-        lay = _layout(data.lengths, Tp)
-        key = f"blocks/{lay.L}"  # EM asks at every iteration: block the data once (never written to)
+        T = values.shape[1]
+        if values.shape[0] * T * self.n_states**3 <= _WHOLE_SEQUENCES_MAX:
+            # small problems run the sequential kernel, which reads sequences whole: one block
+            # a sequence is that layout as it is (no padding, no copies)
+            Tp, L = T, T
+        else:
+            Tp, L = _padded_length(T), None
+        lay = _layout(data.lengths, Tp, L)
+        key = f"blocks/{lay.L}/{Tp}"  # EM asks at every iteration: block the data once (never written to)
         if key not in data.cache:
             if Tp != values.shape[1]:
                 values = _pad_time(values, Tp, 0)

@@ -29,9 +29,10 @@ Small problems (``steps * K ** 3`` up to about 1.7e5 over all sequences, :func:`
 spend that Python time for little arithmetic, so forward-backward runs there as a parallel
 prefix scan instead (:func:`_forward_backward_prefix`): the products of the per-step ``K x K``
 matrices ``A diag(e_t)``, forward and (transposed, in reverse time) backward, in ``log2 T``
-batched levels, every partial product divided by its largest entry; for few states this runs
-in NumPy (:func:`_forward_backward_prefix_np`, :func:`_numpy_pays`).  All paths give the same
-results to rounding.  Viterbi always uses the blocked scan.
+batched levels, every partial product divided by its largest entry; on the CPU outside
+autograd they run instead through a compiled sequential kernel
+(:mod:`probgen.models.hmm_kernels`), whose cost there is the arithmetic itself.  All paths give
+the same results to rounding.  Viterbi always uses the blocked scan.
 
 The engine knows nothing of emission families: it takes per-step emission densities (or a table
 of log-probabilities indexed by symbols) and the chain's ``initial`` and ``transition``
@@ -397,28 +398,9 @@ def _prefix_pays(lay: _Layout, K: int) -> bool:
     return lay.N * lay.Tp * K**3 <= 170_000
 
 
-def _numpy_pays(lay: _Layout, K: int, posteriors: bool) -> bool:
-    """Whether the prefix scan runs faster in NumPy than in PyTorch (CPU, one thread).
-
-    The scan is some 60 operations on small arrays, where PyTorch's dispatch (3 to 5 us an
-    operation) outweighs the arithmetic and NumPy's (about 1 us) does not: measured, NumPy wins
-    by 2 to 3 times for 2 or 3 states whatever the length, and up to about 4e4 ``K ** 3`` times
-    the steps of the products for more states, beyond which PyTorch's batched kernels win.
-    """
-    return K <= 3 or K**3 * lay.N * lay.Tp * (2 if posteriors else 1) <= 40_000
-
-
-def _prefix_products_np(X: np.ndarray) -> np.ndarray:
-    """:func:`_prefix_products` in NumPy (same layout, same levels, same normalisation)."""
-    T = X.shape[2]
-    s = 1
-    while s < T:
-        Y = np.einsum("ijtn,jktn->iktn", X[:, :, :-s], X[:, :, s:])
-        m = Y.max((0, 1))
-        m += _TINY  # a zero product (an impossible prefix) stays zero
-        np.divide(Y, m, out=X[:, :, s:])
-        s *= 2
-    return X
+def _sequential_pays(e: Tensor, transition: Tensor) -> bool:
+    """Whether the compiled sequential kernel can run: CPU tensors outside autograd."""
+    return e.device.type == "cpu" and not (e.requires_grad or transition.requires_grad)
 
 
 def _forward_backward_log(
@@ -426,86 +408,59 @@ def _forward_backward_log(
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """:func:`_forward_backward` from emission log-densities ``(L, M, K)`` (used as scratch).
 
-    Small problems rescale in NumPy inside :func:`_forward_backward_prefix_np` (a handful of
-    PyTorch operations fewer per call); the others through :func:`_scale_log_emission`.
+    Small problems rescale in NumPy for the compiled kernel (a few PyTorch operations fewer per
+    call); the others through :func:`_scale_log_emission`.
     """
     K = log_e.shape[-1]
-    plain = log_e.device.type == "cpu" and not (log_e.requires_grad or transition.requires_grad)
-    if plain and _prefix_pays(lay, K) and _numpy_pays(lay, K, posteriors):
-        return _forward_backward_prefix_np(
-            log_e, None, lay, initial, transition, posteriors=posteriors, log=True
-        )
-    e, mx = _scale_log_emission(log_e, lay)
-    return _forward_backward(e, mx, lay, initial, transition, posteriors=posteriors)
+    if _prefix_pays(lay, K) and _sequential_pays(log_e, transition):
+        le = log_e.numpy()
+        if lay.ragged:
+            le[~lay.mask.numpy()] = 0.0
+        mx = le.max(-1)
+        np.maximum(mx, -1e300, out=mx)
+        le -= mx[..., None]
+        np.exp(le, out=le)
+        return _forward_backward_sequential(log_e, mx, lay, initial, transition, posteriors=posteriors)
+    e, mx_t = _scale_log_emission(log_e, lay)
+    return _forward_backward(e, mx_t, lay, initial, transition, posteriors=posteriors)
 
 
-def _forward_backward_prefix_np(
+def _forward_backward_sequential(
     e: Tensor,
-    mx: Tensor | None,
+    mx: Tensor | np.ndarray | None,
     lay: _Layout,
     initial: Tensor,
     transition: Tensor,
     *,
     posteriors: bool = True,
-    log: bool = False,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """:func:`_forward_backward_prefix` computed in NumPy, for small problems (:func:`_numpy_pays`).
+    """Same arguments and results as :func:`_forward_backward`, by the compiled sequential
+    kernel (:func:`probgen.models.hmm_kernels.forward_backward`): small problems on the CPU."""
+    from probgen.models.hmm_kernels import forward_backward
 
-    The same algorithm step for step; written a second time because on a few hundred steps the
-    run time is the per-operation cost, a third of PyTorch's in NumPy.  CPU tensors only.
-    ``log=True``: ``e`` holds log-densities, rescaled here (``mx`` is ignored).
-    """
     K = e.shape[-1]
-    N, Tp, L, Bs = lay.N, lay.Tp, lay.L, lay.Bs
-    A = transition.numpy()
-    pi = initial.numpy()
-    if log:
-        le = e.numpy()
-        if lay.ragged:
-            le[~lay.mask.numpy()] = 0.0
-        mx_np = le.max(-1)
-        np.maximum(mx_np, -1e300, out=mx_np)
-        le -= mx_np[..., None]
-        np.exp(le, out=le)
-        mx = torch.from_numpy(mx_np)
-    E = e.numpy().reshape(L, N, Bs, K).transpose(3, 2, 0, 1).reshape(K, Tp, N)  # state, time, sequence
-    X = np.empty((K, K, Tp, 2 * N if posteriors else N))
-    np.multiply(A[:, :, None, None], E[None], out=X[:, :, :, :N])  # A_ij e_t(j)
-    X[:, :, 0, :N] = pi[:, None] * E[:, 0]  # every row pi_j e_0(j)
-    if posteriors:
-        np.multiply(A.T[:, :, None, None], E[:, ::-1][:, None, :-1], out=X[:, :, 1:, N:])  # e_t(i) A_ji
-        X[:, :, 0, N:] = 1.0 / K
-    P = _prefix_products_np(X)[0]  # (K, Tp, nb): first row of every product
-    a = P[:, :, :N]
-    a = a / (a.sum(0) + _TINY)  # normalised filters
-    aA = np.einsum("ij,itn->jtn", A, a[:, :-1])  # predictions of steps 1 ..
-    c = np.empty((Tp, N))
-    c[0] = pi @ E[:, 0]
-    np.einsum("ktn,ktn->tn", aA, E[:, 1:], out=c[1:])
-    logc = np.log(c)
-    if mx is not None:
-        logc += mx.numpy().reshape(L, N, Bs).transpose(2, 0, 1).reshape(Tp, N)
-    pad = ~lay.mask.numpy().reshape(L, N, Bs).transpose(2, 0, 1).reshape(Tp, N) if lay.ragged else None
-    if pad is not None:
-        logc[pad] = 0.0
-    log_lik = torch.from_numpy(logc.sum(0))
+    N, Tp = lay.N, lay.Tp
+    E = lay.from_blocks(e).contiguous().numpy()  # (N, Tp, K): a view when blocks are whole sequences
+    log_c = np.empty((N, Tp))
+    gamma = np.empty((N, Tp, K))
+    xi = np.empty((K, K))
+    forward_backward(
+        E,
+        lay.lengths.numpy(),
+        initial.contiguous().numpy(),
+        transition.contiguous().numpy(),
+        posteriors,
+        log_c,
+        gamma,
+        xi,
+    )
+    log_lik = log_c.sum(1)
+    if mx is not None:  # padded steps hold zero divisors; blocks are sequence-major
+        m = mx if isinstance(mx, np.ndarray) else mx.numpy()
+        log_lik += m.reshape(lay.L, N, lay.Bs).sum((0, 2))
     if not posteriors:
-        return log_lik, None, None
-    beta = P[:, ::-1, N:]  # (K, Tp, N), each step up to a factor
-    ab = a * beta
-    norm = ab.sum(0)
-    if pad is not None:
-        norm[pad] = math.inf
-    gamma = np.divide(ab, norm, out=ab)
-    # xi_t(i, j) = a_{t-1}(i) A_ij e_t(j) beta_t(j) / <a_{t-1} A, e_t beta_t>
-    w = E[:, 1:] * beta[:, 1:]
-    z = np.einsum("ktn,ktn->tn", aA, w)
-    if pad is not None:
-        z[pad[1:]] = math.inf
-    w /= z
-    xi = A * np.einsum("itn,jtn->ij", a[:, :-1], w)
-    g = np.ascontiguousarray(gamma.reshape(K, Bs, L, N).transpose(2, 3, 1, 0)).reshape(L, N * Bs, K)
-    return log_lik, torch.from_numpy(g), torch.from_numpy(xi)
+        return torch.from_numpy(log_lik), None, None
+    return torch.from_numpy(log_lik), lay.to_blocks(torch.from_numpy(gamma)), torch.from_numpy(xi)
 
 
 def _forward_backward_prefix(
@@ -654,9 +609,10 @@ def _forward_backward(
         ``(K,)`` and ``(K, K)`` probabilities.
     posteriors : bool
         Also compute state marginals and expected transition counts.
-    method : {None, "blocked", "prefix", "prefix-numpy", "prefix-torch"}
-        The blocked scan, or :func:`_forward_backward_prefix` (``"prefix"``: in NumPy when
-        :func:`_numpy_pays`, :func:`_forward_backward_prefix_np`); ``None`` picks the faster
+    method : {None, "blocked", "prefix", "sequential", "prefix-torch"}
+        The blocked scan, or for small problems (``"prefix"``) the compiled sequential kernel on
+        the CPU outside autograd (:func:`_forward_backward_sequential`), else the parallel
+        prefix scan (:func:`_forward_backward_prefix`); ``None`` picks the faster
         (:func:`_prefix_pays`).
     scan_length : int, optional
         Steps per block of the blocked scan: a divisor of ``L``, or ``L`` times a divisor of the
@@ -685,10 +641,9 @@ def _forward_backward(
     if method is None:
         method = "prefix" if _prefix_pays(lay, K) else "blocked"
     if method == "prefix":
-        on_cpu = e.device.type == "cpu" and not (e.requires_grad or transition.requires_grad)
-        method = "prefix-numpy" if on_cpu and _numpy_pays(lay, K, posteriors) else "prefix-torch"
-    if method == "prefix-numpy":
-        return _forward_backward_prefix_np(e, mx, lay, initial, transition, posteriors=posteriors)
+        method = "sequential" if _sequential_pays(e, transition) else "prefix-torch"
+    if method == "sequential":
+        return _forward_backward_sequential(e, mx, lay, initial, transition, posteriors=posteriors)
     if method == "prefix-torch":
         return _forward_backward_prefix(e, mx, lay, initial, transition, posteriors=posteriors)
     if method != "blocked":

@@ -140,7 +140,7 @@ def _check_against_brute_force(K, lengths, L, seed, *, forbidden=False, symbols=
 LENGTH_SETS = [[1], [2], [6], [1, 4, 7, 2], [5, 5]]
 
 
-METHODS = ["blocked", "prefix-numpy", "prefix-torch"]  # "prefix" picks one of the last two
+METHODS = ["blocked", "sequential", "prefix-torch"]  # "prefix" picks one of the last two
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -249,7 +249,7 @@ def _both_paths(initial, transition, log_e, lengths):
 
 def _assert_paths_agree(initial, transition, log_e, lengths):
     (ll_b, g_b, xi_b), *prefix = _both_paths(initial, transition, log_e, lengths)
-    for ll_p, g_p, xi_p in prefix:  # NumPy and PyTorch prefix scans
+    for ll_p, g_p, xi_p in prefix:  # compiled sequential kernel and PyTorch prefix scan
         np.testing.assert_allclose(ll_p, ll_b, rtol=1e-10)
         np.testing.assert_allclose(g_p, g_b, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(xi_p, xi_b, rtol=1e-10)

@@ -1,0 +1,128 @@
+"""Compiled sequential kernels for small hidden Markov models (float64, CPU).
+
+On a few hundred steps, every vectorised formulation of forward-backward is bound by the cost of
+dispatching its operations (some 60 NumPy or PyTorch calls for the parallel prefix scan, at a
+few microseconds each), while the arithmetic is ``T K^2`` multiply-adds, microseconds.  PyTorch
+and NumPy have no fused recursion for this, so the recursion is written here once, as a plain
+loop compiled by Numba (``cache=True``: compiled once per machine, then loaded).  Large problems
+keep the blocked PyTorch scan of :mod:`probgen.models.hmm_engine`, which is vectorised over
+blocks and faster there.
+
+The forward pass is the rescaled one (filters normalised at every step, the scaling factors
+giving the log-likelihood); the backward pass normalises its own messages at every step, and
+the marginals and transition posteriors are normalised per step, so nothing under- or overflows
+whatever the emissions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+__all__: list[str] = []
+
+_TINY = 1e-300
+
+
+@numba.njit(cache=True, nogil=True)
+def forward_backward(
+    e: np.ndarray,
+    lengths: np.ndarray,
+    initial: np.ndarray,
+    transition: np.ndarray,
+    posteriors: bool,
+    log_c: np.ndarray,
+    gamma: np.ndarray,
+    xi: np.ndarray,
+) -> None:  # pragma: no cover - compiled; exercised through probgen.models.hmm_engine
+    """Forward-backward of every sequence, written into the outputs.
+
+    Parameters
+    ----------
+    e : ndarray
+        ``(N, T, K)`` emission densities, each step divided by a positive constant (any).
+    lengths : ndarray
+        ``(N,)`` int64 steps of every sequence (``1 <= lengths <= T``).
+    initial, transition : ndarray
+        ``(K,)`` and ``(K, K)`` probabilities.
+    posteriors : bool
+        Also fill ``gamma`` and ``xi``.
+    log_c : ndarray
+        ``(N, T)`` out: log of the per-step scaling factors (zero on padded steps), whose sum
+        over a sequence plus the log of the emission divisors is its log-likelihood.
+    gamma : ndarray
+        ``(N, T, K)`` out: state marginals (zero on padded steps); the forward filters are kept
+        here until the backward pass replaces them.
+    xi : ndarray
+        ``(K, K)`` out: expected transition counts summed over sequences and steps.
+    """
+    N, T, K = e.shape
+    log_c[:, :] = 0.0
+    gamma[:, :, :] = 0.0
+    xi[:, :] = 0.0
+    pred = np.empty(K)
+    beta = np.empty(K)
+    nxt = np.empty(K)
+    u = np.empty(K)
+    for s in range(N):
+        n = lengths[s]
+        # forward: alpha_t = normalised (alpha_{t-1} A) * e_t, c_t its normaliser
+        for t in range(n):
+            if t == 0:
+                for j in range(K):
+                    pred[j] = initial[j]
+            else:
+                for j in range(K):
+                    pred[j] = 0.0
+                for i in range(K):
+                    a = gamma[s, t - 1, i]
+                    if a != 0.0:
+                        for j in range(K):
+                            pred[j] += a * transition[i, j]
+            c = 0.0
+            for j in range(K):
+                v = pred[j] * e[s, t, j]
+                gamma[s, t, j] = v
+                c += v
+            log_c[s, t] = math.log(c) if c > 0.0 else -math.inf
+            inv = 1.0 / max(c, _TINY)
+            for j in range(K):
+                gamma[s, t, j] *= inv
+        if not posteriors:
+            continue
+        # backward, messages normalised to sum one; marginals and transition posteriors are
+        # normalised step by step
+        for j in range(K):
+            beta[j] = 1.0 / K
+        for t in range(n - 1, -1, -1):
+            norm = 0.0
+            for j in range(K):
+                norm += gamma[s, t, j] * beta[j]
+            if t > 0:
+                for j in range(K):
+                    u[j] = e[s, t, j] * beta[j]
+                z = 0.0
+                for i in range(K):
+                    acc = 0.0
+                    for j in range(K):
+                        acc += transition[i, j] * u[j]
+                    nxt[i] = acc
+                    z += gamma[s, t - 1, i] * acc
+                if z > 0.0:
+                    for i in range(K):
+                        w = gamma[s, t - 1, i] / z
+                        if w != 0.0:
+                            for j in range(K):
+                                xi[i, j] += w * transition[i, j] * u[j]
+            inv = 1.0 / norm if norm > 0.0 else 0.0
+            for j in range(K):
+                gamma[s, t, j] *= beta[j] * inv
+            if t > 0:
+                total = 0.0
+                for i in range(K):
+                    total += nxt[i]
+                inv_total = 1.0 / max(total, _TINY)
+                for i in range(K):
+                    beta[i] = nxt[i] * inv_total
