@@ -822,6 +822,9 @@ class HiddenMarkovModel(GenerativeModel):
     def e_step(self, data: Any, params: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], float]:
         """Expected sufficient statistics and total log-likelihood at ``params``."""
         data = self._prepared(data)
+        small = self._e_step_compiled(data, params)
+        if small is not None:
+            return small
         state_major = self._e_step_state_major(data, params)
         if state_major is not None:
             return state_major
@@ -862,6 +865,58 @@ class HiddenMarkovModel(GenerativeModel):
                 else:
                     stats["obs_sq"] = G.T @ (X * X)
         return stats, float(ll.sum())
+
+    def _e_step_compiled(
+        self, data: SequenceData, params: Mapping[str, Tensor]
+    ) -> tuple[dict[str, Tensor], float] | None:
+        """The whole E-step of a small diagonal/spherical Gaussian HMM in one compiled call
+        (:func:`probgen.models.hmm_kernels.gaussian_diag_e_step`), or ``None`` (other families,
+        larger problems, autograd or accelerators).
+
+        On a few hundred steps the separate emission, scaling, forward-backward and statistics
+        operations cost several times the arithmetic; in one loop they cost the arithmetic.
+        """
+        if self.emission != "gaussian" or self.covariance_type not in ("diag", "spherical"):
+            return None
+        N, T, d = data.values.shape
+        K = self.n_states
+        if N * T * K**3 > _WHOLE_SEQUENCES_MAX or data.values.device.type != "cpu":
+            return None
+        if any(params[k].requires_grad for k in ("initial", "transition", "locs", "scales")):
+            return None
+        from probgen.models.hmm_kernels import gaussian_diag_e_step
+
+        self._check_params(data, params)
+        scales = params["scales"].to(_F64)
+        if self.covariance_type == "spherical":
+            scales = scales[:, None].expand(K, d)
+        gamma = np.empty((N, T, K))
+        xi = np.empty((K, K))
+        moments = np.empty((K, 2 * d + 2))
+        ll = gaussian_diag_e_step(
+            np.ascontiguousarray(data.values.numpy()),
+            data.lengths.numpy(),
+            np.ascontiguousarray(params["locs"].to(_F64).numpy()),
+            np.ascontiguousarray(scales.numpy()),
+            np.ascontiguousarray(params["initial"].to(_F64).numpy()),
+            np.ascontiguousarray(params["transition"].to(_F64).numpy()),
+            np.empty((N, T, K)),
+            np.empty((N, T)),
+            gamma,
+            xi,
+            moments,
+        )
+        m = torch.from_numpy(moments)
+        stats = {
+            "start": m[:, 2 * d + 1],
+            "trans": torch.from_numpy(xi),
+            "post": m[:, 0],
+            "obs": m[:, 1 : d + 1],
+            "obs_sq": m[:, d + 1 : 2 * d + 1],
+            "prev_initial": params["initial"],
+            "prev_transition": params["transition"],
+        }
+        return stats, float(ll)
 
     def _e_step_state_major(
         self, data: SequenceData, params: Mapping[str, Tensor]

@@ -126,3 +126,68 @@ def forward_backward(
                 inv_total = 1.0 / max(total, _TINY)
                 for i in range(K):
                     beta[i] = nxt[i] * inv_total
+
+
+@numba.njit(cache=True, nogil=True)
+def gaussian_diag_e_step(
+    x: np.ndarray,
+    lengths: np.ndarray,
+    locs: np.ndarray,
+    scales: np.ndarray,
+    initial: np.ndarray,
+    transition: np.ndarray,
+    e: np.ndarray,
+    log_c: np.ndarray,
+    gamma: np.ndarray,
+    xi: np.ndarray,
+    moments: np.ndarray,
+) -> float:  # pragma: no cover - compiled; exercised through probgen.models.hmm
+    """E-step of a Gaussian HMM with diagonal covariances, whole, for small problems.
+
+    Emission log-densities from ``x`` ``(N, T, d)``, ``locs`` and ``scales`` ``(K, d)``, each
+    step rescaled by its largest density (into ``e``, ``(N, T, K)``), then
+    :func:`forward_backward`, then the sufficient statistics into ``moments`` ``(K, 2 d + 2)``:
+    the marginals' sums ``sum_t g_t``, ``sum_t g_t x_t``, ``sum_t g_t x_t ** 2`` and, last, the
+    first-step marginals summed over sequences.  Returns the total log-likelihood.
+    """
+    N, T, d = x.shape
+    K = locs.shape[0]
+    const = np.empty(K)
+    inv = np.empty((K, d))
+    for k in range(K):
+        s = 0.0
+        for f in range(d):
+            inv[k, f] = 1.0 / scales[k, f]
+            s += math.log(scales[k, f])
+        const[k] = -s - 0.5 * d * math.log(2.0 * math.pi)
+    total = 0.0
+    for n in range(N):
+        for t in range(lengths[n]):
+            top = -math.inf
+            for k in range(K):
+                q = 0.0
+                for f in range(d):
+                    z = (x[n, t, f] - locs[k, f]) * inv[k, f]
+                    q += z * z
+                v = const[k] - 0.5 * q
+                e[n, t, k] = v
+                if v > top:
+                    top = v
+            for k in range(K):
+                e[n, t, k] = math.exp(e[n, t, k] - top)
+            total += top
+    forward_backward(e, lengths, initial, transition, True, log_c, gamma, xi)
+    moments[:, :] = 0.0
+    for n in range(N):
+        for t in range(lengths[n]):
+            total += log_c[n, t]
+            for k in range(K):
+                g = gamma[n, t, k]
+                moments[k, 0] += g
+                for f in range(d):
+                    v = x[n, t, f]
+                    moments[k, 1 + f] += g * v
+                    moments[k, 1 + d + f] += g * v * v
+        for k in range(K):
+            moments[k, 2 * d + 1] += gamma[n, 0, k]
+    return total
