@@ -23,6 +23,7 @@ from torch import Tensor
 
 from probgen.model import GenerativeModel, as_tensor
 from probgen.models.hmm_engine import (
+    _LOG_FLOOR,
     SequenceData,
     _forward_backward,
     _forward_backward_log,
@@ -1066,10 +1067,42 @@ class HiddenMarkovModel(GenerativeModel):
         out = [gamma[i, : int(n)] for i, n in enumerate(data.lengths)]
         return {"states": out[0] if data.single else out}
 
+    def _viterbi_compiled(
+        self, data: SequenceData, params: Mapping[str, Tensor]
+    ) -> tuple[list[Tensor], Tensor]:
+        """:meth:`viterbi` by the compiled kernels of :mod:`probgen.models.hmm_kernels` (CPU).
+
+        The max-product recursion keeps its backpointers, a loop over ``K x K`` per step that
+        the compiler vectorises; PyTorch has no fused max-plus step, and its blocked scan (the
+        path for autograd and accelerators) pays a ``(K, K, blocks)`` temporary per step.
+        """
+        from probgen.models.hmm_kernels import viterbi_dense, viterbi_table
+
+        N, T = data.values.shape[:2]
+        paths = np.zeros((N, T), dtype=np.int64)
+        scores = np.empty(N)
+        K = self.n_states
+        back = _scratch("vit_back", (T, K), torch.int32).numpy()  # kept: no fresh pages per call
+        log_pi = torch.log(params["initial"].to(_F64)).clamp_min(_LOG_FLOOR).numpy()
+        log_A = torch.log(params["transition"].to(_F64)).clamp_min(_LOG_FLOOR).contiguous().numpy()
+        lengths = data.lengths.numpy()
+        if self.emission == "categorical":
+            table = torch.log(params["probs"].to(_F64)).clamp_min(_LOG_FLOOR).contiguous().numpy()
+            viterbi_table(
+                data.values.contiguous().numpy(), lengths, table, log_pi, log_A, back, paths, scores
+            )
+        else:
+            log_e = self._log_emission(data.values, params).clamp_min(_LOG_FLOOR).contiguous()
+            viterbi_dense(log_e.numpy(), lengths, log_pi, log_A, back, paths, scores)
+        out = torch.from_numpy(paths)
+        return [out[i, : int(n)] for i, n in enumerate(data.lengths)], torch.from_numpy(scores)
+
     def viterbi(self, data: Any, params: Mapping[str, Tensor]) -> tuple[list[Tensor], Tensor]:
         """Viterbi paths and their joint log-probabilities ``log p(x, z*)`` per sequence."""
         data = self._prepared(data)
         self._check_params(data, params)
+        if data.values.device.type == "cpu" and not any(p.requires_grad for p in params.values()):
+            return self._viterbi_compiled(data, params)
         # Viterbi's own blocking (not forward-backward's), whole blocks straight from the data
         L = _viterbi_block_length(data.values.shape[1], float(data.lengths.sum()) * self.n_states**2)
         Tp = _padded_length(data.values.shape[1], L)

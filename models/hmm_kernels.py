@@ -191,3 +191,90 @@ def gaussian_diag_e_step(
         for k in range(K):
             moments[k, 2 * d + 1] += gamma[n, 0, k]
     return total
+
+
+@numba.njit(cache=True, nogil=True)
+def _viterbi_one(
+    rows: np.ndarray,
+    row_of_step: np.ndarray,
+    n: int,
+    log_initial: np.ndarray,
+    transition_t: np.ndarray,
+    back: np.ndarray,
+    path: np.ndarray,
+) -> float:  # pragma: no cover - compiled
+    """Viterbi on ``n`` steps whose emission log-densities are ``rows[row_of_step[t]]`` (``K``
+    each: a sequence's own rows, or a table's rows by symbol, nothing of size ``n K`` built).
+
+    ``transition_t`` is the log transition matrix transposed (``[to, from]``), so that the best
+    source of a destination is a reduction along a contiguous row.  Backpointers go into
+    ``back`` (``(n, K)`` small integers): the backtrace is one lookup a step.  Ties go to the
+    lowest source state, as ``argmax`` does.  The path goes into ``path``.
+    """
+    K = log_initial.shape[0]
+    delta = np.empty(K)
+    nxt = np.empty(K)
+    first = rows[row_of_step[0]]
+    for j in range(K):
+        delta[j] = log_initial[j] + first[j]
+    for t in range(1, n):
+        e = rows[row_of_step[t]]
+        for j in range(K):  # best source of every destination; ties to the lowest source
+            best = delta[0] + transition_t[j, 0]
+            arg = 0
+            for i in range(1, K):
+                v = delta[i] + transition_t[j, i]
+                if v > best:
+                    best = v
+                    arg = i
+            nxt[j] = best + e[j]
+            back[t, j] = arg
+        for j in range(K):
+            delta[j] = nxt[j]
+    best = 0
+    for j in range(1, K):
+        if delta[j] > delta[best]:
+            best = j
+    score = delta[best]
+    path[n - 1] = best
+    for t in range(n - 1, 0, -1):
+        best = back[t, best]
+        path[t - 1] = best
+    return score
+
+
+@numba.njit(cache=True, nogil=True)
+def viterbi_dense(
+    log_e: np.ndarray,
+    lengths: np.ndarray,
+    log_initial: np.ndarray,
+    log_transition: np.ndarray,
+    back: np.ndarray,
+    paths: np.ndarray,
+    scores: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Viterbi of every sequence from emission log-densities ``(N, T, K)`` (finite: log 0
+    floored); ``back`` ``(T, K)`` small-integer scratch for the backpointers."""
+    transition_t = log_transition.T.copy()
+    steps = np.arange(log_e.shape[1])
+    for s in range(log_e.shape[0]):
+        scores[s] = _viterbi_one(log_e[s], steps, lengths[s], log_initial, transition_t, back, paths[s])
+
+
+@numba.njit(cache=True, nogil=True)
+def viterbi_table(
+    symbols: np.ndarray,
+    lengths: np.ndarray,
+    log_table: np.ndarray,
+    log_initial: np.ndarray,
+    log_transition: np.ndarray,
+    back: np.ndarray,
+    paths: np.ndarray,
+    scores: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Viterbi of every symbol sequence ``(N, T)`` from a ``(K, S)`` table of log-probabilities;
+    ``back`` ``(T, K)`` small-integer scratch for the backpointers."""
+    transition_t = log_transition.T.copy()
+    rows = log_table.T.copy()  # (S, K): the emission row of a symbol
+    for s in range(symbols.shape[0]):
+        scores[s] = _viterbi_one(rows, symbols[s], lengths[s], log_initial, transition_t, back, paths[s])
