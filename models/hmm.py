@@ -520,7 +520,7 @@ class HiddenMarkovModel(GenerativeModel):
         if self.covariance_type in ("full", "tied"):
             Lc = params["scale_tril"].to(_F64).expand(K, d, d)
             inv = torch.linalg.solve_triangular(Lc, torch.eye(d, dtype=_F64).expand(K, d, d), upper=False)
-            if max_sq * float((inv * inv).sum((1, 2)).max()) >= 1e7:  # trace of P bounds its eigenvalues
+            if max_sq * float((inv * inv).sum((1, 2)).max().detach()) >= 1e7:  # trace of P bounds eigenvalues
                 return None
             prec = inv.transpose(1, 2) @ inv  # (K, d, d)
             i, j = torch.triu_indices(d, d)
@@ -532,7 +532,7 @@ class HiddenMarkovModel(GenerativeModel):
             if self.covariance_type == "spherical":
                 scales = scales[:, None].expand(K, d)
             prec_d = scales.pow(-2)  # (K, d)
-            if max_sq * float(prec_d.sum(1).max()) >= 1e7:
+            if max_sq * float(prec_d.sum(1).max().detach()) >= 1e7:
                 return None
             second = -0.5 * prec_d
             pm = locs * prec_d
@@ -872,7 +872,7 @@ class HiddenMarkovModel(GenerativeModel):
     ) -> tuple[dict[str, Tensor], float] | None:
         """The whole E-step of a small diagonal/spherical Gaussian HMM in one compiled call
         (:func:`probgen.models.hmm_kernels.gaussian_diag_e_step`), or ``None`` (other families,
-        larger problems, autograd or accelerators).
+        larger problems, or data on an accelerator).
 
         On a few hundred steps the separate emission, scaling, forward-backward and statistics
         operations cost several times the arithmetic; in one loop they cost the arithmetic.
@@ -882,8 +882,6 @@ class HiddenMarkovModel(GenerativeModel):
         N, T, d = data.values.shape
         K = self.n_states
         if N * T * K**3 > _WHOLE_SEQUENCES_MAX or data.values.device.type != "cpu":
-            return None
-        if any(params[k].requires_grad for k in ("initial", "transition", "locs", "scales")):
             return None
         from probgen.models.hmm_kernels import gaussian_diag_e_step
 
@@ -1074,7 +1072,7 @@ class HiddenMarkovModel(GenerativeModel):
 
         The max-product recursion keeps its backpointers, a loop over ``K x K`` per step that
         the compiler vectorises; PyTorch has no fused max-plus step, and its blocked scan (the
-        path for autograd and accelerators) pays a ``(K, K, blocks)`` temporary per step.
+        path for accelerators) pays a ``(K, K, blocks)`` temporary per step.
         """
         from probgen.models.hmm_kernels import viterbi_dense, viterbi_table
 
@@ -1101,7 +1099,7 @@ class HiddenMarkovModel(GenerativeModel):
         """Viterbi paths and their joint log-probabilities ``log p(x, z*)`` per sequence."""
         data = self._prepared(data)
         self._check_params(data, params)
-        if data.values.device.type == "cpu" and not any(p.requires_grad for p in params.values()):
+        if data.values.device.type == "cpu":
             return self._viterbi_compiled(data, params)
         # Viterbi's own blocking (not forward-backward's), whole blocks straight from the data
         L = _viterbi_block_length(data.values.shape[1], float(data.lengths.sum()) * self.n_states**2)

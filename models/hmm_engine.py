@@ -29,10 +29,11 @@ Small problems (``steps * K ** 3`` up to about 1.7e5 over all sequences, :func:`
 spend that Python time for little arithmetic, so forward-backward runs there as a parallel
 prefix scan instead (:func:`_forward_backward_prefix`): the products of the per-step ``K x K``
 matrices ``A diag(e_t)``, forward and (transposed, in reverse time) backward, in ``log2 T``
-batched levels, every partial product divided by its largest entry; on the CPU outside
-autograd they run instead through a compiled sequential kernel
-(:mod:`probgen.models.hmm_kernels`), whose cost there is the arithmetic itself.  All paths give
-the same results to rounding.  Viterbi always uses the blocked scan.
+batched levels, every partial product divided by its largest entry; on the CPU they run
+instead through a compiled sequential kernel (:mod:`probgen.models.hmm_kernels`), whose cost
+there is the arithmetic itself.  All paths give the same results to rounding.  On the CPU,
+Viterbi runs the compiled decoder of that module; the blocked max-product scan here serves
+accelerators.
 
 The engine knows nothing of emission families: it takes per-step emission densities (or a table
 of log-probabilities indexed by symbols) and the chain's ``initial`` and ``transition``
@@ -399,8 +400,8 @@ def _prefix_pays(lay: _Layout, K: int) -> bool:
 
 
 def _sequential_pays(e: Tensor, transition: Tensor) -> bool:
-    """Whether the compiled sequential kernel can run: CPU tensors outside autograd."""
-    return e.device.type == "cpu" and not (e.requires_grad or transition.requires_grad)
+    """Whether the compiled sequential kernel can run: CPU tensors (it reads NumPy views)."""
+    return e.device.type == "cpu" and transition.device.type == "cpu"
 
 
 def _forward_backward_log(
@@ -611,7 +612,7 @@ def _forward_backward(
         Also compute state marginals and expected transition counts.
     method : {None, "blocked", "prefix", "sequential", "prefix-torch"}
         The blocked scan, or for small problems (``"prefix"``) the compiled sequential kernel on
-        the CPU outside autograd (:func:`_forward_backward_sequential`), else the parallel
+        the CPU (:func:`_forward_backward_sequential`), else (accelerators) the parallel
         prefix scan (:func:`_forward_backward_prefix`); ``None`` picks the faster
         (:func:`_prefix_pays`).
     scan_length : int, optional

@@ -1,12 +1,14 @@
-"""Compiled sequential kernels for small hidden Markov models (float64, CPU).
+"""Compiled sequential kernels for hidden Markov models (float64, CPU): forward-backward and
+the E-step of small models, and Viterbi decoding at every size.
 
 On a few hundred steps, every vectorised formulation of forward-backward is bound by the cost of
 dispatching its operations (some 60 NumPy or PyTorch calls for the parallel prefix scan, at a
 few microseconds each), while the arithmetic is ``T K^2`` multiply-adds, microseconds.  PyTorch
 and NumPy have no fused recursion for this, so the recursion is written here once, as a plain
 loop compiled by Numba (``cache=True``: compiled once per machine, then loaded).  Large problems
-keep the blocked PyTorch scan of :mod:`probgen.models.hmm_engine`, which is vectorised over
-blocks and faster there.
+keep the blocked PyTorch forward-backward of :mod:`probgen.models.hmm_engine`, which is
+vectorised over blocks and faster there.  Viterbi keeps backpointers here, so its backtrace is a
+lookup a step, where the blocked PyTorch decoder (for accelerators) recomputes them.
 
 The forward pass is the rescaled one (filters normalised at every step, the scaling factors
 giving the log-likelihood); the backward pass normalises its own messages at every step, and
