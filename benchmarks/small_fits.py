@@ -49,6 +49,16 @@ def _median_pair(a: Callable[[], object], b: Callable[[], object], repeats: int)
     return statistics.median(ta), statistics.median(tb)
 
 
+def _hmm_pair(x: object, k: int, iters: int) -> tuple[Callable[[], object], Callable[[], object]]:
+    """hmmlearn's and probgen's whole fits of a ``k``-state Gaussian HMM, ``iters`` iterations."""
+    return (
+        lambda: hmm.GaussianHMM(k, n_iter=iters, tol=0, random_state=0).fit(x),
+        lambda: pg.fit(
+            HiddenMarkovModel(k, emission="gaussian"), x, method="em", max_iter=iters, tol=0, progress=False
+        ),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
@@ -64,39 +74,9 @@ def main() -> None:
         sk = SkGaussianMixture(3, random_state=0).fit(iris)
         n_gmm = int(sk.n_iter_)
         cases = {
-            f"HMM, 2 states, 300 steps, {n_hmm} iterations": (
-                lambda: hmm.GaussianHMM(2, n_iter=n_hmm, tol=0, random_state=0).fit(x),
-                lambda: pg.fit(
-                    HiddenMarkovModel(2, emission="gaussian"),
-                    x,
-                    method="em",
-                    max_iter=n_hmm,
-                    tol=0,
-                    progress=False,
-                ),
-            ),
-            f"HMM, 3 states, 300 steps, {n_hmm3} iterations": (
-                lambda: hmm.GaussianHMM(3, n_iter=n_hmm3, tol=0, random_state=0).fit(x),
-                lambda: pg.fit(
-                    HiddenMarkovModel(3, emission="gaussian"),
-                    x,
-                    method="em",
-                    max_iter=n_hmm3,
-                    tol=0,
-                    progress=False,
-                ),
-            ),
-            "HMM, 2 states, 300 steps, 100 iterations": (
-                lambda: hmm.GaussianHMM(2, n_iter=100, tol=0, random_state=0).fit(x),
-                lambda: pg.fit(
-                    HiddenMarkovModel(2, emission="gaussian"),
-                    x,
-                    method="em",
-                    max_iter=100,
-                    tol=0,
-                    progress=False,
-                ),
-            ),
+            f"HMM, 2 states, 300 steps, {n_hmm} iterations": _hmm_pair(x, 2, n_hmm),
+            f"HMM, 3 states, 300 steps, {n_hmm3} iterations": _hmm_pair(x, 3, n_hmm3),
+            "HMM, 2 states, 300 steps, 100 iterations": _hmm_pair(x, 2, 100),
             f"mixture, 3 components, iris, {n_gmm} iterations": (
                 lambda: SkGaussianMixture(3, max_iter=n_gmm, tol=0, random_state=0).fit(iris),
                 lambda: pg.fit(GaussianMixture(3), iris, method="em", max_iter=n_gmm, tol=0, progress=False),
