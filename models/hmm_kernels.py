@@ -64,6 +64,7 @@ def forward_backward(
     log_c[:, :] = 0.0
     gamma[:, :, :] = 0.0
     xi[:, :] = 0.0
+    transition_t = transition.T.copy()
     pred = np.empty(K)
     beta = np.empty(K)
     nxt = np.empty(K)
@@ -105,13 +106,18 @@ def forward_backward(
             if t > 0:
                 for j in range(K):
                     u[j] = e[s, t, j] * beta[j]
+                # nxt = A u as a sum of columns (contiguous rows of A^T, no reduction in the
+                # inner loop: the compiler vectorises it)
+                for i in range(K):
+                    nxt[i] = 0.0
+                for j in range(K):
+                    uj = u[j]
+                    if uj != 0.0:
+                        for i in range(K):
+                            nxt[i] += transition_t[j, i] * uj
                 z = 0.0
                 for i in range(K):
-                    acc = 0.0
-                    for j in range(K):
-                        acc += transition[i, j] * u[j]
-                    nxt[i] = acc
-                    z += gamma[s, t - 1, i] * acc
+                    z += gamma[s, t - 1, i] * nxt[i]
                 if z > 0.0:
                     for i in range(K):
                         w = gamma[s, t - 1, i] / z
