@@ -33,6 +33,7 @@ from probgen.models.hmm_engine import (
     _padded_length,
     _scan_layout,
     _scratch,
+    _small_problem,
     _viterbi,
     _viterbi_block_length,
     _ViterbiEmission,
@@ -49,7 +50,6 @@ _ROW_SUM_ATOL = 1e-6
 _DEFAULT_MAX_ITER = 1000
 _DEFAULT_TOL = 1e-8  # nats per time step
 _EMISSION_CHUNK = 8192  # rows of emission densities computed at a time
-_WHOLE_SEQUENCES_MAX = 170_000  # sequences x steps x states^3 up to which the data stay whole
 _EXPANDED_MIN = 20000  # steps x features x states from which the expanded Gaussian form pays
 _KMEANS_MAX_POINTS = 20000  # k-means for starting means runs on a subsample of long series
 
@@ -462,7 +462,7 @@ class HiddenMarkovModel(GenerativeModel):
         """The blocking of ``data`` and its values in block layout ``(L, M, ...)``."""
         values = data.values
         T = values.shape[1]
-        if values.shape[0] * T * self.n_states**3 <= _WHOLE_SEQUENCES_MAX:
+        if _small_problem(values.shape[0], T, self.n_states):
             # small problems run the sequential kernel, which reads sequences whole: one block
             # a sequence is that layout as it is (no padding, no copies)
             Tp, L = T, T
@@ -589,17 +589,6 @@ class HiddenMarkovModel(GenerativeModel):
             scales = params["scales"].to(_F64)
             if self.covariance_type == "spherical":
                 scales = scales[:, None].expand(K, d)
-            plain = X.device.type == "cpu" and not (
-                scales.requires_grad or locs.requires_grad or X.requires_grad
-            )
-            if plain and X.numel() * K < _EXPANDED_MIN:
-                # small data: the same residuals in NumPy, a few operations at a third of the cost
-                sc = scales.numpy()
-                z = (X.numpy()[:, None, :] - locs.numpy()) / sc  # (n, K, d)
-                log_e = -0.5 * np.einsum("nkd,nkd->nk", z, z) - (
-                    np.log(sc).sum(-1) + 0.5 * d * math.log(2 * math.pi)
-                )
-                return torch.from_numpy(log_e).view(lead + (K,))
             # residuals feature by feature (exact; the fast expanded form is _log_emission_expanded)
             inv = scales.reciprocal()  # (K, d)
             out = torch.zeros((X.shape[0], K), dtype=_F64)
@@ -881,7 +870,7 @@ class HiddenMarkovModel(GenerativeModel):
             return None
         N, T, d = data.values.shape
         K = self.n_states
-        if N * T * K**3 > _WHOLE_SEQUENCES_MAX or data.values.device.type != "cpu":
+        if not _small_problem(N, T, K) or data.values.device.type != "cpu":
             return None
         from probgen.models.hmm_kernels import gaussian_diag_e_step
 

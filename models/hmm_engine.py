@@ -396,7 +396,13 @@ def _prefix_pays(lay: _Layout, K: int) -> bool:
     blocked scan about 150 Python steps whatever the size.  Measured on one thread, the
     crossover lies near 12000 to 20000 steps for 2 states, 5000 for 3, 2500 for 4, 350 for 8.
     """
-    return lay.N * lay.Tp * K**3 <= 170_000
+    return _small_problem(lay.N, lay.Tp, K)
+
+
+def _small_problem(n_sequences: int, steps: int, K: int) -> bool:
+    """``n_sequences * steps * K ** 3`` up to 1.7e5: the size below which the prefix scan (or on
+    the CPU the compiled sequential kernel) beats the blocked scan (:func:`_prefix_pays`)."""
+    return n_sequences * steps * K**3 <= 170_000
 
 
 def _sequential_pays(e: Tensor, transition: Tensor) -> bool:
