@@ -40,6 +40,20 @@ from probgen.models.hmm_engine import (
 )
 from probgen.models.kmeans import _kmeans
 
+# Up to this many sequences the compiled categorical E-step runs (whatever their lengths); past
+# it the blocked engine, vectorised across sequences, is as fast or faster.  Measured on one
+# thread with 16 states: 0.74x the engine's time on one sequence of 200,000 steps, 0.78x on 100
+# of 2,000 (8 states), 1.04x on 1,000 of 200, 1.6x on 10,000 of 20 (4 states).
+_COMPILED_MAX_SEQUENCES = 256
+
+
+def _cpu_scratch(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A kept float64 NumPy buffer (:func:`_scratch`) for the compiled kernels, whatever the
+    default device."""
+    if torch.get_default_device().type == "cpu":
+        return _scratch(name, shape).numpy()
+    return np.empty(shape)
+
 __all__ = ["HiddenMarkovModel", "SequenceData"]
 
 _F64 = torch.float64
@@ -866,6 +880,8 @@ class HiddenMarkovModel(GenerativeModel):
         On a few hundred steps the separate emission, scaling, forward-backward and statistics
         operations cost several times the arithmetic; in one loop they cost the arithmetic.
         """
+        if self.emission == "categorical":
+            return self._e_step_compiled_categorical(data, params)
         if self.emission != "gaussian" or self.covariance_type not in ("diag", "spherical"):
             return None
         N, T, d = data.values.shape
@@ -901,6 +917,54 @@ class HiddenMarkovModel(GenerativeModel):
             "post": m[:, 0],
             "obs": m[:, 1 : d + 1],
             "obs_sq": m[:, d + 1 : 2 * d + 1],
+            "prev_initial": params["initial"],
+            "prev_transition": params["transition"],
+        }
+        return stats, float(ll)
+
+    def _e_step_compiled_categorical(
+        self, data: SequenceData, params: Mapping[str, Tensor]
+    ) -> tuple[dict[str, Tensor], float] | None:
+        """The whole E-step of a categorical HMM in one compiled call
+        (:func:`probgen.models.hmm_kernels.categorical_e_step`), or ``None`` (data on an
+        accelerator, or many sequences, where the blocked engine vectorises across them).
+
+        The kernel reads the emission probabilities from the table by symbol and adds each
+        sequence's marginals to the symbol counts as it goes, so neither the ``T K`` emissions
+        nor the marginals of all steps are ever stored.
+        """
+        if data.values.device.type != "cpu" or data.lengths.numel() > _COMPILED_MAX_SEQUENCES:
+            return None
+        from probgen.models.hmm_kernels import categorical_e_step
+
+        self._check_params(data, params)
+        K, (N, T) = self.n_states, data.values.shape
+        probs = params["probs"].to(_F64)
+        M = probs.shape[-1]
+        counts = np.empty((M, K))
+        xi = np.empty((K, K))
+        start = np.empty(K)
+        gamma = _cpu_scratch("cat_gamma", (T, K))
+        log_c = _cpu_scratch("cat_log_c", (T,))
+        ll = categorical_e_step(
+            data.values.contiguous().numpy(),
+            data.lengths.numpy(),
+            np.ascontiguousarray(probs.numpy()),
+            np.ascontiguousarray(params["initial"].to(_F64).numpy()),
+            np.ascontiguousarray(params["transition"].to(_F64).numpy()),
+            gamma,
+            log_c,
+            counts,
+            xi,
+            start,
+        )
+        counts_t = torch.from_numpy(counts).T
+        stats = {
+            "start": torch.from_numpy(start),
+            "trans": torch.from_numpy(xi),
+            "post": counts_t.sum(1),
+            "counts": counts_t,
+            "prev_probs": params["probs"],
             "prev_initial": params["initial"],
             "prev_transition": params["transition"],
         }

@@ -29,6 +29,110 @@ _TINY = 1e-300
 
 
 @numba.njit(cache=True, nogil=True)
+def _forward_backward_one(
+    rows: np.ndarray,
+    row_of_step: np.ndarray,
+    n: int,
+    initial: np.ndarray,
+    transition: np.ndarray,
+    transition_t: np.ndarray,
+    posteriors: bool,
+    log_c: np.ndarray,
+    gamma: np.ndarray,
+    xi: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Forward-backward of one sequence of ``n`` steps whose emission densities are
+    ``rows[row_of_step[t]]`` (``K`` each: the sequence's own rows, or a categorical table's rows
+    by symbol, so nothing of size ``n K`` is built for them).
+
+    Writes the log scaling factors into ``log_c[:n]``, the state marginals into ``gamma[:n]``
+    (the forward filters are kept there until the backward pass replaces them) and adds the
+    expected transition counts, divided by the transition probabilities, to ``xi`` (the caller
+    multiplies once by ``transition`` after all sequences).  ``transition_t`` is ``transition``
+    transposed.
+    """
+    K = initial.shape[0]
+    pred = np.empty(K)
+    v = np.empty(K)
+    beta = np.empty(K)
+    nxt = np.empty(K)
+    u = np.empty(K)
+    # Forward: alpha_t = (alpha_{t-1} A) * e_t / c_t, c_t its sum.  The product with A is taken
+    # of the unnormalised v_{t-1} = c_{t-1} alpha_{t-1} and divided by c_{t-1} afterwards, so the
+    # sum and the division run beside the product, not before it: the recursion's critical path
+    # is one product a step.
+    inv_prev = 1.0
+    for t in range(n):
+        if t == 0:
+            for j in range(K):
+                pred[j] = initial[j]
+        else:
+            for j in range(K):
+                pred[j] = 0.0
+            for i in range(K):
+                a = v[i]
+                for j in range(K):
+                    pred[j] += a * transition[i, j]
+        e = rows[row_of_step[t]]
+        c = 0.0
+        for j in range(K):
+            x = pred[j] * inv_prev * e[j]
+            v[j] = x
+            c += x
+        log_c[t] = math.log(c) if c > 0.0 else -math.inf
+        inv_prev = 1.0 / max(c, _TINY)
+        for j in range(K):
+            gamma[t, j] = v[j] * inv_prev
+    if not posteriors:
+        return
+    # Backward: beta_{t-1} = A (e_t beta_t) / c_t, which keeps sum_i alpha_i beta_i = 1 with no
+    # sum on the critical path; the marginals and transition posteriors are still normalised
+    # step by step, and where that sum leaves [1e-150, 1e150] (or c_t is zero) the messages are
+    # normalised to sum one instead, so nothing under- or overflows.
+    for j in range(K):
+        beta[j] = 1.0
+    for t in range(n - 1, -1, -1):
+        norm = 0.0
+        for j in range(K):
+            norm += gamma[t, j] * beta[j]
+        if t > 0:
+            e = rows[row_of_step[t]]
+            for j in range(K):
+                u[j] = e[j] * beta[j]
+            # nxt = A u as a sum of columns (contiguous rows of A^T, no reduction in the
+            # inner loop: the compiler vectorises it)
+            for i in range(K):
+                nxt[i] = 0.0
+            for j in range(K):
+                uj = u[j]
+                for i in range(K):
+                    nxt[i] += transition_t[j, i] * uj
+            z = 0.0
+            for i in range(K):
+                z += gamma[t - 1, i] * nxt[i]
+            if z > 0.0:
+                inv_z = 1.0 / z
+                for i in range(K):
+                    w = gamma[t - 1, i] * inv_z
+                    for j in range(K):
+                        xi[i, j] += w * u[j]
+        inv = 1.0 / norm if norm > 0.0 else 0.0
+        for j in range(K):
+            gamma[t, j] *= beta[j] * inv
+        if t > 0:
+            lc = log_c[t]
+            if 1e-150 < norm < 1e150 and lc > -math.inf:
+                scale = math.exp(-lc)
+            else:
+                total = 0.0
+                for i in range(K):
+                    total += nxt[i]
+                scale = 1.0 / max(total, _TINY)
+            for i in range(K):
+                beta[i] = nxt[i] * scale
+
+
+@numba.njit(cache=True, nogil=True)
 def forward_backward(
     e: np.ndarray,
     lengths: np.ndarray,
@@ -55,85 +159,62 @@ def forward_backward(
         ``(N, T)`` out: log of the per-step scaling factors (zero on padded steps), whose sum
         over a sequence plus the log of the emission divisors is its log-likelihood.
     gamma : ndarray
-        ``(N, T, K)`` out: state marginals (zero on padded steps); the forward filters are kept
-        here until the backward pass replaces them.
+        ``(N, T, K)`` out: state marginals (zero on padded steps).
     xi : ndarray
         ``(K, K)`` out: expected transition counts summed over sequences and steps.
     """
-    N, T, K = e.shape
     log_c[:, :] = 0.0
     gamma[:, :, :] = 0.0
     xi[:, :] = 0.0
     transition_t = transition.T.copy()
-    pred = np.empty(K)
-    beta = np.empty(K)
-    nxt = np.empty(K)
-    u = np.empty(K)
-    for s in range(N):
+    steps = np.arange(e.shape[1])
+    for s in range(e.shape[0]):
+        _forward_backward_one(
+            e[s], steps, lengths[s], initial, transition, transition_t, posteriors, log_c[s], gamma[s], xi
+        )
+    xi *= transition
+
+
+@numba.njit(cache=True, nogil=True)
+def categorical_e_step(
+    symbols: np.ndarray,
+    lengths: np.ndarray,
+    probs: np.ndarray,
+    initial: np.ndarray,
+    transition: np.ndarray,
+    gamma: np.ndarray,
+    log_c: np.ndarray,
+    counts: np.ndarray,
+    xi: np.ndarray,
+    start: np.ndarray,
+) -> float:  # pragma: no cover - compiled; exercised through probgen.models.hmm
+    """E-step of a categorical HMM, whole: the emission densities are read from the table by
+    symbol (no ``T K`` emission array), the marginals of one sequence at a time live in the
+    scratch ``gamma`` (``(T, K)``, ``log_c`` ``(T,)``) and are added to the symbol counts
+    ``counts`` (``(S, K)``) and, at the first step, to ``start`` (``(K,)``); the transition
+    counts go into ``xi``.  ``symbols`` is ``(N, T)``, ``probs`` ``(K, S)``.  Returns the total
+    log-likelihood.
+    """
+    K = initial.shape[0]
+    rows = probs.T.copy()  # (S, K): the emission densities of a symbol
+    transition_t = transition.T.copy()
+    counts[:, :] = 0.0
+    xi[:, :] = 0.0
+    start[:] = 0.0
+    total = 0.0
+    for s in range(symbols.shape[0]):
         n = lengths[s]
-        # forward: alpha_t = normalised (alpha_{t-1} A) * e_t, c_t its normaliser
+        sym = symbols[s]
+        _forward_backward_one(rows, sym, n, initial, transition, transition_t, True, log_c, gamma, xi)
         for t in range(n):
-            if t == 0:
-                for j in range(K):
-                    pred[j] = initial[j]
-            else:
-                for j in range(K):
-                    pred[j] = 0.0
-                for i in range(K):
-                    a = gamma[s, t - 1, i]
-                    if a != 0.0:
-                        for j in range(K):
-                            pred[j] += a * transition[i, j]
-            c = 0.0
-            for j in range(K):
-                v = pred[j] * e[s, t, j]
-                gamma[s, t, j] = v
-                c += v
-            log_c[s, t] = math.log(c) if c > 0.0 else -math.inf
-            inv = 1.0 / max(c, _TINY)
-            for j in range(K):
-                gamma[s, t, j] *= inv
-        if not posteriors:
-            continue
-        # backward, messages normalised to sum one; marginals and transition posteriors are
-        # normalised step by step
-        for j in range(K):
-            beta[j] = 1.0 / K
-        for t in range(n - 1, -1, -1):
-            norm = 0.0
-            for j in range(K):
-                norm += gamma[s, t, j] * beta[j]
-            if t > 0:
-                for j in range(K):
-                    u[j] = e[s, t, j] * beta[j]
-                # nxt = A u as a sum of columns (contiguous rows of A^T, no reduction in the
-                # inner loop: the compiler vectorises it)
-                for i in range(K):
-                    nxt[i] = 0.0
-                for j in range(K):
-                    uj = u[j]
-                    if uj != 0.0:
-                        for i in range(K):
-                            nxt[i] += transition_t[j, i] * uj
-                z = 0.0
-                for i in range(K):
-                    z += gamma[s, t - 1, i] * nxt[i]
-                if z > 0.0:
-                    for i in range(K):
-                        w = gamma[s, t - 1, i] / z
-                        if w != 0.0:
-                            for j in range(K):
-                                xi[i, j] += w * transition[i, j] * u[j]
-            inv = 1.0 / norm if norm > 0.0 else 0.0
-            for j in range(K):
-                gamma[s, t, j] *= beta[j] * inv
-            if t > 0:
-                total = 0.0
-                for i in range(K):
-                    total += nxt[i]
-                inv_total = 1.0 / max(total, _TINY)
-                for i in range(K):
-                    beta[i] = nxt[i] * inv_total
+            total += log_c[t]
+            row = counts[sym[t]]
+            for k in range(K):
+                row[k] += gamma[t, k]
+        for k in range(K):
+            start[k] += gamma[0, k]
+    xi *= transition
+    return total
 
 
 @numba.njit(cache=True, nogil=True)

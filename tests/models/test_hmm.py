@@ -506,14 +506,22 @@ def test_gaussian_emissions_match_scipy_near_and_far(case, offset):
     )
 
 
-@pytest.mark.parametrize("case", ["categorical", "full", "tied", "diag", "spherical"])
-def test_baum_welch_on_long_ragged_series_follows_hmmlearn(case):
+@pytest.mark.parametrize(
+    "case", ["categorical", "categorical-engine", "full", "tied", "diag", "spherical"]
+)
+def test_baum_welch_on_long_ragged_series_follows_hmmlearn(case, monkeypatch):
     """Series long enough for the blocked scan, where the E-step works in the engine's
     state-major layout (categorical: emissions gathered and symbol counts scattered; Gaussian:
     the expanded quadratic form and moments about the data mean), ragged and with a padded
-    tail, against hmmlearn's scaling implementation."""
+    tail, against hmmlearn's scaling implementation.  Categorical E-steps on few sequences run
+    the compiled kernel; ``categorical-engine`` forces the engine's path, which serves many
+    sequences."""
+    from probgen.models import hmm as hmm_module
     from probgen.models.hmm_engine import _padded_length, _scan_layout
 
+    if case == "categorical-engine":
+        monkeypatch.setattr(hmm_module, "_COMPILED_MAX_SEQUENCES", 0)
+        case = "categorical"
     lengths = [9000, 3001, 2500]
     ref, model, init = _pair(case, n_iter=3)
     ref.implementation = "scaling"
