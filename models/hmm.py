@@ -54,6 +54,7 @@ def _cpu_scratch(name: str, shape: tuple[int, ...]) -> np.ndarray:
         return _scratch(name, shape).numpy()
     return np.empty(shape)
 
+
 __all__ = ["HiddenMarkovModel", "SequenceData"]
 
 _F64 = torch.float64
@@ -938,7 +939,7 @@ class HiddenMarkovModel(GenerativeModel):
         from probgen.models.hmm_kernels import categorical_e_step
 
         self._check_params(data, params)
-        K, (N, T) = self.n_states, data.values.shape
+        K, T = self.n_states, data.values.shape[1]
         probs = params["probs"].to(_F64)
         M = probs.shape[-1]
         counts = np.empty((M, K))

@@ -506,9 +506,7 @@ def test_gaussian_emissions_match_scipy_near_and_far(case, offset):
     )
 
 
-@pytest.mark.parametrize(
-    "case", ["categorical", "categorical-engine", "full", "tied", "diag", "spherical"]
-)
+@pytest.mark.parametrize("case", ["categorical", "categorical-engine", "full", "tied", "diag", "spherical"])
 def test_baum_welch_on_long_ragged_series_follows_hmmlearn(case, monkeypatch):
     """Series long enough for the blocked scan, where the E-step works in the engine's
     state-major layout (categorical: emissions gathered and symbol counts scattered; Gaussian:
