@@ -1124,9 +1124,9 @@ class HiddenMarkovModel(GenerativeModel):
     ) -> tuple[list[Tensor], Tensor]:
         """:meth:`viterbi` by the compiled kernels of :mod:`probgen.models.hmm_kernels` (CPU).
 
-        The max-product recursion keeps its backpointers, a loop over ``K x K`` per step that
-        the compiler vectorises; PyTorch has no fused max-plus step, and its blocked scan (the
-        path for accelerators) pays a ``(K, K, blocks)`` temporary per step.
+        The max-product recursion keeps every step's scores and no backpointers (the backtrace
+        recomputes its one argmax a step); PyTorch has no fused max-plus step, and its blocked
+        scan (the path for accelerators) pays a ``(K, K, blocks)`` temporary per step.
         """
         from probgen.models.hmm_kernels import viterbi_dense, viterbi_table
 
@@ -1134,18 +1134,18 @@ class HiddenMarkovModel(GenerativeModel):
         paths = np.zeros((N, T), dtype=np.int64)
         scores = np.empty(N)
         K = self.n_states
-        back = _scratch("vit_back", (T, K), torch.int32).numpy()  # kept: no fresh pages per call
         log_pi = torch.log(params["initial"].to(_F64)).clamp_min(_LOG_FLOOR).numpy()
         log_A = torch.log(params["transition"].to(_F64)).clamp_min(_LOG_FLOOR).contiguous().numpy()
         lengths = data.lengths.numpy()
         if self.emission == "categorical":
             table = torch.log(params["probs"].to(_F64)).clamp_min(_LOG_FLOOR).contiguous().numpy()
+            delta = _cpu_scratch("vit_delta", (T, K))  # kept: no fresh pages per call
             viterbi_table(
-                data.values.contiguous().numpy(), lengths, table, log_pi, log_A, back, paths, scores
+                data.values.contiguous().numpy(), lengths, table, log_pi, log_A, delta, paths, scores
             )
         else:
             log_e = self._log_emission(data.values, params).clamp_min(_LOG_FLOOR).contiguous()
-            viterbi_dense(log_e.numpy(), lengths, log_pi, log_A, back, paths, scores)
+            viterbi_dense(log_e.numpy(), lengths, log_pi, log_A, paths, scores)  # overwrites log_e
         out = torch.from_numpy(paths)
         return [out[i, : int(n)] for i, n in enumerate(data.lengths)], torch.from_numpy(scores)
 

@@ -282,53 +282,89 @@ def gaussian_diag_e_step(
     return total
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _larger(a: float, b: float) -> float:  # pragma: no cover - compiled
+    return a if a > b else b
+
+
 @numba.njit(cache=True, nogil=True)
 def _viterbi_one(
     rows: np.ndarray,
     row_of_step: np.ndarray,
     n: int,
     log_initial: np.ndarray,
-    transition_t: np.ndarray,
-    back: np.ndarray,
+    log_transition: np.ndarray,
+    delta: np.ndarray,
     path: np.ndarray,
 ) -> float:  # pragma: no cover - compiled
     """Viterbi on ``n`` steps whose emission log-densities are ``rows[row_of_step[t]]`` (``K``
     each: a sequence's own rows, or a table's rows by symbol, nothing of size ``n K`` built).
 
-    ``transition_t`` is the log transition matrix transposed (``[to, from]``), so that the best
-    source of a destination is a reduction along a contiguous row.  Backpointers go into
-    ``back`` (``(n, K)`` small integers): the backtrace is one lookup a step.  Ties go to the
-    lowest source state, as ``argmax`` does.  The path goes into ``path``.
+    The forward pass keeps every step's scores ``delta_t`` in ``delta`` (``(n, K)``; it may be
+    ``rows`` itself when the rows are the sequence's own, each row is read before it is
+    overwritten) and takes no argmax: the best source of every destination is a plain maximum,
+    four sources per pass over the destinations (a loop the compiler vectorises, with a quarter
+    of the dependent loads and stores of one source a pass).  The backtrace recomputes the one
+    argmax it needs a step from the kept scores, the same sums compared in the same order, so
+    ties still go to the lowest source state as ``argmax`` does.  The path goes into ``path``.
     """
     K = log_initial.shape[0]
-    delta = np.empty(K)
-    nxt = np.empty(K)
+    best = np.empty(K)
     first = rows[row_of_step[0]]
     for j in range(K):
-        delta[j] = log_initial[j] + first[j]
+        delta[0, j] = log_initial[j] + first[j]
     for t in range(1, n):
+        prev = delta[t - 1]
+        i = 0
+        while i < K:
+            if i + 4 <= K:
+                d0, d1, d2, d3 = prev[i], prev[i + 1], prev[i + 2], prev[i + 3]
+                r0, r1, r2, r3 = (
+                    log_transition[i],
+                    log_transition[i + 1],
+                    log_transition[i + 2],
+                    log_transition[i + 3],
+                )
+                if i == 0:
+                    for j in range(K):
+                        best[j] = _larger(_larger(d0 + r0[j], d1 + r1[j]), _larger(d2 + r2[j], d3 + r3[j]))
+                else:
+                    for j in range(K):
+                        best[j] = _larger(
+                            best[j], _larger(_larger(d0 + r0[j], d1 + r1[j]), _larger(d2 + r2[j], d3 + r3[j]))
+                        )
+                i += 4
+            else:
+                d0, r0 = prev[i], log_transition[i]
+                if i == 0:
+                    for j in range(K):
+                        best[j] = d0 + r0[j]
+                else:
+                    for j in range(K):
+                        best[j] = _larger(best[j], d0 + r0[j])
+                i += 1
         e = rows[row_of_step[t]]
-        for j in range(K):  # best source of every destination; ties to the lowest source
-            best = delta[0] + transition_t[j, 0]
-            arg = 0
-            for i in range(1, K):
-                v = delta[i] + transition_t[j, i]
-                if v > best:
-                    best = v
-                    arg = i
-            nxt[j] = best + e[j]
-            back[t, j] = arg
+        cur = delta[t]
         for j in range(K):
-            delta[j] = nxt[j]
-    best = 0
+            cur[j] = best[j] + e[j]
+    last = delta[n - 1]
+    state = 0
     for j in range(1, K):
-        if delta[j] > delta[best]:
-            best = j
-    score = delta[best]
-    path[n - 1] = best
+        if last[j] > last[state]:
+            state = j
+    score = last[state]
+    path[n - 1] = state
     for t in range(n - 1, 0, -1):
-        best = back[t, best]
-        path[t - 1] = best
+        prev = delta[t - 1]
+        arg = 0
+        top = prev[0] + log_transition[0, state]
+        for i in range(1, K):
+            v = prev[i] + log_transition[i, state]
+            if v > top:
+                top = v
+                arg = i
+        state = arg
+        path[t - 1] = state
     return score
 
 
@@ -338,16 +374,14 @@ def viterbi_dense(
     lengths: np.ndarray,
     log_initial: np.ndarray,
     log_transition: np.ndarray,
-    back: np.ndarray,
     paths: np.ndarray,
     scores: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     """Viterbi of every sequence from emission log-densities ``(N, T, K)`` (finite: log 0
-    floored); ``back`` ``(T, K)`` small-integer scratch for the backpointers."""
-    transition_t = log_transition.T.copy()
+    floored), overwritten by the step scores."""
     steps = np.arange(log_e.shape[1])
     for s in range(log_e.shape[0]):
-        scores[s] = _viterbi_one(log_e[s], steps, lengths[s], log_initial, transition_t, back, paths[s])
+        scores[s] = _viterbi_one(log_e[s], steps, lengths[s], log_initial, log_transition, log_e[s], paths[s])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -357,13 +391,12 @@ def viterbi_table(
     log_table: np.ndarray,
     log_initial: np.ndarray,
     log_transition: np.ndarray,
-    back: np.ndarray,
+    delta: np.ndarray,
     paths: np.ndarray,
     scores: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     """Viterbi of every symbol sequence ``(N, T)`` from a ``(K, S)`` table of log-probabilities;
-    ``back`` ``(T, K)`` small-integer scratch for the backpointers."""
-    transition_t = log_transition.T.copy()
+    ``delta`` ``(T, K)`` float64 scratch for the step scores."""
     rows = log_table.T.copy()  # (S, K): the emission row of a symbol
     for s in range(symbols.shape[0]):
-        scores[s] = _viterbi_one(rows, symbols[s], lengths[s], log_initial, transition_t, back, paths[s])
+        scores[s] = _viterbi_one(rows, symbols[s], lengths[s], log_initial, log_transition, delta, paths[s])
