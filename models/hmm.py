@@ -40,11 +40,12 @@ from probgen.models.hmm_engine import (
 )
 from probgen.models.kmeans import _kmeans
 
-# Up to this many sequences the compiled categorical E-step runs (whatever their lengths); past
-# it the blocked engine, vectorised across sequences, is as fast or faster.  Measured on one
-# thread with 16 states: 0.74x the engine's time on one sequence of 200,000 steps, 0.78x on 100
-# of 2,000 (8 states), 1.04x on 1,000 of 200, 1.6x on 10,000 of 20 (4 states).
-_COMPILED_MAX_SEQUENCES = 256
+# The compiled categorical E-step runs on up to this many sequences per squared state (whatever
+# their lengths); past it the blocked engine, vectorised across sequences, is as fast or faster.
+# Measured on one thread (compiled / engine time): 0.5x on one sequence of 200,000 steps with
+# 16 states, 0.6x on 300 sequences of 100 steps with 4 or 8 states, 0.85-1.0x on 1,000-3,000
+# with 8 or 16, 1.1-1.8x on 1,000-10,000 short ones with 4.
+_COMPILED_SEQUENCES_PER_STATE_SQ = 64
 
 
 def _cpu_scratch(name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -934,7 +935,10 @@ class HiddenMarkovModel(GenerativeModel):
         sequence's marginals to the symbol counts as it goes, so neither the ``T K`` emissions
         nor the marginals of all steps are ever stored.
         """
-        if data.values.device.type != "cpu" or data.lengths.numel() > _COMPILED_MAX_SEQUENCES:
+        if (
+            data.values.device.type != "cpu"
+            or data.lengths.numel() > _COMPILED_SEQUENCES_PER_STATE_SQ * self.n_states**2
+        ):
             return None
         from probgen.models.hmm_kernels import categorical_e_step
 

@@ -40,6 +40,7 @@ def _forward_backward_one(
     log_c: np.ndarray,
     gamma: np.ndarray,
     xi: np.ndarray,
+    work: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     """Forward-backward of one sequence of ``n`` steps whose emission densities are
     ``rows[row_of_step[t]]`` (``K`` each: the sequence's own rows, or a categorical table's rows
@@ -49,14 +50,10 @@ def _forward_backward_one(
     (the forward filters are kept there until the backward pass replaces them) and adds the
     expected transition counts, divided by the transition probabilities, to ``xi`` (the caller
     multiplies once by ``transition`` after all sequences).  ``transition_t`` is ``transition``
-    transposed.
+    transposed; ``work`` is ``(5, K)`` scratch (allocated once by the caller, not per sequence).
     """
     K = initial.shape[0]
-    pred = np.empty(K)
-    v = np.empty(K)
-    beta = np.empty(K)
-    nxt = np.empty(K)
-    u = np.empty(K)
+    pred, v, beta, nxt, u = work[0], work[1], work[2], work[3], work[4]
     # Forward: alpha_t = (alpha_{t-1} A) * e_t / c_t, c_t its sum.  The product with A is taken
     # of the unnormalised v_{t-1} = c_{t-1} alpha_{t-1} and divided by c_{t-1} afterwards, so the
     # sum and the division run beside the product, not before it: the recursion's critical path
@@ -168,9 +165,20 @@ def forward_backward(
     xi[:, :] = 0.0
     transition_t = transition.T.copy()
     steps = np.arange(e.shape[1])
+    work = np.empty((5, initial.shape[0]))
     for s in range(e.shape[0]):
         _forward_backward_one(
-            e[s], steps, lengths[s], initial, transition, transition_t, posteriors, log_c[s], gamma[s], xi
+            e[s],
+            steps,
+            lengths[s],
+            initial,
+            transition,
+            transition_t,
+            posteriors,
+            log_c[s],
+            gamma[s],
+            xi,
+            work,
         )
     xi *= transition
 
@@ -202,10 +210,11 @@ def categorical_e_step(
     xi[:, :] = 0.0
     start[:] = 0.0
     total = 0.0
+    work = np.empty((5, K))
     for s in range(symbols.shape[0]):
         n = lengths[s]
         sym = symbols[s]
-        _forward_backward_one(rows, sym, n, initial, transition, transition_t, True, log_c, gamma, xi)
+        _forward_backward_one(rows, sym, n, initial, transition, transition_t, True, log_c, gamma, xi, work)
         for t in range(n):
             total += log_c[t]
             row = counts[sym[t]]
@@ -296,6 +305,7 @@ def _viterbi_one(
     log_transition: np.ndarray,
     delta: np.ndarray,
     path: np.ndarray,
+    best: np.ndarray,
 ) -> float:  # pragma: no cover - compiled
     """Viterbi on ``n`` steps whose emission log-densities are ``rows[row_of_step[t]]`` (``K``
     each: a sequence's own rows, or a table's rows by symbol, nothing of size ``n K`` built).
@@ -306,10 +316,10 @@ def _viterbi_one(
     four sources per pass over the destinations (a loop the compiler vectorises, with a quarter
     of the dependent loads and stores of one source a pass).  The backtrace recomputes the one
     argmax it needs a step from the kept scores, the same sums compared in the same order, so
-    ties still go to the lowest source state as ``argmax`` does.  The path goes into ``path``.
+    ties still go to the lowest source state as ``argmax`` does.  The path goes into ``path``;
+    ``best`` is ``(K,)`` scratch.
     """
     K = log_initial.shape[0]
-    best = np.empty(K)
     first = rows[row_of_step[0]]
     for j in range(K):
         delta[0, j] = log_initial[j] + first[j]
@@ -380,8 +390,11 @@ def viterbi_dense(
     """Viterbi of every sequence from emission log-densities ``(N, T, K)`` (finite: log 0
     floored), overwritten by the step scores."""
     steps = np.arange(log_e.shape[1])
+    best = np.empty(log_initial.shape[0])
     for s in range(log_e.shape[0]):
-        scores[s] = _viterbi_one(log_e[s], steps, lengths[s], log_initial, log_transition, log_e[s], paths[s])
+        scores[s] = _viterbi_one(
+            log_e[s], steps, lengths[s], log_initial, log_transition, log_e[s], paths[s], best
+        )
 
 
 @numba.njit(cache=True, nogil=True)
@@ -398,5 +411,8 @@ def viterbi_table(
     """Viterbi of every symbol sequence ``(N, T)`` from a ``(K, S)`` table of log-probabilities;
     ``delta`` ``(T, K)`` float64 scratch for the step scores."""
     rows = log_table.T.copy()  # (S, K): the emission row of a symbol
+    best = np.empty(log_initial.shape[0])
     for s in range(symbols.shape[0]):
-        scores[s] = _viterbi_one(rows, symbols[s], lengths[s], log_initial, log_transition, delta, paths[s])
+        scores[s] = _viterbi_one(
+            rows, symbols[s], lengths[s], log_initial, log_transition, delta, paths[s], best
+        )

@@ -518,7 +518,7 @@ def test_baum_welch_on_long_ragged_series_follows_hmmlearn(case, monkeypatch):
     from probgen.models.hmm_engine import _padded_length, _scan_layout
 
     if case == "categorical-engine":
-        monkeypatch.setattr(hmm_module, "_COMPILED_MAX_SEQUENCES", 0)
+        monkeypatch.setattr(hmm_module, "_COMPILED_SEQUENCES_PER_STATE_SQ", 0)
         case = "categorical"
     lengths = [9000, 3001, 2500]
     ref, model, init = _pair(case, n_iter=3)
