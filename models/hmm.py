@@ -1135,7 +1135,8 @@ class HiddenMarkovModel(GenerativeModel):
         from probgen.models.hmm_kernels import viterbi_dense, viterbi_table
 
         N, T = data.values.shape[:2]
-        paths = np.zeros((N, T), dtype=np.int64)
+        lengths_list = data.lengths.tolist()
+        paths = np.empty(sum(lengths_list), dtype=np.int64)
         scores = np.empty(N)
         K = self.n_states
         log_pi = torch.log(params["initial"].to(_F64)).clamp_min(_LOG_FLOOR).numpy()
@@ -1150,8 +1151,7 @@ class HiddenMarkovModel(GenerativeModel):
         else:
             log_e = self._log_emission(data.values, params).clamp_min(_LOG_FLOOR).contiguous()
             viterbi_dense(log_e.numpy(), lengths, log_pi, log_A, paths, scores)  # overwrites log_e
-        out = torch.from_numpy(paths)
-        return [out[i, : int(n)] for i, n in enumerate(data.lengths)], torch.from_numpy(scores)
+        return list(torch.from_numpy(paths).split(lengths_list)), torch.from_numpy(scores)
 
     def viterbi(self, data: Any, params: Mapping[str, Tensor]) -> tuple[list[Tensor], Tensor]:
         """Viterbi paths and their joint log-probabilities ``log p(x, z*)`` per sequence."""

@@ -64,12 +64,20 @@ def _forward_backward_one(
             for j in range(K):
                 pred[j] = initial[j]
         else:
-            for j in range(K):
-                pred[j] = 0.0
-            for i in range(K):
-                a = v[i]
+            if K <= 4:  # a few states: one dot product per destination, their chains overlap
                 for j in range(K):
-                    pred[j] += a * transition[i, j]
+                    r = transition_t[j]
+                    acc = v[0] * r[0]
+                    for i in range(1, K):
+                        acc += v[i] * r[i]
+                    pred[j] = acc
+            else:  # a sum of rows: the compiler vectorises the loop over destinations
+                for j in range(K):
+                    pred[j] = 0.0
+                for i in range(K):
+                    a = v[i]
+                    for j in range(K):
+                        pred[j] += a * transition[i, j]
         e = rows[row_of_step[t]]
         c = 0.0
         for j in range(K):
@@ -96,14 +104,22 @@ def _forward_backward_one(
             e = rows[row_of_step[t]]
             for j in range(K):
                 u[j] = e[j] * beta[j]
-            # nxt = A u as a sum of columns (contiguous rows of A^T, no reduction in the
-            # inner loop: the compiler vectorises it)
-            for i in range(K):
-                nxt[i] = 0.0
-            for j in range(K):
-                uj = u[j]
+            # nxt = A u: with a few states one dot product per source, otherwise a sum of
+            # columns (contiguous rows of A^T, a loop the compiler vectorises)
+            if K <= 4:
                 for i in range(K):
-                    nxt[i] += transition_t[j, i] * uj
+                    r = transition[i]
+                    acc = r[0] * u[0]
+                    for j in range(1, K):
+                        acc += r[j] * u[j]
+                    nxt[i] = acc
+            else:
+                for i in range(K):
+                    nxt[i] = 0.0
+                for j in range(K):
+                    uj = u[j]
+                    for i in range(K):
+                        nxt[i] += transition_t[j, i] * uj
             z = 0.0
             for i in range(K):
                 z += gamma[t - 1, i] * nxt[i]
@@ -303,6 +319,7 @@ def _viterbi_one(
     n: int,
     log_initial: np.ndarray,
     log_transition: np.ndarray,
+    transition_t: np.ndarray,
     delta: np.ndarray,
     path: np.ndarray,
     best: np.ndarray,
@@ -312,12 +329,14 @@ def _viterbi_one(
 
     The forward pass keeps every step's scores ``delta_t`` in ``delta`` (``(n, K)``; it may be
     ``rows`` itself when the rows are the sequence's own, each row is read before it is
-    overwritten) and takes no argmax: the best source of every destination is a plain maximum,
-    four sources per pass over the destinations (a loop the compiler vectorises, with a quarter
-    of the dependent loads and stores of one source a pass).  The backtrace recomputes the one
-    argmax it needs a step from the kept scores, the same sums compared in the same order, so
-    ties still go to the lowest source state as ``argmax`` does.  The path goes into ``path``;
-    ``best`` is ``(K,)`` scratch.
+    overwritten) and takes no argmax, only the best score of every destination: with fewer than
+    16 states one destination at a time over a contiguous row of ``transition_t`` (the log
+    transitions transposed, ``[to, from]``; the destinations' chains are independent and
+    overlap), with more four sources per pass over the destinations (a loop the compiler
+    vectorises, with a quarter of the dependent loads and stores of one source a pass).  The
+    backtrace recomputes the one argmax it needs a step from the kept scores, the same sums
+    compared in the same order, so ties still go to the lowest source state as ``argmax`` does.
+    The path goes into ``path`` (``(n,)``); ``best`` is ``(K,)`` scratch.
     """
     K = log_initial.shape[0]
     first = rows[row_of_step[0]]
@@ -325,16 +344,18 @@ def _viterbi_one(
         delta[0, j] = log_initial[j] + first[j]
     for t in range(1, n):
         prev = delta[t - 1]
-        i = 0
-        while i < K:
-            if i + 4 <= K:
+        if K < 16:
+            for j in range(K):
+                r = transition_t[j]
+                top = prev[0] + r[0]
+                for i in range(1, K):
+                    top = _larger(top, prev[i] + r[i])
+                best[j] = top
+        else:
+            for i in range(0, K - 3, 4):
                 d0, d1, d2, d3 = prev[i], prev[i + 1], prev[i + 2], prev[i + 3]
-                r0, r1, r2, r3 = (
-                    log_transition[i],
-                    log_transition[i + 1],
-                    log_transition[i + 2],
-                    log_transition[i + 3],
-                )
+                r0, r1 = log_transition[i], log_transition[i + 1]
+                r2, r3 = log_transition[i + 2], log_transition[i + 3]
                 if i == 0:
                     for j in range(K):
                         best[j] = _larger(_larger(d0 + r0[j], d1 + r1[j]), _larger(d2 + r2[j], d3 + r3[j]))
@@ -343,16 +364,10 @@ def _viterbi_one(
                         best[j] = _larger(
                             best[j], _larger(_larger(d0 + r0[j], d1 + r1[j]), _larger(d2 + r2[j], d3 + r3[j]))
                         )
-                i += 4
-            else:
+            for i in range(K - K % 4, K):
                 d0, r0 = prev[i], log_transition[i]
-                if i == 0:
-                    for j in range(K):
-                        best[j] = d0 + r0[j]
-                else:
-                    for j in range(K):
-                        best[j] = _larger(best[j], d0 + r0[j])
-                i += 1
+                for j in range(K):
+                    best[j] = _larger(best[j], d0 + r0[j])
         e = rows[row_of_step[t]]
         cur = delta[t]
         for j in range(K):
@@ -366,10 +381,11 @@ def _viterbi_one(
     path[n - 1] = state
     for t in range(n - 1, 0, -1):
         prev = delta[t - 1]
+        r = transition_t[state]
         arg = 0
-        top = prev[0] + log_transition[0, state]
+        top = prev[0] + r[0]
         for i in range(1, K):
-            v = prev[i] + log_transition[i, state]
+            v = prev[i] + r[i]
             if v > top:
                 top = v
                 arg = i
@@ -388,13 +404,26 @@ def viterbi_dense(
     scores: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     """Viterbi of every sequence from emission log-densities ``(N, T, K)`` (finite: log 0
-    floored), overwritten by the step scores."""
+    floored), overwritten by the step scores; the paths go one after another into ``paths``
+    (``(sum(lengths),)``)."""
     steps = np.arange(log_e.shape[1])
     best = np.empty(log_initial.shape[0])
+    transition_t = log_transition.T.copy()
+    start = 0
     for s in range(log_e.shape[0]):
+        n = lengths[s]
         scores[s] = _viterbi_one(
-            log_e[s], steps, lengths[s], log_initial, log_transition, log_e[s], paths[s], best
+            log_e[s],
+            steps,
+            n,
+            log_initial,
+            log_transition,
+            transition_t,
+            log_e[s],
+            paths[start : start + n],
+            best,
         )
+        start += n
 
 
 @numba.njit(cache=True, nogil=True)
@@ -409,10 +438,23 @@ def viterbi_table(
     scores: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     """Viterbi of every symbol sequence ``(N, T)`` from a ``(K, S)`` table of log-probabilities;
-    ``delta`` ``(T, K)`` float64 scratch for the step scores."""
+    ``delta`` ``(T, K)`` float64 scratch for the step scores; the paths go one after another
+    into ``paths`` (``(sum(lengths),)``)."""
     rows = log_table.T.copy()  # (S, K): the emission row of a symbol
     best = np.empty(log_initial.shape[0])
+    transition_t = log_transition.T.copy()
+    start = 0
     for s in range(symbols.shape[0]):
+        n = lengths[s]
         scores[s] = _viterbi_one(
-            rows, symbols[s], lengths[s], log_initial, log_transition, delta, paths[s], best
+            rows,
+            symbols[s],
+            n,
+            log_initial,
+            log_transition,
+            transition_t,
+            delta,
+            paths[start : start + n],
+            best,
         )
+        start += n
