@@ -32,8 +32,9 @@ matrices ``A diag(e_t)``, forward and (transposed, in reverse time) backward, in
 batched levels, every partial product divided by its largest entry; on the CPU they run
 instead through a compiled sequential kernel (:mod:`probgen.models.hmm_kernels`), whose cost
 there is the arithmetic itself.  All paths give the same results to rounding.  On the CPU,
-Viterbi runs the compiled decoder of that module; the blocked max-product scan here serves
-accelerators.
+Viterbi runs the compiled decoder of that module, and so does the categorical E-step on few
+sequences (up to 64 per squared state count, at any length); the blocked max-product scan here
+serves accelerators.
 
 The engine knows nothing of emission families: it takes per-step emission densities (or a table
 of log-probabilities indexed by symbols) and the chain's ``initial`` and ``transition``
