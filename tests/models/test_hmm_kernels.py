@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from hmmlearn import hmm
+from test_hmm_viterbi_speedpaths import _reference_viterbi  # the plain recursion, ties to argmax
 
 from probgen.models import HiddenMarkovModel
 
@@ -38,24 +39,6 @@ def _categorical(K: int, seed: int, symbols: int = 7) -> tuple[hmm.CategoricalHM
         "probs": torch.tensor(ref.emissionprob_),
     }
     return ref, model, params
-
-
-def _reference_viterbi(
-    log_init: np.ndarray, log_trans: np.ndarray, log_e: np.ndarray
-) -> tuple[np.ndarray, float]:
-    """Plain log-space Viterbi of one sequence; ties go to the lowest state, as ``np.argmax``."""
-    T, K = log_e.shape
-    v = log_init + log_e[0]
-    back = np.zeros((T, K), dtype=np.int64)
-    for t in range(1, T):
-        cand = v[:, None] + log_trans
-        back[t] = np.argmax(cand, 0)
-        v = cand[back[t], np.arange(K)] + log_e[t]
-    path = np.empty(T, dtype=np.int64)
-    path[-1] = int(np.argmax(v))
-    for t in range(T - 1, 0, -1):
-        path[t - 1] = back[t, path[t]]
-    return path, float(v.max())
 
 
 @pytest.mark.parametrize("K", STATE_COUNTS)
