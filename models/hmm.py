@@ -935,10 +935,7 @@ class HiddenMarkovModel(GenerativeModel):
         sequence's marginals to the symbol counts as it goes, so neither the ``T K`` emissions
         nor the marginals of all steps are ever stored.
         """
-        if (
-            data.values.device.type != "cpu"
-            or data.lengths.numel() > _COMPILED_SEQUENCES_PER_STATE_SQ * self.n_states**2
-        ):
+        if not self._compiled_categorical(data):
             return None
         from probgen.models.hmm_kernels import categorical_e_step
 
@@ -1112,16 +1109,58 @@ class HiddenMarkovModel(GenerativeModel):
     def log_prob_items(self, data: Any, params: Mapping[str, Tensor]) -> Tensor:
         """``(n_sequences,)`` log-likelihood of every sequence, states summed out."""
         data = self._prepared(data)
+        if self._compiled_categorical(data):
+            return self._categorical_forward_backward(data, params, posteriors=False)[0]
         return self._run_forward_backward(data, params, posteriors=False)[2]
 
     def latent_posterior(self, data: Any, params: Mapping[str, Tensor]) -> dict[str, Any]:
         """``{"states": [ (T_i, n_states) marginals per sequence ]}`` (one tensor if one sequence)."""
         data = self._prepared(data)
-        lay, _, _, gamma, _ = self._run_forward_backward(data, params, posteriors=True)
-        assert gamma is not None
-        gamma = lay.from_blocks(gamma)
-        out = [gamma[i, : int(n)] for i, n in enumerate(data.lengths)]
+        if self._compiled_categorical(data):
+            gamma = self._categorical_forward_backward(data, params, posteriors=True)[1]
+        else:
+            lay, _, _, blocked, _ = self._run_forward_backward(data, params, posteriors=True)
+            assert blocked is not None
+            gamma = lay.from_blocks(blocked)
+        out = [gamma[i, :n] for i, n in enumerate(data.lengths.tolist())]
         return {"states": out[0] if data.single else out}
+
+    def _compiled_categorical(self, data: SequenceData) -> bool:
+        """Whether the compiled categorical kernels serve ``data``: CPU, and at most
+        :data:`_COMPILED_SEQUENCES_PER_STATE_SQ` sequences per squared state count."""
+        return (
+            self.emission == "categorical"
+            and data.values.device.type == "cpu"
+            and data.lengths.numel() <= _COMPILED_SEQUENCES_PER_STATE_SQ * self.n_states**2
+        )
+
+    def _categorical_forward_backward(
+        self, data: SequenceData, params: Mapping[str, Tensor], *, posteriors: bool
+    ) -> tuple[Tensor, Tensor]:
+        """Per-sequence log-likelihoods and (with ``posteriors``, else an empty tensor) the state
+        marginals ``(N, T, K)``, by :func:`probgen.models.hmm_kernels.categorical_forward_backward`:
+        emissions read from the table by symbol, nothing of size ``T K`` built to score."""
+        from probgen.models.hmm_kernels import categorical_forward_backward
+
+        self._check_params(data, params)
+        K, (N, T) = self.n_states, data.values.shape
+        if posteriors:
+            gamma, log_c = np.empty((N, T, K)), np.empty((N, T))
+        else:
+            gamma, log_c = _cpu_scratch("cat_gamma", (1, T, K)), _cpu_scratch("cat_log_c", (1, T))
+        log_lik = np.empty(N)
+        categorical_forward_backward(
+            data.values.contiguous().numpy(),
+            data.lengths.numpy(),
+            np.ascontiguousarray(params["probs"].to(_F64).numpy()),
+            np.ascontiguousarray(params["initial"].to(_F64).numpy()),
+            np.ascontiguousarray(params["transition"].to(_F64).numpy()),
+            posteriors,
+            log_c,
+            gamma,
+            log_lik,
+        )
+        return torch.from_numpy(log_lik), torch.from_numpy(gamma) if posteriors else torch.empty(0)
 
     def _viterbi_compiled(
         self, data: SequenceData, params: Mapping[str, Tensor]

@@ -243,6 +243,43 @@ def categorical_e_step(
 
 
 @numba.njit(cache=True, nogil=True)
+def categorical_forward_backward(
+    symbols: np.ndarray,
+    lengths: np.ndarray,
+    probs: np.ndarray,
+    initial: np.ndarray,
+    transition: np.ndarray,
+    posteriors: bool,
+    log_c: np.ndarray,
+    gamma: np.ndarray,
+    log_lik: np.ndarray,
+) -> None:  # pragma: no cover - compiled; exercised through probgen.models.hmm
+    """Log-likelihood of every symbol sequence ``(N, T)`` into ``log_lik`` (``(N,)``) and, with
+    ``posteriors``, the state marginals into ``gamma`` (``(N, T, K)``, zero on padded steps);
+    without, ``gamma`` (``(1, T, K)``) and ``log_c`` (``(1, T)``) are one sequence's scratch.
+    The emission densities are read from the ``(K, S)`` table by symbol."""
+    K = initial.shape[0]
+    rows = probs.T.copy()
+    transition_t = transition.T.copy()
+    xi = np.zeros((K, K))  # not asked for: the kernel adds to it regardless
+    work = np.empty((5, K))
+    for s in range(symbols.shape[0]):
+        n = lengths[s]
+        k = s if posteriors else 0
+        g = gamma[k]
+        lc = log_c[k]
+        _forward_backward_one(
+            rows, symbols[s], n, initial, transition, transition_t, posteriors, lc, g, xi, work
+        )
+        total = 0.0
+        for t in range(n):
+            total += lc[t]
+        log_lik[s] = total
+        if posteriors:
+            g[n:] = 0.0
+
+
+@numba.njit(cache=True, nogil=True)
 def gaussian_diag_e_step(
     x: np.ndarray,
     lengths: np.ndarray,

@@ -553,8 +553,14 @@ def test_prepared_series_serve_models_of_other_covariance_types():
         np.testing.assert_allclose(stats["post"].numpy(), ref.predict_proba(X).sum(0), rtol=1e-9)
 
 
-def test_long_categorical_series_score_like_hmmlearn():
-    """Scoring long ragged symbol series (emissions gathered straight into the scan's layout)."""
+@pytest.mark.parametrize("route", ["compiled", "engine"])
+def test_long_categorical_series_score_like_hmmlearn(route, monkeypatch):
+    """Scoring long ragged symbol series and their state marginals: by the compiled kernel (few
+    sequences), and by the engine (many; emissions gathered straight into the scan's layout)."""
+    from probgen.models import hmm as hmm_module
+
+    if route == "engine":
+        monkeypatch.setattr(hmm_module, "_COMPILED_SEQUENCES_PER_STATE_SQ", 0)
     lengths = [9000, 3001, 2500]
     ref, model, init = _pair("categorical")
     ref.implementation = "scaling"
@@ -564,3 +570,5 @@ def test_long_categorical_series_score_like_hmmlearn():
     np.testing.assert_allclose(
         model.log_prob_items(data, params).numpy(), [ref.score(s) for s in seqs], rtol=1e-10
     )
+    post = torch.cat(model.latent_posterior(data, params)["states"]).numpy()
+    np.testing.assert_allclose(post, ref.predict_proba(X, lengths), rtol=0, atol=1e-9)
