@@ -48,6 +48,16 @@ from probgen.models.kmeans import _kmeans
 _COMPILED_SEQUENCES_PER_STATE_SQ = 64
 
 
+def _as_kernel_array(x: Tensor) -> np.ndarray:
+    """A contiguous float64 NumPy array of a CPU tensor, as the compiled kernels read them."""
+    return np.ascontiguousarray(x.detach().to(_F64).numpy())
+
+
+def _chain_arrays(params: Mapping[str, Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    """The chain's ``initial`` and ``transition`` probabilities for the compiled kernels."""
+    return _as_kernel_array(params["initial"]), _as_kernel_array(params["transition"])
+
+
 def _cpu_scratch(name: str, shape: tuple[int, ...]) -> np.ndarray:
     """A kept float64 NumPy buffer (:func:`_scratch`) for the compiled kernels, whatever the
     default device."""
@@ -902,10 +912,9 @@ class HiddenMarkovModel(GenerativeModel):
         ll = gaussian_diag_e_step(
             np.ascontiguousarray(data.values.numpy()),
             data.lengths.numpy(),
-            np.ascontiguousarray(params["locs"].to(_F64).numpy()),
-            np.ascontiguousarray(scales.numpy()),
-            np.ascontiguousarray(params["initial"].to(_F64).numpy()),
-            np.ascontiguousarray(params["transition"].to(_F64).numpy()),
+            _as_kernel_array(params["locs"]),
+            _as_kernel_array(scales),
+            *_chain_arrays(params),
             np.empty((N, T, K)),
             np.empty((N, T)),
             gamma,
@@ -941,9 +950,7 @@ class HiddenMarkovModel(GenerativeModel):
 
         self._check_params(data, params)
         K, T = self.n_states, data.values.shape[1]
-        probs = params["probs"].to(_F64)
-        M = probs.shape[-1]
-        counts = np.empty((M, K))
+        counts = np.empty((params["probs"].shape[-1], K))
         xi = np.empty((K, K))
         start = np.empty(K)
         gamma = _cpu_scratch("cat_gamma", (T, K))
@@ -951,9 +958,8 @@ class HiddenMarkovModel(GenerativeModel):
         ll = categorical_e_step(
             data.values.contiguous().numpy(),
             data.lengths.numpy(),
-            np.ascontiguousarray(probs.numpy()),
-            np.ascontiguousarray(params["initial"].to(_F64).numpy()),
-            np.ascontiguousarray(params["transition"].to(_F64).numpy()),
+            _as_kernel_array(params["probs"]),
+            *_chain_arrays(params),
             gamma,
             log_c,
             counts,
@@ -1152,9 +1158,8 @@ class HiddenMarkovModel(GenerativeModel):
         categorical_forward_backward(
             data.values.contiguous().numpy(),
             data.lengths.numpy(),
-            np.ascontiguousarray(params["probs"].to(_F64).numpy()),
-            np.ascontiguousarray(params["initial"].to(_F64).numpy()),
-            np.ascontiguousarray(params["transition"].to(_F64).numpy()),
+            _as_kernel_array(params["probs"]),
+            *_chain_arrays(params),
             posteriors,
             log_c,
             gamma,
