@@ -940,9 +940,9 @@ class HiddenMarkovModel(GenerativeModel):
         (:func:`probgen.models.hmm_kernels.categorical_e_step`), or ``None`` (data on an
         accelerator, or many sequences, where the blocked engine vectorises across them).
 
-        The kernel reads the emission probabilities from the table by symbol and adds each
-        sequence's marginals to the symbol counts as it goes, so neither the ``T K`` emissions
-        nor the marginals of all steps are ever stored.
+        The kernel reads the emission probabilities from the table by symbol (no ``T K``
+        emission array) and adds each sequence's marginals, kept in one sequence's scratch, to
+        the symbol counts before the next sequence.
         """
         if not self._compiled_categorical(data):
             return None
