@@ -1,7 +1,7 @@
 """Hidden Markov models: Gaussian, categorical and Poisson emissions, one or many sequences.
 
 The exact computations (forward-backward, Viterbi, Baum-Welch) run in float64 on the blocked
-scans of :mod:`probgen.models.hmm_engine`; this module adds the emission families, the EM hooks,
+scans of :mod:`probgen.models._hmm_engine`; this module adds the emission families, the EM hooks,
 the Pyro model and the fit tools.
 
 The Pyro model sums the hidden states out with :class:`pyro.distributions.DiscreteHMM`, whose
@@ -22,22 +22,9 @@ from pyro.distributions import constraints
 from torch import Tensor
 
 from probgen.model import GenerativeModel, as_tensor
-from probgen.models.hmm_engine import (
-    _LOG_FLOOR,
-    SequenceData,
-    _forward_backward,
-    _forward_backward_log,
-    _Layout,
-    _layout,
-    _pad_time,
-    _padded_length,
-    _scan_layout,
-    _scratch,
-    _small_problem,
-    _viterbi,
-    _viterbi_block_length,
-    _ViterbiEmission,
-)
+from probgen.models._hmm_engine import _forward_backward, _forward_backward_log, _scan_layout, _small_problem
+from probgen.models._hmm_layout import SequenceData, _Layout, _layout, _pad_time, _padded_length, _scratch
+from probgen.models._hmm_viterbi import _LOG_FLOOR, _viterbi, _viterbi_block_length, _ViterbiEmission
 from probgen.models.kmeans import _kmeans
 
 # The compiled categorical E-step runs on up to this many sequences per squared state (whatever
@@ -886,7 +873,7 @@ class HiddenMarkovModel(GenerativeModel):
         self, data: SequenceData, params: Mapping[str, Tensor]
     ) -> tuple[dict[str, Tensor], float] | None:
         """The whole E-step of a small diagonal/spherical Gaussian HMM in one compiled call
-        (:func:`probgen.models.hmm_kernels.gaussian_diag_e_step`), or ``None`` (other families,
+        (:func:`probgen.models._hmm_kernels.gaussian_diag_e_step`), or ``None`` (other families,
         larger problems, or data on an accelerator).
 
         On a few hundred steps the separate emission, scaling, forward-backward and statistics
@@ -900,7 +887,7 @@ class HiddenMarkovModel(GenerativeModel):
         K = self.n_states
         if not _small_problem(N, T, K) or data.values.device.type != "cpu":
             return None
-        from probgen.models.hmm_kernels import gaussian_diag_e_step
+        from probgen.models._hmm_kernels import gaussian_diag_e_step
 
         self._check_params(data, params)
         scales = params["scales"].to(_F64)
@@ -937,7 +924,7 @@ class HiddenMarkovModel(GenerativeModel):
         self, data: SequenceData, params: Mapping[str, Tensor]
     ) -> tuple[dict[str, Tensor], float] | None:
         """The whole E-step of a categorical HMM in one compiled call
-        (:func:`probgen.models.hmm_kernels.categorical_e_step`), or ``None`` (data on an
+        (:func:`probgen.models._hmm_kernels.categorical_e_step`), or ``None`` (data on an
         accelerator, or many sequences, where the blocked engine vectorises across them).
 
         The kernel reads the emission probabilities from the table by symbol (no ``T K``
@@ -946,7 +933,7 @@ class HiddenMarkovModel(GenerativeModel):
         """
         if not self._compiled_categorical(data):
             return None
-        from probgen.models.hmm_kernels import categorical_e_step
+        from probgen.models._hmm_kernels import categorical_e_step
 
         self._check_params(data, params)
         K, T = self.n_states, data.values.shape[1]
@@ -1144,9 +1131,9 @@ class HiddenMarkovModel(GenerativeModel):
         self, data: SequenceData, params: Mapping[str, Tensor], *, posteriors: bool
     ) -> tuple[Tensor, Tensor]:
         """Per-sequence log-likelihoods and (with ``posteriors``, else an empty tensor) the state
-        marginals ``(N, T, K)``, by :func:`probgen.models.hmm_kernels.categorical_forward_backward`:
+        marginals ``(N, T, K)``, by :func:`probgen.models._hmm_kernels.categorical_forward_backward`:
         emissions read from the table by symbol, nothing of size ``T K`` built to score."""
-        from probgen.models.hmm_kernels import categorical_forward_backward
+        from probgen.models._hmm_kernels import categorical_forward_backward
 
         self._check_params(data, params)
         K, (N, T) = self.n_states, data.values.shape
@@ -1170,13 +1157,13 @@ class HiddenMarkovModel(GenerativeModel):
     def _viterbi_compiled(
         self, data: SequenceData, params: Mapping[str, Tensor]
     ) -> tuple[list[Tensor], Tensor]:
-        """:meth:`viterbi` by the compiled kernels of :mod:`probgen.models.hmm_kernels` (CPU).
+        """:meth:`viterbi` by the compiled kernels of :mod:`probgen.models._hmm_kernels` (CPU).
 
         The max-product recursion keeps every step's scores and no backpointers (the backtrace
         recomputes its one argmax a step); PyTorch has no fused max-plus step, and its blocked
         scan (the path for accelerators) pays a ``(K, K, blocks)`` temporary per step.
         """
-        from probgen.models.hmm_kernels import viterbi_dense, viterbi_table
+        from probgen.models._hmm_kernels import viterbi_dense, viterbi_table
 
         N, T = data.values.shape[:2]
         lengths_list = data.lengths.tolist()

@@ -515,7 +515,8 @@ def test_baum_welch_on_long_ragged_series_follows_hmmlearn(case, monkeypatch):
     the compiled kernel; ``categorical-engine`` forces the engine's path, which serves many
     sequences."""
     from probgen.models import hmm as hmm_module
-    from probgen.models.hmm_engine import _padded_length, _scan_layout
+    from probgen.models._hmm_engine import _scan_layout
+    from probgen.models._hmm_layout import _padded_length
 
     if case == "categorical-engine":
         monkeypatch.setattr(hmm_module, "_COMPILED_SEQUENCES_PER_STATE_SQ", 0)

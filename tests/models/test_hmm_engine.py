@@ -18,15 +18,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probgen.models.hmm_engine import (
-    SequenceData,
-    _forward_backward,
-    _layout,
-    _padded_length,
-    _scale_log_emission,
-    _viterbi,
-    _ViterbiEmission,
-)
+from probgen.models._hmm_engine import _forward_backward, _scale_log_emission
+from probgen.models._hmm_layout import SequenceData, _layout, _padded_length
+from probgen.models._hmm_viterbi import _viterbi, _ViterbiEmission
 
 F64 = torch.float64
 
@@ -324,7 +318,7 @@ def test_prefix_scan_survives_extreme_emissions():
 
 
 def test_dispatch_prefers_the_prefix_scan_on_small_problems():
-    from probgen.models.hmm_engine import _prefix_pays
+    from probgen.models._hmm_engine import _prefix_pays
 
     assert _prefix_pays(_layout(torch.tensor([300]), _padded_length(300)), 2)
     assert _prefix_pays(_layout(torch.tensor([300, 200]), _padded_length(300)), 3)
@@ -336,7 +330,7 @@ def test_dispatch_prefers_the_prefix_scan_on_small_problems():
 @pytest.mark.parametrize("T", [1, 96, 97, 200, 1000, 16384, 16385, 100_000, 200_000])
 def test_block_length_wastes_little_padding_and_is_stable(T):
     """Equal blocks just covering the sequence; the padded length maps to the same blocks."""
-    from probgen.models.hmm_engine import _block_length
+    from probgen.models._hmm_layout import _block_length
 
     L, Tp = _block_length(T), _padded_length(T)
     Bs = Tp // L
@@ -449,7 +443,7 @@ def test_blocked_scan_in_other_blocks_equals_sums_over_every_path(lengths, L, sc
 
 def test_scan_length_follows_the_cost_model():
     """Few states: short blocks; many states: longer ones; many short sequences: whole ones."""
-    from probgen.models.hmm_engine import _scan_length
+    from probgen.models._hmm_engine import _scan_length
 
     long = _layout(torch.tensor([100_000]), _padded_length(100_000))
     assert _scan_length(long, 8) == 64 and _scan_length(long, 16) in (128, 256)

@@ -17,14 +17,8 @@ from hmmlearn import hmm
 from scipy.stats import multivariate_normal
 
 from probgen.models import HiddenMarkovModel
-from probgen.models.hmm_engine import (
-    _layout,
-    _pad_time,
-    _padded_length,
-    _viterbi,
-    _viterbi_block_length,
-    _ViterbiEmission,
-)
+from probgen.models._hmm_layout import _layout, _pad_time, _padded_length
+from probgen.models._hmm_viterbi import _viterbi, _viterbi_block_length, _ViterbiEmission
 
 F64 = torch.float64
 RAGGED = [1000, 513, 129, 128, 257, 3, 1]  # around multiples of the 128-step blocks, and tiny ones

@@ -6,7 +6,7 @@ dispatching its operations (some 60 NumPy or PyTorch calls for the parallel pref
 few microseconds each), while the arithmetic is ``T K^2`` multiply-adds, microseconds.  PyTorch
 and NumPy have no fused recursion for this, so the recursion is written here once, as a plain
 loop compiled by Numba (``cache=True``: compiled once per machine, then loaded).  Large problems
-keep the blocked PyTorch forward-backward of :mod:`probgen.models.hmm_engine`, which is
+keep the blocked PyTorch forward-backward of :mod:`probgen.models._hmm_engine`, which is
 vectorised over blocks and faster there.  Viterbi keeps backpointers here, so its backtrace is a
 lookup a step, where the blocked PyTorch decoder (for accelerators) recomputes them.
 
@@ -155,7 +155,7 @@ def forward_backward(
     log_c: np.ndarray,
     gamma: np.ndarray,
     xi: np.ndarray,
-) -> None:  # pragma: no cover - compiled; exercised through probgen.models.hmm_engine
+) -> None:  # pragma: no cover - compiled; exercised through probgen.models._hmm_engine
     """Forward-backward of every sequence, written into the outputs.
 
     Parameters
