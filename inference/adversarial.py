@@ -20,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from probgen.fit import Fit, register_backend
+from probgen.backend import BackendBase, Option, register_backend
+from probgen.capabilities import Implicit
+from probgen.fit import Fit
 from probgen.model import GenerativeModel
 
 __all__ = ["Adversarial"]
@@ -32,7 +34,7 @@ _WIN = 0.05
 _HOOK = "adversarial_objective"
 
 
-class Adversarial:
+class Adversarial(BackendBase):
     """Adversarial training: a generator against a discriminator (GANs and other implicit models).
 
     Options (with defaults):
@@ -77,30 +79,20 @@ class Adversarial:
     """
 
     name = "adversarial"
-
-    def supports(self, model: GenerativeModel, data: Any) -> str | None:
-        if not model.offers(_HOOK):
-            return (
-                f"it offers no {_HOOK} hook (a generator and a discriminator to train against each "
-                "other); adversarial training serves implicit models such as probgen.models.GAN"
-            )
-        return None
+    requires = (Implicit,)
+    likelihood = False
+    options = (
+        Option("num_steps", "any", 3000, "generator updates", aliases=("n_iter",)),
+        Option("lr", "any", 1e-3, "Adam learning rate of both networks"),
+        Option("betas", "any", (0.5, 0.999), "Adam's betas"),
+        Option("subsample_size", "any", 128, "items per minibatch", aliases=("batch_size",)),
+        Option("n_critic", "any", 1, "discriminator updates per generator update"),
+        Option("gradient_penalty", "any", 1.0, "weight of the R1 penalty on real data"),
+    )
 
     def fit(self, model: GenerativeModel, data: Any, *, seed: int, progress: bool, **options: Any) -> Fit:
-        defaults: dict[str, Any] = {
-            "num_steps": 3000,
-            "lr": 1e-3,
-            "betas": (0.5, 0.999),
-            "subsample_size": 128,
-            "n_critic": 1,
-            "gradient_penalty": 1.0,
-        }
-        unknown = set(options) - set(defaults)
-        if unknown:
-            raise ValueError(
-                f"Unknown adversarial option(s) {sorted(unknown)}; expected some of: "
-                f"{', '.join(sorted(defaults))}."
-            )
+        defaults: dict[str, Any] = self.defaults()
+        options = self.check_options(options)
         explicit_size = "subsample_size" in options
         o = {**defaults, **options}
         for key in ("num_steps", "n_critic"):

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from probgen.fit import Fit, register_backend
+from probgen.backend import BackendBase, Option, register_backend
+from probgen.capabilities import EnergyBased, FreeEnergyGradient
+from probgen.fit import Fit
 from probgen.model import GenerativeModel
 
 __all__ = ["CD"]
@@ -38,7 +40,7 @@ def _signs(n_pos: int, n_neg: int) -> torch.Tensor:
     return torch.cat([torch.full((n_pos,), 1.0 / n_pos), torch.full((n_neg,), -1.0 / n_neg)])
 
 
-class CD:
+class CD(BackendBase):
     """Contrastive divergence and persistent contrastive divergence.
 
     Each step takes a minibatch, draws negative particles by ``k`` Gibbs sweeps
@@ -93,34 +95,25 @@ class CD:
     """
 
     name = "cd"
-
-    def supports(self, model: GenerativeModel, data: Any) -> str | None:
-        missing = [h for h in _HOOKS if not model.offers(h)]
-        if missing:
-            return (
-                f"contrastive divergence needs an energy-based model offering the hooks "
-                f"{', '.join(_HOOKS)}; {model.name} does not offer {', '.join(missing)}"
-            )
-        return None
+    label = "CD"
+    requires = (EnergyBased,)
+    likelihood = False
+    options = (
+        Option("num_steps", "any", 3000, "parameter updates at most", aliases=("n_iter",)),
+        Option("lr", "any", 0.05, "learning rate"),
+        Option("lr_decay", "any", 0.1, "learning-rate factor reached at the last step"),
+        Option("k", "any", 1, "Gibbs sweeps per negative phase"),
+        Option("persistent", "any", True, "persistent chains (PCD) rather than restarts at the data"),
+        Option("subsample_size", "any", 20, "items per minibatch", aliases=("batch_size",)),
+        Option("momentum", "any", 0.5, "SGD momentum"),
+        Option("weight_decay", "any", 0.0, "L2 penalty on the weights"),
+        Option("init", "any", "random", '"random" or a dict of starting values'),
+        Option("tol", "any", 1e-2, "convergence: change of the per-epoch history"),
+    )
 
     def fit(self, model: GenerativeModel, data: Any, *, seed: int, progress: bool, **options: Any) -> Fit:
-        defaults: dict[str, Any] = {
-            "num_steps": 3000,
-            "lr": 0.05,
-            "lr_decay": 0.1,
-            "k": 1,
-            "persistent": True,
-            "subsample_size": 20,
-            "momentum": 0.5,
-            "weight_decay": 0.0,
-            "init": "random",
-            "tol": 1e-2,
-        }
-        unknown = set(options) - set(defaults)
-        if unknown:
-            raise ValueError(
-                f"Unknown CD option(s) {sorted(unknown)}; expected some of: {', '.join(sorted(defaults))}."
-            )
+        defaults: dict[str, Any] = self.defaults()
+        options = self.check_options(options)
         o = {**defaults, **options}
         for key in ("num_steps", "k"):
             if isinstance(o[key], bool) or not isinstance(o[key], int | np.integer) or o[key] < 1:
@@ -187,7 +180,7 @@ class CD:
         perm, pos = torch.randperm(n, generator=gen), 0
         steps_per_epoch = math.ceil(n / size)
         sign = _signs(size, size)
-        own_grad = model.offers("free_energy_grad")  # closed form when the model has it, else autograd
+        own_grad = isinstance(model, FreeEnergyGradient)  # closed form when the model has it, else autograd
         with tqdm(total=steps, disable=not progress, desc="CD", leave=False) as bar:
             for step in range(steps):
                 if pos >= n:

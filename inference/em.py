@@ -13,7 +13,6 @@ Any other model gets a generic EM built on Pyro's enumeration:
 
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 from collections.abc import Mapping
@@ -27,8 +26,10 @@ from torch import Tensor
 from torch.distributions import biject_to
 from tqdm.auto import tqdm
 
+from probgen.backend import BackendBase, Option, register_backend
+from probgen.capabilities import ChunkedEM, ClosedFormEM, ScaledConvergence, missing
 from probgen.errors import ConvergenceWarning, ModelNotSupportedError
-from probgen.fit import Fit, register_backend
+from probgen.fit import Fit
 from probgen.model import GenerativeModel
 from probgen.posterior import EnumFactors, enum_factors, pointwise_log_likelihood
 from probgen.state import seed_everything
@@ -36,14 +37,12 @@ from probgen.streaming import ChunkedData
 
 __all__ = ["EM"]
 
-_HOOKS = ("init_params", "e_step", "m_step")
-_CHUNK_HOOKS = ("init_params", "chunk_stats", "m_step_from_stats")
 _INIT_SAMPLE = 100_000  # rows drawn (at least one chunk) to start EM over chunks
 _CHUNK_OPTIONS = ("online", "step_exponent", "step_offset")
 
 
 def _has_fast_path(model: GenerativeModel) -> bool:
-    return all(model.offers(h) for h in _HOOKS)
+    return isinstance(model, ClosedFormEM)
 
 
 class _NoBar:
@@ -66,7 +65,7 @@ def _progress_bar(total: int, progress: bool, desc: str) -> Any:
     return tqdm(total=total, desc=desc, leave=False) if progress else _NoBar()
 
 
-class EM:
+class EM(BackendBase):
     """Expectation-maximisation (``method="em"``).
 
     Options (scikit-learn's names): ``max_iter`` (1000), ``tol`` (1e-6, on the change of the
@@ -113,12 +112,22 @@ class EM:
     """
 
     name = "em"
+    label = "EM"
     accepts_chunks = True
+    options = (
+        Option("max_iter", "int", 1000, "EM iterations at most (a family may set its own)", aliases=("n_iter",)),
+        Option("tol", "float0", 1e-6, "convergence: change of the per-item log-likelihood"),
+        Option("n_init", "int", 1, "restarts from new starting values; the best is kept"),
+        Option("init", "any", "random", 'strategy name ("kmeans++", "random", ...) or dict of values'),
+        Option("map", "bool", False, "generic path: maximise the posterior (add the priors)"),
+        Option("m_step_iters", "int", 20, "generic path: L-BFGS iterations per M-step"),
+        Option("verbose", "any", 0, "accepted for scikit-learn compatibility; progress= shows progress"),
+        Option("online", "bool", False, "with chunk_size=: online EM, one pass over the chunks"),
+        Option("step_exponent", "any", 0.6, "online EM: step sizes (t + step_offset) ** -step_exponent"),
+        Option("step_offset", "any", 1.0, "online EM: offset of the step sizes"),
+    )
 
-    def supports(self, model: GenerativeModel, data: Any) -> str | None:
-        problem = model.likelihood_problem()
-        if problem is not None:
-            return problem
+    def refusal(self, model: GenerativeModel, data: Any) -> str | None:
         if _has_fast_path(model):
             return None
         roles = model.roles(data)
@@ -133,13 +142,9 @@ class EM:
 
     def fit(self, model: GenerativeModel, data: Any, *, seed: int, progress: bool, **options: Any) -> Fit:
         defaults: dict[str, Any] = {"max_iter": 1000, "tol": 1e-6, "n_init": 1, "init": "random"}
-        defaults.update(model.em_defaults())
-        known = set(defaults) | {"map", "m_step_iters", "verbose", *_CHUNK_OPTIONS}
-        unknown = set(options) - known
-        if unknown:
-            raise ValueError(
-                f"Unknown EM option(s) {sorted(unknown)}; expected some of: {', '.join(sorted(known))}."
-            )
+        if isinstance(model, ClosedFormEM):
+            defaults.update(model.em_defaults())
+        options = self.check_options(options)
         opts = {**defaults, **options}
         max_iter, tol, n_init = opts["max_iter"], opts["tol"], opts["n_init"]
         if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
@@ -195,7 +200,7 @@ class EM:
             )
 
         fast = _has_fast_path(model)
-        scale = float(model.em_convergence_scale(data))
+        scale = float(model.em_convergence_scale(data) if isinstance(model, ScaledConvergence) else model.num_items(data))
         generic = (
             None
             if fast
@@ -272,12 +277,11 @@ class EM:
         step_exponent: float,
         step_offset: float,
     ) -> Fit:
-        missing = [h for h in _CHUNK_HOOKS if not model.offers(h)]
-        if missing:
+        if not isinstance(model, ChunkedEM):
             raise ModelNotSupportedError(
                 f"method='em' with chunk_size= needs additive sufficient statistics; {model.name} does "
-                f"not offer the hook(s) {', '.join(missing)} (needed: {', '.join(_CHUNK_HOOKS)}). "
-                "Fit it in memory (drop chunk_size=), or use a family that offers them."
+                f"not offer the capability {', '.join(missing(model, ChunkedEM))} (init_params, chunk_stats "
+                "and m_step_from_stats). Fit it in memory (drop chunk_size=), or use a family that offers it."
             )
         n_items = data.num_items
         gen = torch.Generator().manual_seed(seed)
@@ -408,11 +412,9 @@ def _chunk_bounds(num_items: int, chunk_size: int) -> list[tuple[int, int]]:
 def _m_step(
     model: GenerativeModel, stats: dict[str, Tensor], num_items: int, previous: dict[str, Tensor]
 ) -> dict[str, Tensor]:
-    """The model's M-step from statistics, given the previous parameters when it takes them."""
-    hook = model.m_step_from_stats
-    if "previous" in inspect.signature(hook).parameters:
-        return hook(stats, num_items, previous=previous)  # type: ignore[call-arg]
-    return hook(stats, num_items)
+    """The model's M-step from statistics, given the parameters they were computed at."""
+    assert isinstance(model, ChunkedEM)
+    return model.m_step_from_stats(stats, num_items, previous=previous)
 
 
 def _check_finite(ll: float, it: int) -> None:

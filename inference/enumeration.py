@@ -17,14 +17,15 @@ import pyro
 import torch
 
 from probgen.errors import ConvergenceWarning
-from probgen.fit import Fit, register_backend
+from probgen.backend import BackendBase, Option, register_backend
+from probgen.fit import Fit
 from probgen.model import GenerativeModel
 from probgen.posterior import discrete_map, discrete_marginals, enum_factors, log_evidence
 
 __all__ = ["Enumeration"]
 
 
-class Enumeration:
+class Enumeration(BackendBase):
     """Exact enumeration (``method="enum"``).
 
     Options, used only when the model has ``pyro.param`` sites (they are fitted by maximising
@@ -33,11 +34,12 @@ class Enumeration:
     """
 
     name = "enum"
+    options = (
+        Option("max_iter", "any", 200, "with pyro.param sites: L-BFGS iterations at most"),
+        Option("tol", "any", 1e-9, "with pyro.param sites: change of the log evidence per item"),
+    )
 
-    def supports(self, model: GenerativeModel, data: Any) -> str | None:
-        problem = model.likelihood_problem()
-        if problem is not None:
-            return problem
+    def refusal(self, model: GenerativeModel, data: Any) -> str | None:
         roles = model.roles(data)
         continuous = roles.continuous_sites
         if continuous:

@@ -41,7 +41,10 @@ from pyro.infer.autoguide.initialization import init_to_median, init_to_sample, 
 from pyro.infer.mcmc.util import initialize_model
 from pyro.ops.integrator import potential_grad
 
-from probgen.fit import Fit, register_backend
+from probgen.backend import BackendBase, Option, register_backend
+from probgen.capabilities import ClosedFormEM
+from probgen.fit import Fit
+from probgen.relabel import align_posterior
 from probgen.inference.chees import BatchedPotential, run_chees
 from probgen.model import GenerativeModel
 from probgen.posterior import sample_discrete
@@ -304,14 +307,7 @@ def _aligned(
     model: GenerativeModel, data: Any, posterior: dict[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
     """Draws relabelled by the model (label switching), before R-hat compares the chains."""
-    return dict(model.align_posterior(posterior, data))
-
-
-def _offers_init(model: GenerativeModel) -> bool:
-    offers = getattr(model, "offers", None)
-    if callable(offers):
-        return bool(offers("init_params"))
-    return callable(getattr(model, "init_params", None))
+    return align_posterior(model, posterior, data)
 
 
 def _convergence_problems(
@@ -371,7 +367,7 @@ def _convergence_problems(
     return problems
 
 
-class MCMC:
+class MCMC(BackendBase):
     """NUTS (default) or HMC.
 
     Options (Pyro's names, with defaults):
@@ -437,11 +433,23 @@ class MCMC:
     """
 
     name = "mcmc"
+    label = "MCMC"
+    options = (
+        Option("num_samples", "any", 1000, "draws per chain after warm-up"),
+        Option("warmup_steps", "any", None, "warm-up steps per chain (default: num_samples)", aliases=("num_warmup",)),
+        Option("num_chains", "any", 2, "chains, run vectorised or one after another"),
+        Option("kernel", "any", "nuts", '"nuts", "hmc" or "chees"'),
+        Option("target_accept_prob", "any", 0.8, "step-size adaptation target"),
+        Option("max_tree_depth", "any", 10, "NUTS tree depth at most"),
+        Option("step_size", "any", 1.0, "initial step size"),
+        Option("num_steps", "any", None, "HMC: leapfrog steps per trajectory"),
+        Option("init", "any", "auto", '"auto", "uniform", "median", "sample" or a dict of values'),
+        Option("recover_discrete", "any", False, "draw the enumerated discrete latents per draw"),
+        Option("chain_method", "any", "sequential", '"sequential" or "parallel" (processes)'),
+        Option("num_threads", "any", None, "torch threads during sampling (None: torch's setting)"),
+    )
 
-    def supports(self, model: GenerativeModel, data: Any) -> str | None:
-        problem = model.likelihood_problem()
-        if problem is not None:
-            return problem
+    def refusal(self, model: GenerativeModel, data: Any) -> str | None:
         roles = model.roles(data)
         if roles.param_sites:
             names = ", ".join(repr(s) for s in roles.param_sites)
@@ -454,25 +462,8 @@ class MCMC:
         return None
 
     def fit(self, model: GenerativeModel, data: Any, *, seed: int, progress: bool, **options: Any) -> Fit:
-        defaults: dict[str, Any] = {
-            "num_samples": 1000,
-            "warmup_steps": None,
-            "num_chains": 2,
-            "kernel": "nuts",
-            "target_accept_prob": 0.8,
-            "max_tree_depth": 10,
-            "step_size": 1.0,
-            "num_steps": None,
-            "init": "auto",
-            "recover_discrete": False,
-            "chain_method": "sequential",
-            "num_threads": None,
-        }
-        unknown = set(options) - set(defaults)
-        if unknown:
-            raise ValueError(
-                f"Unknown MCMC option(s) {sorted(unknown)}; expected some of: {', '.join(sorted(defaults))}."
-            )
+        defaults: dict[str, Any] = self.defaults()
+        options = self.check_options(options)
         o = {**defaults, **options}
         if o["warmup_steps"] is None:
             o["warmup_steps"] = o["num_samples"]
@@ -561,16 +552,15 @@ class MCMC:
     ) -> list[tuple[Callable[..., Any], bool]]:
         """Per chain: a Pyro init strategy and whether to jitter the point it gives."""
         if isinstance(init, str) and init == "auto":
-            if _offers_init(model):
+            if isinstance(model, ClosedFormEM):
                 # A model that offers starting values (the EM hook) starts there: NUTS from a
                 # random start on a multimodal mixture posterior spends its warmup on very deep
                 # trees.  Each chain asks with its own generator, then later chains are jittered.
-                em_defaults: Any = getattr(model, "em_defaults", dict)
-                strategy = em_defaults().get("init", "random")
+                strategy = model.em_defaults().get("init", "random")
                 out = []
                 for c in range(num_chains):
                     gen = torch.Generator().manual_seed(seed + c)
-                    start = model.init_params(data, init=strategy, generator=gen)  # type: ignore[attr-defined]
+                    start = model.init_params(data, init=strategy, generator=gen)
                     values = {k: torch.as_tensor(v) for k, v in start.items() if k in roles.continuous_sites}
                     out.append((_values_strategy(values), c > 0))
                 return out

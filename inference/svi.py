@@ -36,7 +36,9 @@ from pyro.infer.autoguide import AutoDelta, AutoDiagonalNormal, AutoGuide, AutoM
 from pyro.optim.clipped_adam import ClippedAdam as ClippedAdamOptimizer
 from tqdm.auto import tqdm
 
-from probgen.fit import Fit, register_backend
+from probgen.backend import BackendBase, Option, register_backend
+from probgen.capabilities import OwnSVIObjective, SVIDefaults
+from probgen.fit import Fit
 from probgen.model import GenerativeModel
 from probgen.streaming import StreamingData, scaled, world
 
@@ -251,7 +253,7 @@ def _unsettled(
     return problems
 
 
-class SVI:
+class SVI(BackendBase):
     """Stochastic variational inference.
 
     Options (Pyro's names, with defaults):
@@ -304,13 +306,25 @@ class SVI:
     """
 
     name = "svi"
+    label = "SVI"
     #: fits from a stream of minibatches (``probgen.fit(model, loader, num_items=N)``)
     accepts_streams = True
 
-    def supports(self, model: GenerativeModel, data: Any) -> str | None:
-        problem = model.likelihood_problem()
-        if problem is not None:
-            return problem
+    options = (
+        Option("num_steps", "int", 3000, "optimisation steps at most", aliases=("n_iter", "max_iter")),
+        Option("lr", "float", 0.01, "learning rate"),
+        Option("optim", "any", "adam", '"adam", "clipped_adam" or a pyro.optim instance'),
+        Option("lr_decay", "any", 1.0, "learning-rate factor over the whole run, in (0, 1]"),
+        Option("num_particles", "int", 1, "ELBO particles per step"),
+        Option("subsample_size", "any", None, "items per minibatch of the data plate", none=True),
+        Option("guide", "any", None, '"normal", "diagonal", "mvn", "delta" or a callable', none=True),
+        Option("tol", "float0", 1e-4, "convergence: relative change of the windowed loss", none=True),
+        Option("window", "int", 100, "steps per window of the convergence rule"),
+        Option("num_samples", "int", 1000, "posterior draws from the fitted guide"),
+        Option("elbo", "str", None, "None: the model's own objective, else Pyro's", none=True, choices=_ELBOS),
+    )
+
+    def refusal(self, model: GenerativeModel, data: Any) -> str | None:
         roles = model.roles(data)
         if not roles.continuous_sites and not model.has_guide and not roles.param_sites:
             return (
@@ -320,25 +334,9 @@ class SVI:
         return None
 
     def fit(self, model: GenerativeModel, data: Any, *, seed: int, progress: bool, **options: Any) -> Fit:
-        defaults: dict[str, Any] = {
-            "num_steps": 3000,
-            "lr": 0.01,
-            "optim": "adam",
-            "lr_decay": 1.0,
-            "num_particles": 1,
-            "subsample_size": None,
-            "guide": None,
-            "tol": 1e-4,
-            "window": 100,
-            "num_samples": 1000,
-            "elbo": None,
-        }
-        unknown = set(options) - set(defaults)
-        if unknown:
-            raise ValueError(
-                f"Unknown SVI option(s) {sorted(unknown)}; expected some of: {', '.join(sorted(defaults))}."
-            )
-        if not isinstance(data, StreamingData):
+        defaults: dict[str, Any] = self.defaults()
+        options = self.check_options(options)
+        if not isinstance(data, StreamingData) and isinstance(model, SVIDefaults):
             defaults.update(model.svi_defaults(data))
         o = {**defaults, **options}
         for key in ("num_steps", "num_particles", "window", "num_samples"):
@@ -354,10 +352,10 @@ class SVI:
             raise ValueError(
                 f"elbo={o['elbo']!r} is not known; expected None or one of: {', '.join(_ELBOS)}."
             )
-        own = model.offers("svi_objective")
+        own = isinstance(model, OwnSVIObjective)
         if o["elbo"] == "analytic" and not own:
             raise ValueError(
-                f"elbo='analytic' needs a model with its own objective (the svi_objective hook); "
+                f"elbo='analytic' needs a model with its own objective (the OwnSVIObjective capability); "
                 f"{model.name} has none. Use one of: jit, meanfield, trace."
             )
         stream = data if isinstance(data, StreamingData) else None
@@ -393,7 +391,7 @@ class SVI:
                 )
             model_kwargs["subsample_size"] = s
 
-        objective = model.svi_objective(data) if own else None  # fresh weights, in the param store
+        objective = model.svi_objective(data) if isinstance(model, OwnSVIObjective) and own else None  # fresh weights, in the param store
         model_fn = config_enumerate(model.model, default="parallel") if roles.discrete_sites else model.model
         guide = self._guide(model, roles, o["guide"], model_fn)
         # The data plate's scale: N / batch for streamed minibatches, and under torch.distributed the

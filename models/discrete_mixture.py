@@ -547,7 +547,10 @@ class PoissonMixture(_DiscreteMixture):
         _no_options(kwargs, f"{self.name}.plot_fit", ("ax=",))
         x = data if isinstance(data, Tensor) else self.prepare_data(data)
         if x.shape[1] > 1:
-            return super().plot_fit(x, params, ax=ax)
+            raise TypeError(
+                f"{self.name}.plot_fit draws one feature; these data have {x.shape[1]}. Use ArviZ on "
+                "fit.to_arviz() (e.g. arviz.plot_trace)."
+            )
         ax = _axes(ax)
         p = self._point(params)
         k = self.n_components

@@ -188,12 +188,9 @@ class GAN(GenerativeModel):
 
     # ------------------------------------------------------------------ no likelihood
     def log_prob_items(self, data: Any, params: Mapping[str, Tensor]) -> Tensor:
-        """Refused: a GAN has no likelihood (raises ``TypeError`` naming what to use instead)."""
+        """Refused: a GAN has no likelihood, so no log_prob, BIC or AIC (a ``TypeError`` naming what
+        to use instead)."""
         raise TypeError(_NO_LIKELIHOOD.format(name=self.name, what="log_prob (per-item log-likelihood)"))
-
-    def log_evidence(self, data: Any, params: Mapping[str, Tensor]) -> float:
-        """Refused: a GAN has no likelihood, so no total log-likelihood, BIC or AIC."""
-        raise TypeError(_NO_LIKELIHOOD.format(name=self.name, what="the log-likelihood (or BIC/AIC)"))
 
     # ------------------------------------------------------------------ generation
     def sample_items(

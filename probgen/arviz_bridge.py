@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import arviz as az
 import numpy as np
 import torch
 
-if TYPE_CHECKING:  # pragma: no cover
-    import arviz
+from probgen.capabilities import ObservedArrays
 
-    from probgen.fit import Fit
+if TYPE_CHECKING:  # pragma: no cover
+    from probgen.model import GenerativeModel
+    from probgen.result import FitResult as Fit
 
 __all__ = ["log_likelihood_name", "to_inference_data"]
 
@@ -34,13 +36,21 @@ def log_likelihood_name(fit: Fit) -> str:
     return observed[0] if len(observed) == 1 else "obs"
 
 
+def observed_arrays(gm: GenerativeModel, data: Any) -> dict[str, torch.Tensor]:
+    """The observed data by variable name (the family's own when it offers ObservedArrays)."""
+    if isinstance(gm, ObservedArrays):
+        return gm.observed_arrays(data)
+    observed = gm.roles(data).observed_sites
+    return {observed[0] if len(observed) == 1 else "obs": data} if isinstance(data, torch.Tensor) else {}
+
+
 def _observed(fit: Fit) -> dict[str, np.ndarray]:
-    return _numpy(fit.model.observed_arrays(fit.data))
+    return _numpy(observed_arrays(fit.model, fit.data))
 
 
 def to_inference_data(
     fit: Fit, *, posterior_predictive: bool = False, num_ppc_samples: int | None = None
-) -> arviz.InferenceData:
+) -> az.InferenceData:
     """Convert ``fit`` to ``arviz.InferenceData``.
 
     Groups: ``posterior`` (draws; point estimates as one chain of one draw), ``log_likelihood``
@@ -48,8 +58,6 @@ def to_inference_data(
     for MCMC; the objective's final value otherwise), ``observed_data``, and
     ``posterior_predictive`` when asked.
     """
-    import arviz as az
-
     if fit.posterior:
         posterior = _numpy(fit.posterior)
     else:

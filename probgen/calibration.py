@@ -26,9 +26,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from probgen.backend import get_backend
 from probgen.errors import ConvergenceWarning
+from probgen.fit import fit as fit_model
+from probgen.fit import interactive
 from probgen.model import GenerativeModel, sample_sites
 from probgen.model import model as as_model
+from probgen.relabel import _hungarian, exchangeable_sites
 from probgen.state import isolated_rng
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -194,9 +198,7 @@ def _align_truth(
     gm: GenerativeModel, data: Any, truth: dict[str, Tensor], posterior: dict[str, Tensor]
 ) -> dict[str, Tensor]:
     """Permute the true components to match the relabelled posterior (label switching)."""
-    from probgen.relabel import _hungarian
-
-    axes = gm.exchangeable_sites(data, {k: v for k, v in truth.items() if k in posterior})
+    axes = exchangeable_sites(gm, data, {k: v for k, v in truth.items() if k in posterior})
     if not axes:
         return truth
     feats_t, feats_p = [], []
@@ -224,8 +226,6 @@ def _one(
     options: Mapping[str, Any],
     data_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
-    from probgen.fit import fit as fit_model
-
     truth, data = _generate(gm, seed, data_kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -303,8 +303,6 @@ def calibrate(
         Fewer than 20 simulations, a backend with no posterior draws, a model that cannot
         generate, or a checkpoint from another setting.
     """
-    from probgen.fit import get_backend, interactive
-
     if (
         isinstance(num_simulations, bool)
         or not isinstance(num_simulations, int)

@@ -7,19 +7,23 @@ import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import arviz as az
 import numpy as np
 import pandas as pd
+import torch
+
+from probgen.posterior import split_params, traced_with
+from probgen.relabel import _is_simplex, exchangeable_sites, find_exchangeable
+from probgen.result import FitResult
 
 if TYPE_CHECKING:  # pragma: no cover
-    from probgen.fit import Fit
+    from probgen.result import FitResult as Fit
 
 __all__ = ["check", "compare", "summary"]
 
 
 def _require_fit(fit: Any, argname: str = "fit") -> None:
-    from probgen.fit import Fit
-
-    if not isinstance(fit, Fit):
+    if not isinstance(fit, FitResult):
         raise TypeError(
             f"{argname} must be a probgen.Fit (the result of probgen.fit); got {type(fit).__name__}."
         )
@@ -36,8 +40,6 @@ def summary(fit: Fit, **kwargs: Any) -> pd.DataFrame:
     """
     _require_fit(fit)
     if fit.posterior:
-        import arviz as az
-
         with warnings.catch_warnings():
             # constant elements (a Cholesky factor's unit diagonal) have no R-hat/ESS: NaN, not noise
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -104,8 +106,6 @@ def check(fit: Fit, *, max_rhat: float = 1.01, min_ess: float = 400.0) -> list[s
 
 
 def _posterior_problems(fit: Fit, max_rhat: float, min_ess: float) -> list[str]:
-    import arviz as az
-
     problems: list[str] = []
     posterior = fit.posterior or {}
     idata = az.from_dict(posterior={k: v.detach().cpu().numpy() for k, v in posterior.items()})
@@ -137,11 +137,9 @@ def _posterior_problems(fit: Fit, max_rhat: float, min_ess: float) -> list[str]:
 
 def _label_switching(fit: Fit, bad: list[str]) -> list[str]:
     """Name label switching where probgen's relabelling cannot apply."""
-    from probgen.relabel import find_exchangeable
-
     posterior = fit.posterior or {}
     one = {**fit.params, **{k: v[0, -1] for k, v in posterior.items()}}
-    if fit.model.exchangeable_sites(fit.data, one):
+    if exchangeable_sites(fit.model, fit.data, one):
         return []  # relabelled already: a high R-hat there is poor mixing, not switching
     exchangeable = find_exchangeable(fit.model, fit.data, one, any_axis=True)
     switched = [s for s in bad if s in exchangeable]
@@ -157,18 +155,13 @@ def _label_switching(fit: Fit, bad: list[str]) -> list[str]:
 
 def _collapsed_components(fit: Fit) -> list[str]:
     """Empty or coinciding components of exchangeable sites (a collapsed mixture)."""
-    import torch
-
     gm, data = fit.model, fit.data
     if not gm.roles(data).discrete_sites:
         return []
-    axes = gm.exchangeable_sites(data, fit.params)
+    axes = exchangeable_sites(gm, data, fit.params)
     if not axes:
         return []
     problems: list[str] = []
-    from probgen.posterior import split_params, traced_with
-    from probgen.relabel import _is_simplex
-
     values, fixed = split_params(gm, data, fit.params)
     trace = traced_with(gm, data, values, fixed)
     distinct = [s for s in axes if not _is_simplex(trace.nodes[s])]
@@ -233,8 +226,6 @@ def compare(fits: Mapping[str, Fit], data: Any = None, *, ic: str | None = None)
     if ic in ("loo", "waic") or (ic is None and all_posterior):
         if not all_posterior:
             raise ValueError(f"ic={ic!r} needs posterior fits (mcmc/svi) for every entry.")
-        import arviz as az
-
         return az.compare({k: f.to_arviz() for k, f in fits.items()}, ic=ic or "loo")  # type: ignore[arg-type]
     rows = {}
     for name, f in fits.items():

@@ -10,13 +10,34 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-__all__ = ["load", "save"]
+from probgen.capabilities import DataArrays
+from probgen.result import FitResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from probgen.model import GenerativeModel
+
+__all__ = ["Saved", "data_from_arrays", "data_to_arrays", "read_saved", "save_fit"]
+
+
+def data_to_arrays(gm: GenerativeModel, data: Any) -> dict[str, torch.Tensor]:
+    """The prepared data as named tensors (the family's own when it offers DataArrays)."""
+    if isinstance(gm, DataArrays):
+        return gm.data_to_arrays(data)
+    return {"data": data} if isinstance(data, torch.Tensor) else {}
+
+
+def data_from_arrays(gm: GenerativeModel, arrays: dict[str, torch.Tensor]) -> Any:
+    """Prepared data rebuilt from :func:`data_to_arrays`' tensors (``None`` when absent)."""
+    if isinstance(gm, DataArrays):
+        return gm.data_from_arrays(arrays)
+    return gm.prepare_data(arrays["data"]) if "data" in arrays else None
 
 _FORMAT = "probgen-fit/1"
 
@@ -33,11 +54,9 @@ def _arrays(prefix: str, d: dict[str, Any] | None, out: dict[str, np.ndarray]) -
     return names
 
 
-def save(fit: Any, path: str | os.PathLike[str]) -> None:
+def save_fit(fit: Any, path: str | os.PathLike[str]) -> None:
     """Write ``fit`` to ``path`` (``.npz`` added when missing); nothing partial is left on error."""
-    from probgen.fit import Fit
-
-    if not isinstance(fit, Fit):
+    if not isinstance(fit, FitResult):
         raise TypeError(f"fit must be a probgen.Fit; got {type(fit).__name__}.")
     path = Path(path)
     if path.suffix != ".npz":
@@ -67,7 +86,7 @@ def save(fit: Any, path: str | os.PathLike[str]) -> None:
         "posterior": _arrays("posterior", fit.posterior, arrays) if fit.posterior is not None else None,
         "sample_stats": _arrays("sample_stats", fit.sample_stats, arrays) if fit.sample_stats else None,
         "extras": extras_meta,
-        "data": _arrays("data", fit.model.data_to_arrays(fit.data) if fit.data is not None else {}, arrays),
+        "data": _arrays("data", data_to_arrays(fit.model, fit.data) if fit.data is not None else {}, arrays),
     }
     arrays["history"] = np.asarray(fit.history, dtype=float)
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
@@ -100,21 +119,50 @@ def _check_complete(meta: dict[str, Any], files: dict[str, np.ndarray], path: Pa
         raise ValueError(f"{str(path)!r} is damaged: arrays {bad[:5]} are not numeric.")
 
 
-def load(path: str | os.PathLike[str], model: Any = None) -> Any:
-    """Read a fit written by :meth:`Fit.save`; never runs code from the file.
+@dataclass(frozen=True)
+class Saved:
+    """A saved fit as read from disk: its metadata and arrays, checked complete."""
 
-    Parameters
-    ----------
-    path : str or PathLike
-    model : GenerativeModel, optional
-        Required for user-written models (their code is not stored); families from
-        ``probgen.models`` are rebuilt from their saved configuration.
-    """
-    from probgen.fit import Fit
-    from probgen.model import GenerativeModel, registered_model
-    from probgen.model import model as as_model
+    path: Path
+    meta: dict[str, Any]
+    files: dict[str, np.ndarray]
 
-    path = Path(path)
+    def _tensors(self, prefix: str, names: list[str] | None) -> dict[str, torch.Tensor] | None:
+        if names is None:
+            return None
+        return {n: torch.from_numpy(self.files[f"{prefix}/{n}"].copy()) for n in names}
+
+    def fields(self, gm: GenerativeModel) -> dict[str, Any]:
+        """The fit's fields (all but ``model``) for the model ``gm`` the fit is rebuilt with."""
+        meta, files = self.meta, self.files
+        if isinstance(meta.get("data"), list):
+            data = data_from_arrays(gm, self._tensors("data", meta["data"]) or {})
+        elif meta.get("has_data") and "data" in files:  # files written before data were named arrays
+            data = gm.prepare_data(files["data"])
+        else:
+            data = None
+        extras: dict[str, Any] = {}
+        for key, value in meta.get("extras", {}).items():
+            extras[key] = self._tensors(f"extras.{key}", value) if isinstance(value, list) else value
+        stats = meta.get("sample_stats")
+        if data is not None:
+            gm.roles(data)
+        return {
+            "data": data,
+            "method": meta["method"],
+            "params": self._tensors("params", meta["params"]) or {},
+            "posterior": self._tensors("posterior", meta["posterior"]),
+            "history": files["history"],
+            "converged": meta["converged"],
+            "sample_stats": {n: files[f"sample_stats/{n}"] for n in stats} if stats else None,
+            "log_evidence": meta["log_evidence"],
+            "extras": extras,
+            "seed": meta["seed"],
+        }
+
+
+def read_saved(path: Path) -> Saved:
+    """Read and check a file written by :func:`save_fit` (``.npz`` tried when missing)."""
     if not path.exists() and path.with_suffix(path.suffix + ".npz").exists():
         path = path.with_suffix(path.suffix + ".npz")
     if not path.exists():
@@ -136,44 +184,4 @@ def load(path: str | os.PathLike[str], model: Any = None) -> Any:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise ValueError(f"{str(path)!r} has format {found!r}; expected {_FORMAT!r}.")
     _check_complete(meta, files, path)
-    if model is None:
-        cls_name = meta["model"]["class"]
-        cls = registered_model(cls_name)
-        if cls is None or meta["model"].get("config") is None:
-            raise ValueError(
-                f"the fit in {str(path)!r} is of a user-written model ({meta['model']['name']!r}); "
-                "pass it again: probgen.load(path, model=my_model)."
-            )
-        model = cls(**meta["model"]["config"])
-    gm = model if isinstance(model, GenerativeModel) else as_model(model)
-
-    def tensors(prefix: str, names: list[str] | None) -> dict[str, torch.Tensor] | None:
-        if names is None:
-            return None
-        return {n: torch.from_numpy(files[f"{prefix}/{n}"].copy()) for n in names}
-
-    if isinstance(meta.get("data"), list):
-        data = gm.data_from_arrays(tensors("data", meta["data"]) or {})
-    elif meta.get("has_data") and "data" in files:  # files written before data were named arrays
-        data = gm.prepare_data(files["data"])
-    else:
-        data = None
-    extras: dict[str, Any] = {}
-    for key, value in meta.get("extras", {}).items():
-        extras[key] = tensors(f"extras.{key}", value) if isinstance(value, list) else value
-    stats = meta.get("sample_stats")
-    if data is not None:
-        gm.roles(data)
-    return Fit(
-        model=gm,
-        data=data,
-        method=meta["method"],
-        params=tensors("params", meta["params"]) or {},
-        posterior=tensors("posterior", meta["posterior"]),
-        history=files["history"],
-        converged=meta["converged"],
-        sample_stats={n: files[f"sample_stats/{n}"] for n in stats} if stats else None,
-        log_evidence=meta["log_evidence"],
-        extras=extras,
-        seed=meta["seed"],
-    )
+    return Saved(path, meta, files)

@@ -25,7 +25,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyro
 import pyro.poutine as poutine
@@ -37,8 +37,11 @@ from pyro.ops.rings import LogRing
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
-from probgen.model import GenerativeModel, _shape_key, sample_sites
+from probgen.roles import memo, sample_sites, shape_key
 from probgen.state import isolated_rng
+
+if TYPE_CHECKING:  # pragma: no cover  (the model protocol stands on this module)
+    from probgen.model import GenerativeModel
 
 __all__ = [
     "EnumFactors",
@@ -51,6 +54,7 @@ __all__ = [
     "pointwise_log_likelihood_draws",
     "posterior_predictive",
     "sample_discrete",
+    "total_log_likelihood",
     "split_params",
     "traced_with",
 ]
@@ -318,10 +322,13 @@ def broadcasts_over_draws(
     its one-at-a-time evaluation, which runs next and raises whatever the model raises, is the
     reference, so no shape error is hidden.
     """
-    cache = gm.__dict__.setdefault("_broadcast_cache", {})
-    key = (_shape_key(data), tuple(sorted(draws)))
-    if key in cache:
-        return bool(cache[key])
+    key = ("broadcasts", shape_key(data), tuple(sorted(draws)))
+    return bool(memo(gm, key, lambda: _broadcast_probe(gm, data, draws, fixed)))
+
+
+def _broadcast_probe(
+    gm: GenerativeModel, data: Any, draws: Mapping[str, Tensor], fixed: Mapping[str, Tensor] | None
+) -> bool:
     n = gm.num_items(data)
     two = {k: v[:2] if v.shape[0] >= 2 else torch.cat([v, v]) for k, v in draws.items()}
     one_at_a_time = torch.cat(
@@ -336,7 +343,6 @@ def broadcasts_over_draws(
             together, one_at_a_time, rtol=1e-4, atol=1e-4 * float(one_at_a_time.abs().max().clamp_min(1))
         )
     )
-    cache[key] = ok
     return ok
 
 
@@ -382,17 +388,8 @@ def pointwise_log_likelihood(
 def pointwise_log_likelihood_draws(
     gm: GenerativeModel, data: Any, draws: Mapping[str, Tensor], fixed: Mapping[str, Tensor] | None = None
 ) -> Tensor:
-    """``(S, n_items)`` log-likelihoods, through a family's fast path when it has one."""
-    if gm.offers("log_prob_items"):
-        S = next(iter(draws.values())).shape[0] if draws else 1
-        with torch.no_grad():
-            return torch.stack(
-                [
-                    gm.log_prob_items(data, {**(fixed or {}), **{k: v[s] for k, v in draws.items()}})
-                    for s in range(S)
-                ]
-            )
-    return pointwise_log_likelihood(gm, data, draws, fixed)
+    """``(S, n_items)`` log-likelihoods: the model's :meth:`~probgen.GenerativeModel.log_prob_draws`."""
+    return gm.log_prob_draws(data, draws, fixed)
 
 
 def log_evidence(
@@ -406,6 +403,19 @@ def log_evidence(
     with torch.no_grad():
         f = enum_factors(gm, data, draws, fixed, vectorized=False)
         return f.contract(pointwise=False).reshape(-1)[0]
+
+
+def total_log_likelihood(gm: GenerativeModel, data: Any, params: Mapping[str, Tensor]) -> float:
+    """``log p(data | params)``, every discrete latent summed out (BIC's and AIC's ``log L``).
+
+    The sum of :meth:`~probgen.GenerativeModel.log_prob_items` unless a discrete latent sits
+    outside the data plate, where the per-item scores weight it by its posterior and do not add
+    up to the evidence.
+    """
+    if not gm.roles(data).outer_discrete_sites:
+        return float(gm.log_prob_items(data, params).sum())
+    draws, fixed = split_params(gm, data, params)
+    return float(log_evidence(gm, data, draws, fixed))
 
 
 def _plate_shape(site: Mapping[str, Any]) -> tuple[int, ...]:
@@ -492,7 +502,7 @@ def generate(gm: GenerativeModel, n: int, params: Mapping[str, Tensor], **kwargs
     ``model(None)`` generates a batch of the model's own default size; as many batches as
     needed are drawn and concatenated along the first dim.
     """
-    roles = gm._last_roles()
+    roles = gm.last_roles()
     fixed = {k: v for k, v in params.items() if k in roles.param_sites}
     values = {k: v for k, v in params.items() if k not in roles.param_sites}
     fn = _model_with(gm, values, fixed)

@@ -17,12 +17,49 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-if TYPE_CHECKING:  # pragma: no cover
+from probgen.capabilities import AlignsPosterior, Exchangeable
+from probgen.posterior import log_evidence, split_params, traced_with
+
+if TYPE_CHECKING:  # pragma: no cover  (the model protocol stands on this module)
     from probgen.model import GenerativeModel
 
-__all__ = ["find_exchangeable", "relabel"]
+__all__ = ["align_posterior", "exchangeable_sites", "find_exchangeable", "relabel"]
+
+
+def exchangeable_sites(gm: GenerativeModel, data: Any, params: Mapping[str, Tensor]) -> dict[str, int]:
+    """Sites whose components may swap labels, with the component axis of each value.
+
+    The family's own answer when it offers :class:`~probgen.capabilities.Exchangeable`, else
+    :func:`find_exchangeable`: the global sites indexed by an enumerated discrete site, kept only
+    when permuting them together leaves the likelihood unchanged at ``params``.
+    """
+    if isinstance(gm, Exchangeable):
+        return gm.exchangeable_sites(data, params)
+    return find_exchangeable(gm, data, params)
+
+
+def align_posterior(
+    gm: GenerativeModel,
+    posterior: Mapping[str, Tensor],
+    data: Any = None,
+    params: Mapping[str, Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """Relabel draws ``(chain, draw, ...)`` so that component ``k`` means one thing.
+
+    The family's own relabelling when it offers :class:`~probgen.capabilities.AlignsPosterior`,
+    else :func:`relabel` over :func:`exchangeable_sites` found at one posterior draw (``params``
+    supplies the ``pyro.param`` values, if any).
+    """
+    if isinstance(gm, AlignsPosterior):
+        return gm.align_posterior(posterior, data, params)
+    if data is None or not posterior:
+        return dict(posterior)
+    one = {k: v[0, -1] for k, v in posterior.items()}
+    axes = exchangeable_sites(gm, data, {**(params or {}), **one})
+    return relabel(posterior, axes) if axes else dict(posterior)
 
 
 def _support_size(site: Mapping[str, Any]) -> int | None:
@@ -45,8 +82,6 @@ def find_exchangeable(
     ``any_axis=True`` tries every axis size of the global sites instead (models whose
     components are not indexed by a discrete latent, e.g. written with ``MixtureSameFamily``).
     """
-    from probgen.posterior import log_evidence, split_params, traced_with
-
     roles = gm.roles(data)
     if not roles.global_sites or not (roles.discrete_sites or any_axis):
         return {}
@@ -89,8 +124,6 @@ def _is_simplex(site: Mapping[str, Any]) -> bool:
 
 
 def _hungarian(cost: np.ndarray) -> np.ndarray:
-    from scipy.optimize import linear_sum_assignment
-
     rows, cols = linear_sum_assignment(cost)
     return cols[np.argsort(rows)]
 

@@ -33,7 +33,7 @@ from probgen.fit import capable_methods
 from probgen.fit import fit as fit_model
 from probgen.model import GenerativeModel, sample_sites
 from probgen.model import model as as_model
-from probgen.persistence import load
+from probgen.fit import load
 
 __all__ = ["FAST_OPTIONS", "brute_force_log_prob", "check_model"]
 

@@ -14,6 +14,7 @@ from sklearn.datasets import make_moons
 from sklearn.neighbors import KNeighborsClassifier
 
 import probgen as pg
+from probgen.capabilities import likelihood_problem
 from probgen.metrics import mmd
 from probgen.models import GAN
 from probgen.testing import check_model
@@ -84,7 +85,7 @@ def test_the_pyro_model_is_noise_through_the_generator():
     gan = GAN(2, 3, hidden_dims=(8,))
     roles = gan.roles(_small())
     assert roles.local_sites == ("z",) and roles.global_sites == () and roles.data_plate == "data"
-    assert gan.likelihood_problem() is not None
+    assert likelihood_problem(gan) is not None
     with pyro.get_param_store().scope():
         trace = poutine.trace(gan.model).get_trace(None)
     z, x = trace.nodes["z"]["value"], trace.nodes["x"]["value"]

@@ -1,0 +1,250 @@
+"""Capabilities: what a backend or a tool may ask of a model beyond the model protocol.
+
+Every model has the small protocol of :class:`probgen.GenerativeModel` (its Pyro pair, data
+preparation, per-item scores, latent posterior and MAP, generation, its configuration).  Anything
+more is a capability: a ``runtime_checkable`` Protocol below.  A family offers one by defining its
+methods (no registration, no flags); a backend lists the capabilities it requires in its
+``requires`` and :func:`missing` names those a model lacks, so a refusal says what is missing.
+
+==========================  =====================================================================
+capability                  who uses it
+==========================  =====================================================================
+:class:`ClosedFormEM`       ``"em"``: closed-form E and M steps (else EM's generic path)
+:class:`ChunkedEM`          ``"em"`` with ``chunk_size=``: additive sufficient statistics
+:class:`ScaledConvergence`  ``"em"``: what its ``tol`` is relative to (items by default)
+:class:`OwnSVIObjective`    ``"svi"``: the model's own plain-PyTorch estimate of its ELBO
+:class:`SVIDefaults`        ``"svi"``: options the model prefers on its data
+:class:`EnergyBased`        ``"cd"``: free energy and a Gibbs sweep (contrastive divergence)
+:class:`FreeEnergyGradient` ``"cd"``: the free energy's gradient in closed form
+:class:`Implicit`           ``"adversarial"``: generator and discriminator networks
+:class:`Exchangeable`       posterior tools: components that may swap labels
+:class:`AlignsPosterior`    posterior tools: the family relabels its own draws
+:class:`Plottable`          ``fit.plot``
+:class:`DataArrays`         ``fit.save``/``probgen.load``: prepared data that are not one tensor
+:class:`ObservedArrays`     ``fit.to_arviz``: the observed data by variable name
+==========================  =====================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "AdversarialObjective",
+    "AlignsPosterior",
+    "ChunkedEM",
+    "ClosedFormEM",
+    "DataArrays",
+    "EnergyBased",
+    "Exchangeable",
+    "FreeEnergyGradient",
+    "Implicit",
+    "ObservedArrays",
+    "OwnSVIObjective",
+    "Plottable",
+    "SVIDefaults",
+    "SVIObjective",
+    "ScaledConvergence",
+    "likelihood_problem",
+    "missing",
+]
+
+
+@runtime_checkable
+class ClosedFormEM(Protocol):
+    """Closed-form expectation-maximisation."""
+
+    def init_params(self, data: Any, *, init: Any, generator: torch.Generator) -> dict[str, Tensor]:
+        """Starting values of the global sites (``init``: a strategy name or a dict by site)."""
+        ...
+
+    def e_step(self, data: Any, params: Mapping[str, Tensor]) -> tuple[Any, float]:
+        """Expected sufficient statistics and the total log-likelihood at ``params``."""
+        ...
+
+    def m_step(self, data: Any, stats: Any) -> dict[str, Tensor]:
+        """The maximiser of the expected complete-data log-likelihood."""
+        ...
+
+    def em_defaults(self) -> dict[str, Any]:
+        """EM options this model prefers (``max_iter``, ``tol``, ``n_init``, ``init``)."""
+        ...
+
+
+@runtime_checkable
+class ScaledConvergence(Protocol):
+    """EM's ``tol`` applies to the log-likelihood change divided by this (default: items)."""
+
+    def em_convergence_scale(self, data: Any) -> float: ...
+
+
+@runtime_checkable
+class ChunkedEM(Protocol):
+    """EM over data read chunk by chunk: statistics that add up over items."""
+
+    def init_params(self, data: Any, *, init: Any, generator: torch.Generator) -> dict[str, Tensor]: ...
+
+    def chunk_stats(self, data: Any, params: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], float]:
+        """``(stats, log_lik)`` of one chunk: every tensor a sum over the chunk's items."""
+        ...
+
+    def m_step_from_stats(
+        self,
+        stats: Mapping[str, Tensor],
+        num_items: int,
+        *,
+        previous: Mapping[str, Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        """The M-step from statistics summed over ``num_items`` items (``previous``: the
+        parameters they were computed at, e.g. to keep an emptied component)."""
+        ...
+
+
+class SVIObjective(Protocol):
+    """What :meth:`OwnSVIObjective.svi_objective` returns.
+
+    Its loss must have the expectation of the model's Pyro ``model``/``guide`` loss under
+    ``Trace_ELBO`` (an analytic KL in place of a sampled one, say): only the speed changes.
+    """
+
+    def parameters(self) -> Iterable[Tensor]:
+        """Trainable leaf tensors, registered in Pyro's param store, freshly initialised."""
+        ...
+
+    def loss(self, index: Tensor | None, num_particles: int) -> Tensor:
+        """Differentiable negative ELBO of the whole data from the items at ``index`` (every
+        item when None), scaled up as Pyro's subsampled plate scales them."""
+        ...
+
+    def params(self) -> dict[str, Tensor]:
+        """The fit's point estimates: every weight by its param-store name."""
+        ...
+
+
+@runtime_checkable
+class OwnSVIObjective(Protocol):
+    """The model's own ELBO estimate in plain PyTorch (no Pyro traces per step)."""
+
+    def svi_objective(self, data: Any) -> SVIObjective: ...
+
+
+@runtime_checkable
+class SVIDefaults(Protocol):
+    """SVI options the model prefers on ``data``; the user's options override them."""
+
+    def svi_defaults(self, data: Any) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class EnergyBased(Protocol):
+    """An energy-based model, ``p(x) = exp(-F(x)) / Z``, fitted by contrastive divergence."""
+
+    def free_energy(self, data: Any, params: Any = None) -> Tensor:
+        """``F(x)`` per item, differentiable in ``params``."""
+        ...
+
+    def gibbs_step(
+        self, data: Tensor, params: Mapping[str, Tensor], *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """One full Gibbs sweep from items ``data`` that leaves ``p(x)`` invariant."""
+        ...
+
+    def init_params(self, data: Any, *, init: Any, generator: torch.Generator) -> dict[str, Tensor]: ...
+
+
+@runtime_checkable
+class FreeEnergyGradient(Protocol):
+    """The gradient of ``sum_i weights[i] F(data[i])`` in closed form (in place of autograd)."""
+
+    def free_energy_grad(
+        self, data: Tensor, weights: Tensor, params: Mapping[str, Tensor]
+    ) -> dict[str, Tensor]: ...
+
+
+class AdversarialObjective(Protocol):
+    """What :meth:`Implicit.adversarial_objective` returns."""
+
+    def generator_parameters(self) -> Iterable[Tensor]: ...
+
+    def discriminator_parameters(self) -> Iterable[Tensor]: ...
+
+    def generate(self, n: int) -> Tensor:
+        """``n`` fake items, differentiable in the generator's parameters."""
+        ...
+
+    def discriminate(self, x: Tensor) -> Tensor:
+        """A logit per item: real against fake."""
+        ...
+
+    def params(self) -> dict[str, Tensor]: ...
+
+
+@runtime_checkable
+class Implicit(Protocol):
+    """An implicit model (no likelihood) trained generator against discriminator."""
+
+    def adversarial_objective(self, data: Any) -> AdversarialObjective: ...
+
+
+@runtime_checkable
+class Exchangeable(Protocol):
+    """Sites whose components may swap labels, with the component axis of each value."""
+
+    def exchangeable_sites(self, data: Any, params: Mapping[str, Tensor]) -> dict[str, int]: ...
+
+
+@runtime_checkable
+class AlignsPosterior(Protocol):
+    """The family relabels draws ``(chain, draw, ...)`` so that component ``k`` means one thing."""
+
+    def align_posterior(
+        self,
+        posterior: Mapping[str, Tensor],
+        data: Any = None,
+        params: Mapping[str, Tensor] | None = None,
+    ) -> dict[str, Tensor]: ...
+
+
+@runtime_checkable
+class Plottable(Protocol):
+    """A picture of the fitted model over ``data`` on matplotlib axes (created when None)."""
+
+    def plot_fit(self, data: Any, params: Mapping[str, Tensor], *, ax: Any = None, **kwargs: Any) -> Any: ...
+
+
+@runtime_checkable
+class DataArrays(Protocol):
+    """Prepared data as named tensors for a saved fit, and back (default: one tensor)."""
+
+    def data_to_arrays(self, data: Any) -> dict[str, Tensor]: ...
+
+    def data_from_arrays(self, arrays: Mapping[str, Tensor]) -> Any: ...
+
+
+@runtime_checkable
+class ObservedArrays(Protocol):
+    """The observed data by variable name, for ArviZ's ``observed_data`` group."""
+
+    def observed_arrays(self, data: Any) -> dict[str, Tensor]: ...
+
+
+def missing(model: Any, *capabilities: type) -> list[str]:
+    """Names of the ``capabilities`` that ``model`` does not offer (empty when it offers all)."""
+    return [c.__name__ for c in capabilities if not isinstance(model, c)]
+
+
+def likelihood_problem(model: Any) -> str | None:
+    """Why likelihood-based backends (EM, SVI, MCMC, enumeration) cannot serve ``model``, or None."""
+    density = model.density
+    if density == "unnormalised":
+        return (
+            "its likelihood is known only up to a normalising constant (an energy-based model), "
+            "so maximising it would ignore that constant"
+        )
+    if density == "none":
+        return "it has no likelihood (an implicit model that only generates)"
+    return None

@@ -1,0 +1,324 @@
+"""The result every backend returns (:class:`FitResult`) and the tools shared by every fit.
+
+:class:`probgen.Fit` adds ArviZ, saving, summaries and pictures on top of it (``probgen.fit``); the
+modules those use (``arviz_bridge``, ``diagnostics``, ``persistence``) stand on this one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from probgen.model import GenerativeModel
+from probgen.posterior import pointwise_log_likelihood_draws, posterior_predictive, total_log_likelihood
+from probgen.roles import last_memo
+from probgen.state import isolated_rng
+
+__all__ = ["FitResult", "frozen"]
+
+
+def frozen(d: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """A read-only view of a copy of ``d`` (``None`` stays ``None``)."""
+    return None if d is None else MappingProxyType(dict(d))
+
+
+def _flat(draws: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.reshape((-1,) + tuple(v.shape[2:])) for k, v in draws.items()}
+
+
+@dataclass(frozen=True, eq=False)
+class FitResult:
+    """What every backend returns: estimates, draws, history, and the shared tools.
+
+    Immutable: the dicts are read-only views of the backend's (copy with ``dict(fit.params)``).
+
+    Attributes
+    ----------
+    model : GenerativeModel
+        The fitted model.
+    data : object
+        The (prepared) training data.
+    method : str
+        Name of the backend that produced the fit.
+    params : dict of str to Tensor
+        Point estimates of the global sites (MLE/MAP; posterior mean for posterior fits).
+    posterior : dict of str to Tensor or None
+        Posterior draws with leading ``(chain, draw)`` dims; ``None`` for point fits.
+    history : numpy.ndarray
+        Objective per iteration: log-likelihood per EM iteration, loss per SVI step.
+    converged : bool
+        Whether the backend's convergence criterion was met.
+    sample_stats : dict of str to numpy.ndarray, optional
+        Per-draw sampler statistics ``(chain, draw)``: diverging, step_size, tree_depth, ...
+    log_evidence : float, optional
+        Exact log marginal likelihood (``"enum"``) or the final log-likelihood (``"em"``).
+    extras : dict
+        Backend-specific results (exact marginals, joint MAP assignment, discrete draws).
+    """
+
+    model: GenerativeModel
+    data: Any
+    method: str
+    params: Mapping[str, Tensor]
+    posterior: Mapping[str, Tensor] | None = None
+    history: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    converged: bool = True
+    sample_stats: Mapping[str, np.ndarray] | None = None
+    log_evidence: float | None = None
+    extras: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("params", "posterior", "sample_stats", "extras"):
+            object.__setattr__(self, name, frozen(getattr(self, name)))
+        history = np.array(self.history, copy=True)
+        history.flags.writeable = False
+        object.__setattr__(self, "history", history)
+
+    # ------------------------------------------------------------------ data handling
+    def _data(self, data: Any) -> Any:
+        if data is None:
+            if self.data is None:
+                raise ValueError("data is None and this fit carries no training data; pass data explicitly.")
+            return self.data
+        prepared = self.model.prepare_data(data)
+        train = self.data
+        if (
+            isinstance(prepared, Tensor)
+            and isinstance(train, Tensor)
+            and prepared.dim() > 1
+            and prepared.shape[1:] != train.shape[1:]
+        ):
+            raise ValueError(
+                f"data has items of shape {tuple(prepared.shape[1:])}; {self.model.name} was fitted on "
+                f"items of shape {tuple(train.shape[1:])} (e.g. {train.shape[-1]} features)."
+            )
+        return prepared
+
+    @property
+    def num_draws(self) -> int:
+        """Total posterior draws (chains x draws), or 0 for a point fit."""
+        if not self.posterior:
+            return 0
+        v = next(iter(self.posterior.values()))
+        return int(v.shape[0] * v.shape[1])
+
+    def _fixed(self) -> dict[str, Tensor]:
+        """Values of the model's ``pyro.param`` sites (fixed in every draw)."""
+        roles = self.model.roles(self.data) if self.data is not None else last_memo(self.model, "roles")
+        if roles is None:
+            return {}
+        return {k: v for k, v in self.params.items() if k in roles.param_sites}
+
+    def _draws(self, max_draws: int | None = None) -> dict[str, Tensor]:
+        """Flat draws ``(S, ...)`` of the sample sites; a point fit is one draw."""
+        if self.posterior:
+            flat = _flat(self.posterior)
+            if max_draws is not None:
+                flat = {k: v[:max_draws] for k, v in flat.items()}
+            return flat
+        fixed = self._fixed()
+        return {k: v.unsqueeze(0) for k, v in self.params.items() if k not in fixed}
+
+    def _draw_params(self, max_draws: int | None = None) -> list[dict[str, Tensor]]:
+        """Full parameter sets (sample sites and ``pyro.param`` sites), one per draw."""
+        draws = self._draws(max_draws)
+        fixed = self._fixed()
+        S = next(iter(draws.values())).shape[0] if draws else 1
+        return [{**fixed, **{k: v[s] for k, v in draws.items()}} for s in range(S)]
+
+    # --------------------------------------------------------------------- scoring
+    def pointwise_log_likelihood(self, data: Any = None) -> Tensor:
+        """Per-draw, per-item log-likelihood ``(chain, draw, item)``, discrete latents summed out."""
+        d = self._data(data)
+        ll = pointwise_log_likelihood_draws(self.model, d, self._draws(), self._fixed())
+        if self.posterior:
+            v = next(iter(self.posterior.values()))
+            return ll.reshape(v.shape[0], v.shape[1], -1)
+        return ll.reshape(1, 1, -1)
+
+    def log_prob(self, data: Any = None) -> Tensor:
+        """Per-item marginal log-likelihood (anomaly scores, held-out evaluation).
+
+        Point fits evaluate at :attr:`params`; posterior fits give the log posterior-predictive
+        density ``log mean_s p(x_i | theta_s)``, never a plug-in of the posterior mean.  A discrete
+        latent outside the data plate (a change point) is weighted by its posterior given the
+        data being scored.
+        """
+        d = self._data(data)
+        if not self.posterior:
+            return self.model.log_prob_items(d, self.params)
+        ll = self.pointwise_log_likelihood(d).reshape(self.num_draws, -1)
+        return torch.logsumexp(ll, 0) - math.log(ll.shape[0])
+
+    def score(self, data: Any = None) -> float:
+        """Mean per-item log-likelihood (scikit-learn's ``score``)."""
+        return float(self.log_prob(data).mean())
+
+    def num_parameters(self, data: Any = None) -> int:
+        """Free parameters counted by BIC/AIC (global sites and ``pyro.param`` sites)."""
+        return int(self.model.num_parameters(self.params, self._data(data)))
+
+    def log_likelihood(self, data: Any = None) -> float:
+        """Total log-likelihood ``log p(data | params)`` at the point estimates (BIC's ``log L``)."""
+        return total_log_likelihood(self.model, self._data(data), self.params)
+
+    def bic(self, data: Any = None) -> float:
+        """Bayesian information criterion ``-2 log L + k log n`` at the point estimates."""
+        d = self._data(data)
+        return -2.0 * self.log_likelihood(d) + self.num_parameters(d) * math.log(
+            self.model.num_observations(d)
+        )
+
+    def aic(self, data: Any = None) -> float:
+        """Akaike information criterion ``-2 log L + 2 k`` at the point estimates."""
+        d = self._data(data)
+        return -2.0 * self.log_likelihood(d) + 2.0 * self.num_parameters(d)
+
+    # --------------------------------------------------------------------- latents
+    @staticmethod
+    def _single(result: dict[str, Any]) -> Any:
+        return next(iter(result.values())) if len(result) == 1 else result
+
+    def _mean_latent_posterior(self, d: Any, max_draws: int) -> dict[str, Any]:
+        """``mean_s p(z | x, theta_s)`` over (up to ``max_draws`` evenly spaced) posterior draws."""
+        sets = self._draw_params()
+        if len(sets) > max_draws:
+            idx = torch.linspace(0, len(sets) - 1, max_draws).round().long().tolist()
+            sets = [sets[i] for i in idx]
+        total: dict[str, Any] = {}
+        for p in sets:
+            for k, v in self.model.latent_posterior(d, p).items():
+                if k not in total:
+                    total[k] = [t.clone() for t in v] if isinstance(v, list) else v.clone()
+                elif isinstance(v, list):  # one tensor per sequence
+                    total[k] = [a + b for a, b in zip(total[k], v, strict=True)]
+                else:
+                    total[k] = total[k] + v
+        return {
+            k: [t / len(sets) for t in v] if isinstance(v, list) else v / len(sets) for k, v in total.items()
+        }
+
+    def predict(self, data: Any = None, *, max_draws: int = 200) -> Any:
+        """Most probable discrete latent per item (cluster, Viterbi path, class label).
+
+        Point fits give the joint MAP at :attr:`params`; posterior fits the argmax of the
+        posterior probabilities averaged over draws (:meth:`predict_proba`).  Returns the tensor
+        itself when the model has one discrete site, else a dict by site.
+        """
+        d = self._data(data)
+        if not self.posterior:
+            return self._single(self.model.latent_map(d, self.params))
+        mean = self._mean_latent_posterior(d, max_draws)
+        return self._single(
+            {k: [t.argmax(-1) for t in v] if isinstance(v, list) else v.argmax(-1) for k, v in mean.items()}
+        )
+
+    def predict_proba(self, data: Any = None, *, max_draws: int = 200) -> Any:
+        """Posterior probabilities of the discrete latent(s), per item.
+
+        Posterior fits average ``p(z | x, theta_s)`` over (up to ``max_draws``) draws.
+        """
+        d = self._data(data)
+        if not self.posterior:
+            return self._single(self.model.latent_posterior(d, self.params))
+        return self._single(self._mean_latent_posterior(d, max_draws))
+
+    def marginals(self) -> dict[str, Tensor]:
+        """Posterior probabilities of every discrete latent site on the training data.
+
+        Exact for ``"enum"`` and for point fits (computed by enumeration at the estimates);
+        averaged over draws for posterior fits.
+        """
+        if "marginals" in self.extras:
+            return dict(self.extras["marginals"])
+        d = self._data(None)
+        if not self.posterior:
+            return self.model.latent_posterior(d, self.params)
+        return self._mean_latent_posterior(d, 200)
+
+    # ----------------------------------------------------------------- generation
+    def sample(
+        self,
+        n: int,
+        length: int | None = None,
+        *,
+        return_latents: bool = False,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Draw ``n`` new data items from the fitted model.
+
+        Point fits generate at :attr:`params`; posterior fits draw parameters from the
+        posterior, then data (each item's parameters are a posterior draw chosen at random).
+
+        Parameters
+        ----------
+        n : int
+            Number of items (sequences for sequence models).
+        length : int, optional
+            Length of each generated sequence (sequence models such as HMMs only).
+        return_latents : bool, default False
+            Also return the discrete latents of each draw (e.g. the component).
+        seed : int, optional
+            Seed for this draw (default: drawn from torch's global generator, so successive
+            calls give new items).  The global random state is otherwise left untouched.
+        **kwargs
+            Other family options.
+        """
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+            raise ValueError(f"n must be a positive int; got {n!r}.")
+        if length is not None:
+            kwargs["length"] = length
+        if seed is None:  # successive calls differ; a script seeded once stays reproducible
+            seed = int(torch.randint(0, 2**31 - 1, (1,)))
+        gen = torch.Generator().manual_seed(int(seed))
+        with isolated_rng(int(seed)):
+            if not self.posterior:
+                out = self.model.sample_items(int(n), self.params, generator=gen, **kwargs)
+            else:
+                out = self._sample_posterior(int(n), gen, kwargs)
+        if return_latents:
+            return out["data"], {k: v for k, v in out.items() if k != "data"}
+        return out["data"]
+
+    def _sample_posterior(self, n: int, gen: torch.Generator, kwargs: dict[str, Any]) -> dict[str, Any]:
+        sets = self._draw_params()
+        which = torch.randint(len(sets), (n,), generator=gen)
+        used, counts = torch.unique(which, return_counts=True)
+        parts = [
+            self.model.sample_items(int(c), {**self.params, **sets[int(i)]}, generator=gen, **kwargs)
+            for i, c in zip(used.tolist(), counts.tolist(), strict=True)
+        ]
+        out: dict[str, Any] = {}
+        for key in parts[0]:
+            values = [p[key] for p in parts]
+            if isinstance(values[0], Tensor):
+                out[key] = torch.cat(values, 0)
+            else:
+                out[key] = [v for vs in values for v in vs]
+        return out
+
+    def posterior_predictive(self, num_samples: int | None = None, data: Any = None) -> dict[str, Tensor]:
+        """Replicates of the observed sites, one per posterior draw ``(chain, draw, ...)``."""
+        draws = self._draws()
+        S = next(iter(draws.values())).shape[0]
+        if num_samples is not None:
+            idx = torch.linspace(0, S - 1, min(num_samples, S)).round().long()
+            draws = {k: v[idx] for k, v in draws.items()}
+        reps = posterior_predictive(self.model, self._data(data), draws, self._fixed(), seed=self.seed)
+        if self.posterior and num_samples is None:
+            v = next(iter(self.posterior.values()))
+            return {k: r.reshape((v.shape[0], v.shape[1]) + tuple(r.shape[1:])) for k, r in reps.items()}
+        return {k: r.unsqueeze(0) for k, r in reps.items()}
+
+    def __repr__(self) -> str:
+        kind = f"{self.num_draws} draws" if self.posterior else "point estimates"
+        return f"{type(self).__name__}(model={self.model!r}, method={self.method!r}, {kind}, converged={self.converged})"
