@@ -115,7 +115,9 @@ class EM(BackendBase):
     label = "EM"
     accepts_chunks = True
     options = (
-        Option("max_iter", "int", 1000, "EM iterations at most (a family may set its own)", aliases=("n_iter",)),
+        Option(
+            "max_iter", "int", 1000, "EM iterations at most (a family may set its own)", aliases=("n_iter",)
+        ),
         Option("tol", "float0", 1e-6, "convergence: change of the per-item log-likelihood"),
         Option("n_init", "int", 1, "restarts from new starting values; the best is kept"),
         Option("init", "any", "random", 'strategy name ("kmeans++", "random", ...) or dict of values'),
@@ -200,7 +202,11 @@ class EM(BackendBase):
             )
 
         fast = _has_fast_path(model)
-        scale = float(model.em_convergence_scale(data) if isinstance(model, ScaledConvergence) else model.num_items(data))
+        scale = float(
+            model.em_convergence_scale(data)
+            if isinstance(model, ScaledConvergence)
+            else model.num_items(data)
+        )
         generic = (
             None
             if fast

@@ -16,8 +16,8 @@ import numpy as np
 import pyro
 import torch
 
-from probgen.errors import ConvergenceWarning
 from probgen.backend import BackendBase, Option, register_backend
+from probgen.errors import ConvergenceWarning
 from probgen.fit import Fit
 from probgen.model import GenerativeModel
 from probgen.posterior import discrete_map, discrete_marginals, enum_factors, log_evidence

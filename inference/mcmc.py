@@ -44,10 +44,10 @@ from pyro.ops.integrator import potential_grad
 from probgen.backend import BackendBase, Option, register_backend
 from probgen.capabilities import ClosedFormEM
 from probgen.fit import Fit
-from probgen.relabel import align_posterior
 from probgen.inference.chees import BatchedPotential, run_chees
 from probgen.model import GenerativeModel
 from probgen.posterior import sample_discrete
+from probgen.relabel import align_posterior
 from probgen.state import seed_everything
 
 __all__ = ["MCMC"]
@@ -436,7 +436,13 @@ class MCMC(BackendBase):
     label = "MCMC"
     options = (
         Option("num_samples", "any", 1000, "draws per chain after warm-up"),
-        Option("warmup_steps", "any", None, "warm-up steps per chain (default: num_samples)", aliases=("num_warmup",)),
+        Option(
+            "warmup_steps",
+            "any",
+            None,
+            "warm-up steps per chain (default: num_samples)",
+            aliases=("num_warmup",),
+        ),
         Option("num_chains", "any", 2, "chains, run vectorised or one after another"),
         Option("kernel", "any", "nuts", '"nuts", "hmc" or "chees"'),
         Option("target_accept_prob", "any", 0.8, "step-size adaptation target"),

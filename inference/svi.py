@@ -321,7 +321,9 @@ class SVI(BackendBase):
         Option("tol", "float0", 1e-4, "convergence: relative change of the windowed loss", none=True),
         Option("window", "int", 100, "steps per window of the convergence rule"),
         Option("num_samples", "int", 1000, "posterior draws from the fitted guide"),
-        Option("elbo", "str", None, "None: the model's own objective, else Pyro's", none=True, choices=_ELBOS),
+        Option(
+            "elbo", "str", None, "None: the model's own objective, else Pyro's", none=True, choices=_ELBOS
+        ),
     )
 
     def refusal(self, model: GenerativeModel, data: Any) -> str | None:
@@ -391,7 +393,9 @@ class SVI(BackendBase):
                 )
             model_kwargs["subsample_size"] = s
 
-        objective = model.svi_objective(data) if isinstance(model, OwnSVIObjective) and own else None  # fresh weights, in the param store
+        objective = (
+            model.svi_objective(data) if isinstance(model, OwnSVIObjective) and own else None
+        )  # fresh weights, in the param store
         model_fn = config_enumerate(model.model, default="parallel") if roles.discrete_sites else model.model
         guide = self._guide(model, roles, o["guide"], model_fn)
         # The data plate's scale: N / batch for streamed minibatches, and under torch.distributed the

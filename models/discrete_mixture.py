@@ -19,6 +19,7 @@ from pyro.ops.indexing import Vindex
 from torch import Tensor
 
 from probgen.models.mixture import _as_matrix, _check_positive_float, _check_positive_int, _Mixture
+from probgen.roles import slot
 
 __all__ = ["BernoulliMixture", "CategoricalMixture", "PoissonMixture"]
 
@@ -280,7 +281,6 @@ class CategoricalMixture(_DiscreteMixture):
         )
         self.reg = _check_positive_float(reg, "reg", allow_zero=True)
         self.prior_concentration = _check_positive_float(prior_concentration, "prior_concentration")
-        self._onehot: tuple[Any, Tensor] | None = None
 
     def _config(self) -> dict[str, Any]:
         return {
@@ -327,10 +327,17 @@ class CategoricalMixture(_DiscreteMixture):
 
     def _one_hot(self, data: Tensor) -> Tensor:
         key = (data.data_ptr(), data._version, tuple(data.shape), self._c())
-        if self._onehot is None or self._onehot[0] != key:
-            oh = torch.nn.functional.one_hot(data.long(), self._c()).to(torch.float64)
-            self._onehot = (key, oh.reshape(len(data), -1))
-        return self._onehot[1]
+        c = self._c()
+        kept = slot(
+            self,
+            "one_hot",
+            lambda v: v[0] == key,
+            lambda: (
+                key,
+                torch.nn.functional.one_hot(data.long(), c).to(torch.float64).reshape(len(data), -1),
+            ),
+        )
+        return kept[1]  # type: ignore[no-any-return]
 
     def _kmeans_space(self, data: Tensor) -> Tensor:
         return self._one_hot(data)
@@ -456,7 +463,6 @@ class PoissonMixture(_DiscreteMixture):
         super().__init__(n_components, weight_concentration=weight_concentration, map_estimate=map_estimate)
         self.reg = _check_positive_float(reg, "reg", allow_zero=True)
         self.prior_shape = _check_positive_float(prior_shape, "prior_shape")
-        self._lgamma: tuple[Any, Tensor] | None = None
 
     def _config(self) -> dict[str, Any]:
         return {
@@ -487,9 +493,10 @@ class PoissonMixture(_DiscreteMixture):
 
     def _log_factorial(self, data: Tensor) -> Tensor:
         key = (data.data_ptr(), data._version, tuple(data.shape))
-        if self._lgamma is None or self._lgamma[0] != key:
-            self._lgamma = (key, torch.lgamma(data + 1.0).sum(1))
-        return self._lgamma[1]
+        kept = slot(
+            self, "log_factorial", lambda v: v[0] == key, lambda: (key, torch.lgamma(data + 1.0).sum(1))
+        )
+        return kept[1]  # type: ignore[no-any-return]
 
     def _log_joint(self, data: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         r = params["rates"]

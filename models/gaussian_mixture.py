@@ -21,6 +21,7 @@ from pyro.ops.indexing import Vindex
 from torch import Tensor
 
 from probgen.models.mixture import _as_matrix, _check_positive_float, _Mixture
+from probgen.roles import slot
 
 __all__ = ["GaussianMixture"]
 
@@ -163,7 +164,6 @@ class GaussianMixture(_Mixture):
         self.reg_covar = _check_positive_float(reg_covar, "reg_covar", allow_zero=True)
         self.loc_scale = _check_positive_float(loc_scale, "loc_scale")
         self.lkj_concentration = _check_positive_float(lkj_concentration, "lkj_concentration")
-        self._cache: _GaussianCache | None = None
         self._stats_shift: Tensor | None = None  # reference point of chunk_stats (set by init_params)
         self._component_sites = ("weights", "locs") + (
             ("scale", "corr_cholesky")
@@ -215,9 +215,11 @@ class GaussianMixture(_Mixture):
         return shapes
 
     def _cached(self, data: Tensor) -> _GaussianCache:
-        if self._cache is None or not self._cache.matches(data):
-            self._cache = _GaussianCache(data)
-        return self._cache
+        """Work on ``data`` reused across E/M steps, kept beside the model (a model is a value)."""
+        cache: _GaussianCache = slot(
+            self, "gaussian", lambda c: c.matches(data), lambda: _GaussianCache(data)
+        )
+        return cache
 
     # ------------------------------------------------------------- parameter conversions
     def covariances(self, params: Mapping[str, Tensor]) -> Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch as _torch  # noqa: F401  (imported first so torch sets up before pyro)
 
+import probgen.inference  # noqa: E402,F401  (registers the built-in backends, which stand on the core)
 from probgen import datasets  # noqa: E402,I001  (after the core it uses)
 from probgen.calibration import Calibration, calibrate
 from probgen.diagnostics import check, compare, summary
@@ -16,8 +17,6 @@ from probgen.errors import ConvergenceWarning, ModelNotSupportedError
 from probgen.fit import Backend, Fit, available_methods, fit, get_backend, load, register_backend
 from probgen.metrics import MMDTestResult, mmd, mmd_test
 from probgen.model import GenerativeModel, SiteRoles, model, register_model
-
-import probgen.inference  # noqa: E402,F401  (registers the built-in backends, which stand on the core)
 
 __version__ = "0.1.0"
 

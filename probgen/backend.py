@@ -69,7 +69,11 @@ class Option:
             return None
         kind = self.kind
         if kind in ("int", "int0"):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < (kind == "int"):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Integral)
+                or int(value) < (kind == "int")
+            ):
                 low = "positive" if kind == "int" else "non-negative"
                 also = " or None" if self.none else ""
                 raise ValueError(f"{self.name} must be a {low} int{also}; got {value!r}.")
@@ -84,7 +88,9 @@ class Option:
             else:
                 ok = ok and 0 < v < 1
             if not ok:
-                what = {"float": "a positive number", "float0": "a non-negative number"}.get(kind, "in (0, 1)")
+                what = {"float": "a positive number", "float0": "a non-negative number"}.get(
+                    kind, "in (0, 1)"
+                )
                 raise ValueError(f"{self.name} must be {what}; got {value!r}.")
             return value
         if kind == "bool":
@@ -93,7 +99,9 @@ class Option:
             return value
         if kind == "str" or (self.choices and isinstance(value, str)):
             if value not in self.choices:
-                raise ValueError(f"{self.name} must be one of {', '.join(map(repr, self.choices))}; got {value!r}.")
+                raise ValueError(
+                    f"{self.name} must be one of {', '.join(map(repr, self.choices))}; got {value!r}."
+                )
         return value
 
     def describe(self) -> str:

@@ -233,8 +233,16 @@ class ObservedArrays(Protocol):
 
 
 def missing(model: Any, *capabilities: type) -> list[str]:
-    """Names of the ``capabilities`` that ``model`` does not offer (empty when it offers all)."""
-    return [c.__name__ for c in capabilities if not isinstance(model, c)]
+    """The ``capabilities`` that ``model`` does not offer, each with the methods it lacks, e.g.
+    ``"EnergyBased (gibbs_step, init_params)"`` (empty when it offers them all)."""
+    out = []
+    for c in capabilities:
+        if isinstance(model, c):
+            continue
+        members = [n for n, v in vars(c).items() if callable(v) and not n.startswith("_")]
+        absent = [n for n in members if getattr(model, n, None) is None]
+        out.append(f"{c.__name__} ({', '.join(absent)})" if absent else c.__name__)
+    return out
 
 
 def likelihood_problem(model: Any) -> str | None:

@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import os
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 

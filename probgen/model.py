@@ -33,7 +33,16 @@ from probgen.posterior import (
     split_params,
     traced_with,
 )
-from probgen.roles import SiteRoles, as_tensor, find_roles, free_parameters, last_memo, memo, sample_sites, shape_key
+from probgen.roles import (
+    SiteRoles,
+    as_tensor,
+    find_roles,
+    free_parameters,
+    last_memo,
+    memo,
+    sample_sites,
+    shape_key,
+)
 
 __all__ = [
     "GenerativeModel",
@@ -138,7 +147,9 @@ class GenerativeModel(abc.ABC):
 
         def trace() -> SiteRoles:
             n_items = self.num_items(data) if data is not None else None
-            return find_roles(self.model, data, self.data_plate_name, n_items, probe_dtypes=self.dtype is None)
+            return find_roles(
+                self.model, data, self.data_plate_name, n_items, probe_dtypes=self.dtype is None
+            )
 
         return memo(self, key, trace)  # type: ignore[no-any-return]
 
@@ -224,7 +235,10 @@ class GenerativeModel(abc.ABC):
         S = next(iter(draws.values())).shape[0] if draws else 1
         with torch.no_grad():
             return torch.stack(
-                [self.log_prob_items(data, {**(fixed or {}), **{k: v[s] for k, v in draws.items()}}) for s in range(S)]
+                [
+                    self.log_prob_items(data, {**(fixed or {}), **{k: v[s] for k, v in draws.items()}})
+                    for s in range(S)
+                ]
             )
 
     def latent_posterior(self, data: Any, params: Mapping[str, Tensor]) -> dict[str, Any]:

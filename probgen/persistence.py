@@ -39,6 +39,7 @@ def data_from_arrays(gm: GenerativeModel, arrays: dict[str, torch.Tensor]) -> An
         return gm.data_from_arrays(arrays)
     return gm.prepare_data(arrays["data"]) if "data" in arrays else None
 
+
 _FORMAT = "probgen-fit/1"
 
 

@@ -78,9 +78,8 @@ class FitResult:
     def __post_init__(self) -> None:
         for name in ("params", "posterior", "sample_stats", "extras"):
             object.__setattr__(self, name, frozen(getattr(self, name)))
-        history = np.array(self.history, copy=True)
-        history.flags.writeable = False
-        object.__setattr__(self, "history", history)
+        # a copy, not a read-only view: torch.as_tensor(fit.history) warns on read-only arrays
+        object.__setattr__(self, "history", np.array(self.history, copy=True))
 
     # ------------------------------------------------------------------ data handling
     def _data(self, data: Any) -> Any:

@@ -28,6 +28,7 @@ __all__ = [
     "memo",
     "sample_sites",
     "shape_key",
+    "slot",
 ]
 
 # What tracing taught about a model (its roles per data shape, whether it broadcasts over draws),
@@ -41,6 +42,15 @@ def memo(owner: Any, key: Any, compute: Callable[[], Any]) -> Any:
     if key not in table:
         table[key] = compute()
     return table[key]
+
+
+def slot(owner: Any, name: str, valid: Callable[[Any], bool], compute: Callable[[], Any]) -> Any:
+    """One kept value of ``owner`` (e.g. per-data work): recomputed when ``valid(value)`` fails."""
+    table = _MEMO.setdefault(owner, {})
+    value = table.get(("slot", name))
+    if value is None or not valid(value):
+        value = table[("slot", name)] = compute()
+    return value
 
 
 def last_memo(owner: Any, kind: str) -> Any:
@@ -307,5 +317,3 @@ def as_tensor(
                 f"{argname} has {n_nan} NaN and {n_inf} infinite values; drop or impute them before fitting."
             )
     return t
-
-

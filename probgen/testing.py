@@ -29,11 +29,10 @@ import torch
 from torch import Tensor
 
 from probgen.errors import ConvergenceWarning
-from probgen.fit import capable_methods
+from probgen.fit import capable_methods, load
 from probgen.fit import fit as fit_model
 from probgen.model import GenerativeModel, sample_sites
 from probgen.model import model as as_model
-from probgen.fit import load
 
 __all__ = ["FAST_OPTIONS", "brute_force_log_prob", "check_model"]
 
