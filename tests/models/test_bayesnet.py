@@ -153,7 +153,7 @@ def test_log_prob_sums_out_missing_entries():
 @pytest.mark.parametrize("rejection", [True, False])
 @pytest.mark.parametrize("evidence", [{"wet": "wet"}, {"wet": "dry", "sprinkler": "on"}])
 def test_sample_given_evidence_matches_the_query(evidence, rejection, monkeypatch):
-    import probgen.models.bayesnet as bnmod
+    import probgen.models._bn_inference as bnmod
 
     if not rejection:  # node by node from P(X | drawn so far, evidence)
         monkeypatch.setattr(bnmod, "_REJECTION_MIN_P", 1.1)
@@ -252,7 +252,7 @@ def test_fitted_cpds_written_as_bif_read_back_equal(tmp_path):
 
 
 def test_a_contraction_too_large_is_refused_before_any_work(monkeypatch):
-    import probgen.models.bayesnet as bnmod
+    import probgen.models._bn_inference as bnmod
 
     bn, _ = network("alarm")
     monkeypatch.setattr(bnmod, "_MAX_INTERMEDIATE", 10)  # ALARM needs 96 entries at most
