@@ -82,7 +82,7 @@ class Adversarial(BackendBase):
     requires = (Implicit,)
     likelihood = False
     options = (
-        Option("num_steps", "any", 3000, "generator updates", aliases=("n_iter",)),
+        Option("num_steps", "any", 3000, "generator updates"),
         Option("lr", "any", 1e-3, "Adam learning rate of both networks"),
         Option("betas", "any", (0.5, 0.999), "Adam's betas"),
         Option("subsample_size", "any", 128, "items per minibatch", aliases=("batch_size",)),

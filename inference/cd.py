@@ -99,7 +99,7 @@ class CD(BackendBase):
     requires = (EnergyBased,)
     likelihood = False
     options = (
-        Option("num_steps", "any", 3000, "parameter updates at most", aliases=("n_iter",)),
+        Option("num_steps", "any", 3000, "parameter updates at most"),
         Option("lr", "any", 0.05, "learning rate"),
         Option("lr_decay", "any", 0.1, "learning-rate factor reached at the last step"),
         Option("k", "any", 1, "Gibbs sweeps per negative phase"),

@@ -42,7 +42,7 @@ from pyro.infer.mcmc.util import initialize_model
 from pyro.ops.integrator import potential_grad
 
 from probgen.backend import BackendBase, Option, register_backend
-from probgen.capabilities import ClosedFormEM
+from probgen.capabilities import ClosedFormEM, StartingValues
 from probgen.fit import Fit
 from probgen.inference.chees import BatchedPotential, run_chees
 from probgen.model import GenerativeModel
@@ -558,11 +558,13 @@ class MCMC(BackendBase):
     ) -> list[tuple[Callable[..., Any], bool]]:
         """Per chain: a Pyro init strategy and whether to jitter the point it gives."""
         if isinstance(init, str) and init == "auto":
-            if isinstance(model, ClosedFormEM):
+            if isinstance(model, StartingValues):
                 # A model that offers starting values (the EM hook) starts there: NUTS from a
                 # random start on a multimodal mixture posterior spends its warmup on very deep
                 # trees.  Each chain asks with its own generator, then later chains are jittered.
-                strategy = model.em_defaults().get("init", "random")
+                strategy = (
+                    model.em_defaults().get("init", "random") if isinstance(model, ClosedFormEM) else "random"
+                )
                 out = []
                 for c in range(num_chains):
                     gen = torch.Generator().manual_seed(seed + c)

@@ -311,12 +311,19 @@ class SVI(BackendBase):
     accepts_streams = True
 
     options = (
-        Option("num_steps", "int", 3000, "optimisation steps at most", aliases=("n_iter", "max_iter")),
+        Option("num_steps", "int", 3000, "optimisation steps at most"),
         Option("lr", "float", 0.01, "learning rate"),
         Option("optim", "any", "adam", '"adam", "clipped_adam" or a pyro.optim instance'),
         Option("lr_decay", "any", 1.0, "learning-rate factor over the whole run, in (0, 1]"),
         Option("num_particles", "int", 1, "ELBO particles per step"),
-        Option("subsample_size", "any", None, "items per minibatch of the data plate", none=True),
+        Option(
+            "subsample_size",
+            "any",
+            None,
+            "items per minibatch of the data plate",
+            none=True,
+            aliases=("batch_size",),
+        ),
         Option("guide", "any", None, '"normal", "diagonal", "mvn", "delta" or a callable', none=True),
         Option("tol", "float0", 1e-4, "convergence: relative change of the windowed loss", none=True),
         Option("window", "int", 100, "steps per window of the convergence rule"),

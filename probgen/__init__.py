@@ -10,6 +10,9 @@ from __future__ import annotations
 import torch as _torch  # noqa: F401  (imported first so torch sets up before pyro)
 
 import probgen.inference  # noqa: E402,F401  (registers the built-in backends, which stand on the core)
+from probgen.fit import document_options as _document_options  # noqa: E402
+
+_document_options()
 from probgen import datasets  # noqa: E402,I001  (after the core it uses)
 from probgen.calibration import Calibration, calibrate
 from probgen.diagnostics import check, compare, summary

@@ -148,6 +148,12 @@ class BackendBase:
     accepts_chunks: ClassVar[bool] = False
     accepts_streams: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.options and cls.__doc__ is not None and "Declared options" not in cls.__doc__:
+            lines = "\n".join(f"    {o.describe()}" for o in cls.options)
+            cls.__doc__ = f"{cls.__doc__.rstrip()}\n\n    Declared options\n    ----------------\n{lines}\n"
+
     def supports(self, model: GenerativeModel, data: Any) -> str | None:
         """None when this backend can fit ``model``, else why not (naming missing capabilities)."""
         if self.likelihood:
@@ -230,12 +236,23 @@ def capable_methods(model: GenerativeModel, data: Any) -> list[str]:
     return [name for name in sorted(_BACKENDS) if _BACKENDS[name]().supports(model, data) is None]
 
 
-def options_table() -> str:
-    """The options of every registered backend, one line each (``help(probgen.fit)``, README)."""
-    lines = []
+def options_table(*, markdown: bool = False) -> str:
+    """The options of every registered backend, from their declarations.
+
+    Plain text (one line an option, with its help: ``help(probgen.fit)``), or a markdown table of
+    one row a backend (names, defaults and aliases: the README's table, kept in step by a test).
+    """
+    lines = ["| method | options (defaults) |", "|---|---|"] if markdown else []
     for name in sorted(_BACKENDS):
         backend = _BACKENDS[name]()
         declared = backend.options if isinstance(backend, BackendBase) else ()
+        if markdown:
+            cells = [
+                f"`{o.name}` ({o.default!r}{'; also ' + ', '.join(f'`{a}`' for a in o.aliases) if o.aliases else ''})"
+                for o in declared
+            ]
+            lines.append(f'| `"{name}"` | {", ".join(cells) or "none"} |')
+            continue
         lines.append(f'"{name}"')
         for o in declared:
             alias = f" (also {', '.join(o.aliases)})" if o.aliases else ""

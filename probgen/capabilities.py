@@ -9,6 +9,7 @@ methods (no registration, no flags); a backend lists the capabilities it require
 ==========================  =====================================================================
 capability                  who uses it
 ==========================  =====================================================================
+:class:`StartingValues`     ``"mcmc"`` (``init="auto"``): a start per chain from the family
 :class:`ClosedFormEM`       ``"em"``: closed-form E and M steps (else EM's generic path)
 :class:`ChunkedEM`          ``"em"`` with ``chunk_size=``: additive sufficient statistics
 :class:`ScaledConvergence`  ``"em"``: what its ``tol`` is relative to (items by default)
@@ -49,9 +50,19 @@ __all__ = [
     "SVIDefaults",
     "SVIObjective",
     "ScaledConvergence",
+    "StartingValues",
     "likelihood_problem",
     "missing",
 ]
+
+
+@runtime_checkable
+class StartingValues(Protocol):
+    """Starting values of the global sites: EM's start, and MCMC's per chain (``init="auto"``)."""
+
+    def init_params(self, data: Any, *, init: Any, generator: torch.Generator) -> dict[str, Tensor]:
+        """Starting values (``init``: a strategy name or a dict by site) drawn with ``generator``."""
+        ...
 
 
 @runtime_checkable

@@ -29,6 +29,7 @@ from probgen.backend import (
     available_methods,
     capable_methods,
     get_backend,
+    options_table,
     register_backend,
 )
 from probgen.capabilities import Plottable
@@ -84,30 +85,7 @@ def fit(
     **options
         Backend options, with the names users know (each backend's docstring has details):
 
-        ========  =================================================================================
-        "em"      ``max_iter`` (1000), ``tol`` (1e-6 nats per item; families set their own),
-                  ``n_init`` (1), ``init`` (strategy name or dict of starting values), ``map``
-                  (False), ``m_step_iters`` (20); with ``chunk_size``: ``online`` (False),
-                  ``step_exponent`` (0.6), ``step_offset`` (1.0)
-        "svi"     ``num_steps`` (3000), ``lr`` (0.01), ``optim`` ("adam", "clipped_adam" or a
-                  ``pyro.optim`` instance), ``lr_decay`` (1.0), ``num_particles`` (1),
-                  ``subsample_size`` (None), ``guide`` ("normal", "diagonal", "mvn", "delta" or a
-                  callable), ``tol`` (1e-4), ``window`` (100), ``num_samples`` (1000), ``elbo``
-                  (None: the model's own objective when it offers one, else Trace/TraceEnum;
-                  "trace", "meanfield", "jit", "analytic")
-        "mcmc"    ``num_samples`` (1000), ``warmup_steps`` (= num_samples), ``num_chains`` (2),
-                  ``kernel`` ("nuts"/"hmc"/"chees"), ``target_accept_prob`` (0.8), ``max_tree_depth``
-                  (10), ``step_size`` (1.0), ``num_steps`` (HMC), ``init`` ("auto", "uniform",
-                  "median", "sample" or a dict), ``recover_discrete`` (False), ``chain_method``
-                  ("sequential"), ``num_threads`` (None: torch's setting)
-        "enum"    none, or with ``pyro.param`` sites ``max_iter`` (200), ``tol`` (1e-9)
-        "cd"      ``num_steps`` (3000), ``lr`` (0.05), ``lr_decay`` (0.1), ``k`` (1), ``persistent``
-                  (True), ``subsample_size`` (20), ``momentum`` (0.5), ``weight_decay`` (0),
-                  ``init`` ("random"), ``tol`` (1e-2)
-        ========  =================================================================================
-
-        "adversarial": ``num_steps`` (3000), ``lr`` (1e-3), ``betas`` ((0.5, 0.999)),
-        ``subsample_size`` (128), ``n_critic`` (1), ``gradient_penalty`` (1.0, R1 on real data).
+        {options}
 
     Scale options: ``num_items`` (streamed data: a ``DataLoader`` or re-iterable of minibatches,
     SVI only; the items in the whole data set, default the loader's sampler length),
@@ -205,6 +183,13 @@ def fit(
                         params[k] = posterior[k].mean((0, 1))
     fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(FitResult)}
     return Fit(**{**fields, "params": params, "posterior": posterior})
+
+
+def document_options() -> None:
+    """Write every registered backend's declared options into ``help(probgen.fit)``."""
+    table = options_table().replace("\n", "\n        ")
+    if fit.__doc__ is not None and "{options}" in fit.__doc__:
+        fit.__doc__ = fit.__doc__.replace("{options}", table)
 
 
 def _check_device(device: Any) -> torch.device | None:

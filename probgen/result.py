@@ -136,7 +136,10 @@ class FitResult:
     # --------------------------------------------------------------------- scoring
     def pointwise_log_likelihood(self, data: Any = None) -> Tensor:
         """Per-draw, per-item log-likelihood ``(chain, draw, item)``, discrete latents summed out."""
-        d = self._data(data)
+        return self._pointwise(self._data(data))
+
+    # The private scoring methods take data already prepared: data are prepared once per public call.
+    def _pointwise(self, d: Any) -> Tensor:
         ll = pointwise_log_likelihood_draws(self.model, d, self._draws(), self._fixed())
         if self.posterior:
             v = next(iter(self.posterior.values()))
@@ -154,7 +157,7 @@ class FitResult:
         d = self._data(data)
         if not self.posterior:
             return self.model.log_prob_items(d, self.params)
-        ll = self.pointwise_log_likelihood(d).reshape(self.num_draws, -1)
+        ll = self._pointwise(d).reshape(self.num_draws, -1)
         return torch.logsumexp(ll, 0) - math.log(ll.shape[0])
 
     def score(self, data: Any = None) -> float:
@@ -172,14 +175,16 @@ class FitResult:
     def bic(self, data: Any = None) -> float:
         """Bayesian information criterion ``-2 log L + k log n`` at the point estimates."""
         d = self._data(data)
-        return -2.0 * self.log_likelihood(d) + self.num_parameters(d) * math.log(
+        k = int(self.model.num_parameters(self.params, d))
+        return -2.0 * total_log_likelihood(self.model, d, self.params) + k * math.log(
             self.model.num_observations(d)
         )
 
     def aic(self, data: Any = None) -> float:
         """Akaike information criterion ``-2 log L + 2 k`` at the point estimates."""
         d = self._data(data)
-        return -2.0 * self.log_likelihood(d) + 2.0 * self.num_parameters(d)
+        k = int(self.model.num_parameters(self.params, d))
+        return -2.0 * total_log_likelihood(self.model, d, self.params) + 2.0 * k
 
     # --------------------------------------------------------------------- latents
     @staticmethod

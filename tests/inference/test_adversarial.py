@@ -175,7 +175,8 @@ def test_a_model_without_the_hook_is_refused_with_the_reason():
     reason = Adversarial().supports(normal, data)
     assert reason is not None and "adversarial_objective" in reason
     with pytest.raises(
-        pg.ModelNotSupportedError, match="offers no adversarial_objective hook.*Methods that can: "
+        pg.ModelNotSupportedError,
+        match=r"does not offer the capability Implicit \(adversarial_objective\).*Methods that can: ",
     ):
         pg.fit(normal, data, method="adversarial", progress=False)
     assert Adversarial().supports(_ShiftGAN(), _gaussian_data(10)) is None
