@@ -196,6 +196,13 @@ class BayesianNetwork(GenerativeModel):
         """
         return self._prepare(data, self._network)
 
+    def prepare_like(self, data: Any, like: Any) -> NetworkData:
+        """New data coded with the training data's network (``like``: their states, learnt or given),
+        so a state unseen in training is refused and codes mean what they meant in the fit."""
+        if isinstance(like, NetworkData):
+            return self._prepare(data, like.network)
+        return self.prepare_data(data)
+
     def _prepare(self, data: Any, base: Network) -> NetworkData:
         if hasattr(data, "columns") and hasattr(data, "isna"):
             net = base.learnt_from(data)
@@ -352,9 +359,23 @@ class BayesianNetwork(GenerativeModel):
         it (rejection: exact and vectorised); rarer evidence draws nodes in topological order
         from ``P(X | drawn so far, evidence)``, each step one batched contraction.
         """
+        return self.sample_like(n, params, None, generator=generator, evidence=evidence, **kwargs)
+
+    def sample_like(
+        self,
+        n: int,
+        params: Mapping[str, Tensor],
+        like: Any,
+        *,
+        generator: torch.Generator | None = None,
+        evidence: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """:meth:`sample_items` with the network of the training data ``like`` (its learnt states,
+        so evidence may name states)."""
         if kwargs:
             raise ValueError(f"unknown sample option(s) {sorted(kwargs)}; BayesianNetwork takes evidence=.")
-        net = self._network_for(None, params)
+        net = self._network_for(like, params)
         ev = net.evidence_codes(evidence or {})
         return {"data": inference.sample(net, net.params_cpds(params), n, ev, generator, evidence)}
 

@@ -122,6 +122,13 @@ class NaiveBayes(BayesianNetwork):
 
     def prepare_data(self, data: Any) -> NetworkData:
         """Labels -1 become missing (unlabelled rows); a frame without the class column is all unlabelled."""
+        return self._prepare_nb(data, None)
+
+    def prepare_like(self, data: Any, like: Any) -> NetworkData:
+        """New data read with the training data's network (its features and learnt states)."""
+        return self._prepare_nb(data, like.network if isinstance(like, NetworkData) else None)
+
+    def _prepare_nb(self, data: Any, trained: Network | None) -> NetworkData:
         if isinstance(data, NetworkData):
             return data
         c = self.class_variable
@@ -130,6 +137,8 @@ class NaiveBayes(BayesianNetwork):
             if c in frame.columns:
                 col = frame[c].astype(object)
                 frame[c] = col.where(~col.isin([-1, "-1"]), None)
+            if trained is not None:
+                return self._prepare(frame, trained)
             if self.features is not None:
                 return self._prepare(frame, self._network)
             return self._prepare(
@@ -137,7 +146,9 @@ class NaiveBayes(BayesianNetwork):
             )
         t = torch.as_tensor(np.asarray(data, dtype=np.float64) if not isinstance(data, Tensor) else data)
         t = t.as_subclass(Tensor).to(torch.float64)
-        if self.features is not None:
+        if trained is not None:
+            base = trained
+        elif self.features is not None:
             base = self._network
         elif t.dim() != 2 or t.shape[1] < 2:
             raise ValueError(

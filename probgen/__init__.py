@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import torch as _torch  # noqa: F401  (imported first so torch sets up before pyro)
 
-import probgen.inference  # noqa: E402,F401  (registers the built-in backends, which stand on the core)
-from probgen.fit import document_options as _document_options  # noqa: E402
-
-_document_options()
-from probgen import datasets  # noqa: E402,I001  (after the core it uses)
+import probgen.inference  # noqa: F401  (the built-in backends: importing them loads the core they stand on)
+from probgen import datasets
 from probgen.calibration import Calibration, calibrate
 from probgen.diagnostics import check, compare, summary
 from probgen.errors import ConvergenceWarning, ModelNotSupportedError
-from probgen.fit import Backend, Fit, available_methods, fit, get_backend, load, register_backend
+from probgen.fit import (
+    Backend,
+    Fit,
+    available_methods,
+    document_options,
+    fit,
+    get_backend,
+    load,
+    register_backend,
+)
 from probgen.metrics import MMDTestResult, mmd, mmd_test
 from probgen.model import GenerativeModel, SiteRoles, model, register_model
+
+document_options()
 
 __version__ = "0.1.0"
 

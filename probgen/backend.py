@@ -99,8 +99,9 @@ class Option:
             return value
         if kind == "str" or (self.choices and isinstance(value, str)):
             if value not in self.choices:
+                none = "None or " if self.none else ""
                 raise ValueError(
-                    f"{self.name} must be one of {', '.join(map(repr, self.choices))}; got {value!r}."
+                    f"{self.name}={value!r} is not known; expected {none}one of: {', '.join(self.choices)}."
                 )
         return value
 

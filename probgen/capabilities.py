@@ -22,6 +22,7 @@ capability                  who uses it
 :class:`AlignsPosterior`    posterior tools: the family relabels its own draws
 :class:`Plottable`          ``fit.plot``
 :class:`DataArrays`         ``fit.save``/``probgen.load``: prepared data that are not one tensor
+:class:`PreparesLike`       every tool of a fit: new data read as the training data were
 :class:`ObservedArrays`     ``fit.to_arviz``: the observed data by variable name
 ==========================  =====================================================================
 """
@@ -47,6 +48,7 @@ __all__ = [
     "ObservedArrays",
     "OwnSVIObjective",
     "Plottable",
+    "PreparesLike",
     "SVIDefaults",
     "SVIObjective",
     "ScaledConvergence",
@@ -234,6 +236,32 @@ class DataArrays(Protocol):
     def data_to_arrays(self, data: Any) -> dict[str, Tensor]: ...
 
     def data_from_arrays(self, arrays: Mapping[str, Tensor]) -> Any: ...
+
+
+@runtime_checkable
+class PreparesLike(Protocol):
+    """New data read as the training data were: states, vocabularies, columns learnt from them.
+
+    A model that learns part of how it reads data (a network's states when not given) keeps that
+    in its prepared data, never in itself; a fit then prepares new data, and generates, against
+    its training data ``like``.
+    """
+
+    def prepare_like(self, data: Any, like: Any) -> Any:
+        """``data`` validated and converted as ``like`` (prepared training data) were."""
+        ...
+
+    def sample_like(
+        self,
+        n: int,
+        params: Mapping[str, Tensor],
+        like: Any,
+        *,
+        generator: torch.Generator | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """:meth:`~probgen.GenerativeModel.sample_items` in the terms of the training data ``like``."""
+        ...
 
 
 @runtime_checkable

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from probgen.capabilities import PreparesLike
 from probgen.model import GenerativeModel
 from probgen.posterior import pointwise_log_likelihood_draws, posterior_predictive, total_log_likelihood
 from probgen.roles import last_memo
@@ -87,8 +88,12 @@ class FitResult:
             if self.data is None:
                 raise ValueError("data is None and this fit carries no training data; pass data explicitly.")
             return self.data
-        prepared = self.model.prepare_data(data)
         train = self.data
+        model = self.model
+        if isinstance(model, PreparesLike) and train is not None:
+            prepared = model.prepare_like(data, train)
+        else:
+            prepared = model.prepare_data(data)
         if (
             isinstance(prepared, Tensor)
             and isinstance(train, Tensor)
@@ -286,19 +291,27 @@ class FitResult:
         gen = torch.Generator().manual_seed(int(seed))
         with isolated_rng(int(seed)):
             if not self.posterior:
-                out = self.model.sample_items(int(n), self.params, generator=gen, **kwargs)
+                out = self._sample_items(int(n), self.params, gen, kwargs)
             else:
                 out = self._sample_posterior(int(n), gen, kwargs)
         if return_latents:
             return out["data"], {k: v for k, v in out.items() if k != "data"}
         return out["data"]
 
+    def _sample_items(
+        self, n: int, params: Mapping[str, Tensor], gen: torch.Generator, kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        model = self.model
+        if isinstance(model, PreparesLike) and self.data is not None:
+            return model.sample_like(n, params, self.data, generator=gen, **kwargs)
+        return model.sample_items(n, params, generator=gen, **kwargs)
+
     def _sample_posterior(self, n: int, gen: torch.Generator, kwargs: dict[str, Any]) -> dict[str, Any]:
         sets = self._draw_params()
         which = torch.randint(len(sets), (n,), generator=gen)
         used, counts = torch.unique(which, return_counts=True)
         parts = [
-            self.model.sample_items(int(c), {**self.params, **sets[int(i)]}, generator=gen, **kwargs)
+            self._sample_items(int(c), {**self.params, **sets[int(i)]}, gen, kwargs)
             for i, c in zip(used.tolist(), counts.tolist(), strict=True)
         ]
         out: dict[str, Any] = {}

@@ -50,7 +50,7 @@ def test_aliases_of_other_ecosystems_map_to_one_name():
 def test_declared_kinds_are_checked_before_any_work():
     with pytest.raises(TypeError, match="online must be a bool"):
         pg.fit(make_mixture(), X, method="em", progress=False, online="yes")
-    with pytest.raises(ValueError, match="elbo must be one of"):
+    with pytest.raises(ValueError, match="elbo='nope' is not known; expected None or one of"):
         pg.fit(make_mixture(), X, method="svi", progress=False, elbo="nope")
 
 
