@@ -414,3 +414,39 @@ def test_naive_bayes_contract_and_save_load(tmp_path):
     features = frame[["a", "b", "c"]]
     assert torch.equal(back.predict(features), fit.predict(features))
     torch.testing.assert_close(back.predict_proba(features), fit.predict_proba(features), rtol=0, atol=1e-15)
+
+
+# ------------------------------------------------------- new data read as the training data were
+def _learnt_states_fit():
+    dag = nx.DiGraph([("weather", "ground")])
+    rng = np.random.default_rng(0)
+    weather = rng.choice(["rain", "sun", "snow"], 300, p=[0.3, 0.5, 0.2])
+    ground = np.where(weather == "sun", rng.choice(["dry", "wet"], 300, p=[0.9, 0.1]), "wet")
+    frame = pd.DataFrame({"weather": weather, "ground": ground})
+    return pg.fit(BayesianNetwork(dag), frame, method="em", progress=False), frame
+
+
+def test_new_rows_are_coded_with_the_states_learnt_in_training():
+    fit, frame = _learnt_states_fit()
+    few = frame[frame["weather"] == "sun"].head(5)  # shows fewer states than training did
+    whole = fit.log_prob(frame)
+    torch.testing.assert_close(
+        fit.log_prob(few), whole[torch.as_tensor(few.index.to_numpy().copy())], rtol=1e-12, atol=0
+    )
+    # every sunny row is scored by P(sun) P(ground | sun), counted from the training frame
+    p_sun = (frame["weather"] == "sun").mean()
+    p_dry = ((frame["ground"] == "dry") & (frame["weather"] == "sun")).sum() / (
+        frame["weather"] == "sun"
+    ).sum()
+    expected = np.log(p_sun) + np.where(few["ground"] == "dry", np.log(p_dry), np.log1p(-p_dry))
+    np.testing.assert_allclose(fit.log_prob(few).numpy(), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="hail"):
+        fit.log_prob(pd.DataFrame({"weather": ["hail"], "ground": ["wet"]}))
+
+
+def test_sampling_given_evidence_by_state_name_after_learning_the_states():
+    fit, _ = _learnt_states_fit()
+    rows = fit.sample(200, evidence={"weather": "snow"}, seed=0)
+    snow = fit.model.nodes.index("weather")
+    states = fit.data.network.states["weather"]
+    assert (rows[:, snow] == states.index("snow")).all()
