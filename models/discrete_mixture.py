@@ -18,8 +18,14 @@ import torch
 from pyro.ops.indexing import Vindex
 from torch import Tensor
 
-from probgen.models.mixture import _as_matrix, _check_positive_float, _check_positive_int, _Mixture
-from probgen.roles import slot
+from probgen.models import _mixture_plots
+from probgen.models.mixture import (
+    _as_matrix,
+    _check_positive_float,
+    _check_positive_int,
+    _Mixture,
+    _per_data,
+)
 
 __all__ = ["BernoulliMixture", "CategoricalMixture", "PoissonMixture"]
 
@@ -62,20 +68,13 @@ class _DiscreteMixture(_Mixture):
 
         _no_options(kwargs, f"{self.name}.plot_fit", ("ax=",))
         x = data if isinstance(data, Tensor) else self.prepare_data(data)
-        ax = _axes(ax)
-        p = self._point(params)
-        table, label, vmax = self._component_table(p)
-        k, m = table.shape
-        im = ax.imshow(table, aspect="auto", cmap="viridis", vmin=0.0, vmax=vmax, interpolation="nearest")
-        ax.figure.colorbar(im, ax=ax, label=label)
-        weights = p["weights"].numpy()
-        ax.set_yticks(range(k), [f"{c} ({weights[c]:.2f})" for c in range(k)])
-        ax.set(ylabel="component (weight)", title=f"{self.name}, {k} components, {len(x)} items")
-        self._label_columns(ax, m)
-        return ax
+        return self._draw(_axes(ax), x, self._point(params))
 
-    def _label_columns(self, ax: Any, m: int) -> None:
-        ax.set_xlabel("feature")
+    def _draw(self, ax: Any, x: Tensor, p: Mapping[str, Tensor]) -> Any:
+        """The picture of :meth:`plot_fit` for the items ``x`` and parameters ``p``: a heat map."""
+        table, label, vmax = self._component_table(p)
+        title = f"{self.name}, {table.shape[0]} components, {len(x)} items"
+        return _mixture_plots.component_heatmap(ax, table, label, vmax, p["weights"].numpy(), title)
 
 
 class BernoulliMixture(_DiscreteMixture):
@@ -161,7 +160,6 @@ class BernoulliMixture(_DiscreteMixture):
                 f"{self.name}: data must be binary (0/1 or bool); got {int(bad.sum())} other value(s), "
                 f"e.g. {vals}. Binarise it first, e.g. (x > threshold)."
             )
-        self._prior_data = t
         return t
 
     def _site_names(self, data: Tensor) -> tuple[str, ...]:
@@ -235,9 +233,10 @@ class CategoricalMixture(_DiscreteMixture):
         x_ij ~ Categorical(probs[z_i, j])
 
     Sample sites: ``"weights"`` (K,), ``"probs"`` (K, d, C), ``"z"`` (n,).  Data are integer
-    codes ``0 .. C-1``; ``n_categories`` defaults to ``max(data) + 1`` at the first fit (pass
-    it when fitting with ``chunk_size=``: the first chunk alone would set it).  The
-    M-step is ``probs = (counts + reg) / (N_k + C reg)``.
+    codes ``0 .. C-1``.  Without ``n_categories``, ``C`` is read off the parameters where they
+    are given (the last axis of ``probs``), else learned from the data at hand (``max(data) + 1``,
+    at least 2); pass it when fitting with ``chunk_size=`` (EM's starting sample alone would set
+    it) or to generate with ``model(None)``.  The M-step is ``probs = (counts + reg) / (N_k + C reg)``.
 
     Parameters
     ----------
@@ -304,53 +303,65 @@ class CategoricalMixture(_DiscreteMixture):
                 f"{self.name}: data must hold category codes >= 0; got minimum {t.min().item():g}."
             )
         top = int(t.max().item())
-        if self.n_categories is None:
-            self.n_categories = max(top + 1, 2)
-        elif top >= self.n_categories:
+        if self.n_categories is not None and top >= self.n_categories:
             raise ValueError(
                 f"{self.name}: data holds category code {top}, but n_categories={self.n_categories} "
                 f"allows codes 0..{self.n_categories - 1}."
             )
-        self._prior_data = t
         return t
 
-    def _c(self, data: Tensor | None = None) -> int:
-        if self.n_categories is None:
-            raise ValueError(f"{self.name}: n_categories is unknown; pass it or fit on data first.")
-        return self.n_categories
+    def _c(self, data: Tensor | None = None, params: Mapping[str, Tensor] | None = None) -> int:
+        """Number of categories: ``n_categories``, else the last axis of ``params["probs"]``, else
+        learned from ``data`` (its largest code plus one, at least 2)."""
+        if self.n_categories is not None:
+            return self.n_categories
+        if params is not None and "probs" in params:
+            return int(params["probs"].shape[-1])
+        if data is None:
+            raise ValueError(
+                f"{self.name}: n_categories is unknown; pass it to the constructor to generate without data."
+            )
+        return int(_per_data(self, "categories", data, lambda: max(int(data.max()) + 1, 2)))
 
     def _site_names(self, data: Tensor) -> tuple[str, ...]:
         return ("weights", "probs")
 
     def _param_shapes(self, data: Tensor) -> dict[str, tuple[int, ...]]:
-        return {"weights": (self.n_components,), "probs": (self.n_components, data.shape[1], self._c())}
+        return {"weights": (self.n_components,), "probs": (self.n_components, data.shape[1], self._c(data))}
 
-    def _one_hot(self, data: Tensor) -> Tensor:
-        key = (data.data_ptr(), data._version, tuple(data.shape), self._c())
-        c = self._c()
-        kept = slot(
-            self,
-            "one_hot",
-            lambda v: v[0] == key,
-            lambda: (
-                key,
-                torch.nn.functional.one_hot(data.long(), c).to(torch.float64).reshape(len(data), -1),
-            ),
-        )
-        return kept[1]  # type: ignore[no-any-return]
+    def _one_hot(self, data: Tensor, params: Mapping[str, Tensor] | None = None) -> Tensor:
+        """``(n, d C)`` indicators of the codes, kept beside the model per data tensor."""
+        c = self._c(data, params)
+
+        def encode() -> Tensor:
+            top = int(data.max())
+            if top >= c:
+                raise ValueError(
+                    f"{self.name}: data holds category code {top}, but the parameters have {c} categories "
+                    f"(codes 0..{c - 1}); pass n_categories to the constructor to fit every code."
+                )
+            return torch.nn.functional.one_hot(data.long(), c).to(torch.float64).reshape(len(data), -1)
+
+        one_hot: Tensor = _per_data(self, "one_hot", data, encode, c)
+        return one_hot
 
     def _kmeans_space(self, data: Tensor) -> Tensor:
         return self._one_hot(data)
 
     def _log_joint(self, data: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         logp = torch.log(params["probs"]).reshape(self.n_components, -1)
-        return self._one_hot(data) @ logp.T + torch.log(params["weights"])
+        return self._one_hot(data, params) @ logp.T + torch.log(params["weights"])
 
     def _m_step_counts(self, data: Tensor, resp: Tensor, nk: Tensor) -> dict[str, Tensor]:
         return self._m_step_stats(self._chunk_moments(data, resp), nk)
 
-    def _chunk_moments(self, data: Tensor, resp: Tensor, params: Any = None) -> dict[str, Tensor]:
-        counts = (resp.T @ self._one_hot(data)).reshape(self.n_components, data.shape[1], self._c())
+    def _chunk_moments(
+        self, data: Tensor, resp: Tensor, params: Mapping[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
+        one_hot = self._one_hot(data, params)
+        counts = (resp.T @ one_hot).reshape(
+            self.n_components, data.shape[1], one_hot.shape[1] // data.shape[1]
+        )
         return {"counts": counts}  # (K, d, C) expected category counts
 
     def _m_step_stats(self, stats: Mapping[str, Tensor], nk: Tensor) -> dict[str, Tensor]:
@@ -366,14 +377,10 @@ class CategoricalMixture(_DiscreteMixture):
         probs = params["probs"]  # (K, d, C): features side by side, C columns each
         return probs.reshape(probs.shape[0], -1).numpy(), "p(category)", 1.0
 
-    def _label_columns(self, ax: Any, m: int) -> None:
-        c = self._c()
-        d = m // c
-        for j in range(1, d):
-            ax.axvline(j * c - 0.5, color="w", linewidth=2)
-        if d <= 30:
-            ax.set_xticks([j * c + (c - 1) / 2 for j in range(d)], [str(j) for j in range(d)])
-        ax.set_xlabel(f"feature (categories 0..{c - 1} left to right)")
+    def _draw(self, ax: Any, x: Tensor, p: Mapping[str, Tensor]) -> Any:
+        ax = super()._draw(ax, x, p)
+        _mixture_plots.category_columns(ax, *p["probs"].shape[-2:])
+        return ax
 
     def _sample_given(self, z: Tensor, params: Mapping[str, Tensor], generator: Any) -> Tensor:
         p = params["probs"][z]  # (n, d, C)
@@ -395,7 +402,7 @@ class CategoricalMixture(_DiscreteMixture):
         subsample_size: int | None = None,
     ) -> Tensor:
         """Pyro model; ``data=None`` generates ``num_items`` items (default 1)."""
-        k, c = self.n_components, self._c()
+        k, c = self.n_components, self._c(data)
         d = self._num_features(data, num_features)
         weights = self._sample_weights()
         with pyro.plate("components", k):
@@ -482,7 +489,6 @@ class PoissonMixture(_DiscreteMixture):
                 f"value(s), minimum {t.min().item():g}."
             )
         _check_integral(t, self.name)
-        self._prior_data = t
         return t
 
     def _site_names(self, data: Tensor) -> tuple[str, ...]:
@@ -492,11 +498,10 @@ class PoissonMixture(_DiscreteMixture):
         return {"weights": (self.n_components,), "rates": (self.n_components, data.shape[1])}
 
     def _log_factorial(self, data: Tensor) -> Tensor:
-        key = (data.data_ptr(), data._version, tuple(data.shape))
-        kept = slot(
-            self, "log_factorial", lambda v: v[0] == key, lambda: (key, torch.lgamma(data + 1.0).sum(1))
+        log_factorial: Tensor = _per_data(
+            self, "log_factorial", data, lambda: torch.lgamma(data + 1.0).sum(1)
         )
-        return kept[1]  # type: ignore[no-any-return]
+        return log_factorial
 
     def _log_joint(self, data: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         r = params["rates"]
@@ -532,62 +537,20 @@ class PoissonMixture(_DiscreteMixture):
     def _component_table(self, params: Mapping[str, Tensor]) -> tuple[np.ndarray, str, float | None]:
         return params["rates"].numpy(), "rate", None
 
-    def plot_fit(self, data: Any, params: Mapping[str, Tensor], *, ax: Any = None, **kwargs: Any) -> Any:
-        """Picture of the fit: for one count feature, the counts' frequencies and the fitted
-        probabilities (mixture and weighted components); else a heat map of the rates.
-
-        Parameters
-        ----------
-        data : array-like
-            ``(n_items, n_features)`` counts (``fit.plot()`` passes the training data).
-        params : dict of str to Tensor
-            Parameters to draw (``fit.params``).
-        ax : matplotlib.axes.Axes, optional
-            Where to draw; a new figure when None.
-
-        Returns
-        -------
-        matplotlib.axes.Axes
-        """
-        from probgen.models.plotting import _axes, _colors, _no_options
-
-        _no_options(kwargs, f"{self.name}.plot_fit", ("ax=",))
-        x = data if isinstance(data, Tensor) else self.prepare_data(data)
+    def _draw(self, ax: Any, x: Tensor, p: Mapping[str, Tensor]) -> Any:
+        """One count feature: the counts' frequencies with the fitted probabilities (mixture and
+        weighted components); several: the heat map of the rates."""
         if x.shape[1] > 1:
-            raise TypeError(
-                f"{self.name}.plot_fit draws one feature; these data have {x.shape[1]}. Use ArviZ on "
-                "fit.to_arviz() (e.g. arviz.plot_trace)."
-            )
-        ax = _axes(ax)
-        p = self._point(params)
+            return super()._draw(ax, x, p)
+        from probgen.models.plotting import _colors
+
         k = self.n_components
         counts = x[:, 0].long()
-        top = int(counts.max())
-        freq = torch.bincount(counts, minlength=top + 1).numpy() / len(counts)
-        support = torch.arange(top + 1, dtype=torch.float64)[:, None]
+        support = torch.arange(int(counts.max()) + 1, dtype=torch.float64)[:, None]
         log_joint = self._log_joint(support, p).numpy()  # (top + 1, K)
-        ax.bar(np.arange(top + 1), freq, width=0.9, color="0.8", label="data")
-        colors = _colors(k)
-        for c in range(k):
-            rate = float(p["rates"][c, 0])
-            ax.plot(
-                support[:, 0],
-                np.exp(log_joint[:, c]),
-                "--",
-                color=colors[c],
-                label=f"component {c} (rate {rate:.3g})",
-            )
-        ax.plot(
-            support[:, 0],
-            np.exp(np.logaddexp.reduce(log_joint, axis=1)),
-            "o-",
-            color="k",
-            ms=3,
-            label="mixture",
-        )
-        ax.legend(fontsize=8, loc="best")
-        ax.set(xlabel="count", ylabel="probability", title=f"{self.name}, {k} components, {len(x)} items")
-        return ax
+        title = f"{self.name}, {k} components, {len(x)} items"
+        rates = p["rates"][:, 0].numpy()
+        return _mixture_plots.count_frequencies(ax, counts.numpy(), log_joint, rates, _colors(k), title)
 
     def num_parameters(self, params: Mapping[str, Tensor], data: Any) -> int:
         """``K d`` rates plus ``K - 1`` weights."""
@@ -604,13 +567,9 @@ class PoissonMixture(_DiscreteMixture):
     ) -> Tensor:
         """Pyro model; ``data=None`` generates ``num_items`` items (default 1)."""
         k = self.n_components
-        ref = self._data_stats(data)
         d = self._num_features(data, num_features)
-        mean = (
-            ref.mean(0).clamp_min(1e-3)
-            if ref is not None and ref.shape[-1] == d
-            else torch.ones(d, dtype=torch.float64)
-        )
+        # the prior's mean rate: the data's (1 when generating without data)
+        mean = data.mean(0).clamp_min(1e-3) if data is not None else torch.ones(d, dtype=torch.float64)
         weights = self._sample_weights()
         with pyro.plate("components", k):
             shape = torch.full((d,), self.prior_shape, dtype=torch.float64)

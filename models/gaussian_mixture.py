@@ -2,82 +2,28 @@
 
 The M-step follows scikit-learn's ``GaussianMixture``: ``reg_covar`` is added to every
 covariance diagonal, and the E-step and M-step run on data centred once per tensor (cached), as
-one GEMM per moment.  The shared EM driver, fit tools and Pyro data plate live in
-:mod:`probgen.models.mixture`.
+one GEMM per moment.  What differs between covariance types lives in one strategy per type
+(:mod:`probgen.models._covariance`); the shared EM driver, fit tools and Pyro data plate live in
+:mod:`probgen.models.mixture`, the pictures in :mod:`probgen.models._mixture_plots`.
 """
 
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.ops.indexing import Vindex
 from torch import Tensor
 
+from probgen.models._covariance import _COVARIANCES, _Covariance, _GaussianCache
 from probgen.models.mixture import _as_matrix, _check_positive_float, _Mixture
 from probgen.roles import slot
 
 __all__ = ["GaussianMixture"]
-
-_COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
-# Rows per block in the Gaussian E-step: keeps the (rows, K*d) product cache-resident.
-_BLOCK_ELEMENTS = 1 << 17
-
-
-class _GaussianCache:
-    """Centred data and its products, computed once per data tensor (EM reuses them)."""
-
-    def __init__(self, data: Tensor) -> None:
-        self.ref = weakref.ref(data)
-        self.key = (data.data_ptr(), data._version, tuple(data.shape))
-        self.center = data.mean(0)
-        self.xc = data - self.center
-        d = data.shape[1]
-        self.tril = torch.tril_indices(d, d)
-        i, j = self.tril
-        self.eye = torch.eye(d, dtype=torch.float64)
-        self.tril_flat = i * d + j  # positions of the packed pairs in a flattened (d, d) matrix
-        self.pair_weight = torch.where(i == j, 1.0, 2.0).to(torch.float64)  # x'Px counts i != j twice
-        packed = torch.empty((d, d), dtype=torch.long)
-        packed[i, j] = torch.arange(i.shape[0])
-        packed[j, i] = torch.arange(i.shape[0])
-        self.unpack_index = packed.reshape(-1)  # packed position of every entry of a (d, d) matrix
-        self._xx: Tensor | None = None
-        self._sq: Tensor | None = None
-        self._max_sq: float | None = None
-
-    def matches(self, data: Tensor) -> bool:
-        return self.ref() is data and self.key == (data.data_ptr(), data._version, tuple(data.shape))
-
-    @property
-    def x_xx(self) -> Tensor:
-        """Centred data and its products ``x_i x_j`` (i >= j) side by side, ``(n, d + d(d+1)/2)``.
-
-        One GEMM with the responsibilities then gives every component's first and second moments.
-        """
-        if self._xx is None:
-            self._xx = torch.cat([self.xc, self.xc[:, self.tril[0]] * self.xc[:, self.tril[1]]], dim=1)
-        return self._xx
-
-    @property
-    def max_sq_norm(self) -> float:
-        """Largest squared norm of a centred item (bounds the rounding of expanded quadratic forms)."""
-        if self._max_sq is None:
-            self._max_sq = float((self.xc * self.xc).sum(1).max())
-        return self._max_sq
-
-    @property
-    def sq(self) -> Tensor:
-        """Squares of the centred data, ``(n, d)``."""
-        if self._sq is None:
-            self._sq = self.xc * self.xc
-        return self._sq
 
 
 class GaussianMixture(_Mixture):
@@ -155,23 +101,17 @@ class GaussianMixture(_Mixture):
         map_estimate: bool = False,
     ) -> None:
         super().__init__(n_components, weight_concentration=weight_concentration, map_estimate=map_estimate)
-        if covariance_type not in _COVARIANCE_TYPES:
+        if covariance_type not in _COVARIANCES:
             raise ValueError(
-                f"covariance_type must be one of {', '.join(repr(c) for c in _COVARIANCE_TYPES)}; "
+                f"covariance_type must be one of {', '.join(repr(c) for c in _COVARIANCES)}; "
                 f"got {covariance_type!r}."
             )
         self.covariance_type = covariance_type
+        self._covariance: _Covariance = _COVARIANCES[covariance_type]()
         self.reg_covar = _check_positive_float(reg_covar, "reg_covar", allow_zero=True)
         self.loc_scale = _check_positive_float(loc_scale, "loc_scale")
         self.lkj_concentration = _check_positive_float(lkj_concentration, "lkj_concentration")
-        self._stats_shift: Tensor | None = None  # reference point of chunk_stats (set by init_params)
-        self._component_sites = ("weights", "locs") + (
-            ("scale", "corr_cholesky")
-            if covariance_type == "full"
-            else ("scale",)
-            if covariance_type != "tied"
-            else ()
-        )
+        self._component_sites = ("weights", "locs") + self._covariance.component_sites
 
     def _config(self) -> dict[str, Any]:
         return {
@@ -197,22 +137,15 @@ class GaussianMixture(_Mixture):
         ValueError
             Missing values, NaN/inf, data that is not 2-D, or fewer items than components.
         """
-        t = self._check_items(_as_matrix(data, self.name))
-        self._prior_data = t
-        return t
+        return self._check_items(_as_matrix(data, self.name))
 
     def _site_names(self, data: Tensor) -> tuple[str, ...]:
-        d = data.shape[1]
-        has_corr = self.covariance_type in ("full", "tied") and d > 1
-        return ("weights", "locs", "scale") + (("corr_cholesky",) if has_corr else ())
+        return self._covariance.site_names(data.shape[1])
 
     def _param_shapes(self, data: Tensor) -> dict[str, tuple[int, ...]]:
         k, d = self.n_components, data.shape[1]
-        scale = {"full": (k, d), "diag": (k, d), "spherical": (k,), "tied": (d,)}[self.covariance_type]
-        shapes = {"weights": (k,), "locs": (k, d), "scale": scale}
-        if "corr_cholesky" in self._site_names(data):
-            shapes["corr_cholesky"] = (k, d, d) if self.covariance_type == "full" else (d, d)
-        return shapes
+        shapes = {"weights": (k,), "locs": (k, d), **self._covariance.shapes(k, d)}
+        return {name: shapes[name] for name in self._site_names(data)}
 
     def _cached(self, data: Tensor) -> _GaussianCache:
         """Work on ``data`` reused across E/M steps, kept beside the model (a model is a value)."""
@@ -225,12 +158,7 @@ class GaussianMixture(_Mixture):
     def covariances(self, params: Mapping[str, Tensor]) -> Tensor:
         """Covariance matrices from the sites: ``(K, d, d)`` ("full"), ``(d, d)`` ("tied"),
         ``(K, d)`` ("diag") or ``(K,)`` ("spherical"), scikit-learn's ``covariances_`` shapes."""
-        p = self._point(params)
-        scale = p["scale"]
-        if self.covariance_type in ("diag", "spherical"):
-            return scale**2
-        tril = self._scale_tril(p)
-        return tril @ tril.transpose(-1, -2)
+        return self._covariance.covariances(self._point(params))
 
     def params_from_covariances(self, weights: Any, locs: Any, covariances: Any) -> dict[str, Tensor]:
         """Sites from weights, means and covariances in scikit-learn's shapes (its ``covariances_``)."""
@@ -239,168 +167,40 @@ class GaussianMixture(_Mixture):
             "weights": torch.as_tensor(weights, dtype=torch.float64),
             "locs": torch.as_tensor(locs, dtype=torch.float64),
         }
-        out.update(self._cov_to_sites(cov, out["locs"].shape[-1]))
+        out.update(self._covariance.to_sites(cov, out["locs"].shape[-1]))
         return out
-
-    def _cov_to_sites(self, cov: Tensor, d: int) -> dict[str, Tensor]:
-        if self.covariance_type in ("diag", "spherical"):
-            return {"scale": cov.sqrt()}
-        chol = torch.linalg.cholesky(cov)
-        scale = torch.linalg.vector_norm(chol, dim=-1)
-        out = {"scale": scale}
-        if d > 1:
-            out["corr_cholesky"] = chol / scale[..., :, None]
-        return out
-
-    def _scale_tril(self, p: Mapping[str, Tensor]) -> Tensor:
-        scale = p["scale"]
-        if "corr_cholesky" in p:
-            return scale[..., :, None] * p["corr_cholesky"]
-        return torch.diag_embed(scale)
 
     # -------------------------------------------------------------------- log density
     def _log_joint(self, data: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         """``log weights[k] + log N(x_i | locs[k], Sigma[k])``, shape ``(n, K)``."""
         cache = self._cached(data)
-        xc, center = cache.xc, cache.center
-        n, d = xc.shape
-        k = self.n_components
-        locs = params["locs"] - center
-        scale = params["scale"]
+        d = cache.xc.shape[1]
+        locs = params["locs"] - cache.center
         const = -0.5 * d * math.log(2.0 * math.pi)
-        if self.covariance_type in ("diag", "spherical"):
-            s = scale if self.covariance_type == "diag" else scale[:, None].expand(k, d)
-            prec = s.pow(-2)  # (K, d)
-            quad = cache.sq @ prec.T - 2.0 * (xc @ (locs * prec).T) + (locs * locs * prec).sum(1)
-            log_det = -torch.log(s).sum(1)
-        else:
-            tril = self._scale_tril(params)
-            eye = cache.eye
-            if self.covariance_type == "tied":
-                inv = torch.linalg.solve_triangular(tril, eye, upper=False)  # L^-1
-                w = inv.T  # (d, d): y = (x - mu) @ L^-T
-                y = xc @ w
-                b = locs @ w  # (K, d)
-                quad = (y * y).sum(1)[:, None] - 2.0 * y @ b.T + (b * b).sum(1)[None, :]
-                quad = quad.clamp_min_(0.0)
-                log_det = -torch.log(torch.diagonal(tril)).sum().expand(k)
-            else:
-                # The expanded form below rounds with an absolute error near eps * |x|^2 * |P|; when that
-                # could reach 1e-9 (clusters far apart relative to their spread) the whitened
-                # residuals are used instead, exact to rounding of the result itself.
-                inv = torch.linalg.solve_triangular(tril, eye.expand(k, d, d), upper=False)  # L^-1
-                prec_bound = float((inv * inv).sum((1, 2)).max())  # trace of P bounds its eigenvalues
-                if cache.max_sq_norm * prec_bound < 1e7:
-                    prec = inv.transpose(1, 2) @ inv  # (K, d, d) precision matrices
-                    # (x - mu)' P (x - mu) = x'Px - 2 (P mu)'x + mu'P mu, with x'Px read off the cached
-                    # products x_i x_j (i >= j, as the M-step uses them): the whole E-step is one GEMM
-                    # on the centred data (no (n, K d) intermediate)
-                    coef = torch.index_select(prec.reshape(k, d * d), 1, cache.tril_flat).mul_(
-                        cache.pair_weight
-                    )
-                    pm = torch.bmm(prec, locs[:, :, None]).view(k, d)  # (K, d): P mu
-                    weights_mat = torch.cat([-2.0 * pm, coef], dim=1).T.contiguous()  # (d + pairs, K)
-                    quad = torch.addmm((pm * locs).sum(1), cache.x_xx, weights_mat).clamp_min_(0.0)
-                else:
-                    w = inv.transpose(1, 2)  # (K, d, d)
-                    stacked = w.permute(1, 0, 2).reshape(d, k * d)  # (d, K*d)
-                    b = torch.einsum("kd,kde->ke", locs, w).reshape(1, k * d)
-                    quad = torch.empty(n, k, dtype=torch.float64)
-                    rows = max(1, _BLOCK_ELEMENTS // (k * d))
-                    # sums of squares over each component's d columns as a GEMM with a 0/1 block matrix:
-                    # BLAS beats a reduction along a short innermost axis
-                    blocks = torch.eye(k, dtype=torch.float64).repeat_interleave(d, 0)  # (K d, K)
-                    for start in range(0, n, rows):  # blocks of rows, not items: keeps y in cache
-                        y = torch.addmm(b, xc[start : start + rows], stacked, alpha=1.0, beta=-1.0)
-                        y.square_()
-                        torch.mm(y, blocks, out=quad[start : start + rows])
-                log_det = -torch.log(torch.diagonal(tril, dim1=-2, dim2=-1)).sum(1)
+        quad, log_det = self._covariance.quad_log_det(cache, locs, params, self.n_components)
         return quad.mul_(-0.5).add_(const + log_det + torch.log(params["weights"]))
 
     # -------------------------------------------------------------------------- M-step
     def _m_step_counts(self, data: Tensor, resp: Tensor, nk: Tensor) -> dict[str, Tensor]:
         cache = self._cached(data)
-        xc = cache.xc
-        d = xc.shape[1]
-        ct = self.covariance_type
         resp_t = resp.T.contiguous()  # (K, n): the GEMMs below run faster on this layout
-        if ct == "full":
-            moments = resp_t @ cache.x_xx  # (K, d + d(d+1)/2): first and second moments in one GEMM
-            stats = {"x": moments[:, :d], "xx": self._unpack_cached(moments[:, d:], cache, d)}
-        elif ct == "tied":
-            stats = {"x": resp_t @ xc, "xx": xc.T @ xc}
-        else:
-            stats = {"x": resp_t @ xc, "xx": resp_t @ cache.sq}
-        return self._m_step_stats(stats, nk, shift=cache.center)
-
-    @staticmethod
-    def _unpack(packed: Tensor, tril: Tensor, d: int) -> Tensor:
-        """``(K, d, d)`` symmetric matrices from their packed lower triangles ``(K, d(d+1)/2)``."""
-        out = torch.zeros(packed.shape[0], d, d, dtype=torch.float64)
-        out[:, tril[0], tril[1]] = packed
-        return out + torch.tril(out, -1).transpose(1, 2)
-
-    @staticmethod
-    def _unpack_cached(packed: Tensor, cache: _GaussianCache, d: int) -> Tensor:
-        """:meth:`_unpack` by one gather with the cache's index (the E-/M-step path)."""
-        return torch.index_select(packed, 1, cache.unpack_index).view(packed.shape[0], d, d)
-
-    def init_params(
-        self, data: Tensor, *, init: Any = "kmeans", generator: torch.Generator
-    ) -> dict[str, Tensor]:
-        """Starting values for EM (see :meth:`probgen.models.mixture._Mixture.init_params`).
-
-        Also fixes the reference point of :meth:`chunk_stats` (the mean of ``data``), so that
-        second moments summed over chunks are taken about a point near the data and keep their
-        digits when the data sit far from the origin.
-
-        Examples
-        --------
-        >>> import torch
-        >>> gm = GaussianMixture(2, covariance_type="spherical")
-        >>> x = gm.prepare_data(torch.randn(40, 2, generator=torch.Generator().manual_seed(1)) + 1e4)
-        >>> p = gm.init_params(x, init="kmeans", generator=torch.Generator().manual_seed(0))
-        >>> p["scale"].shape
-        torch.Size([2])
-        """
-        params = super().init_params(data, init=init, generator=generator)
-        self._stats_shift = data.mean(0)
-        return params
-
-    def _shift(self, params: Mapping[str, Tensor], d: int) -> Tensor:
-        """Reference point of the chunk moments: fixed at :meth:`init_params`, else the mixture mean."""
-        shift = self._stats_shift
-        if shift is not None and tuple(shift.shape) == (d,):
-            return shift
-        return params["weights"] @ params["locs"]
+        return self._m_step_stats(self._covariance.moments(cache, resp_t), nk, shift=cache.center)
 
     def _chunk_moments(self, data: Tensor, resp: Tensor, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Moments about a fixed point ``s``: ``"shift"`` ``n s``, ``"x"`` ``(K, d)``
+        """Moments about the mixture's mean ``s`` at ``params``: ``"shift"`` ``n s``, ``"x"`` ``(K, d)``
         ``sum_i r_ik (x_i - s)``, and ``"xx"``: ``(K, d, d)`` ``sum_i r_ik (x_i - s)(x_i - s)^T``
         ("full"), their diagonals ``(K, d)`` ("diag", "spherical") or ``(d, d)``
-        ``sum_i (x_i - s)(x_i - s)^T`` ("tied")."""
+        ``sum_i (x_i - s)(x_i - s)^T`` ("tied").
+
+        ``s`` depends on ``params`` alone, so every chunk of one pass shares it, and it lies near
+        the data: second moments summed over chunks keep their digits far from the origin."""
         cache = self._cached(data)  # the E-step's centring on the chunk mean c, reused
-        xc = cache.xc
-        n, d = xc.shape
-        shift = self._shift(params, d)
+        n = cache.xc.shape[0]
+        shift = params["weights"] @ params["locs"]
         delta = cache.center - shift  # x - s = xc + delta: small, so no digits are lost
-        ct = self.covariance_type
         resp_t = resp.T.contiguous()
         nk = resp.sum(0)
-        if ct == "full":
-            moments = resp_t @ cache.x_xx
-            s1 = moments[:, :d]
-            s2 = self._unpack(moments[:, d:], cache.tril, d)
-            cross = s1[:, :, None] * delta[None, None, :]
-            xx = s2 + cross + cross.transpose(1, 2) + nk[:, None, None] * torch.outer(delta, delta)
-        elif ct == "tied":
-            s1 = resp_t @ xc
-            a = xc.sum(0)
-            cross = torch.outer(a, delta)
-            xx = xc.T @ xc + cross + cross.T + n * torch.outer(delta, delta)
-        else:
-            s1 = resp_t @ xc
-            xx = resp_t @ cache.sq + 2.0 * s1 * delta + nk[:, None] * delta * delta
+        s1, xx = self._covariance.chunk_moments(cache, resp_t, nk, delta)
         x = s1 + nk[:, None] * delta
         return {"shift": n * shift, "x": x, "xx": xx}
 
@@ -410,52 +210,27 @@ class GaussianMixture(_Mixture):
         if shift is None:
             shift = stats["shift"] / stats["n"]
         d = stats["x"].shape[1]
-        ct = self.covariance_type
         mu = stats["x"] / nk[:, None]  # means about the shift
         out = {"weights": self._weights_from_counts(nk), "locs": mu + shift}
-        if ct == "full":
-            cov = stats["xx"] / nk[:, None, None] - mu[:, :, None] * mu[:, None, :]
-            cov.diagonal(dim1=1, dim2=2).add_(self.reg_covar)
-        elif ct == "tied":
-            cov = (stats["xx"] - (nk[:, None] * mu).T @ mu) / nk.sum()
-            cov.diagonal().add_(self.reg_covar)
-        else:
-            var = stats["xx"] / nk[:, None] - mu * mu + self.reg_covar
-            cov = var if ct == "diag" else var.mean(1)
-        out.update(self._cov_to_sites(cov, d))
+        cov = self._covariance.covariance(stats, nk, mu, self.reg_covar)
+        out.update(self._covariance.to_sites(cov, d))
         return out
 
     def _sample_given(self, z: Tensor, params: Mapping[str, Tensor], generator: Any) -> Tensor:
         locs = params["locs"]
-        n, d = len(z), locs.shape[-1]
-        eps = torch.randn(n, d, generator=generator, dtype=torch.float64)
-        if self.covariance_type in ("diag", "spherical"):
-            s = params["scale"] if self.covariance_type == "diag" else params["scale"][:, None].expand(-1, d)
-            return locs[z] + s[z] * eps
-        tril = self._scale_tril(params)
-        if self.covariance_type == "tied":
-            return locs[z] + eps @ tril.T
-        return locs[z] + torch.einsum("nde,ne->nd", tril[z], eps)
+        eps = torch.randn(len(z), locs.shape[-1], generator=generator, dtype=torch.float64)
+        return self._covariance.sample(locs, params, z, eps)
 
     def num_parameters(self, params: Mapping[str, Tensor], data: Any) -> int:
         """scikit-learn's ``_n_parameters``: covariance, mean and ``K - 1`` weight parameters."""
         k, d = self.n_components, int(torch.as_tensor(params["locs"]).shape[-1])
-        cov = {"full": k * d * (d + 1) // 2, "diag": k * d, "tied": d * (d + 1) // 2, "spherical": k}
-        return cov[self.covariance_type] + k * d + k - 1
+        return self._covariance.num_parameters(k, d) + k * d + k - 1
 
     # ------------------------------------------------------------------------- picture
     def _full_covariances(self, params: Mapping[str, Tensor]) -> Tensor:
         """``(K, d, d)`` covariance matrices whatever the ``covariance_type``."""
         p = self._point(params)
-        k, d = self.n_components, int(p["locs"].shape[-1])
-        cov = self.covariances(p)
-        if self.covariance_type == "diag":
-            return torch.diag_embed(cov)
-        if self.covariance_type == "spherical":
-            return cov[:, None, None] * torch.eye(d, dtype=torch.float64)
-        if self.covariance_type == "tied":
-            return cov.expand(k, d, d)
-        return cov
+        return self._covariance.full(self.covariances(p), self.n_components, int(p["locs"].shape[-1]))
 
     def plot_fit(
         self,
@@ -495,6 +270,7 @@ class GaussianMixture(_Mixture):
         ValueError
             ``features`` out of range or equal.
         """
+        from probgen.models import _mixture_plots
         from probgen.models.plotting import _axes, _colors, _index, _no_options
 
         _no_options(kwargs, "GaussianMixture.plot_fit", ("ax=", "features="))
@@ -511,66 +287,25 @@ class GaussianMixture(_Mixture):
         k = self.n_components
         colors = _colors(k)
         xs = x.numpy()
+        title = f"{self.name}, {k} components"
         if d == 1:
-            return self._plot_density(ax, xs[:, 0], p, colors)
-        from matplotlib.lines import Line2D
-        from matplotlib.patches import Ellipse
-
+            grid = _mixture_plots.density_grid(xs[:, 0])
+            log_joint = self._log_joint(torch.as_tensor(grid, dtype=torch.float64)[:, None], p).numpy()
+            return _mixture_plots.gaussian_density(ax, xs[:, 0], grid, log_joint, colors, title)
         z = self.latent_map(x, p)["z"].numpy()
-        ax.scatter(xs[:, i], xs[:, j], c=colors[z], s=10, alpha=0.7, linewidths=0)
         locs = p["locs"].numpy()[:, [i, j]]
         cov = self._full_covariances(p).numpy()[:, [i, j]][:, :, [i, j]]
-        vals, vecs = np.linalg.eigh(cov)  # ascending eigenvalues, (K, 2) and (K, 2, 2)
-        angles = np.degrees(np.arctan2(vecs[:, 1, 1], vecs[:, 0, 1]))  # direction of the larger axis
-        sd = np.sqrt(np.clip(vals, 0.0, None))
-        for c in range(k):
-            for n_sd, style in ((1, "-"), (2, "--")):
-                ax.add_patch(
-                    Ellipse(
-                        locs[c],
-                        2 * n_sd * sd[c, 1],
-                        2 * n_sd * sd[c, 0],
-                        angle=angles[c],
-                        fill=False,
-                        edgecolor=colors[c],
-                        linestyle=style,
-                        linewidth=1.5,
-                    )
-                )
-        ax.scatter(locs[:, 0], locs[:, 1], c=colors, marker="x", s=60, linewidths=2)
         weights = p["weights"].numpy()
-        handles = [
-            Line2D([], [], color=colors[c], label=f"component {c} ({weights[c]:.2f})") for c in range(k)
-        ]
-        handles += [
-            Line2D([], [], color="0.3", linestyle="-", label="1 sd"),
-            Line2D([], [], color="0.3", linestyle="--", label="2 sd"),
-        ]
-        ax.legend(handles=handles, fontsize=8, loc="best")
-        ax.set(xlabel=f"feature {i}", ylabel=f"feature {j}", title=f"{self.name}, {k} components")
-        return ax
-
-    def _plot_density(self, ax: Any, x: np.ndarray, p: Mapping[str, Tensor], colors: np.ndarray) -> Any:
-        """Histogram of one feature with the fitted mixture density and its components."""
-        ax.hist(x, bins="auto", density=True, color="0.8", label="data")
-        pad = 0.05 * (x.max() - x.min() + 1e-12)
-        grid = np.linspace(x.min() - pad, x.max() + pad, 400)
-        g = torch.as_tensor(grid, dtype=torch.float64)[:, None]
-        log_joint = self._log_joint(g, p).numpy()  # (grid, K): log w_k N(x | k)
-        for c in range(self.n_components):
-            ax.plot(grid, np.exp(log_joint[:, c]), color=colors[c], linestyle="--", label=f"component {c}")
-        ax.plot(grid, np.exp(np.logaddexp.reduce(log_joint, axis=1)), color="k", label="mixture")
-        ax.legend(fontsize=8, loc="best")
-        ax.set(xlabel="feature 0", ylabel="density", title=f"{self.name}, {self.n_components} components")
-        return ax
+        return _mixture_plots.gaussian_scatter(ax, xs, z, locs, cov, weights, colors, (i, j), title)
 
     # -------------------------------------------------------------------------- Pyro
     def _priors(self, data: Tensor | None, d: int) -> tuple[Tensor, Tensor]:
-        ref = self._data_stats(data)
-        if ref is None or ref.shape[-1] != d:
+        """The priors' centre and spread: the data's mean and standard deviation per feature
+        (0 and 1 when generating without data)."""
+        if data is None or data.shape[-1] != d:
             return torch.zeros(d, dtype=torch.float64), torch.ones(d, dtype=torch.float64)
-        mean = ref.mean(0)
-        std = ref.std(0, unbiased=False) if len(ref) > 1 else torch.ones(d, dtype=torch.float64)
+        mean = data.mean(0)
+        std = data.std(0, unbiased=False) if len(data) > 1 else torch.ones(d, dtype=torch.float64)
         return mean, std.clamp_min(1e-6)
 
     def model(
@@ -590,7 +325,7 @@ class GaussianMixture(_Mixture):
         num_items : int, optional
             Items to generate when ``data`` is None.
         num_features : int, optional
-            Features when ``data`` is None and no data has been seen (default 1).
+            Features when ``data`` is None (default 1).
         subsample_size : int, optional
             Items per minibatch for stochastic variational inference.
 
@@ -599,54 +334,16 @@ class GaussianMixture(_Mixture):
         Tensor
             The observed (or generated) items.
         """
-        k = self.n_components
         d = self._num_features(data, num_features)
         mean, std = self._priors(data, d)
-        ct = self.covariance_type
+        cov, lkj = self._covariance, self.lkj_concentration
         weights = self._sample_weights()
-        with pyro.plate("components", k):
+        with pyro.plate("components", self.n_components):
             locs = pyro.sample("locs", dist.Normal(mean, self.loc_scale * std).to_event(1))
-            if ct in ("full", "diag"):
-                scale = pyro.sample("scale", dist.LogNormal(std.log(), torch.ones_like(std)).to_event(1))
-            elif ct == "spherical":
-                ms = std.log().mean()
-                scale = pyro.sample("scale", dist.LogNormal(ms, torch.ones_like(ms)))
-            if ct == "full" and d > 1:
-                corr = pyro.sample(
-                    "corr_cholesky",
-                    dist.LKJCholesky(
-                        d, torch.tensor(self.lkj_concentration, dtype=torch.float64), validate_args=False
-                    ),
-                )
-        if ct == "tied":
-            scale = pyro.sample("scale", dist.LogNormal(std.log(), torch.ones_like(std)).to_event(1))
-            if d > 1:
-                corr = pyro.sample(
-                    "corr_cholesky",
-                    dist.LKJCholesky(
-                        d, torch.tensor(self.lkj_concentration, dtype=torch.float64), validate_args=False
-                    ),
-                )
+            sites = cov.component_prior(std, d, lkj)
+        sites.update(cov.shared_prior(std, d, lkj))
 
         def component(z: Tensor) -> Any:
-            loc = Vindex(locs)[..., z, :]
-            if ct in ("diag", "spherical"):
-                s = (
-                    Vindex(scale)[..., z, :]
-                    if ct == "diag"
-                    else Vindex(scale)[..., z].unsqueeze(-1).expand(loc.shape)
-                )
-                obs_dist = dist.Normal(loc, s).to_event(1)
-            elif ct == "full":
-                s = Vindex(scale)[..., z, :]
-                tril = s.unsqueeze(-1) * Vindex(corr)[..., z, :, :] if d > 1 else s.unsqueeze(-1)
-                obs_dist = dist.MultivariateNormal(loc, scale_tril=tril, validate_args=False)
-            else:
-                tril = scale.unsqueeze(-1) * corr if d > 1 else scale.unsqueeze(-1)
-                obs_dist = dist.MultivariateNormal(loc, scale_tril=tril, validate_args=False)
-            return obs_dist
+            return cov.component(Vindex(locs)[..., z, :], sites, z, d)
 
         return self._observe(data, num_items, subsample_size, weights, component)
-
-    def _kmeans_space(self, data: Tensor) -> Tensor:
-        return data

@@ -19,7 +19,8 @@ from __future__ import annotations
 import abc
 import math
 import warnings
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from probgen.errors import ConvergenceWarning
 from probgen.model import GenerativeModel, as_tensor
 from probgen.models.kmeans import _kmeans, _kmeanspp_indices
 from probgen.relabel import relabel
+from probgen.roles import slot
 
 __all__: list[str] = []  # the families live in gaussian_mixture.py and discrete_mixture.py
 
@@ -99,6 +101,17 @@ def _as_matrix(data: Any, family: str) -> Tensor:
     return t.contiguous()
 
 
+def _per_data(owner: Any, name: str, data: Tensor, compute: Callable[[], Any], *extra: Any) -> Any:
+    """``compute()``, kept beside ``owner`` (:func:`probgen.roles.slot`) while the same ``data``
+    tensor, unchanged, comes again with the same ``extra`` key (a freed tensor's memory may be
+    reused by the next one: its address alone does not name it)."""
+    key = (data.data_ptr(), data._version, tuple(data.shape), *extra)
+    kept = slot(
+        owner, name, lambda v: v[0]() is data and v[1] == key, lambda: (weakref.ref(data), key, compute())
+    )
+    return kept[2]
+
+
 def _subsample(data: Tensor | None, idx: Any, subsample_size: int | None) -> Tensor | None:
     """The items of a subsampled data plate (all of them when not subsampling)."""
     return data if data is None or subsample_size is None else data[idx]
@@ -131,7 +144,6 @@ class _Mixture(GenerativeModel, abc.ABC):
         if not isinstance(map_estimate, bool):
             raise TypeError(f"map_estimate must be a bool; got {type(map_estimate).__name__}.")
         self.map_estimate = map_estimate
-        self._prior_data: Tensor | None = None
 
     # ---------------------------------------------------------------------------- data
     def _check_items(self, t: Tensor) -> Tensor:
@@ -453,11 +465,6 @@ class _Mixture(GenerativeModel, abc.ABC):
         return relabel(posterior, axes, order_by="weights", descending=True) if axes else dict(posterior)
 
     # ------------------------------------------------------------------- Pyro helpers
-    def _data_stats(self, data: Tensor | None) -> Tensor | None:
-        if data is not None:
-            return data
-        return self._prior_data
-
     def _num_gen(self, data: Tensor | None, num_items: int | None) -> int:
         if data is not None:
             return len(data)
@@ -466,9 +473,7 @@ class _Mixture(GenerativeModel, abc.ABC):
     def _num_features(self, data: Tensor | None, num_features: int | None) -> int:
         if data is not None:
             return int(data.shape[-1])
-        if num_features is not None:
-            return _check_positive_int(num_features, "num_features")
-        return int(self._prior_data.shape[-1]) if self._prior_data is not None else 1
+        return 1 if num_features is None else _check_positive_int(num_features, "num_features")
 
     def _sample_weights(self) -> Tensor:
         concentration = torch.full((self.n_components,), self.weight_concentration, dtype=torch.float64)
