@@ -13,10 +13,11 @@ its own seeded state and keeps its weights in ``fit.params``, which every helper
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyro
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from probgen.fit import Fit
 from probgen.model import GenerativeModel, as_tensor
 
 _LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
@@ -202,6 +204,38 @@ class _ELBOObjective:
         return self.vae._weights(self.nets)
 
 
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class VAEFit(Fit):
+    """A fitted VAE: codes of items, items of codes, and the IWAE score."""
+
+    @property
+    def vae(self) -> Any:
+        """The fitted VAE model."""
+        return self.model
+
+    def iwae(self, x: Any = None, num_particles: int | None = None) -> Tensor:
+        """IWAE estimate of ``log p(x)`` per item (``log p(x | y)`` for labelled families, given
+        ``(X, y)``) with ``num_particles`` samples."""
+        out: Tensor = self.vae.iwae(self, x, num_particles)
+        return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class LabelledVAEFit(VAEFit):
+    """A fitted semi-supervised or conditional VAE: codes and decodings given a class."""
+
+    def encode(self, x: Any, y: Any = None) -> tuple[Tensor, Tensor]:
+        """Posterior mean and scale of ``z`` given ``x`` and class ``y`` (semi-supervised: the
+        predicted class when None)."""
+        out: tuple[Tensor, Tensor] = self.vae.encode(self, x, y)
+        return out
+
+    def decode(self, z: Any, y: Any) -> Tensor:
+        """Mean of ``p(x | z, y)`` for codes ``z`` and classes ``y``."""
+        out: Tensor = self.vae.decode(self, z, y)
+        return out
+
+
 class _VAEBase(GenerativeModel):
     """A VAE family: ``z ~ N(0, I)``, ``x | z, c ~ p(x | decoder(z, c))``, guide ``q(z | x, c)``.
 
@@ -212,7 +246,7 @@ class _VAEBase(GenerativeModel):
 
     data_plate_name = "data"
     dtype = _DTYPE
-    fit_helpers = ("encode", "decode", "iwae")
+    fit_class: ClassVar[type[VAEFit]] = LabelledVAEFit
     #: Pyro module name of the network ``q(z | x, c)``
     _encoder = "encoder"
     #: constructor arguments shown by ``repr``

@@ -20,8 +20,9 @@ module functions are re-exported here).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import networkx as nx
 import numpy as np
@@ -31,6 +32,7 @@ import torch
 from pyro.ops.indexing import Vindex
 from torch import Tensor
 
+from probgen.fit import Fit
 from probgen.model import GenerativeModel
 from probgen.models import _bn_inference as inference
 from probgen.models._bn_network import Network, NetworkData, checked_states, cpd_site, states_from_json
@@ -65,6 +67,36 @@ def _checked_dag(dag: Any) -> nx.DiGraph:
             if site in dag.nodes:
                 raise ValueError(f"node {site!r} clashes with the Pyro site of node {node!r}; rename it.")
     return dag
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class NetworkFit(Fit):
+    """A fitted :class:`BayesianNetwork` (or :class:`~probgen.models.NaiveBayes`): exact queries
+    that speak the network's state names."""
+
+    @property
+    def network(self) -> BayesianNetwork:
+        """The fitted network model."""
+        return cast(BayesianNetwork, self.model)
+
+    def query(
+        self, variables: Any = None, evidence: Any = None, *, joint: bool = False
+    ) -> dict[str, Tensor] | Tensor:
+        """Posterior marginals (or the joint) of ``variables`` given ``evidence``: see
+        :meth:`BayesianNetwork.query`."""
+        return self.network.query(self, variables, evidence, joint=joint)
+
+    def map_query(self, variables: Any = None, evidence: Any = None) -> dict[str, Any]:
+        """Most probable states of ``variables`` given ``evidence`` (MPE when None)."""
+        return self.network.map_query(self, variables, evidence)
+
+    def cpd_table(self, node: str) -> Any:
+        """The fitted CPD of ``node`` as a DataFrame labelled by state names."""
+        return self.network.cpd_table(self, node)
+
+    def to_frame(self, codes: Any) -> Any:
+        """State codes as a DataFrame of the fit's state names."""
+        return self.network.to_frame(self, codes)
 
 
 class BayesianNetwork(GenerativeModel):
@@ -117,7 +149,7 @@ class BayesianNetwork(GenerativeModel):
 
     dtype = _DTYPE
     data_plate_name = "data"
-    fit_helpers = ("query", "map_query", "cpd_table", "to_frame")
+    fit_class: ClassVar[type[NetworkFit]] = NetworkFit
     #: NaN in the data means a missing value, summed out (see GenerativeModel.accepts_missing).
     accepts_missing = True
 
@@ -291,15 +323,13 @@ class BayesianNetwork(GenerativeModel):
         return torch.stack([values[n].to(_DTYPE).expand(size) for n in net.nodes], -1)
 
     # ------------------------------------------------------------------- parameters
-    def as_fit(self, data: Any = None) -> Any:
-        """A :class:`probgen.Fit` holding the given CPDs, so queries run without fitting."""
-        from probgen.fit import Fit
-
+    def as_fit(self, data: Any = None) -> NetworkFit:
+        """A :class:`NetworkFit` holding the given CPDs, so queries run without fitting."""
         if self.cpds is None:
             raise ValueError("as_fit needs cpds=...; or fit the network to data with probgen.fit.")
         prepared = None if data is None else self.prepare_data(data)
         params = {cpd_site(n): t.clone() for n, t in self.cpds.items()}
-        return Fit(model=self, data=prepared, method="given", params=params)
+        return NetworkFit(model=self, data=prepared, method="given", params=params)
 
     def num_parameters(self, params: Mapping[str, Tensor], data: Any) -> int:
         """Free CPD entries: ``sum_X n_parent_configs(X) (card(X) - 1)``."""

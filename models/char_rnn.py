@@ -21,10 +21,11 @@ Computation is in float32 (scores are summed in float64).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import pyro
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from probgen.fit import Fit
 from probgen.model import GenerativeModel
 from probgen.state import isolated_rng
 
@@ -151,6 +153,15 @@ class _CharRNNObjective:
         return {f"{_NAME}{_SEP}{k}": v.detach().clone() for k, v in self.net.named_parameters()}
 
 
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class CharRNNFit(Fit):
+    """A fitted :class:`CharRNN`: text generation (``fit.sample``) and perplexity."""
+
+    def perplexity(self, texts: Any = None) -> float:
+        """Per-character perplexity of ``texts`` (default: the training text)."""
+        return cast(CharRNN, self.model).perplexity(self, texts)
+
+
 class CharRNN(GenerativeModel):
     """Character-level RNN language model (LSTM or GRU), fitted by ``method="svi"``.
 
@@ -207,7 +218,7 @@ class CharRNN(GenerativeModel):
 
     data_plate_name = "windows"
     dtype = _DTYPE
-    fit_helpers = ("perplexity",)
+    fit_class: ClassVar[type[CharRNNFit]] = CharRNNFit
 
     def __init__(
         self,

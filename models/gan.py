@@ -14,8 +14,9 @@ Computation is in float32.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import pyro
@@ -23,6 +24,7 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 
+from probgen.fit import Fit
 from probgen.model import GenerativeModel, as_tensor
 from probgen.state import isolated_rng
 
@@ -91,6 +93,15 @@ class _GANObjective:
         }
 
 
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class GANFit(Fit):
+    """A fitted :class:`GAN`: generation, and the trained discriminator's opinion of items."""
+
+    def discriminate(self, x: Any) -> Tensor:
+        """The trained discriminator's logit per item of ``x`` (large: taken for real data)."""
+        return cast(GAN, self.model).discriminate(self, x)
+
+
 class GAN(GenerativeModel):
     """Generative adversarial network with MLP generator and discriminator, for real-valued items.
 
@@ -125,7 +136,7 @@ class GAN(GenerativeModel):
     data_plate_name = "data"
     dtype = _DTYPE
     density = "none"
-    fit_helpers = ("discriminate",)
+    fit_class: ClassVar[type[GANFit]] = GANFit
 
     def __init__(self, data_dim: int, latent_dim: int, hidden_dims: Sequence[int] = (64, 64)) -> None:
         self.data_dim = _check_dim("data_dim", data_dim)

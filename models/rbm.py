@@ -14,9 +14,10 @@ Parameters (``fit.params``, also the Pyro ``pyro.param`` sites of :meth:`RBM.mod
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple, cast
 
 import numpy as np
 import pyro
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from probgen.fit import Fit
 from probgen.model import GenerativeModel, as_tensor
 
 __all__ = ["LogPartition", "RBM"]
@@ -113,6 +115,37 @@ def _ais_log_z(
     return log_z0 + log_mean, stderr
 
 
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class RBMFit(Fit):
+    """A fitted :class:`RBM`: free energies, the log partition function, hidden activations."""
+
+    @property
+    def rbm(self) -> RBM:
+        """The fitted RBM."""
+        return cast(RBM, self.model)
+
+    def free_energy(self, x: Any = None) -> Tensor:
+        """``F(x)`` per item at the fitted parameters (``x``: default the training data)."""
+        v = self._data(x)
+        with torch.no_grad():
+            return self.rbm.free_energy(v, self.params)
+
+    def log_partition(
+        self,
+        method: str = "auto",
+        *,
+        num_runs: int | None = None,
+        num_steps: int | None = None,
+        seed: int = 0,
+    ) -> LogPartition:
+        """``log Z`` at the fitted parameters: see :meth:`RBM.log_partition`."""
+        return self.rbm.log_partition(self, method, num_runs=num_runs, num_steps=num_steps, seed=seed)
+
+    def transform(self, x: Any = None) -> Tensor:
+        """Hidden activation probabilities ``p(h_j = 1 | v)``, ``(n, n_hidden)``."""
+        return self.rbm.transform(self, x)
+
+
 class RBM(GenerativeModel):
     """Bernoulli-Bernoulli restricted Boltzmann machine, fitted by contrastive divergence.
 
@@ -142,11 +175,9 @@ class RBM(GenerativeModel):
     ais_steps : int, default 10000
         Intermediate distributions (inverse temperatures) per AIS run.
 
-    Attributes
-    ----------
-    fit_helpers : tuple of str
-        ``fit.free_energy(x)``, ``fit.log_partition(method=...)``, ``fit.transform(x)`` (hidden
-        activation probabilities, as scikit-learn's ``BernoulliRBM.transform``).
+    Its fits are :class:`RBMFit`: ``fit.free_energy(x)``, ``fit.log_partition(method=...)``,
+    ``fit.transform(x)`` (hidden activation probabilities, as scikit-learn's
+    ``BernoulliRBM.transform``).
 
     Examples
     --------
@@ -161,7 +192,7 @@ class RBM(GenerativeModel):
     data_plate_name = "data"
     dtype = _DTYPE
     density = "unnormalised"
-    fit_helpers = ("free_energy", "log_partition", "transform")
+    fit_class: ClassVar[type[RBMFit]] = RBMFit
 
     def __init__(
         self,
@@ -262,17 +293,10 @@ class RBM(GenerativeModel):
     def free_energy(self, data: Any, params: Any = None) -> Tensor:
         """Free energy ``F(v) = -v.b - sum_j softplus(c_j + W_j v)`` per item.
 
-        Two call forms.  As the energy hook (what ``"cd"`` calls): ``free_energy(v, params)`` with
-        ``v`` a prepared ``(n, n_visible)`` tensor, differentiable in ``params``.  As a fit helper:
-        ``fit.free_energy(x=None)`` (``x`` any binary array-like; default the training data),
-        evaluated at ``fit.params`` without gradients.
+        The energy hook (what ``"cd"`` calls): ``v`` a prepared ``(n, n_visible)`` tensor (or any
+        binary array-like), differentiable in ``params``; :meth:`RBMFit.free_energy` evaluates it
+        at a fit's parameters.
         """
-        from probgen.fit import Fit
-
-        if isinstance(data, Fit):
-            x = data._data(params)
-            with torch.no_grad():
-                return self.free_energy(x, data.params)
         if not isinstance(params, Mapping):
             raise TypeError(f"params must be a mapping of parameter tensors; got {type(params).__name__}.")
         W, b, c = self._params(params)

@@ -19,9 +19,10 @@ Computation is in float32.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyro
@@ -32,6 +33,7 @@ from torch import Tensor, nn
 from probgen.model import as_tensor
 from probgen.models._vae_base import (
     _DTYPE,
+    VAEFit,
     _call,
     _check_dims,
     _Decoder,
@@ -45,6 +47,26 @@ from probgen.models._vae_base import (
 )
 
 __all__ = ["VAE", "ConditionalVAE", "SemiSupervisedVAE"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class UnlabelledVAEFit(VAEFit):
+    """A fitted :class:`VAE`: codes of items, items of codes, paths between items."""
+
+    def encode(self, x: Any) -> tuple[Tensor, Tensor]:
+        """Posterior mean and scale of ``z`` given ``x``: two ``(n, latent_dim)`` tensors."""
+        out: tuple[Tensor, Tensor] = self.vae.encode(self, x)
+        return out
+
+    def decode(self, z: Any) -> Tensor:
+        """Mean of ``p(x | z)`` for codes ``z`` of shape ``(n, latent_dim)``."""
+        out: Tensor = self.vae.decode(self, z)
+        return out
+
+    def interpolate(self, x0: Any, x1: Any, steps: int = 8) -> Tensor:
+        """Decoded means along the straight line between the codes of ``x0`` and ``x1``."""
+        out: Tensor = self.vae.interpolate(self, x0, x1, steps)
+        return out
 
 
 class VAE(_VAEBase):
@@ -80,7 +102,7 @@ class VAE(_VAEBase):
     (torch.Size([64, 2]), torch.Size([64]))
     """
 
-    fit_helpers = ("encode", "decode", "interpolate", "iwae")
+    fit_class: ClassVar[type[VAEFit]] = UnlabelledVAEFit
 
     def __init__(
         self,

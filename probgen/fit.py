@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol, TypeVar, overload
 
 import arviz
 import numpy as np
@@ -54,6 +53,39 @@ __all__ = [
     "load",
     "register_backend",
 ]
+
+
+FitT = TypeVar("FitT", bound="Fit")
+
+
+class _FamilyModel(Protocol[FitT]):
+    """A model whose fits are of its family's own class (what type checkers see of ``fit_class``)."""
+
+    fit_class: ClassVar[type[FitT]]  # type: ignore[misc]
+
+
+@overload
+def fit(
+    model: _FamilyModel[FitT],
+    data: Any,
+    method: str | Backend = ...,
+    *,
+    seed: int = ...,
+    progress: bool | None = ...,
+    **options: Any,
+) -> FitT: ...
+
+
+@overload
+def fit(
+    model: Any,
+    data: Any,
+    method: str | Backend = ...,
+    *,
+    seed: int = ...,
+    progress: bool | None = ...,
+    **options: Any,
+) -> Fit: ...
 
 
 def fit(
@@ -182,7 +214,17 @@ def fit(
                     if k in posterior and k in roles.continuous_sites:
                         params[k] = posterior[k].mean((0, 1))
     fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(FitResult)}
-    return Fit(**{**fields, "params": params, "posterior": posterior})
+    return fit_class(gm)(**{**fields, "params": params, "posterior": posterior})
+
+
+def fit_class(gm: GenerativeModel) -> type[Fit]:
+    """The class of ``gm``'s fits: its family's ``fit_class`` (a ``Fit`` subclass), else ``Fit``."""
+    cls = gm.fit_class
+    if cls is None:
+        return Fit
+    if not (isinstance(cls, type) and issubclass(cls, Fit)):
+        raise TypeError(f"{gm.name}.fit_class must be a subclass of probgen.Fit; got {cls!r}.")
+    return cls
 
 
 def document_options() -> None:
@@ -255,8 +297,15 @@ class Fit(FitResult):
     extras : mapping
         Backend-specific results (exact marginals, joint MAP assignment, discrete draws).
 
-    A fit is immutable: its mappings are read-only views.
+    A fit is immutable: its mappings are read-only views.  ``Fit(model=...)`` builds the class
+    of the model's family (its ``fit_class``), so every fit of a family has the family's helpers.
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Fit:
+        model = kwargs["model"] if "model" in kwargs else (args[0] if args else None)
+        if cls is Fit and isinstance(model, GenerativeModel):
+            cls = fit_class(model)
+        return super().__new__(cls)
 
     # ------------------------------------------------------------------- ArviZ, I/O
     def to_arviz(
@@ -292,20 +341,6 @@ class Fit(FitResult):
         """Save to ``path`` (a ``.npz`` of tensors plus JSON metadata; no pickle)."""
         save_fit(self, path)
 
-    def __getattr__(self, name: str) -> Any:
-        """Family helpers: ``fit.<name>(...)`` calls ``model.<name>(fit, ...)`` for every name in
-        the model's ``fit_helpers`` (``fit.encode`` for VAEs, ``fit.query`` for networks, ...)."""
-        model = self.__dict__.get("model")
-        helpers: tuple[str, ...] = tuple(getattr(model, "fit_helpers", ())) if model is not None else ()
-        if name in helpers and not name.startswith("_"):
-            return functools.partial(getattr(model, name), self)
-        offered = f"; {model.name} adds: {', '.join(helpers)}" if helpers and model is not None else ""
-        raise AttributeError(f"'Fit' object has no attribute {name!r}{offered}")
-
-    def __dir__(self) -> list[str]:
-        model = self.__dict__.get("model")
-        return sorted(set(super().__dir__()) | set(getattr(model, "fit_helpers", ())))
-
 
 def load(path: str | os.PathLike[str], model: Any = None) -> Fit:
     """Read a fit written by :meth:`Fit.save`; never runs code from the file.
@@ -328,4 +363,4 @@ def load(path: str | os.PathLike[str], model: Any = None) -> Fit:
             )
         model = cls(**meta["model"]["config"])
     gm = model if isinstance(model, GenerativeModel) else as_model(model)
-    return Fit(model=gm, **saved.fields(gm))
+    return fit_class(gm)(model=gm, **saved.fields(gm))

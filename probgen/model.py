@@ -79,7 +79,7 @@ class GenerativeModel(abc.ABC):
         serve the model.
     Class attributes
         :attr:`data_plate_name`, :attr:`dtype`, :attr:`density`, :attr:`accepts_missing` and
-        :attr:`fit_helpers`.
+        :attr:`fit_class` (the :class:`probgen.Fit` subclass with the family's helpers).
 
     Every concrete subclass is registered by class name so that ``probgen.load`` rebuilds it
     from its saved configuration (no code is stored in the file).  A model is a value: nothing
@@ -102,9 +102,10 @@ class GenerativeModel(abc.ABC):
     #: Floating type of the model's tensors: float64 for classical families; ``None`` finds it
     #: by tracing (user models).
     dtype: torch.dtype | None = None
-    #: Names of methods ``name(self, fit, *args, **kwargs)`` that fits of this model expose as
-    #: ``fit.name(*args, **kwargs)`` (``encode``/``decode`` for VAEs, ``query`` for networks).
-    fit_helpers: ClassVar[tuple[str, ...]] = ()
+    #: The class of this model's fits: a :class:`probgen.Fit` subclass whose methods are the
+    #: family's helpers (``fit.query`` for networks, ``fit.encode`` for VAEs), typed and listed
+    #: by ``dir``; None for a plain ``Fit``.
+    fit_class: ClassVar[type[Any] | None] = None
     #: True when NaN in the data means a missing value the model sums out (Bayesian networks)
     #: rather than bad input; ``probgen.testing.check_model`` then skips its NaN-refusal check.
     accepts_missing: ClassVar[bool] = False

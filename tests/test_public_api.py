@@ -69,3 +69,46 @@ def test_cli_help_and_datasets(capsys):
     assert main(["datasets"]) == 0
     out = capsys.readouterr().out
     assert "old_faithful" in out and " 272 rows" in out and " 344 rows" in out
+
+
+PINNED = {
+    "probgen.models": [
+        "BayesianNetwork",
+        "BernoulliMixture",
+        "CategoricalMixture",
+        "CharRNN",
+        "CharRNNFit",
+        "ConditionalVAE",
+        "GAN",
+        "GANFit",
+        "GaussianMixture",
+        "HiddenMarkovModel",
+        "LabelledVAEFit",
+        "LogPartition",
+        "NaiveBayes",
+        "NetworkFit",
+        "PoissonMixture",
+        "RBM",
+        "RBMFit",
+        "SemiSupervisedVAE",
+        "SequenceData",
+        "UnlabelledVAEFit",
+        "VAE",
+        "VAEFit",
+    ],
+    "probgen.inference": ["Adversarial", "CD", "EM", "Enumeration", "MCMC", "SVI"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(PINNED))
+def test_package_public_names_are_pinned(module):
+    assert sorted(importlib.import_module(module).__all__) == sorted(PINNED[module])
+
+
+def test_every_family_fit_class_is_a_fit():
+    import probgen.models as families
+
+    for name in families.__all__:
+        cls = getattr(families, name)
+        if isinstance(cls, type) and issubclass(cls, pg.GenerativeModel) and cls.fit_class is not None:
+            assert issubclass(cls.fit_class, pg.Fit), name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -179,22 +180,35 @@ def test_subsampling_uses_the_data_plate():
 
 
 def test_family_helpers_are_reachable_on_the_fit():
+    @dataclasses.dataclass(frozen=True, eq=False, repr=False)
+    class DoublerFit(pg.Fit):
+        def twice_mean(self, scale=2.0):
+            return scale * self.params["mu"]
+
     class Doubler(pg.GenerativeModel):
-        fit_helpers = ("twice_mean",)
+        fit_class = DoublerFit
 
         def model(self, data=None):
             mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
             with pyro.plate("data", 5 if data is None else len(data)):
                 pyro.sample("obs", dist.Normal(mu, 1.0), obs=data)
 
-        def twice_mean(self, fit, scale=2.0):
-            return scale * fit.params["mu"]
-
     fit = pg.fit(Doubler(), NN_DATA, method="em", seed=0, progress=False)
+    assert isinstance(fit, DoublerFit)
     assert fit.twice_mean() == pytest.approx(2 * float(NN_DATA.mean()), abs=1e-3)
     assert "twice_mean" in dir(fit)
-    with pytest.raises(AttributeError, match="Doubler adds: twice_mean"):
+    with pytest.raises(AttributeError, match="'DoublerFit' object has no attribute 'encode'"):
         _ = fit.encode
+
+
+def test_a_fit_is_immutable():
+    fit = pg.fit(normal_normal, NN_DATA, method="svi", seed=0, progress=False, num_steps=50)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fit.params = {}  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        fit.params["mu"] = torch.zeros(())  # type: ignore[index]
+    with pytest.raises(TypeError):
+        fit.posterior["mu"] = torch.zeros(())  # type: ignore[index]
 
 
 def test_device_option_is_validated_and_cpu_gives_the_default_fit():
