@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from probgen.backend import BackendBase, Option, register_backend
 from probgen.capabilities import Implicit
+from probgen.errors import ModelNotSupportedError
 from probgen.fit import Fit
 from probgen.model import GenerativeModel
 
@@ -91,6 +92,10 @@ class Adversarial(BackendBase):
     )
 
     def fit(self, model: GenerativeModel, data: Any, *, seed: int, progress: bool, **options: Any) -> Fit:
+        if not isinstance(model, Implicit):
+            raise ModelNotSupportedError(
+                f"method='adversarial' cannot fit {model.name}: {self.supports(model, data)}."
+            )
         defaults: dict[str, Any] = self.defaults()
         options = self.check_options(options)
         explicit_size = "subsample_size" in options

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from probgen.backend import BackendBase, Option, register_backend
 from probgen.capabilities import EnergyBased, FreeEnergyGradient
+from probgen.errors import ModelNotSupportedError
 from probgen.fit import Fit
 from probgen.model import GenerativeModel
 
@@ -112,6 +113,10 @@ class CD(BackendBase):
     )
 
     def fit(self, model: GenerativeModel, data: Any, *, seed: int, progress: bool, **options: Any) -> Fit:
+        if not isinstance(model, EnergyBased):
+            raise ModelNotSupportedError(
+                f"method='cd' cannot fit {model.name}: {self.supports(model, data)}."
+            )
         defaults: dict[str, Any] = self.defaults()
         options = self.check_options(options)
         o = {**defaults, **options}
@@ -180,7 +185,7 @@ class CD(BackendBase):
         perm, pos = torch.randperm(n, generator=gen), 0
         steps_per_epoch = math.ceil(n / size)
         sign = _signs(size, size)
-        own_grad = isinstance(model, FreeEnergyGradient)  # closed form when the model has it, else autograd
+        own_grad = model if isinstance(model, FreeEnergyGradient) else None  # closed form, else autograd
         with tqdm(total=steps, disable=not progress, desc="CD", leave=False) as bar:
             for step in range(steps):
                 if pos >= n:
@@ -197,8 +202,8 @@ class CD(BackendBase):
                 # one pass over [batch; negatives]: mean F(batch) - mean F(negatives)
                 both = torch.cat([batch, neg.detach()])
                 weights = sign if len(batch) == size else _signs(len(batch), len(neg))
-                if own_grad:
-                    by_name = model.free_energy_grad(both, weights, params)
+                if own_grad is not None:
+                    by_name = own_grad.free_energy_grad(both, weights, params)
                     grads = tuple(by_name[k] for k in params)
                 else:
                     energy = model.free_energy(both, params)

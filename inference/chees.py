@@ -233,8 +233,8 @@ class BatchedPotential:
                 trace.plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized
             )
             tree.setdefault(ordinal, []).append(term)
-            sum_dims.update(set(term._pyro_dims) - plate_symbols)  # type: ignore[attr-defined]
-            dim_to_size.update(zip(term._pyro_dims, term.shape, strict=True))  # type: ignore[attr-defined]
+            sum_dims.update(set(term._pyro_dims) - plate_symbols)
+            dim_to_size.update(zip(term._pyro_dims, term.shape, strict=True))
             for f in site["cond_indep_stack"]:
                 if f.vectorized:
                     dim_to_size[trace.plate_to_symbol[f.name]] = f.size

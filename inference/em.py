@@ -298,7 +298,7 @@ class EM(BackendBase):
         for restart in range(n_init):
             seed_everything(seed + restart)
             sample = data.sample(max(data.chunk_size, min(n_items, _INIT_SAMPLE)), gen)
-            params = model.init_params(sample, init=init, generator=gen)  # type: ignore[attr-defined]
+            params = model.init_params(sample, init=init, generator=gen)
             if online:
                 params, history = self._online(
                     model, data, bounds, sample, params, passes, step_exponent, step_offset, bar
@@ -332,7 +332,7 @@ class EM(BackendBase):
 
     @staticmethod
     def _sweep(
-        model: GenerativeModel, data: ChunkedData, bounds: list[tuple[int, int]], params: dict[str, Tensor]
+        model: ChunkedEM, data: ChunkedData, bounds: list[tuple[int, int]], params: dict[str, Tensor]
     ) -> tuple[dict[str, Tensor], float]:
         """Statistics and log-likelihood summed over every chunk at ``params``."""
         summed: dict[str, Tensor] = {}
@@ -346,7 +346,7 @@ class EM(BackendBase):
 
     def _batch(
         self,
-        model: GenerativeModel,
+        model: ChunkedEM,
         data: ChunkedData,
         bounds: list[tuple[int, int]],
         params: dict[str, Tensor],
@@ -371,7 +371,7 @@ class EM(BackendBase):
 
     def _online(
         self,
-        model: GenerativeModel,
+        model: ChunkedEM,
         data: ChunkedData,
         bounds: list[tuple[int, int]],
         sample: Any,
@@ -416,10 +416,9 @@ def _chunk_bounds(num_items: int, chunk_size: int) -> list[tuple[int, int]]:
 
 
 def _m_step(
-    model: GenerativeModel, stats: dict[str, Tensor], num_items: int, previous: dict[str, Tensor]
+    model: ChunkedEM, stats: dict[str, Tensor], num_items: int, previous: dict[str, Tensor]
 ) -> dict[str, Tensor]:
     """The model's M-step from statistics, given the parameters they were computed at."""
-    assert isinstance(model, ChunkedEM)
     return model.m_step_from_stats(stats, num_items, previous=previous)
 
 

@@ -7,6 +7,7 @@ in one module means a move to ArviZ 1.x (xarray DataTree) touches this file only
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import arviz as az
@@ -22,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["log_likelihood_name", "to_inference_data"]
 
 
-def _numpy(d: dict[str, Any]) -> dict[str, np.ndarray]:
+def _numpy(d: Mapping[str, Any]) -> dict[str, np.ndarray]:
     out = {}
     for k, v in d.items():
         arr = v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)

@@ -15,7 +15,7 @@ import difflib
 import numbers
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from probgen.capabilities import likelihood_problem, missing
 
@@ -140,14 +140,14 @@ class BackendBase:
     ``accepts_chunks``/``accepts_streams``.
     """
 
-    name: ClassVar[str] = ""
+    name: str = ""
     #: How messages name the backend ("EM", "SVI", ...); the name when empty.
-    label: ClassVar[str] = ""
-    requires: ClassVar[tuple[type, ...]] = ()
-    likelihood: ClassVar[bool] = True
-    options: ClassVar[tuple[Option, ...]] = ()
-    accepts_chunks: ClassVar[bool] = False
-    accepts_streams: ClassVar[bool] = False
+    label: str = ""
+    requires: tuple[type, ...] = ()
+    likelihood: bool = True
+    options: tuple[Option, ...] = ()
+    accepts_chunks: bool = False
+    accepts_streams: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -233,7 +233,7 @@ def _one(
     if not fit.posterior:
         raise ValueError(f"method={method!r} gave no posterior draws; calibration needs 'svi' or 'mcmc'.")
     roles = gm.roles(fit.data)
-    truth = _align_truth(gm, fit.data, truth, fit.posterior)
+    truth = _align_truth(gm, fit.data, truth, dict(fit.posterior))
     ranks = {}
     for site in roles.continuous_sites:
         draws = fit.posterior[site].reshape((-1,) + tuple(fit.posterior[site].shape[2:]))

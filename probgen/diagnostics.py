@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from probgen.arviz_bridge import to_inference_data
 from probgen.posterior import split_params, traced_with
 from probgen.relabel import _is_simplex, exchangeable_sites, find_exchangeable
 from probgen.result import FitResult
@@ -226,7 +227,7 @@ def compare(fits: Mapping[str, Fit], data: Any = None, *, ic: str | None = None)
     if ic in ("loo", "waic") or (ic is None and all_posterior):
         if not all_posterior:
             raise ValueError(f"ic={ic!r} needs posterior fits (mcmc/svi) for every entry.")
-        return az.compare({k: f.to_arviz() for k, f in fits.items()}, ic=ic or "loo")  # type: ignore[arg-type]
+        return az.compare({k: to_inference_data(f) for k, f in fits.items()}, ic=ic or "loo")  # type: ignore[arg-type]
     rows = {}
     for name, f in fits.items():
         d = f._data(data)

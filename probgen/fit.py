@@ -61,7 +61,7 @@ FitT = TypeVar("FitT", bound="Fit")
 class _FamilyModel(Protocol[FitT]):
     """A model whose fits are of its family's own class (what type checkers see of ``fit_class``)."""
 
-    fit_class: ClassVar[type[FitT]]  # type: ignore[misc]
+    fit_class: ClassVar[type[FitT]]
 
 
 @overload

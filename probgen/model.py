@@ -152,7 +152,8 @@ class GenerativeModel(abc.ABC):
                 self.model, data, self.data_plate_name, n_items, probe_dtypes=self.dtype is None
             )
 
-        return memo(self, key, trace)  # type: ignore[no-any-return]
+        found: SiteRoles = memo(self, key, trace)
+        return found
 
     def last_roles(self) -> SiteRoles:
         """The roles found by the most recent tracing (raises when the model was never traced)."""
@@ -162,7 +163,7 @@ class GenerativeModel(abc.ABC):
                 f"{self.name}: site roles are found by tracing the model on data; "
                 "call model.roles(data) or fit the model first."
             )
-        return found  # type: ignore[no-any-return]
+        return found
 
     @property
     def global_sites(self) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +44,7 @@ def data_from_arrays(gm: GenerativeModel, arrays: dict[str, torch.Tensor]) -> An
 _FORMAT = "probgen-fit/1"
 
 
-def _arrays(prefix: str, d: dict[str, Any] | None, out: dict[str, np.ndarray]) -> list[str]:
+def _arrays(prefix: str, d: Mapping[str, Any] | None, out: dict[str, np.ndarray]) -> list[str]:
     names = []
     for k, v in (d or {}).items():
         if isinstance(v, torch.Tensor):

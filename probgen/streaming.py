@@ -186,7 +186,7 @@ class ChunkedData:
             )
         if hasattr(source, "iloc"):  # pandas: positional rows
             source = source.iloc
-            self.num_items = len(source.obj)  # type: ignore[attr-defined]
+            self.num_items = len(source.obj)
         else:
             self.num_items = len(source)
         if self.num_items == 0:
