@@ -1,0 +1,284 @@
+"""Hidden-state models of variable-length sequences: the data boundary and the picture of a fit.
+
+:class:`_SequenceModel` is the base of :class:`probgen.models.HiddenMarkovModel`: it validates one
+sequence or a list of sequences of different lengths and pads them into a :class:`SequenceData`
+(the emission strategy checks and converts the values it observes), counts items and steps,
+saves and restores the data, and draws one sequence over its most probable states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from probgen.model import GenerativeModel, as_tensor
+from probgen.models._hmm_emissions import _Emission
+from probgen.models._hmm_layout import SequenceData, _pad_time, _padded_length
+
+__all__: list[str] = []
+
+_F64 = torch.float64
+
+
+class _SequenceModel(GenerativeModel):
+    """A model of one or several variable-length sequences with one of ``n_states`` hidden states
+    per step, whose observations the emission strategy ``_emissions`` describes (both set by the
+    subclass's constructor)."""
+
+    n_states: int
+    _emissions: _Emission
+
+    # ------------------------------------------------------------------------------ data
+    def prepare_data(self, data: Any, argname: str = "data") -> SequenceData:
+        """Validate sequences and pad them into a :class:`SequenceData`.
+
+        Parameters
+        ----------
+        data : array-like, list of array-like, or SequenceData
+            One sequence ``(T,)`` or ``(T, d)``, or a list of them (lengths may differ).
+
+        Returns
+        -------
+        SequenceData
+
+        Raises
+        ------
+        TypeError
+            When ``data`` is not numeric array-like.
+        ValueError
+            Wrong dimension, empty sequences, NaN/inf, differing feature counts, symbols
+            outside the alphabet, negative or non-integer counts.
+        """
+        if isinstance(data, SequenceData):
+            if bool((data.lengths < 1).any()):
+                raise ValueError(
+                    f"{argname} has an empty sequence; every sequence needs at least one time step."
+                )
+            return data
+        tensors, single = _sequence_tensors(data, argname)
+        lengths = torch.tensor([t.shape[0] for t in tensors], dtype=torch.long)
+        values = torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True)
+        values = _pad_time(values, _padded_length(values.shape[1]), 0.0)
+        return SequenceData(self._emissions.prepare_values(values, argname), lengths, single)
+
+    def num_items(self, data: Any) -> int:
+        """Number of sequences."""
+        return len(self._prepared(data))
+
+    def num_observations(self, data: Any) -> int:
+        """Total number of time steps (the ``n`` of hmmlearn's BIC)."""
+        return int(self._prepared(data).lengths.sum())
+
+    def data_to_arrays(self, data: Any) -> dict[str, Tensor]:
+        """Padded values and lengths (for saving a fit with its training sequences)."""
+        d = self._prepared(data)
+        return {"values": d.values, "lengths": d.lengths, "single": torch.tensor(int(d.single))}
+
+    def data_from_arrays(self, arrays: Mapping[str, Tensor]) -> SequenceData | None:
+        """The :class:`SequenceData` that :meth:`data_to_arrays` saved."""
+        if "values" not in arrays:
+            return None
+        return SequenceData(arrays["values"], arrays["lengths"], bool(arrays["single"]))
+
+    def observed_arrays(self, data: Any) -> dict[str, Tensor]:
+        """Observed data for ArviZ: the padded values (padded steps hold zeros)."""
+        return {"obs": self._prepared(data).values}
+
+    def _prepared(self, data: Any) -> SequenceData:
+        return data if isinstance(data, SequenceData) else self.prepare_data(data)
+
+    def _check_params(self, data: SequenceData, params: Mapping[str, Tensor]) -> None:
+        expected = ["initial", "transition", *self._emissions.sites]
+        missing = [k for k in expected if k not in params]
+        if missing:
+            raise ValueError(f"params lacks site(s) {missing}; expected {expected}.")
+        self._emissions.check_params(data, params)
+
+    # --------------------------------------------------------------------------- picture
+    def plot_fit(
+        self,
+        data: Any,
+        params: Mapping[str, Tensor],
+        *,
+        ax: Any = None,
+        sequence: int = 0,
+        feature: int = 0,
+        posteriors: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Picture of the fit: one sequence over its Viterbi states, and their probabilities.
+
+        The series (feature ``feature`` of sequence ``sequence``) is drawn over strips coloured
+        by its Viterbi state (:meth:`latent_map`); below it, a panel appended to the same figure
+        stacks the posterior probability of every state at every step (:meth:`latent_posterior`).
+
+        Parameters
+        ----------
+        data : sequence or list of sequences
+            As for fitting (``fit.plot()`` passes the training data).
+        params : dict of str to Tensor
+            Parameters to draw (``fit.params``).
+        ax : matplotlib.axes.Axes, optional
+            Axes for the series; a new figure when None.  The probability panel is carved out
+            of the bottom of ``ax`` (``ax.figure.axes[-1]``).
+        sequence : int, default 0
+            Which sequence of a list to draw.
+        feature : int, default 0
+            Which feature to draw (Gaussian and Poisson emissions with several features).
+        posteriors : bool, default True
+            Add the panel of posterior state probabilities.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+            The axes of the series.
+
+        Raises
+        ------
+        TypeError
+            Unknown options, ``ax`` not matplotlib axes, ``sequence``/``feature`` not ints.
+        ValueError
+            ``sequence`` or ``feature`` out of range.
+        """
+        from matplotlib.patches import Patch
+
+        from probgen.models.plotting import _axes, _colors, _index, _no_options
+
+        _no_options(kwargs, "HiddenMarkovModel.plot_fit", ("ax=", "sequence=", "feature=", "posteriors="))
+        if not isinstance(posteriors, bool):
+            raise TypeError(f"posteriors must be a bool; got {type(posteriors).__name__}.")
+        data = self._prepared(data)
+        n = _index(sequence, "sequence", len(data), "sequences")
+        f = _index(feature, "feature", data.n_features, "features")
+        T = int(data.lengths[n])
+        one = SequenceData(data.values[n : n + 1, :T], data.lengths[n : n + 1], single=True)
+        path = self.latent_map(one, params)["states"].numpy()
+        ax = _axes(ax, figsize=(10.0, 4.5))
+        K = self.n_states
+        colors = _colors(K)
+        y = one.values[0].numpy()
+        _draw_path(ax, path, y if y.ndim == 1 else y[:, f], colors)
+        name = f"sequence {n}, " if len(data) > 1 else ""
+        what = self._emissions.value_label
+        ax.set(
+            ylabel=what if data.n_features == 1 else f"feature {f}",
+            title=f"{name}Viterbi states of a {K}-state HMM",
+        )
+        ax.legend(
+            handles=[Patch(color=colors[k], alpha=0.5, label=f"state {k}") for k in range(K)],
+            fontsize=8,
+            loc="upper right",
+            ncols=min(K, 5),
+        )
+        if posteriors:
+            _draw_posteriors(ax, self.latent_posterior(one, params)["states"].numpy(), colors)
+        else:
+            ax.set_xlabel("step")
+        return ax
+
+
+# ----------------------------------------------------------------------------- helpers
+def _is_scalar(x: Any) -> bool:
+    if isinstance(x, Tensor | np.ndarray):
+        return x.ndim == 0
+    return isinstance(x, int | float | np.number)
+
+
+def _sequence_tensors(data: Any, argname: str) -> tuple[list[Tensor], bool]:
+    """The sequences of ``data`` as ``(T_i, d)`` float64 tensors, and whether it held one sequence.
+
+    Raises ``ValueError`` on ``None``, empty lists or sequences, NaN/inf, a wrong dimension or
+    differing feature counts; ``TypeError`` on non-numeric data.
+    """
+    if data is None:
+        raise ValueError(f"{argname} is None; expected a sequence (T,) or (T, d), or a list of them.")
+    if isinstance(data, list | tuple) and len(data) == 0:
+        raise ValueError(
+            f"{argname} is an empty list; expected a sequence (T,) or (T, d), or a list of them."
+        )
+    if isinstance(data, list | tuple) and not _is_scalar(data[0]):
+        seqs, single = list(data), False
+    else:
+        seqs, single = [data], True
+    tensors = []
+    for i, s in enumerate(seqs):
+        name = argname if single else f"{argname}[{i}]"
+        if hasattr(s, "to_numpy") and not isinstance(s, Tensor):  # pandas: may be read-only
+            s = s.to_numpy()
+        if isinstance(s, np.ndarray) and not s.flags.writeable:
+            s = s.copy()
+        try:
+            t = as_tensor(s, name, dtype=_F64)
+        except ValueError as err:
+            if "empty" in str(err):
+                raise ValueError(
+                    f"{name} is an empty sequence (length 0); every sequence needs at least one time step."
+                ) from None
+            raise
+        if t.dim() == 1:
+            t = t[:, None]
+        elif t.dim() != 2:
+            raise ValueError(
+                f"{name} has shape {tuple(t.shape)}; expected one sequence of shape (T,) or (T, n_features), "
+                "or a list of such sequences."
+            )
+        if t.shape[0] == 0:
+            raise ValueError(
+                f"{name} is an empty sequence (length 0); every sequence needs at least one time step."
+            )
+        tensors.append(t)
+    if not tensors:
+        raise ValueError(f"{argname} is an empty list; expected at least one sequence.")
+    d = tensors[0].shape[1]
+    for i, t in enumerate(tensors):
+        if t.shape[1] != d:
+            raise ValueError(
+                f"{argname}[{i}] has {t.shape[1]} features but {argname}[0] has {d}; "
+                "every sequence needs the same number of features."
+            )
+    return tensors, single
+
+
+def _draw_path(ax: Any, path: np.ndarray, y: np.ndarray, colors: np.ndarray) -> None:
+    """The series ``y`` over strips coloured by the states ``path``, one strip per run of a state."""
+    from matplotlib.collections import PolyCollection
+
+    T = len(path)
+    # one rectangle per run of equal states, spanning the axes' height (x: data, y: axes)
+    starts = np.flatnonzero(np.r_[True, path[1:] != path[:-1]])
+    ends = np.r_[starts[1:], T]
+    x0, x1 = starts - 0.5, ends - 0.5
+    verts = np.stack(
+        [
+            np.c_[x0, np.zeros_like(x0)],
+            np.c_[x0, np.ones_like(x0)],
+            np.c_[x1, np.ones_like(x1)],
+            np.c_[x1, np.zeros_like(x1)],
+        ],
+        1,
+    )
+    strips = PolyCollection(
+        list(verts),
+        facecolors=colors[path[starts]],
+        alpha=0.3,
+        edgecolors="none",
+        transform=ax.get_xaxis_transform(),
+        zorder=0,
+    )
+    ax.add_collection(strips, autolim=False)
+    ax.plot(np.arange(T), y, color="k", linewidth=0.8, marker="." if T <= 500 else None, markersize=3)
+    ax.set_xlim(-0.5, T - 0.5)
+
+
+def _draw_posteriors(ax: Any, gamma: np.ndarray, colors: np.ndarray) -> None:
+    """A panel carved out of the bottom of ``ax`` stacking the state probabilities ``gamma`` ``(T, K)``."""
+    from mpl_toolkits.axes_grid1 import make_axes_locatable
+
+    panel = make_axes_locatable(ax).append_axes("bottom", size="45%", pad=0.15, sharex=ax)
+    panel.stackplot(np.arange(len(gamma)), gamma.T, colors=colors, alpha=0.8, step="mid")
+    panel.set(ylim=(0.0, 1.0), ylabel="p(state | data)", xlabel="step")
+    ax.tick_params(labelbottom=False)
