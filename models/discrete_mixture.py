@@ -426,7 +426,7 @@ class PoissonMixture(_DiscreteMixture):
     Generative model::
 
         weights ~ Dirichlet(weight_concentration * 1_K)
-        rates[k, j] ~ Gamma(prior_shape, prior_shape / mean(x_j))     prior mean = data mean
+        rates[k, j] ~ Gamma(prior_shape, prior_shape / mean(x_j))     prior mean = data mean (1 without data)
         z_i ~ Categorical(weights)                                   enumerated
         x_ij ~ Poisson(rates[z_i, j])
 

@@ -39,8 +39,8 @@ class GaussianMixture(_Mixture):
         x_i ~ Normal(locs[z_i], Sigma[z_i])
 
     with ``Sigma = diag(scale) C diag(scale)`` and ``C = corr_cholesky corr_cholesky^T``.  The
-    priors are centred on the data's mean and spread (empirical Bayes), so they are weak on
-    any measurement scale.
+    priors are centred on the mean and spread of the data the model is given (empirical Bayes),
+    so they are weak on any measurement scale; ``model(None)`` generates under mean 0, spread 1.
 
     Sample sites (also the keys of ``fit.params`` and of ``init=dict(...)``):
 

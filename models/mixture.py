@@ -129,6 +129,40 @@ def _logsumexp_rows(log_joint: Tensor) -> tuple[Tensor, Tensor]:
     return (top + total.log_()).squeeze(1), resp
 
 
+def _initial_resp(x: Tensor, k: int, init: str, generator: torch.Generator) -> Tensor:
+    """Starting responsibilities ``(n, K)`` of the strategy ``init`` on the points ``x``."""
+    n = len(x)
+    if init == "kmeans":
+        labels, _ = _kmeans(x, k, generator)
+        return torch.nn.functional.one_hot(labels, k).to(torch.float64)
+    if init == "random":
+        resp = torch.rand(n, k, generator=generator, dtype=torch.float64)
+        return resp / resp.sum(1, keepdim=True)
+    if init == "k-means++":
+        idx = _kmeanspp_indices(x, k, generator)
+    else:  # random_from_data
+        idx = torch.randperm(n, generator=generator)[:k]
+    resp = torch.zeros(n, k, dtype=torch.float64)
+    resp[idx, torch.arange(k)] = 1.0
+    return resp
+
+
+def _reseed(resp: Tensor, log_prob: Tensor, empty: Tensor, family: str) -> Tensor:
+    """Responsibilities with each ``empty`` component moved onto a worst-explained item (warned)."""
+    comps = torch.nonzero(empty).flatten()
+    worst = torch.argsort(log_prob)[: len(comps)]
+    warnings.warn(
+        f"{family}: component(s) {comps.tolist()} emptied during EM (no item assigned); "
+        "re-seeded on the worst-explained item(s). Consider fewer components.",
+        ConvergenceWarning,
+        stacklevel=4,
+    )
+    resp = resp.clone()
+    resp[worst] = 0.0
+    resp[worst, comps] = 1.0
+    return resp
+
+
 # ------------------------------------------------------------------------------ base class
 class _Mixture(GenerativeModel, abc.ABC):
     """Shared machinery of the finite mixtures (validation, EM driver hooks, relabelling)."""
@@ -210,21 +244,7 @@ class _Mixture(GenerativeModel, abc.ABC):
         return self._m_step_resp(data, resp, log_prob=None)
 
     def _init_resp(self, data: Tensor, init: str, generator: torch.Generator) -> Tensor:
-        n, k = len(data), self.n_components
-        x = self._kmeans_space(data)
-        if init == "kmeans":
-            labels, _ = _kmeans(x, k, generator)
-            return torch.nn.functional.one_hot(labels, k).to(torch.float64)
-        if init == "random":
-            resp = torch.rand(n, k, generator=generator, dtype=torch.float64)
-            return resp / resp.sum(1, keepdim=True)
-        if init == "k-means++":
-            idx = _kmeanspp_indices(x, k, generator)
-        else:  # random_from_data
-            idx = torch.randperm(n, generator=generator)[:k]
-        resp = torch.zeros(n, k, dtype=torch.float64)
-        resp[idx, torch.arange(k)] = 1.0
-        return resp
+        return _initial_resp(self._kmeans_space(data), self.n_components, init, generator)
 
     def _kmeans_space(self, data: Tensor) -> Tensor:
         return data
@@ -297,7 +317,7 @@ class _Mixture(GenerativeModel, abc.ABC):
         if log_prob is not None:
             empty = nk < 1e-6  # under a millionth of an item: the component has emptied
             if empty.any():
-                resp = self._reseed(resp, log_prob, empty)
+                resp = _reseed(resp, log_prob, empty, self.name)
                 nk = resp.sum(0) + 10.0 * _EPS
         return self._m_step_counts(data, resp, nk)
 
@@ -399,20 +419,6 @@ class _Mixture(GenerativeModel, abc.ABC):
     @abc.abstractmethod
     def _m_step_stats(self, stats: Mapping[str, Tensor], nk: Tensor) -> dict[str, Tensor]:
         """Parameters from summed statistics and counts ``nk`` (``10 eps`` added)."""
-
-    def _reseed(self, resp: Tensor, log_prob: Tensor, empty: Tensor) -> Tensor:
-        comps = torch.nonzero(empty).flatten()
-        worst = torch.argsort(log_prob)[: len(comps)]
-        warnings.warn(
-            f"{self.name}: component(s) {comps.tolist()} emptied during EM (no item assigned); "
-            "re-seeded on the worst-explained item(s). Consider fewer components.",
-            ConvergenceWarning,
-            stacklevel=4,
-        )
-        resp = resp.clone()
-        resp[worst] = 0.0
-        resp[worst, comps] = 1.0
-        return resp
 
     # ------------------------------------------------------------------ Fit tools
     def log_prob_items(self, data: Tensor, params: Mapping[str, Tensor]) -> Tensor:
