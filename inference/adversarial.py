@@ -83,12 +83,12 @@ class Adversarial(BackendBase):
     requires = (Implicit,)
     likelihood = False
     options = (
-        Option("num_steps", "any", 3000, "generator updates"),
-        Option("lr", "any", 1e-3, "Adam learning rate of both networks"),
+        Option("num_steps", "int", 3000, "generator updates"),
+        Option("lr", "float", 1e-3, "Adam learning rate of both networks"),
         Option("betas", "any", (0.5, 0.999), "Adam's betas"),
-        Option("subsample_size", "any", 128, "items per minibatch", aliases=("batch_size",)),
-        Option("n_critic", "any", 1, "discriminator updates per generator update"),
-        Option("gradient_penalty", "any", 1.0, "weight of the R1 penalty on real data"),
+        Option("subsample_size", "int", 128, "items per minibatch", none=True, aliases=("batch_size",)),
+        Option("n_critic", "int", 1, "discriminator updates per generator update"),
+        Option("gradient_penalty", "float0", 1.0, "weight of the R1 penalty on real data (0: off)"),
     )
 
     def fit(self, model: GenerativeModel, data: Any, *, seed: int, progress: bool, **options: Any) -> Fit:
@@ -100,15 +100,7 @@ class Adversarial(BackendBase):
         options = self.check_options(options)
         explicit_size = "subsample_size" in options
         o = {**defaults, **options}
-        for key in ("num_steps", "n_critic"):
-            if isinstance(o[key], bool) or not isinstance(o[key], int | np.integer) or o[key] < 1:
-                raise ValueError(f"{key} must be a positive int; got {o[key]!r}.")
-        lr = o["lr"]
-        if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < math.inf:
-            raise ValueError(f"lr must be a positive number; got {lr!r}.")
-        gp = o["gradient_penalty"]
-        if isinstance(gp, bool) or not isinstance(gp, int | float) or not 0 <= gp < math.inf:
-            raise ValueError(f"gradient_penalty must be a non-negative number (0: off); got {gp!r}.")
+        lr, gp = o["lr"], o["gradient_penalty"]
         betas = o["betas"]
         if (
             not isinstance(betas, tuple | list)
@@ -120,8 +112,6 @@ class Adversarial(BackendBase):
         size = o["subsample_size"]
         if size is None:
             size = n
-        elif isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
-            raise ValueError(f"subsample_size must be a positive int or None; got {size!r}.")
         elif size > n:
             if explicit_size:
                 raise ValueError(

@@ -100,16 +100,16 @@ class CD(BackendBase):
     requires = (EnergyBased,)
     likelihood = False
     options = (
-        Option("num_steps", "any", 3000, "parameter updates at most"),
-        Option("lr", "any", 0.05, "learning rate"),
-        Option("lr_decay", "any", 0.1, "learning-rate factor reached at the last step"),
-        Option("k", "any", 1, "Gibbs sweeps per negative phase"),
-        Option("persistent", "any", True, "persistent chains (PCD) rather than restarts at the data"),
-        Option("subsample_size", "any", 20, "items per minibatch", aliases=("batch_size",)),
-        Option("momentum", "any", 0.5, "SGD momentum"),
-        Option("weight_decay", "any", 0.0, "L2 penalty on the weights"),
+        Option("num_steps", "int", 3000, "parameter updates at most"),
+        Option("lr", "float", 0.05, "learning rate"),
+        Option("lr_decay", "(0, 1]", 0.1, "learning-rate factor reached at the last step"),
+        Option("k", "int", 1, "Gibbs sweeps per negative phase"),
+        Option("persistent", "bool", True, "persistent chains (PCD) rather than restarts at the data"),
+        Option("subsample_size", "int", 20, "items per minibatch", none=True, aliases=("batch_size",)),
+        Option("momentum", "[0, 1)", 0.5, "SGD momentum"),
+        Option("weight_decay", "float0", 0.0, "L2 penalty on the weights"),
         Option("init", "any", "random", '"random" or a dict of starting values'),
-        Option("tol", "any", 1e-2, "convergence: change of the per-epoch history"),
+        Option("tol", "float0", 1e-2, "convergence: change of the per-epoch history"),
     )
 
     def fit(self, model: GenerativeModel, data: Any, *, seed: int, progress: bool, **options: Any) -> Fit:
@@ -120,40 +120,9 @@ class CD(BackendBase):
         defaults: dict[str, Any] = self.defaults()
         options = self.check_options(options)
         o = {**defaults, **options}
-        for key in ("num_steps", "k"):
-            if isinstance(o[key], bool) or not isinstance(o[key], int | np.integer) or o[key] < 1:
-                raise ValueError(f"{key} must be a positive int; got {o[key]!r}.")
-        if isinstance(o["lr"], bool) or not isinstance(o["lr"], int | float) or not 0 < o["lr"] < math.inf:
-            raise ValueError(f"lr must be a positive number; got {o['lr']!r}.")
-        if (
-            isinstance(o["lr_decay"], bool)
-            or not isinstance(o["lr_decay"], int | float)
-            or not 0 < o["lr_decay"] <= 1
-        ):
-            raise ValueError(f"lr_decay must be in (0, 1]; got {o['lr_decay']!r}.")
-        if not isinstance(o["persistent"], bool):
-            raise TypeError(f"persistent must be a bool; got {type(o['persistent']).__name__}.")
-        if (
-            isinstance(o["momentum"], bool)
-            or not isinstance(o["momentum"], int | float)
-            or not 0 <= o["momentum"] < 1
-        ):
-            raise ValueError(f"momentum must be in [0, 1); got {o['momentum']!r}.")
         wd = o["weight_decay"]
-        if isinstance(wd, bool) or not isinstance(wd, int | float) or not 0 <= wd < math.inf:
-            raise ValueError(f"weight_decay must be a non-negative number; got {wd!r}.")
-        if (
-            isinstance(o["tol"], bool)
-            or not isinstance(o["tol"], int | float)
-            or not 0 <= o["tol"] < math.inf
-        ):
-            raise ValueError(f"tol must be a non-negative number; got {o['tol']!r}.")
         n = model.num_items(data)
         size = o["subsample_size"]
-        if size is not None and (
-            isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1
-        ):
-            raise ValueError(f"subsample_size must be a positive int or None; got {size!r}.")
         size = n if size is None else min(int(size), n)
 
         gen = torch.Generator().manual_seed(int(seed))

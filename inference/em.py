@@ -149,12 +149,6 @@ class EM(BackendBase):
         options = self.check_options(options)
         opts = {**defaults, **options}
         max_iter, tol, n_init = opts["max_iter"], opts["tol"], opts["n_init"]
-        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-            raise ValueError(f"max_iter must be a positive int; got {max_iter!r}.")
-        if isinstance(n_init, bool) or not isinstance(n_init, int) or n_init < 1:
-            raise ValueError(f"n_init must be a positive int; got {n_init!r}.")
-        if not isinstance(tol, int | float) or not tol >= 0:
-            raise ValueError(f"tol must be a non-negative number; got {tol!r}.")
         init = opts["init"]
         if not isinstance(init, str | Mapping):
             raise TypeError(

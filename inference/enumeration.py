@@ -21,6 +21,7 @@ from probgen.errors import ConvergenceWarning
 from probgen.fit import Fit
 from probgen.model import GenerativeModel
 from probgen.posterior import discrete_map, discrete_marginals, enum_factors, log_evidence
+from probgen.validation import positive_int
 
 __all__ = ["Enumeration"]
 
@@ -82,8 +83,7 @@ class Enumeration(BackendBase):
     @staticmethod
     def _fit_params(model: GenerativeModel, data: Any, max_iter: int, tol: float) -> tuple[list[float], bool]:
         """Maximise the exact log evidence over the model's ``pyro.param`` sites."""
-        if isinstance(max_iter, bool) or max_iter < 1:
-            raise ValueError(f"max_iter must be a positive int; got {max_iter!r}.")
+        positive_int(max_iter, "max_iter")
         roles = model.roles(data)
         with torch.no_grad():
             float(log_evidence(model, data))  # creates the params in the (scoped) store

@@ -435,24 +435,33 @@ class MCMC(BackendBase):
     name = "mcmc"
     label = "MCMC"
     options = (
-        Option("num_samples", "any", 1000, "draws per chain after warm-up"),
+        Option("num_samples", "int", 1000, "draws per chain after warm-up"),
         Option(
             "warmup_steps",
-            "any",
+            "int0",
             None,
-            "warm-up steps per chain (default: num_samples)",
+            "warm-up steps per chain (None: num_samples)",
+            none=True,
             aliases=("num_warmup",),
         ),
-        Option("num_chains", "any", 2, "chains, run vectorised or one after another"),
-        Option("kernel", "any", "nuts", '"nuts", "hmc" or "chees"'),
+        Option("num_chains", "int", 2, "chains, run vectorised or one after another"),
+        Option("kernel", "str", "nuts", '"nuts", "hmc" or "chees"', choices=("nuts", "hmc", "chees")),
         Option("target_accept_prob", "any", 0.8, "step-size adaptation target"),
-        Option("max_tree_depth", "any", 10, "NUTS tree depth at most"),
+        Option("max_tree_depth", "int", 10, "NUTS tree depth at most"),
         Option("step_size", "any", 1.0, "initial step size"),
         Option("num_steps", "any", None, "HMC: leapfrog steps per trajectory"),
         Option("init", "any", "auto", '"auto", "uniform", "median", "sample" or a dict of values'),
         Option("recover_discrete", "any", False, "draw the enumerated discrete latents per draw"),
-        Option("chain_method", "any", "sequential", '"sequential" or "parallel" (processes)'),
-        Option("num_threads", "any", None, "torch threads during sampling (None: torch's setting)"),
+        Option(
+            "chain_method",
+            "str",
+            "sequential",
+            '"sequential" or "parallel" (processes)',
+            choices=("sequential", "parallel"),
+        ),
+        Option(
+            "num_threads", "int", None, "torch threads during sampling (None: torch's setting)", none=True
+        ),
     )
 
     def refusal(self, model: GenerativeModel, data: Any) -> str | None:
@@ -473,25 +482,7 @@ class MCMC(BackendBase):
         o = {**defaults, **options}
         if o["warmup_steps"] is None:
             o["warmup_steps"] = o["num_samples"]
-        for key in ("num_samples", "num_chains"):
-            if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 1:
-                raise ValueError(f"{key} must be a positive int; got {o[key]!r}.")
-        if (
-            isinstance(o["warmup_steps"], bool)
-            or not isinstance(o["warmup_steps"], int)
-            or o["warmup_steps"] < 0
-        ):
-            raise ValueError(f"warmup_steps must be a non-negative int; got {o['warmup_steps']!r}.")
         nt = o["num_threads"]
-        if nt is not None and (isinstance(nt, bool) or not isinstance(nt, int) or nt < 1):
-            raise ValueError(f"num_threads must be a positive int or None; got {nt!r}.")
-        if o["kernel"] not in ("nuts", "hmc", "chees"):
-            raise ValueError(f"kernel must be 'nuts', 'hmc' or 'chees'; got {o['kernel']!r}.")
-        depth = o["max_tree_depth"]
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-            raise ValueError(f"max_tree_depth must be a positive int; got {depth!r}.")
-        if o["chain_method"] not in ("sequential", "parallel"):
-            raise ValueError(f"chain_method must be 'sequential' or 'parallel'; got {o['chain_method']!r}.")
         if o["kernel"] == "chees" and o["chain_method"] != "sequential":
             raise ValueError(
                 "kernel='chees' runs its chains vectorised in this process; chain_method must be left "

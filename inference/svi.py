@@ -314,7 +314,7 @@ class SVI(BackendBase):
         Option("num_steps", "int", 3000, "optimisation steps at most"),
         Option("lr", "float", 0.01, "learning rate"),
         Option("optim", "any", "adam", '"adam", "clipped_adam" or a pyro.optim instance'),
-        Option("lr_decay", "any", 1.0, "learning-rate factor over the whole run, in (0, 1]"),
+        Option("lr_decay", "(0, 1]", 1.0, "learning-rate factor over the whole run"),
         Option("num_particles", "int", 1, "ELBO particles per step"),
         Option(
             "subsample_size",
@@ -348,19 +348,6 @@ class SVI(BackendBase):
         if not isinstance(data, StreamingData) and isinstance(model, SVIDefaults):
             defaults.update(model.svi_defaults(data))
         o = {**defaults, **options}
-        for key in ("num_steps", "num_particles", "window", "num_samples"):
-            if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 1:
-                raise ValueError(f"{key} must be a positive int; got {o[key]!r}.")
-        if not isinstance(o["lr"], int | float) or not o["lr"] > 0:
-            raise ValueError(f"lr must be a positive number; got {o['lr']!r}.")
-        if not isinstance(o["lr_decay"], int | float) or not 0 < o["lr_decay"] <= 1:
-            raise ValueError(f"lr_decay must be in (0, 1]; got {o['lr_decay']!r}.")
-        if o["tol"] is not None and (not isinstance(o["tol"], int | float) or o["tol"] < 0):
-            raise ValueError(f"tol must be a non-negative number or None; got {o['tol']!r}.")
-        if o["elbo"] is not None and o["elbo"] not in _ELBOS:
-            raise ValueError(
-                f"elbo={o['elbo']!r} is not known; expected None or one of: {', '.join(_ELBOS)}."
-            )
         own = isinstance(model, OwnSVIObjective)
         if o["elbo"] == "analytic" and not own:
             raise ValueError(

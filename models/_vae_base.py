@@ -19,7 +19,6 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -28,6 +27,7 @@ from torch import Tensor, nn
 
 from probgen.fit import Fit
 from probgen.model import GenerativeModel, as_tensor
+from probgen.validation import positive_int
 
 _LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
 _DTYPE = torch.float32
@@ -80,8 +80,7 @@ def _reinitialise(module: nn.Module) -> None:
 
 def _check_dims(**dims: Any) -> None:
     for name, v in dims.items():
-        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-            raise ValueError(f"{name} must be a positive int; got {v!r}.")
+        positive_int(v, name)
 
 
 def _check_hidden(hidden_dims: Any) -> tuple[int, ...]:

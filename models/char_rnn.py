@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from probgen.fit import Fit
 from probgen.model import GenerativeModel
 from probgen.state import isolated_rng
+from probgen.validation import positive_int
 
 __all__ = ["CharRNN"]
 
@@ -118,8 +119,7 @@ def _inputs(targets: Tensor, start: int) -> Tensor:
 
 def _check_positive(**values: Any) -> None:
     for name, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-            raise ValueError(f"{name} must be a positive int; got {v!r}.")
+        positive_int(v, name)
 
 
 def _show(chars: set[str] | list[str], limit: int = 10) -> str:

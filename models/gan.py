@@ -18,7 +18,6 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, cast
 
-import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -27,6 +26,7 @@ from torch import Tensor, nn
 from probgen.fit import Fit
 from probgen.model import GenerativeModel, as_tensor
 from probgen.state import isolated_rng
+from probgen.validation import positive_int
 
 __all__ = ["GAN"]
 
@@ -50,9 +50,8 @@ def _mlp(sizes: Sequence[int], activation: type[nn.Module], **kwargs: Any) -> nn
 
 
 def _check_dim(name: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-        raise ValueError(f"{name} must be a positive int; got {v!r}.")
-    return int(v)
+    out: int = positive_int(v, name)
+    return out
 
 
 def _split(params: Mapping[str, Tensor], module: str) -> dict[str, Tensor]:

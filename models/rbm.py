@@ -19,7 +19,6 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar, NamedTuple, cast
 
-import numpy as np
 import pyro
 import torch
 import torch.nn.functional as F
@@ -27,6 +26,7 @@ from torch import Tensor
 
 from probgen.fit import Fit
 from probgen.model import GenerativeModel, as_tensor
+from probgen.validation import non_negative_int, positive_int
 
 __all__ = ["LogPartition", "RBM"]
 
@@ -50,9 +50,8 @@ class LogPartition(NamedTuple):
 
 
 def _positive_int(name: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-        raise ValueError(f"{name} must be a positive int; got {v!r}.")
-    return int(v)
+    out: int = positive_int(v, name)
+    return out
 
 
 def _free_energy(v: Tensor, W: Tensor, b: Tensor, c: Tensor) -> Tensor:
@@ -421,8 +420,7 @@ class RBM(GenerativeModel):
         burn_in = kwargs.pop("burn_in", 1000)
         if kwargs:
             raise ValueError(f"unknown sampling option(s) {sorted(kwargs)}; an RBM takes: burn_in.")
-        if isinstance(burn_in, bool) or not isinstance(burn_in, int | np.integer) or burn_in < 0:
-            raise ValueError(f"burn_in must be a non-negative int; got {burn_in!r}.")
+        non_negative_int(burn_in, "burn_in")
         v, h = self._chains(int(n), params, int(burn_in), generator)
         return {"data": v, "h": h}
 

@@ -12,12 +12,14 @@ work starts.  The same declarations make the options table of ``help(probgen.fit
 from __future__ import annotations
 
 import difflib
+import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from probgen.capabilities import likelihood_problem, missing
+from probgen.validation import non_negative_int, positive_float, positive_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from probgen.model import GenerativeModel
@@ -30,19 +32,8 @@ __all__ = [
     "available_methods",
     "get_backend",
     "options_table",
-    "positive_int",
     "register_backend",
 ]
-
-
-def positive_int(value: Any, argname: str, *, allow_none: bool = False) -> int | None:
-    """``value`` as an int >= 1, or a ``ValueError`` naming ``argname`` (None passes when allowed)."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
-        also = " or None" if allow_none else ""
-        raise ValueError(f"{argname} must be a positive int{also}; got {value!r}.")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -50,7 +41,7 @@ class Option:
     """One backend option: its name, the kinds of value it takes, default, range and help.
 
     ``kind`` is ``"int"`` (positive), ``"int0"`` (non-negative), ``"float"`` (positive),
-    ``"float0"`` (non-negative), ``"fraction"`` (in (0, 1)), ``"bool"``, ``"str"`` (one of
+    ``"float0"`` (non-negative), ``"(0, 1]"`` or ``"[0, 1)"``, ``"bool"``, ``"str"`` (one of
     ``choices``) or ``"any"`` (checked by the backend); ``none`` allows None; ``choices`` lists the
     accepted strings of a ``"str"`` option or of an ``"any"`` option given as a string.
     """
@@ -68,30 +59,18 @@ class Option:
         if value is None and self.none:
             return None
         kind = self.kind
-        if kind in ("int", "int0"):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, numbers.Integral)
-                or int(value) < (kind == "int")
-            ):
-                low = "positive" if kind == "int" else "non-negative"
-                also = " or None" if self.none else ""
-                raise ValueError(f"{self.name} must be a {low} int{also}; got {value!r}.")
-            return int(value)
-        if kind in ("float", "float0", "fraction"):
+        if kind == "int":
+            return positive_int(value, self.name, allow_none=self.none)
+        if kind == "int0":
+            return non_negative_int(value, self.name, allow_none=self.none)
+        if kind in ("float", "float0"):
+            positive_float(value, self.name, allow_zero=kind == "float0", allow_none=self.none)
+            return value
+        if kind in ("(0, 1]", "[0, 1)"):
             ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-            v = float(value) if ok else float("nan")
-            if kind == "float":
-                ok = ok and v > 0
-            elif kind == "float0":
-                ok = ok and v >= 0
-            else:
-                ok = ok and 0 < v < 1
-            if not ok:
-                what = {"float": "a positive number", "float0": "a non-negative number"}.get(
-                    kind, "in (0, 1)"
-                )
-                raise ValueError(f"{self.name} must be {what}; got {value!r}.")
+            v = float(value) if ok else math.nan
+            if not (0 < v <= 1 if kind == "(0, 1]" else 0 <= v < 1):
+                raise ValueError(f"{self.name} must be in {kind}; got {value!r}.")
             return value
         if kind == "bool":
             if not isinstance(value, bool):

@@ -34,6 +34,7 @@ from probgen.model import GenerativeModel, sample_sites
 from probgen.model import model as as_model
 from probgen.relabel import _hungarian, exchangeable_sites
 from probgen.state import isolated_rng
+from probgen.validation import positive_int
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -312,18 +313,14 @@ def calibrate(
             f"num_simulations must be an int of at least {_MIN_SIMULATIONS} (rank histograms need them); "
             f"got {num_simulations!r}."
         )
-    if isinstance(num_draws, bool) or not isinstance(num_draws, int) or num_draws < 1:
-        raise ValueError(f"num_draws must be a positive int; got {num_draws!r}.")
+    positive_int(num_draws, "num_draws")
     backend = get_backend(method)
     if backend.name in _NO_DRAWS:
         raise ValueError(
             f"method={backend.name!r} cannot be calibrated: {_NO_DRAWS[backend.name]}, and simulation-based "
             "calibration ranks the truth among posterior draws; use method='svi' or 'mcmc'."
         )
-    if processes is not None and (
-        isinstance(processes, bool) or not isinstance(processes, int) or processes < 1
-    ):
-        raise ValueError(f"processes must be a positive int or None; got {processes!r}.")
+    positive_int(processes, "processes", allow_none=True)
     gm = model if isinstance(model, GenerativeModel) else as_model(model)
     _generate(gm, seed, data_kwargs)  # fails early, with a clear message, when the model cannot generate
     seeds = [seed + i for i in range(num_simulations)]

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from probgen.model import as_tensor
+from probgen.validation import positive_int
 
 __all__ = ["MMDTestResult", "mmd", "mmd_test"]
 
@@ -178,10 +179,7 @@ def mmd_test(
     >>> result.p_value < 0.01
     True
     """
-    if isinstance(num_permutations, bool) or not isinstance(num_permutations, int | np.integer):
-        raise TypeError(f"num_permutations must be a positive int; got {type(num_permutations).__name__}.")
-    if num_permutations < 1:
-        raise ValueError(f"num_permutations must be a positive int; got {num_permutations!r}.")
+    positive_int(num_permutations, "num_permutations", type_error=True)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise TypeError(f"seed must be an int; got {type(seed).__name__}.")
     xs, ys, h = _validate(x, y, bandwidth)

@@ -21,6 +21,7 @@ from probgen.model import GenerativeModel
 from probgen.posterior import pointwise_log_likelihood_draws, posterior_predictive, total_log_likelihood
 from probgen.roles import last_memo
 from probgen.state import isolated_rng
+from probgen.validation import positive_int
 
 __all__ = ["FitResult", "frozen"]
 
@@ -282,8 +283,7 @@ class FitResult:
         **kwargs
             Other family options.
         """
-        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-            raise ValueError(f"n must be a positive int; got {n!r}.")
+        positive_int(n, "n")
         if length is not None:
             kwargs["length"] = length
         if seed is None:  # successive calls differ; a script seeded once stays reproducible

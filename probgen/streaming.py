@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from pyro.poutine.messenger import Messenger
 
+from probgen.validation import positive_int
+
 __all__ = ["ChunkedData", "StreamingData", "is_stream_source", "world"]
 
 
@@ -53,10 +55,7 @@ class StreamingData:
             raise TypeError(
                 f"streamed data must be a re-iterable of minibatches; got {type(source).__name__}."
             )
-        if isinstance(num_items, bool) or not isinstance(num_items, int) or num_items < 1:
-            raise ValueError(
-                f"num_items must be a positive int (items in the whole data set); got {num_items!r}."
-            )
+        positive_int(num_items, "num_items")  # items in the whole data set
         self.source, self.num_items, self.prepare = source, int(num_items), prepare
         it = iter(source)
         try:
@@ -177,8 +176,7 @@ class ChunkedData:
     """
 
     def __init__(self, source: Any, chunk_size: int, prepare: Callable[[Any], Any]) -> None:
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive int (rows per chunk); got {chunk_size!r}.")
+        positive_int(chunk_size, "chunk_size")  # rows per chunk
         if not hasattr(source, "__len__") or not hasattr(source, "__getitem__") or isinstance(source, str):
             raise TypeError(
                 "chunk_size= needs data with len() and row slicing (a numpy array or memmap, a tensor, "

@@ -1,0 +1,48 @@
+"""Validation of scalar arguments at the public boundary: one message for each kind of value.
+
+Every check names the argument, what was expected and what was given, and raises before any work
+starts: ``ValueError`` for a value out of range (and, unless ``type_error`` says otherwise, for a
+value of the wrong type, as the options of a fit have always been refused).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+__all__ = ["non_negative_int", "positive_float", "positive_int"]
+
+
+def _int(value: Any, argname: str, low: int, words: str, allow_none: bool, type_error: bool) -> int | None:
+    if value is None and allow_none:
+        return None
+    also = " or None" if allow_none else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        exc = TypeError if type_error else ValueError
+        got = type(value).__name__ if type_error else repr(value)
+        raise exc(f"{argname} must be a {words} int{also}; got {got}.")
+    if int(value) < low:
+        raise ValueError(f"{argname} must be a {words} int{also}; got {value!r}.")
+    return int(value)
+
+
+def positive_int(value: Any, argname: str, *, allow_none: bool = False, type_error: bool = False) -> Any:
+    """``value`` as an int >= 1 (None passes when ``allow_none``)."""
+    return _int(value, argname, 1, "positive", allow_none, type_error)
+
+
+def non_negative_int(value: Any, argname: str, *, allow_none: bool = False, type_error: bool = False) -> Any:
+    """``value`` as an int >= 0 (None passes when ``allow_none``)."""
+    return _int(value, argname, 0, "non-negative", allow_none, type_error)
+
+
+def positive_float(value: Any, argname: str, *, allow_zero: bool = False, allow_none: bool = False) -> Any:
+    """``value`` as a finite float > 0 (>= 0 with ``allow_zero``; None passes when ``allow_none``)."""
+    if value is None and allow_none:
+        return None
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+    if not ok or not (float(value) >= 0 if allow_zero else float(value) > 0):
+        words = "a non-negative number" if allow_zero else "a positive number"
+        raise ValueError(f"{argname} must be {words}{' or None' if allow_none else ''}; got {value!r}.")
+    return float(value)
