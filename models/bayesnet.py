@@ -26,6 +26,7 @@ from typing import Any, ClassVar, cast
 
 import networkx as nx
 import numpy as np
+import pandas as pd
 import pyro
 import pyro.distributions as dist
 import torch
@@ -72,31 +73,73 @@ def _checked_dag(dag: Any) -> nx.DiGraph:
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class NetworkFit(Fit):
     """A fitted :class:`BayesianNetwork` (or :class:`~probgen.models.NaiveBayes`): exact queries
-    that speak the network's state names."""
+    that speak the network's state names (the fit's own: learnt from its data when not given)."""
 
     @property
     def network(self) -> BayesianNetwork:
         """The fitted network model."""
         return cast(BayesianNetwork, self.model)
 
+    def _net(self) -> Network:
+        return self.network._fit_network(self)
+
+    def _cpd_sets(self, net: Network) -> list[dict[str, Tensor]]:
+        """CPD sets to average over: the estimates for point fits, posterior draws otherwise."""
+        if not self.posterior:
+            return [net.params_cpds(self.params)]
+        return [net.params_cpds(p) for p in self._draw_params(200)]
+
     def query(
         self, variables: Any = None, evidence: Any = None, *, joint: bool = False
     ) -> dict[str, Tensor] | Tensor:
-        """Posterior marginals (or the joint) of ``variables`` given ``evidence``: see
-        :meth:`BayesianNetwork.query`."""
-        return self.network.query(self, variables, evidence, joint=joint)
+        """Exact posterior marginals (or the joint) of ``variables`` given ``evidence``.
+
+        Parameters
+        ----------
+        variables : str or list of str, optional
+            Nodes to query (default: every node not in the evidence, in one pass).
+        evidence : dict or pandas.DataFrame, optional
+            ``{node: state}``, or a DataFrame of evidence rows (NaN/None where not observed)
+            answered in one vectorised contraction.
+        joint : bool, default False
+            Return the joint table over ``variables`` (axes in their order) instead of a dict
+            of marginals.
+
+        Returns
+        -------
+        dict of str to Tensor, or Tensor
+            Marginals ``(card,)`` per variable (``(n_rows, card)`` for a DataFrame), or the joint
+            ``(*cards)`` (``(n_rows, *cards)``).  Posterior fits average ``P(. , e | theta_s)``
+            over draws before normalising (the posterior predictive).
+        """
+        net = self._net()
+        return inference.query(net, self._cpd_sets(net), variables, evidence, joint)
 
     def map_query(self, variables: Any = None, evidence: Any = None) -> dict[str, Any]:
-        """Most probable states of ``variables`` given ``evidence`` (MPE when None)."""
-        return self.network.map_query(self, variables, evidence)
+        """Most probable joint assignment of ``variables`` given ``evidence`` (others summed out).
 
-    def cpd_table(self, node: str) -> Any:
-        """The fitted CPD of ``node`` as a DataFrame labelled by state names."""
-        return self.network.cpd_table(self, node)
+        Returns ``{node: state name}``.  With ``variables=None`` every non-evidence node is
+        maximised jointly (MPE) by max-product elimination.
+        """
+        net = self._net()
+        return inference.map_query(net, self._cpd_sets(net), variables, evidence, mpe=not self.posterior)
 
-    def to_frame(self, codes: Any) -> Any:
+    def cpd_table(self, node: str) -> pd.DataFrame:
+        """The fitted CPD of ``node`` as a DataFrame: one row per parent configuration."""
+        net = self._net()
+        node = net.check_node(node, "cpd_table")
+        t = self.params[cpd_site(node)].reshape(net.n_configs(node), net.card(node))
+        if net.parents[node]:
+            index = pd.MultiIndex.from_product(
+                [net.states[p] for p in net.parents[node]], names=net.parents[node]
+            )
+        else:
+            index = pd.Index([""], name=None)
+        return pd.DataFrame(t.numpy(), index=index, columns=pd.Index(net.states[node], name=node))
+
+    def to_frame(self, codes: Any) -> pd.DataFrame:
         """State codes as a DataFrame of the fit's state names."""
-        return self.network.to_frame(self, codes)
+        return self._net().to_frame(codes)
 
 
 class BayesianNetwork(GenerativeModel):
@@ -408,63 +451,6 @@ class BayesianNetwork(GenerativeModel):
         net = self._network_for(like, params)
         ev = net.evidence_codes(evidence or {})
         return {"data": inference.sample(net, net.params_cpds(params), n, ev, generator, evidence)}
-
-    # ------------------------------------------------------------------------ queries
-    def _fit_cpds(self, fit: Any, net: Network) -> list[dict[str, Tensor]]:
-        """CPD sets to average over: the estimates for point fits, posterior draws otherwise."""
-        if not getattr(fit, "posterior", None):
-            return [net.params_cpds(fit.params)]
-        return [net.params_cpds(p) for p in fit._draw_params(200)]
-
-    def query(
-        self, fit: Any, variables: Any = None, evidence: Any = None, *, joint: bool = False
-    ) -> dict[str, Tensor] | Tensor:
-        """Exact posterior marginals (or the joint) of ``variables`` given ``evidence``.
-
-        Parameters
-        ----------
-        variables : str or list of str, optional
-            Nodes to query (default: every node not in the evidence, in one pass).
-        evidence : dict or pandas.DataFrame, optional
-            ``{node: state}``, or a DataFrame of evidence rows (NaN/None where not observed)
-            answered in one vectorised contraction.
-        joint : bool, default False
-            Return the joint table over ``variables`` (axes in their order) instead of a dict
-            of marginals.
-
-        Returns
-        -------
-        dict of str to Tensor, or Tensor
-            Marginals ``(card,)`` per variable (``(n_rows, card)`` for a DataFrame), or the joint
-            ``(*cards)`` (``(n_rows, *cards)``).  Posterior fits average ``P(. , e | theta_s)``
-            over draws before normalising (the posterior predictive).
-        """
-        net = self._fit_network(fit)
-        return inference.query(net, self._fit_cpds(fit, net), variables, evidence, joint)
-
-    def map_query(self, fit: Any, variables: Any = None, evidence: Any = None) -> dict[str, Any]:
-        """Most probable joint assignment of ``variables`` given ``evidence`` (others summed out).
-
-        Returns ``{node: state name}``.  With ``variables=None`` every non-evidence node is
-        maximised jointly (MPE) by max-product elimination.
-        """
-        net = self._fit_network(fit)
-        return inference.map_query(net, self._fit_cpds(fit, net), variables, evidence, mpe=not fit.posterior)
-
-    def cpd_table(self, fit: Any, node: str) -> Any:
-        """The fitted CPD of ``node`` as a DataFrame: one row per parent configuration."""
-        import pandas as pd
-
-        net = self._fit_network(fit)
-        node = net.check_node(node, "cpd_table")
-        t = fit.params[cpd_site(node)].reshape(net.n_configs(node), net.card(node))
-        if net.parents[node]:
-            index = pd.MultiIndex.from_product(
-                [net.states[p] for p in net.parents[node]], names=net.parents[node]
-            )
-        else:
-            index = pd.Index([""], name=None)
-        return pd.DataFrame(t.numpy(), index=index, columns=pd.Index(net.states[node], name=node))
 
     def treewidth(self) -> int:
         """Treewidth upper bound of the moral graph (min-degree heuristic)."""

@@ -274,28 +274,9 @@ def interactive() -> bool:
 class Fit(FitResult):
     """What every backend returns: estimates, draws, history, and every tool of a fit.
 
-    Attributes
-    ----------
-    model : GenerativeModel
-        The fitted model.
-    data : object
-        The (prepared) training data.
-    method : str
-        Name of the backend that produced the fit.
-    params : mapping of str to Tensor
-        Point estimates of the global sites (MLE/MAP; posterior mean for posterior fits).
-    posterior : mapping of str to Tensor or None
-        Posterior draws with leading ``(chain, draw)`` dims; ``None`` for point fits.
-    history : numpy.ndarray
-        Objective per iteration: log-likelihood per EM iteration, loss per SVI step.
-    converged : bool
-        Whether the backend's convergence criterion was met.
-    sample_stats : mapping of str to numpy.ndarray, optional
-        Per-draw sampler statistics ``(chain, draw)``: diverging, step_size, tree_depth, ...
-    log_evidence : float, optional
-        Exact log marginal likelihood (``"enum"``) or the final log-likelihood (``"em"``).
-    extras : mapping
-        Backend-specific results (exact marginals, joint MAP assignment, discrete draws).
+    The attributes are those of :class:`probgen.result.FitResult` (``model``, ``data``,
+    ``method``, ``params``, ``posterior``, ``history``, ``converged``, ``sample_stats``,
+    ``log_evidence``, ``extras``, ``seed``); this class adds ArviZ, summaries, saving and pictures.
 
     A fit is immutable: its mappings are read-only views.  ``Fit(model=...)`` builds the class
     of the model's family (its ``fit_class``), so every fit of a family has the family's helpers.
