@@ -31,8 +31,7 @@ from collections.abc import Callable
 import torch
 
 import probgen as pg
-from probgen.models import BayesianNetwork
-from probgen.models.bayesnet import read_bif
+from probgen.models import BayesianNetwork, read_bif
 
 warnings.simplefilter("ignore")  # pgmpy's deprecation notices
 

@@ -51,6 +51,8 @@ from pyro.ops.contract import contract_to_tensor
 from pyro.ops.rings import LogRing
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
+from torch.fx.experimental.proxy_tensor import make_fx
+from tqdm.auto import tqdm
 
 __all__ = ["BatchedPotential", "ChEESResult", "run_chees"]
 
@@ -274,7 +276,6 @@ class BatchedPotential:
         when it reproduces the eager potential and gradient at every row of ``points``; callers
         check it again on the states the chains visit (see :meth:`agrees_at`).
         """
-        from torch.fx.experimental.proxy_tensor import make_fx
 
         def value_and_grad(z: Tensor) -> tuple[Tensor, Tensor]:
             pe, grad = self._eager_value_and_grad(z)
@@ -447,8 +448,6 @@ def run_chees(
     ``acceptance_rate``, ``lp`` (minus the potential of the state drawn), ``energy`` (the
     Hamiltonian of the state drawn, with its momentum) and ``trajectory_length`` per post-warm-up draw.
     """
-    from tqdm.auto import tqdm
-
     C, D = init.shape
     z = init.detach().clone()
     pe, grad = potential.value_and_grad(z)

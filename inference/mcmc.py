@@ -33,6 +33,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import arviz as az
 import numpy as np
 import torch
 from pyro.infer import HMC, NUTS, config_enumerate
@@ -323,8 +324,6 @@ def _convergence_problems(
     entries of a Cholesky factor) are skipped.  R-hat and ESS are ArviZ's (``arviz.rhat``,
     ``arviz.ess(method="bulk")``).
     """
-    import arviz as az
-
     problems: list[str] = []
     if n_divergent:
         problems.append(

@@ -20,6 +20,7 @@ from typing import Any
 import networkx as nx
 import opt_einsum as oe
 import torch
+from networkx.algorithms.approximation import treewidth_min_degree
 from torch import Tensor
 
 from probgen.models._bn_network import Network
@@ -50,8 +51,6 @@ CPDs = Mapping[str, Tensor]
 
 def treewidth(dag: nx.DiGraph) -> int:
     """Treewidth upper bound of the moral graph (min-degree heuristic)."""
-    from networkx.algorithms.approximation import treewidth_min_degree
-
     moral = nx.moral_graph(dag)
     return int(treewidth_min_degree(moral)[0]) if moral.number_of_nodes() else 0
 

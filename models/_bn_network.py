@@ -17,6 +17,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 import opt_einsum as oe
+import pandas as pd
 import torch
 from torch import Tensor
 
@@ -312,8 +313,6 @@ class Network:
 
     def to_frame(self, codes: Any) -> Any:
         """State codes ``(n, n_nodes)`` as a DataFrame of state names (None where NaN)."""
-        import pandas as pd
-
         self.require_states()
         arr = torch.as_tensor(codes).to(_DTYPE)
         cols = {}

@@ -14,8 +14,8 @@ The model is a value: states not given to the constructor are learnt by :meth:`p
 into the prepared data (:class:`~probgen.models._bn_network.NetworkData`, which carries the
 network its codes refer to) and read back from the fit (``fit.data``), never written into the
 model.  Exact inference lives in :mod:`probgen.models._bn_inference`, the BIF format in
-:mod:`probgen.models.bif`, structure learning in :mod:`probgen.models.structure` (all three
-module functions are re-exported here).
+:mod:`probgen.models.bif`, structure learning in :mod:`probgen.models.structure` (their
+functions are exported by ``probgen.models``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from probgen.model import GenerativeModel
 from probgen.models import _bn_inference as inference
 from probgen.models._bn_network import Network, NetworkData, checked_states, cpd_site, states_from_json
 
-__all__ = ["BayesianNetwork", "learn_structure", "read_bif", "structure_score", "write_bif"]
+__all__ = ["BayesianNetwork", "NetworkFit"]
 
 _DTYPE = torch.float64
 
@@ -523,5 +523,3 @@ def _draw_dag(dag: nx.DiGraph, ax: Any, *, node_size: int, font_size: int) -> An
 
 
 # the module functions of the family, kept importable from here
-from probgen.models.bif import read_bif, write_bif  # noqa: E402
-from probgen.models.structure import learn_structure, structure_score  # noqa: E402

@@ -6,14 +6,13 @@ import gzip
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import networkx as nx
 import numpy as np
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from probgen.models.bayesnet import BayesianNetwork
+from probgen.models.bayesnet import BayesianNetwork
 
 __all__ = ["read_bif", "write_bif"]
 
@@ -55,8 +54,6 @@ def read_bif(path: str | Path) -> BayesianNetwork:
 
     The parents of each node keep the order of its ``probability ( X | parents )`` block.
     """
-    from probgen.models.bayesnet import BayesianNetwork
-
     p = Path(path)
     raw = gzip.open(p, "rt").read() if p.suffix == ".gz" else p.read_text()
     text = re.sub(r"//[^\n]*", "", raw)

@@ -8,6 +8,7 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
+from scipy.special import gammaln
 
 from probgen.models._bn_network import Network, checked_states
 
@@ -40,8 +41,6 @@ class _Scorer:
                 ll = np.where(counts > 0, counts * np.log(counts / np.where(row > 0, row, 1.0)), 0.0).sum()
             value = float(ll - 0.5 * math.log(len(self.codes)) * q * (r - 1))
         else:
-            from scipy.special import gammaln
-
             a_j, a_jk = self.ess / q, self.ess / (q * r)
             value = float(
                 (gammaln(a_j) - gammaln(a_j + row[:, 0])).sum()

@@ -18,11 +18,13 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyro.poutine as poutine
 import torch
+from scipy.stats import binom, chisquare
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -35,9 +37,6 @@ from probgen.model import model as as_model
 from probgen.relabel import _hungarian, exchangeable_sites
 from probgen.state import isolated_rng
 from probgen.validation import positive_int
-
-if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
 
 __all__ = ["Calibration", "calibrate"]
 
@@ -80,8 +79,6 @@ class Calibration:
         (``B = min(20, num_simulations // 5)``), and the site's p-value is the smallest over its
         elements times their number (Bonferroni), capped at 1.
         """
-        from scipy.stats import chisquare
-
         out = {}
         B = self._bins()
         for site, r in self.ranks.items():
@@ -113,8 +110,6 @@ class Calibration:
 
     def summary(self) -> pd.DataFrame:
         """One row per site: p-value, verdict and the direction of any miscalibration."""
-        import pandas as pd
-
         rows = []
         for site, p in self.p_values.items():
             ok = p > self.alpha
@@ -132,7 +127,6 @@ class Calibration:
     def plot(self, *, sites: list[str] | None = None, bins: int | None = None) -> Any:
         """Rank histograms per site (all elements pooled) with the 99% band of a uniform."""
         import matplotlib.pyplot as plt
-        from scipy.stats import binom
 
         names = sites or list(self.ranks)
         B = bins or self._bins()

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from pyro.poutine.messenger import Messenger
 
@@ -213,8 +214,6 @@ class ChunkedData:
 
     def sample(self, n: int, generator: torch.Generator) -> Any:
         """``n`` rows chosen at random without replacement (sorted, so a memmap reads forward)."""
-        import numpy as np
-
         n = min(int(n), self.num_items)
         idx = torch.randperm(self.num_items, generator=generator)[:n].sort().values.numpy()
         src = self.source

@@ -95,6 +95,10 @@ PINNED = {
         "UnlabelledVAEFit",
         "VAE",
         "VAEFit",
+        "learn_structure",
+        "read_bif",
+        "structure_score",
+        "write_bif",
     ],
     "probgen.inference": ["Adversarial", "CD", "EM", "Enumeration", "MCMC", "SVI"],
 }

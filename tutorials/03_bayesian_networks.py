@@ -21,8 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import probgen as pg  # noqa: E402
-from probgen.models import BayesianNetwork, NaiveBayes  # noqa: E402
-from probgen.models.bayesnet import learn_structure, read_bif, structure_score  # noqa: E402
+from probgen.models import BayesianNetwork, NaiveBayes, learn_structure, read_bif, structure_score  # noqa: E402  # noqa: E402
 
 FAST = os.environ.get("PROBGEN_FAST") == "1"
 OUT = Path(os.environ.get("PROBGEN_TUTORIAL_OUT", Path(__file__).resolve().parent / "figures"))

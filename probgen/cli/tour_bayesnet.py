@@ -20,8 +20,7 @@ def run(progress: bool = False) -> None:
     import networkx as nx
 
     import probgen as pg
-    from probgen.models import BayesianNetwork
-    from probgen.models.bayesnet import learn_structure
+    from probgen.models import BayesianNetwork, learn_structure
 
     t0 = time.perf_counter()
     dag = nx.DiGraph([("cloudy", "sprinkler"), ("cloudy", "rain"), ("sprinkler", "wet"), ("rain", "wet")])

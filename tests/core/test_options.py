@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import probgen as pg
-from probgen.backend import BackendBase, options_table, positive_int
+from probgen.backend import BackendBase, options_table
+from probgen.validation import positive_int
 from tests.core.models import make_mixture
 
 README = Path(__file__).resolve().parents[2] / "README.md"

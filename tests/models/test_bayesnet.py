@@ -16,8 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import probgen as pg
-from probgen.models import BayesianNetwork, NaiveBayes
-from probgen.models.bayesnet import read_bif, write_bif
+from probgen.models import BayesianNetwork, NaiveBayes, read_bif, write_bif
 from probgen.testing import check_model
 
 pgmpy = pytest.importorskip("pgmpy")
@@ -371,7 +370,7 @@ def asia_frame() -> pd.DataFrame:
 
 @pytest.mark.parametrize("score", ["bic", "bdeu"])
 def test_structure_scores_equal_pgmpys(asia_frame, score):
-    from probgen.models.bayesnet import structure_score
+    from probgen.models import structure_score
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -385,7 +384,7 @@ def test_structure_scores_equal_pgmpys(asia_frame, score):
 
 
 def test_hill_climbing_scores_at_least_pgmpys_and_keeps_the_constraints(asia_frame):
-    from probgen.models.bayesnet import learn_structure, structure_score
+    from probgen.models import learn_structure, structure_score
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
