@@ -461,7 +461,7 @@ class _ScaleCovariance(_Covariance):
         N, T, d = data.values.shape
         if not _small_problem(N, T, K) or data.values.device.type != "cpu":
             return None
-        from probgen.models._hmm_kernels import gaussian_diag_e_step
+        from probgen.models._hmm_kernels import gaussian_diag_e_step  # loaded on first use: numba adds ~1 s to import
 
         scales = self.widen(params["scales"].to(_F64), d)
         gamma = np.empty((N, T, K))

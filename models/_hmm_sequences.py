@@ -18,6 +18,7 @@ from torch import Tensor
 from probgen.model import GenerativeModel, as_tensor
 from probgen.models._hmm_emissions import _Emission
 from probgen.models._hmm_layout import SequenceData, _pad_time, _padded_length
+from probgen.models.plotting import _axes, _colors, _index, _no_options
 
 __all__: list[str] = []
 
@@ -145,8 +146,6 @@ class _SequenceModel(GenerativeModel):
             ``sequence`` or ``feature`` out of range.
         """
         from matplotlib.patches import Patch
-
-        from probgen.models.plotting import _axes, _colors, _index, _no_options
 
         _no_options(kwargs, "HiddenMarkovModel.plot_fit", ("ax=", "sequence=", "feature=", "posteriors="))
         if not isinstance(posteriors, bool):

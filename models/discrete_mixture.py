@@ -26,6 +26,7 @@ from probgen.models.mixture import (
     _Mixture,
     _per_data,
 )
+from probgen.models.plotting import _axes, _colors, _no_options
 
 __all__ = ["BernoulliMixture", "CategoricalMixture", "PoissonMixture"]
 
@@ -64,8 +65,6 @@ class _DiscreteMixture(_Mixture):
         -------
         matplotlib.axes.Axes
         """
-        from probgen.models.plotting import _axes, _no_options
-
         _no_options(kwargs, f"{self.name}.plot_fit", ("ax=",))
         x = data if isinstance(data, Tensor) else self.prepare_data(data)
         return self._draw(_axes(ax), x, self._point(params))
@@ -542,8 +541,6 @@ class PoissonMixture(_DiscreteMixture):
         weighted components); several: the heat map of the rates."""
         if x.shape[1] > 1:
             return super()._draw(ax, x, p)
-        from probgen.models.plotting import _colors
-
         k = self.n_components
         counts = x[:, 0].long()
         support = torch.arange(int(counts.max()) + 1, dtype=torch.float64)[:, None]

@@ -19,8 +19,10 @@ import torch
 from pyro.ops.indexing import Vindex
 from torch import Tensor
 
+from probgen.models import _mixture_plots
 from probgen.models._covariance import _COVARIANCES, _Covariance, _GaussianCache
 from probgen.models.mixture import _as_matrix, _check_positive_float, _Mixture
+from probgen.models.plotting import _axes, _colors, _index, _no_options
 from probgen.roles import slot
 
 __all__ = ["GaussianMixture"]
@@ -270,9 +272,6 @@ class GaussianMixture(_Mixture):
         ValueError
             ``features`` out of range or equal.
         """
-        from probgen.models import _mixture_plots
-        from probgen.models.plotting import _axes, _colors, _index, _no_options
-
         _no_options(kwargs, "GaussianMixture.plot_fit", ("ax=", "features="))
         x = data if isinstance(data, Tensor) else self.prepare_data(data)
         d = int(x.shape[1])

@@ -17,6 +17,7 @@ with a ``ConvergenceWarning``.
 from __future__ import annotations
 
 import abc
+import importlib
 import math
 import warnings
 import weakref
@@ -546,7 +547,5 @@ _MOVED = {
 def __getattr__(name: str) -> Any:
     """Keep ``from probgen.models.mixture import GaussianMixture`` working after the split."""
     if name in _MOVED:
-        import importlib
-
         return getattr(importlib.import_module(_MOVED[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
