@@ -461,7 +461,8 @@ class _ScaleCovariance(_Covariance):
         N, T, d = data.values.shape
         if not _small_problem(N, T, K) or data.values.device.type != "cpu":
             return None
-        from probgen.models._hmm_kernels import gaussian_diag_e_step  # loaded on first use: numba adds ~1 s to import
+        # the compiled kernels load on first use: importing numba costs about a second
+        from probgen.models._hmm_kernels import gaussian_diag_e_step
 
         scales = self.widen(params["scales"].to(_F64), d)
         gamma = np.empty((N, T, K))

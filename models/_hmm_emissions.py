@@ -223,7 +223,8 @@ class _Emission(abc.ABC):
         scores: np.ndarray,
     ) -> None:
         """Viterbi on the CPU by the compiled decoder, writing ``paths`` and ``scores``."""
-        from probgen.models._hmm_kernels import viterbi_dense  # loaded on first use: numba adds ~1 s to import
+        # the compiled kernels load on first use: importing numba costs about a second
+        from probgen.models._hmm_kernels import viterbi_dense
 
         log_e = self.log_density(data.values, params).clamp_min(_LOG_FLOOR).contiguous()
         viterbi_dense(log_e.numpy(), data.lengths.numpy(), log_pi, log_A, paths, scores)  # overwrites log_e
@@ -336,7 +337,8 @@ class _CategoricalEmission(_Emission):
         """By :func:`probgen.models._hmm_kernels.categorical_forward_backward`: emissions read
         from the table by symbol, nothing of size ``T K`` built to score (the marginals are an
         empty tensor without ``posteriors``)."""
-        from probgen.models._hmm_kernels import categorical_forward_backward  # loaded on first use: numba adds ~1 s to import
+        # the compiled kernels load on first use: importing numba costs about a second
+        from probgen.models._hmm_kernels import categorical_forward_backward
 
         K, (N, T) = self.n_states, data.values.shape
         if posteriors:
@@ -373,7 +375,8 @@ class _CategoricalEmission(_Emission):
         """
         if not few_sequences:
             return None
-        from probgen.models._hmm_kernels import categorical_e_step  # loaded on first use: numba adds ~1 s to import
+        # the compiled kernels load on first use: importing numba costs about a second
+        from probgen.models._hmm_kernels import categorical_e_step
 
         K, T = self.n_states, data.values.shape[1]
         counts = np.empty((params["probs"].shape[-1], K))
@@ -470,7 +473,8 @@ class _CategoricalEmission(_Emission):
         paths: np.ndarray,
         scores: np.ndarray,
     ) -> None:
-        from probgen.models._hmm_kernels import viterbi_table  # loaded on first use: numba adds ~1 s to import
+        # the compiled kernels load on first use: importing numba costs about a second
+        from probgen.models._hmm_kernels import viterbi_table
 
         table = torch.log(params["probs"].to(_F64)).clamp_min(_LOG_FLOOR).contiguous().numpy()
         delta = _cpu_scratch("vit_delta", (data.values.shape[1], self.n_states))  # kept: no fresh pages

@@ -259,7 +259,8 @@ def _forward_backward_sequential(
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Same arguments and results as :func:`_forward_backward`, by the compiled sequential
     kernel (:func:`probgen.models._hmm_kernels.forward_backward`): small problems on the CPU."""
-    from probgen.models._hmm_kernels import forward_backward  # loaded on first use: numba adds ~1 s to import
+    # the compiled kernels load on first use: importing numba costs about a second
+    from probgen.models._hmm_kernels import forward_backward
 
     K = e.shape[-1]
     N, Tp = lay.N, lay.Tp
