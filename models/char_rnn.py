@@ -20,7 +20,6 @@ Computation is in float32 (scores are summed in float64).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from collections.abc import Mapping
@@ -36,6 +35,7 @@ from torch import Tensor, nn
 
 from probgen.fit import Fit
 from probgen.model import GenerativeModel
+from probgen.roles import memo
 from probgen.state import isolated_rng
 from probgen.validation import positive_int
 
@@ -77,8 +77,13 @@ class _Texts:
     texts: tuple[str, ...]
     codes: list[Tensor]  # one long tensor of vocabulary indices per text
     seq_len: int
-    start: int  # index of the start token
+    vocabulary: str  # the characters the codes index (given, or learned from the training text)
     _windows: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def start(self) -> int:
+        """Index of the start token (after the vocabulary)."""
+        return len(self.vocabulary)
 
     @property
     def num_windows(self) -> int:
@@ -94,7 +99,7 @@ class _Texts:
     def head(self) -> _Texts:
         """The first window alone (enough to trace the model and find its site roles)."""
         return _Texts(
-            (self.texts[0][: self.seq_len],), [self.codes[0][: self.seq_len]], self.seq_len, self.start
+            (self.texts[0][: self.seq_len],), [self.codes[0][: self.seq_len]], self.seq_len, self.vocabulary
         )
 
     def windows(self) -> tuple[Tensor, Tensor]:
@@ -132,13 +137,12 @@ class _CharRNNObjective:
     """Cross-entropy of minibatches of windows (see ``GenerativeModel.svi_objective``)."""
 
     def __init__(self, model: CharRNN, data: _Texts) -> None:
-        model._build(fresh=True)  # fresh weights from the fit's seeded generator
-        net = model._network()
+        net = model._new_net(len(data.vocabulary))  # fresh weights from the fit's seeded generator
         pyro.module(_NAME, net)
         self.net = net
         self.inputs, self.targets = data.windows()
         self.n = len(self.targets)
-        self.vocab_size = len(model._vocab())
+        self.vocab_size = len(data.vocabulary)
 
     def parameters(self) -> list[Tensor]:
         return list(self.net.parameters())
@@ -156,6 +160,12 @@ class _CharRNNObjective:
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class CharRNNFit(Fit):
     """A fitted :class:`CharRNN`: text generation (``fit.sample``) and perplexity."""
+
+    @property
+    def vocabulary(self) -> str:
+        """The characters the fit models: the constructor's, or learned from the training text."""
+        vocab: str = cast(CharRNN, self.model)._vocab(self.data)
+        return vocab
 
     def perplexity(self, texts: Any = None) -> float:
         """Per-character perplexity of ``texts`` (default: the training text)."""
@@ -248,18 +258,13 @@ class CharRNN(GenerativeModel):
         self.embedding_dim, self.seq_len = int(embedding_dim), int(seq_len)
         self.cell = cell
         self.vocabulary: str | None = vocabulary
-        self._index: dict[str, int] = {}
-        self._net: _Net | None = None
-        if vocabulary is not None:
-            self._set_vocabulary(vocabulary)
 
     # ------------------------------------------------------------------ network
-    def _set_vocabulary(self, vocabulary: str) -> None:
-        self.vocabulary = vocabulary
-        self._index = {c: i for i, c in enumerate(vocabulary)}
-        self._build()
-
-    def _vocab(self) -> str:
+    def _vocab(self, like: Any = None) -> str:
+        """The vocabulary: of the prepared data ``like`` (learned from the training text), else the
+        constructor's."""
+        if isinstance(like, _Texts):
+            return like.vocabulary
         if self.vocabulary is None:
             raise ValueError(
                 "CharRNN has no vocabulary yet: it is learned from the training text; fit the model "
@@ -267,29 +272,33 @@ class CharRNN(GenerativeModel):
             )
         return self.vocabulary
 
-    def _build(self, fresh: bool = False) -> None:
-        """Build the network: with weights drawn from torch's generator (``fresh``: inside a fit,
-        seeded by it), or only for its structure, leaving the caller's random state untouched."""
-        vocab = self._vocab()
-        with contextlib.nullcontext() if fresh else isolated_rng(0):
-            self._net = _Net(len(vocab), self.embedding_dim, self.hidden_size, self.num_layers, self.cell)
+    def _new_net(self, vocab_size: int) -> _Net:
+        """A network with weights drawn from torch's generator (inside a fit: seeded by it)."""
+        return _Net(vocab_size, self.embedding_dim, self.hidden_size, self.num_layers, self.cell)
 
-    def _network(self) -> _Net:
-        if self._net is None:
-            self._build()
-        assert self._net is not None
-        return self._net
+    def _network(self, vocab_size: int) -> _Net:
+        """The network's structure for ``vocab_size`` characters (weights come from the fit), built
+        once, kept beside the model, with the caller's random state untouched."""
+
+        def build() -> _Net:
+            with isolated_rng(0):
+                return self._new_net(vocab_size)
+
+        net: _Net = memo(self, ("net", vocab_size), build)
+        return net
 
     def _call(self, params: Mapping[str, Tensor], inputs: Tensor, state: Any = None) -> tuple[Tensor, Any]:
         """Run the network on the weights ``params["rnn$$$..."]`` (the fit's, not the object's)."""
+        vocab_size = int(params[f"{_NAME}{_SEP}head.bias"].shape[0])
         out: tuple[Tensor, Any] = torch.func.functional_call(
-            self._network(), _weights(params), (inputs, state)
+            self._network(vocab_size), _weights(params), (inputs, state)
         )
         return out
 
     # ------------------------------------------------------------------ Pyro pair
     def model(self, data: _Texts | None = None, subsample_size: int | None = None) -> Tensor:
-        net = self._network()
+        vocab = self._vocab(data)
+        net = self._network(len(vocab))
         pyro.module(_NAME, net)
         # the weights as Pyro sees them (so poutine.substitute and a param store's values apply)
         weights = {k: pyro.param(f"{_NAME}{_SEP}{k}") for k, _ in net.named_parameters()}
@@ -298,7 +307,7 @@ class CharRNN(GenerativeModel):
             out: tuple[Tensor, Any] = torch.func.functional_call(net, weights, (inputs, state))
             return out
 
-        start = len(self._vocab())
+        start = len(vocab)
         if data is None:  # generate one window, one categorical step per character
             with pyro.plate("windows", 1):
                 x, state, chars = torch.full((1, 1), start, dtype=torch.long), None, []
@@ -333,8 +342,7 @@ class CharRNN(GenerativeModel):
         return _CharRNNObjective(self, data)
 
     # ------------------------------------------------------------------ data
-    def _encode(self, texts: list[str], argname: str) -> list[Tensor]:
-        vocab = self._vocab()
+    def _encode(self, texts: list[str], argname: str, vocab: str) -> list[Tensor]:
         unknown = set("".join(texts)) - set(vocab)
         if unknown:
             raise ValueError(
@@ -342,7 +350,7 @@ class CharRNN(GenerativeModel):
                 f"vocabulary ({len(vocab)} characters) comes from the training text. Remove or replace "
                 "them, or build the model with vocabulary=... covering them."
             )
-        index = self._index
+        index = {c: i for i, c in enumerate(vocab)}
         return [torch.tensor([index[c] for c in t], dtype=torch.long) for t in texts]
 
     @staticmethod
@@ -370,14 +378,22 @@ class CharRNN(GenerativeModel):
         return texts
 
     def prepare_data(self, data: Any) -> _Texts:
-        """Validate a string or a list of strings; the first data prepared set the vocabulary."""
+        """Validate a string or a list of strings, coded with the constructor's vocabulary or, when
+        none was given, the characters of these texts (the vocabulary travels with the data)."""
         if isinstance(data, _Texts):
             return data
         texts = self._as_texts(data, "data")
-        if self.vocabulary is None:
-            self._set_vocabulary("".join(sorted(set("".join(texts)))))
-        codes = self._encode(texts, "data")
-        return _Texts(tuple(texts), codes, self.seq_len, len(self._vocab()))
+        vocab = self.vocabulary or "".join(sorted(set("".join(texts))))
+        return _Texts(tuple(texts), self._encode(texts, "data", vocab), self.seq_len, vocab)
+
+    def prepare_like(self, data: Any, like: Any) -> _Texts:
+        """New texts coded with the training data's vocabulary ``like`` (refused outside it)."""
+        if isinstance(data, _Texts) or not isinstance(like, _Texts):
+            return self.prepare_data(data)
+        texts = self._as_texts(data, "data")
+        return _Texts(
+            tuple(texts), self._encode(texts, "data", like.vocabulary), self.seq_len, like.vocabulary
+        )
 
     def num_items(self, data: Any) -> int:
         """Training windows (the items of the plate ``"windows"``: SVI's ``subsample_size`` unit)."""
@@ -404,14 +420,19 @@ class CharRNN(GenerativeModel):
         return {
             "codes": torch.cat(data.codes).to(torch.int32),
             "lengths": torch.tensor([len(c) for c in data.codes], dtype=torch.int64),
+            "vocabulary": torch.tensor([ord(c) for c in data.vocabulary], dtype=torch.int64),
         }
 
     def data_from_arrays(self, arrays: Mapping[str, Tensor]) -> Any:
         if "codes" not in arrays:
             return None
-        vocab = self._vocab()
+        if "vocabulary" in arrays:
+            vocab = "".join(chr(int(c)) for c in torch.as_tensor(arrays["vocabulary"]).tolist())
+        else:
+            vocab = self._vocab()
         codes = torch.as_tensor(arrays["codes"]).long().split(torch.as_tensor(arrays["lengths"]).tolist())
-        return self.prepare_data(["".join(vocab[i] for i in c.tolist()) for c in codes])
+        texts = ["".join(vocab[i] for i in c.tolist()) for c in codes]
+        return _Texts(tuple(texts), self._encode(texts, "data", vocab), self.seq_len, vocab)
 
     def num_parameters(self, params: Mapping[str, Tensor], data: Any) -> int:
         return int(sum(v.numel() for v in _weights(params).values()))
@@ -420,7 +441,7 @@ class CharRNN(GenerativeModel):
     def log_prob_items(self, data: Any, params: Mapping[str, Tensor]) -> Tensor:
         """``log p(text)`` in nats, one per text (each scored whole, from the start state), float64."""
         codes: list[Tensor] = data.codes
-        start = len(self._vocab())
+        start = len(data.vocabulary)
         out = torch.empty(len(codes), dtype=torch.float64)
         order = sorted(range(len(codes)), key=lambda i: len(codes[i]))  # similar lengths together
         with torch.no_grad():
@@ -442,9 +463,16 @@ class CharRNN(GenerativeModel):
 
     # ------------------------------------------------------------------ generation
     def sample_items(
+        self, n: int, params: Mapping[str, Tensor], *, generator: torch.Generator | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """:meth:`sample_like` with the constructor's vocabulary."""
+        return self.sample_like(n, params, None, generator=generator, **kwargs)
+
+    def sample_like(
         self,
         n: int,
         params: Mapping[str, Tensor],
+        like: Any,
         *,
         generator: torch.Generator | None = None,
         length: int = 200,
@@ -476,8 +504,8 @@ class CharRNN(GenerativeModel):
             or temperature < 0
         ):
             raise ValueError(f"temperature must be a finite number >= 0 (0: greedy); got {temperature!r}.")
-        vocab = self._vocab()
-        given = self._encode([prompt], "prompt")[0] if prompt else torch.zeros(0, dtype=torch.long)
+        vocab = self._vocab(like)
+        given = self._encode([prompt], "prompt", vocab)[0] if prompt else torch.zeros(0, dtype=torch.long)
         chars = torch.empty(n, length, dtype=torch.long)
         chars[:, : len(given)] = given
         with torch.no_grad():

@@ -33,6 +33,7 @@ from probgen.models._hmm_engine import _small_problem
 from probgen.models._hmm_gaussian import _GaussianEmission
 from probgen.models._hmm_layout import SequenceData, _Layout, _layout, _pad_time, _padded_length
 from probgen.models._hmm_viterbi import _LOG_FLOOR, _viterbi, _viterbi_block_length
+from probgen.validation import positive_int
 
 # The compiled categorical E-step runs on up to this many sequences per squared state (whatever
 # their lengths); past it the blocked engine, vectorised across sequences, is as fast or faster.
@@ -185,18 +186,14 @@ class HiddenMarkovModel(_BaumWelch):
         covars_prior: float = 1e-2,
         prior_concentration: float = 1.0,
     ) -> None:
-        if isinstance(n_states, bool) or not isinstance(n_states, int | np.integer) or n_states < 1:
-            raise ValueError(f"n_states must be a positive int; got {n_states!r}.")
+        positive_int(n_states, "n_states")
         if emission not in _EMISSIONS:
             raise ValueError(f"emission must be one of {', '.join(map(repr, _EMISSIONS))}; got {emission!r}.")
         if covariance_type not in _COVARIANCE_TYPES:
             raise ValueError(
                 f"covariance_type must be one of {', '.join(map(repr, _COVARIANCE_TYPES))}; got {covariance_type!r}."
             )
-        if n_symbols is not None and (
-            isinstance(n_symbols, bool) or not isinstance(n_symbols, int | np.integer) or n_symbols < 1
-        ):
-            raise ValueError(f"n_symbols must be a positive int or None; got {n_symbols!r}.")
+        positive_int(n_symbols, "n_symbols", allow_none=True)
         for name, v in (("min_covar", min_covar), ("covars_prior", covars_prior)):
             if not isinstance(v, int | float) or isinstance(v, bool) or v < 0 or not math.isfinite(v):
                 raise ValueError(f"{name} must be a non-negative number; got {v!r}.")
@@ -419,8 +416,7 @@ class HiddenMarkovModel(_BaumWelch):
         """
         if kwargs:
             raise TypeError(f"unexpected option(s) {sorted(kwargs)}; HiddenMarkovModel.sample takes length=.")
-        if isinstance(length, bool) or not isinstance(length, int | np.integer) or length < 1:
-            raise ValueError(f"length must be a positive int; got {length!r}.")
+        positive_int(length, "length")
         g = generator if generator is not None else torch.Generator().manual_seed(0)
         states = _sample_chain(params["initial"].to(_F64), params["transition"].to(_F64), n, int(length), g)
         y = self._emissions.sample(states.reshape(-1), params, g)

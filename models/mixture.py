@@ -35,6 +35,7 @@ from probgen.model import GenerativeModel, as_tensor
 from probgen.models.kmeans import _kmeans, _kmeanspp_indices
 from probgen.relabel import relabel
 from probgen.roles import slot
+from probgen.validation import positive_int
 
 __all__: list[str] = []  # the families live in gaussian_mixture.py and discrete_mixture.py
 
@@ -46,9 +47,8 @@ _DEFAULT_TOL = 1e-8  # nats per item
 
 # --------------------------------------------------------------------------------- helpers
 def _check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}.")
-    return int(value)
+    out: int = positive_int(value, name)
+    return out
 
 
 def _check_positive_float(value: Any, name: str, *, allow_zero: bool = False) -> float:

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from probgen.fit import Fit
 from probgen.model import GenerativeModel, as_tensor
+from probgen.roles import slot
 from probgen.validation import non_negative_int, positive_int
 
 __all__ = ["LogPartition", "RBM"]
@@ -383,17 +384,16 @@ class RBM(GenerativeModel):
             b.numpy().tobytes(),
             c.numpy().tobytes(),
         )
-        cache = self.__dict__.setdefault("_log_z_cache", {})
-        if key not in cache:
+
+        def compute() -> tuple[Any, LogPartition]:
             if method == "exact":
-                cache.clear()
-                cache[key] = LogPartition(_exact_log_z(W, b, c), 0.0, "exact")
-            else:
-                value, se = _ais_log_z(W, b, c, b, runs, steps, seed)
-                cache.clear()
-                cache[key] = LogPartition(value, se, "ais")
-        result: LogPartition = cache[key]
-        return result
+                return key, LogPartition(_exact_log_z(W, b, c), 0.0, "exact")
+            value, se = _ais_log_z(W, b, c, b, runs, steps, seed)
+            return key, LogPartition(value, se, "ais")
+
+        # the last log Z is kept beside the model (a model is a value): scoring new items reuses it
+        kept: tuple[Any, LogPartition] = slot(self, "log_z", lambda v: v[0] == key, compute)
+        return kept[1]
 
     def log_prob_items(self, data: Any, params: Mapping[str, Tensor]) -> Tensor:
         """``log p(v) = -F(v) - log Z`` per item, in float64 (``log Z`` as ``partition`` says)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -23,12 +22,26 @@ from probgen.roles import last_memo
 from probgen.state import isolated_rng
 from probgen.validation import positive_int
 
-__all__ = ["FitResult", "frozen"]
+__all__ = ["FitResult", "FrozenDict", "frozen"]
+
+
+class FrozenDict(dict[str, Any]):
+    """A dict that refuses to change: a fit's ``params``, ``posterior``, ``extras`` and
+    ``sample_stats``.  Unlike a mapping proxy it copies, pickles and compares as a dict."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a fit is immutable: copy the mapping first, e.g. dict(fit.params).")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+    __ior__ = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenDict, (dict(self),))
 
 
 def frozen(d: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    """A read-only view of a copy of ``d`` (``None`` stays ``None``)."""
-    return None if d is None else MappingProxyType(dict(d))
+    """A read-only copy of ``d`` (``None`` stays ``None``)."""
+    return None if d is None else FrozenDict(d)
 
 
 def _flat(draws: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -39,7 +52,7 @@ def _flat(draws: Mapping[str, Tensor]) -> dict[str, Tensor]:
 class FitResult:
     """What every backend returns: estimates, draws, history, and the shared tools.
 
-    Immutable: the dicts are read-only views of the backend's (copy with ``dict(fit.params)``).
+    Immutable: the dicts are read-only copies of the backend's (copy with ``dict(fit.params)``).
 
     Attributes
     ----------

@@ -371,7 +371,7 @@ def check_model(
         if isinstance(prepared, Tensor):
             bad = prepared.to(torch.float64).clone()
             bad.reshape(-1)[0] = float("nan")
-            if getattr(gm, "accepts_missing", False):
+            if gm.accepts_missing:
                 rows["NaN refused"] = "skipped: the model reads NaN as a missing value (accepts_missing)"
             else:
                 try:

@@ -72,7 +72,7 @@ def _hand_log_prob(params, vocab, text, cell, num_layers, hidden):
 @pytest.mark.parametrize("cell, num_layers", [("lstm", 2), ("gru", 1)])
 def test_log_prob_equals_a_step_by_step_computation(cell, num_layers):
     fit = _fit(CharRNN(hidden_size=12, num_layers=num_layers, embedding_dim=5, cell=cell, seq_len=16), TEXT)
-    vocab = fit.model.vocabulary
+    vocab = fit.vocabulary
     texts = ["the mat", "a", "hat; the cat sat on the rat.\nthe bat ate"]  # 43 > seq_len: scored whole
     lp = fit.log_prob(texts)
     hand = [_hand_log_prob(fit.params, vocab, t, cell, num_layers, 12) for t in texts]
@@ -108,7 +108,7 @@ def test_the_pyro_model_and_the_fast_objective_give_the_same_loss():
     assert pyro_loss == pytest.approx(fast, rel=1e-5)
     # and the loss is the negative log-likelihood of the windows, each scored from the start state
     inputs, targets = data.windows()
-    windows = ["".join(model.vocabulary[i] for i in row if i >= 0) for row in targets.tolist()]
+    windows = ["".join(data.vocabulary[i] for i in row if i >= 0) for row in targets.tolist()]
     assert sum(len(w) for w in windows) == len(TEXT) and len(windows) == math.ceil(len(TEXT) / 10)
     nll = -float(model.log_prob_items(model.prepare_data(windows), objective.params()).sum())
     assert fast == pytest.approx(nll, rel=1e-5)
@@ -166,7 +166,7 @@ def test_samples_start_with_the_prompt_and_have_the_asked_length(small_fit):
     out = small_fit.sample(5, length=30, prompt="the ", seed=1)
     assert isinstance(out, list) and len(out) == 5
     assert all(isinstance(s, str) and len(s) == 30 and s.startswith("the ") for s in out)
-    assert all(set(s) <= set(small_fit.model.vocabulary) for s in out)
+    assert all(set(s) <= set(small_fit.vocabulary) for s in out)
     assert len(small_fit.sample(3, seed=1)[0]) == 200  # default length
     assert small_fit.sample(2, length=4, prompt="the ", seed=1) == ["the ", "the "]
 
@@ -184,7 +184,7 @@ def _hand_greedy(params, vocab, prompt, length, hidden):
 
 
 def test_a_small_temperature_gives_the_greedy_continuation(small_fit):
-    greedy = _hand_greedy(small_fit.params, small_fit.model.vocabulary, "the c", 40, 16)
+    greedy = _hand_greedy(small_fit.params, small_fit.vocabulary, "the c", 40, 16)
     for temperature in (1e-4, 0):
         got = small_fit.sample(3, length=40, prompt="the c", temperature=temperature, seed=2)
         assert got == [greedy] * 3
@@ -274,12 +274,17 @@ def test_scoring_before_any_vocabulary_is_known_says_so():
 
 
 # ---------------------------------------------------------------- vocabulary and state
-def test_the_vocabulary_is_learned_from_the_training_text_and_saved_in_the_config(small_fit):
-    assert small_fit.model.vocabulary == "".join(sorted(set(TEXT)))
-    assert small_fit.model.get_config()["vocabulary"] == small_fit.model.vocabulary
+def test_the_vocabulary_is_learned_from_the_training_text_and_kept_by_the_fit(small_fit, tmp_path):
+    assert small_fit.vocabulary == "".join(sorted(set(TEXT)))
+    assert small_fit.model.vocabulary is None and small_fit.model.get_config()["vocabulary"] is None
+    small_fit.save(tmp_path / "rnn.npz")
+    assert pg.load(tmp_path / "rnn.npz").vocabulary == small_fit.vocabulary  # saved with the data
     given = CharRNN(hidden_size=4, vocabulary="zyx ")
     fit = _fit(given, "xyz zyx", subsample_size=None, num_steps=3)
-    assert fit.model.vocabulary == "zyx " and fit.params["rnn$$$head.bias"].shape == (4,)
+    assert fit.vocabulary == "zyx " and fit.params["rnn$$$head.bias"].shape == (4,)
+    # the model is a value: fitting it on other texts learns their vocabulary, not the first one's
+    other = _fit(small_fit.model, "qqq rrr", subsample_size=None, num_steps=3)
+    assert other.vocabulary == " qr" and other.params["rnn$$$head.bias"].shape == (3,)
 
 
 def test_save_and_load_round_trip(small_fit, tmp_path):
@@ -328,7 +333,9 @@ def test_the_pyro_model_scores_the_weights_pyro_gives_it():
     model = CharRNN(hidden_size=6, embedding_dim=3, seq_len=8)
     data = model.prepare_data(["the cat", "sat"])
     fit = _fit(model, data.texts, subsample_size=2, num_steps=5)
-    model._build()  # the object's own weights are now fresh ones, unlike the fit's
+    with torch.no_grad():  # the network object's own weights now differ from the fit's
+        for w in model._network(len(data.vocabulary)).parameters():
+            w.add_(1.0)
     with pyro.get_param_store().scope():
         store = pyro.get_param_store()
         for k, v in fit.params.items():
