@@ -14,6 +14,7 @@ import arviz as az
 import numpy as np
 import torch
 
+from probgen.arguments import ModelArgs
 from probgen.capabilities import ObservedArrays
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,6 +43,11 @@ def observed_arrays(gm: GenerativeModel, data: Any) -> dict[str, torch.Tensor]:
     if isinstance(gm, ObservedArrays):
         return gm.observed_arrays(data)
     observed = gm.roles(data).observed_sites
+    if isinstance(data, ModelArgs):  # the response arguments, named after the site that reads each
+        named = {k: data.values[k] for k in data.observed}
+        if len(named) == 1 and len(observed) == 1:
+            return {observed[0]: next(iter(named.values()))}
+        return named
     return {observed[0] if len(observed) == 1 else "obs": data} if isinstance(data, torch.Tensor) else {}
 
 
@@ -65,6 +71,8 @@ def to_inference_data(
         posterior = _numpy({k: v[None, None] for k, v in fit.params.items()})
     ll_name = log_likelihood_name(fit)
     groups: dict[str, Any] = {"observed_data": _observed(fit)}
+    if isinstance(fit.data, ModelArgs):  # covariates, group indices: what the model was given
+        groups["constant_data"] = _numpy(fit.data.constants)
     if fit.model.density != "none":  # an implicit model (a GAN) has no likelihood to report
         groups["log_likelihood"] = {ll_name: fit.pointwise_log_likelihood().detach().cpu().numpy()}
     if posterior:

@@ -204,7 +204,8 @@ def get_backend(method: str | Backend) -> Backend:
             return method
         raise TypeError(
             f"method must be a backend name or instance (a probgen.backend.BackendBase subclass); "
-            f"got {type(method).__name__}."
+            f"got {type(method).__name__}. A model of several arguments takes its data as one mapping "
+            "({'x': X, 'y': y}) or one tuple ((X, y))."
         )
     if method not in _BACKENDS:
         raise ValueError(f"Unknown method {method!r}; expected one of: {', '.join(sorted(_BACKENDS))}.")

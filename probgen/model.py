@@ -20,11 +20,13 @@ import importlib.util
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+import pyro
 import pyro.distributions as dist
 import torch
 from pyro.infer import config_enumerate
 from torch import Tensor
 
+from probgen.arguments import ModelArgs, bind_arguments, is_argument_data, with_dtypes
 from probgen.posterior import (
     discrete_map,
     discrete_marginals,
@@ -43,6 +45,7 @@ from probgen.roles import (
     sample_sites,
     shape_key,
 )
+from probgen.state import isolated_rng
 
 __all__ = [
     "GenerativeModel",
@@ -323,12 +326,37 @@ class _FunctionModel(GenerativeModel):
         functools.update_wrapper(self, fn, updated=())
 
     def model(self, data: Any = None, **kwargs: Any) -> Any:
+        if isinstance(data, ModelArgs):
+            return data.call(self.fn, **kwargs)
         return self.fn(data, **kwargs)
 
     def guide(self, data: Any = None, **kwargs: Any) -> Any:
         if self._guide is None:
             return None
+        if isinstance(data, ModelArgs):
+            return data.call(self._guide, **kwargs)
         return self._guide(data, **kwargs)
+
+    def prepare_data(self, data: Any) -> Any:
+        """One data array (see :meth:`GenerativeModel.prepare_data`), or the model's arguments: a
+        mapping bound by name (a DataFrame's columns too) or a tuple bound positionally, each
+        argument converted (floats to the model's type, integer codes kept, the observed response
+        to the type its site generates)."""
+        if isinstance(data, ModelArgs):
+            return data
+        if not is_argument_data(self.fn, data):
+            return super().prepare_data(data)
+        args = bind_arguments(self.fn, data, dtype=self.dtype or torch.get_default_dtype())
+        roles = self.roles(args)
+        with isolated_rng(None), pyro.poutine.block(), torch.no_grad():
+            trace = pyro.poutine.trace(self.model).get_trace(args)
+        observed = {
+            k: (roles.data_dtype or v.dtype)
+            for k, v in args.values.items()
+            if isinstance(v, Tensor)
+            and any(s["is_observed"] and s["value"] is v for s in sample_sites(trace))
+        }
+        return with_dtypes(args, self.dtype or roles.model_dtype, observed)
 
     @property
     def has_guide(self) -> bool:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from probgen.arguments import ModelArgs
 from probgen.capabilities import DataArrays
 from probgen.result import FitResult
 
@@ -31,6 +32,16 @@ def data_to_arrays(gm: GenerativeModel, data: Any) -> dict[str, torch.Tensor]:
     """The prepared data as named tensors (the family's own when it offers DataArrays)."""
     if isinstance(gm, DataArrays):
         return gm.data_to_arrays(data)
+    if isinstance(data, ModelArgs):  # each argument by name; Python scalars as 0-d tensors
+        out = {f"arg:{k}": v for k, v in data.values.items() if isinstance(v, torch.Tensor)}
+        out.update(
+            {
+                f"scalar:{k}": torch.tensor(v)
+                for k, v in data.values.items()
+                if isinstance(v, bool | int | float)
+            }
+        )
+        return out
     return {"data": data} if isinstance(data, torch.Tensor) else {}
 
 
@@ -38,6 +49,10 @@ def data_from_arrays(gm: GenerativeModel, arrays: dict[str, torch.Tensor]) -> An
     """Prepared data rebuilt from :func:`data_to_arrays`' tensors (``None`` when absent)."""
     if isinstance(gm, DataArrays):
         return gm.data_from_arrays(arrays)
+    if any(k.startswith(("arg:", "scalar:")) for k in arrays):
+        values: dict[str, Any] = {k[4:]: v for k, v in arrays.items() if k.startswith("arg:")}
+        values.update({k[7:]: v.item() for k, v in arrays.items() if k.startswith("scalar:")})
+        return gm.prepare_data(values)
     return gm.prepare_data(arrays["data"]) if "data" in arrays else None
 
 

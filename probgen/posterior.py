@@ -535,19 +535,25 @@ def posterior_predictive(
     fixed: Mapping[str, Tensor] | None = None,
     *,
     seed: int = 0,
+    sites: tuple[str, ...] | None = None,
+    keep_local: bool = True,
 ) -> dict[str, Tensor]:
     """One replicate of every observed site per draw, same shape as the observed data.
 
     Discrete latents are drawn afresh from their prior given the draw (a replicated dataset),
-    continuous latents are set to the draw.  The user's random state is left as it was.
+    continuous latents are set to the draw (with ``keep_local=False`` only the global ones: new
+    items draw their own from the prior).  ``sites``: the sites to replicate (default: the
+    observed sites of ``data``; new data may leave the response out).  The user's random state
+    is left as it was.
     """
     roles = gm.roles(data)
     S = next(iter(draws.values())).shape[0] if draws else 1
     fn = poutine.uncondition(gm.model)
-    reps: dict[str, list[Any]] = {name: [] for name in roles.observed_sites}
+    kept = roles.continuous_sites if keep_local else roles.global_sites
+    reps: dict[str, list[Any]] = {name: [] for name in (sites or roles.observed_sites)}
     with isolated_rng(seed), poutine.block(), torch.no_grad():
         for s in range(S):
-            values = {k: v[s] for k, v in draws.items() if k in roles.continuous_sites}
+            values = {k: v[s] for k, v in draws.items() if k in kept}
             trace = poutine.trace(_model_with(gm, values, fixed, fn)).get_trace(data)
             for name in reps:
                 reps[name].append(trace.nodes[name]["value"])

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from probgen.arguments import ModelArgs
 from probgen.capabilities import PreparesLike
 from probgen.model import GenerativeModel
 from probgen.posterior import pointwise_log_likelihood_draws, posterior_predictive, total_log_likelihood
@@ -118,6 +119,14 @@ class FitResult:
                 f"data has items of shape {tuple(prepared.shape[1:])}; {self.model.name} was fitted on "
                 f"items of shape {tuple(train.shape[1:])} (e.g. {train.shape[-1]} features)."
             )
+        if isinstance(prepared, ModelArgs) and isinstance(train, ModelArgs):
+            for k in set(prepared.per_item) & set(train.per_item):
+                new, old = prepared.values[k].shape[1:], train.values[k].shape[1:]
+                if new != old:
+                    raise ValueError(
+                        f"data[{k!r}] has items of shape {tuple(new)}; {self.model.name} was fitted on "
+                        f"items of shape {tuple(old)}."
+                    )
         return prepared
 
     @property
@@ -297,6 +306,12 @@ class FitResult:
             Other family options.
         """
         positive_int(n, "n")
+        if isinstance(self.data, ModelArgs):
+            raise ValueError(
+                f"{self.model.name} takes its inputs as arguments ({', '.join(self.data.values)}): "
+                "draw new responses at given inputs with fit.posterior_predictive(data={...}), "
+                "leaving the response out."
+            )
         if length is not None:
             kwargs["length"] = length
         if seed is None:  # successive calls differ; a script seeded once stays reproducible
@@ -337,13 +352,28 @@ class FitResult:
         return out
 
     def posterior_predictive(self, num_samples: int | None = None, data: Any = None) -> dict[str, Tensor]:
-        """Replicates of the observed sites, one per posterior draw ``(chain, draw, ...)``."""
+        """Replicates of the observed sites, one per posterior draw ``(chain, draw, ...)``.
+
+        ``data`` (default: the training data) may leave the response out: for a model of several
+        arguments, ``fit.posterior_predictive(data={"x": X_new})`` draws ``y`` at new inputs, the
+        global parameters at each posterior draw and the per-item latents from their prior.
+        """
         draws = self._draws()
         S = next(iter(draws.values())).shape[0]
         if num_samples is not None:
             idx = torch.linspace(0, S - 1, min(num_samples, S)).round().long()
             draws = {k: v[idx] for k, v in draws.items()}
-        reps = posterior_predictive(self.model, self._data(data), draws, self._fixed(), seed=self.seed)
+        d = self._data(data)
+        trained = self.model.roles(self.data) if self.data is not None else None
+        reps = posterior_predictive(
+            self.model,
+            d,
+            draws,
+            self._fixed(),
+            seed=self.seed,
+            sites=trained.observed_sites if trained is not None and data is not None else None,
+            keep_local=data is None,
+        )
         if self.posterior and num_samples is None:
             v = next(iter(self.posterior.values()))
             return {k: r.reshape((v.shape[0], v.shape[1]) + tuple(r.shape[1:])) for k, r in reps.items()}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pyro
@@ -259,11 +259,20 @@ def free_parameters(support: Any, value: Tensor) -> int:
     return numel
 
 
+@runtime_checkable
+class KeyedData(Protocol):
+    """Prepared data that say what they look like (e.g. a model's bound arguments)."""
+
+    def shape_key(self) -> Any: ...
+
+
 def shape_key(data: Any) -> Any:
     if isinstance(data, Tensor):
         return ("tensor", tuple(data.shape))
     if isinstance(data, list | tuple):
         return ("seq", len(data), tuple(shape_key(d) for d in data[:3]))
+    if isinstance(data, KeyedData):
+        return data.shape_key()
     if isinstance(data, Mapping):
         return ("map", tuple(sorted((k, shape_key(v)) for k, v in data.items())))
     return (type(data).__name__, getattr(data, "shape", None))
