@@ -28,6 +28,7 @@ import pyro.poutine as poutine
 import torch
 from torch import Tensor
 
+from probgen.arguments import ModelArgs
 from probgen.errors import ConvergenceWarning
 from probgen.fit import capable_methods, load
 from probgen.fit import fit as fit_model
@@ -156,8 +157,21 @@ def _check(cond: bool, method: str, what: str) -> None:
         raise AssertionError(f"[{method}] {what}")
 
 
-def _check_sample(fit: Any, prepared: Any, method: str, seed: int) -> Tensor:
-    """``fit.sample`` gives items shaped and typed like the data; returns 4 items drawn with ``seed``."""
+def _check_sample(fit: Any, prepared: Any, method: str, seed: int) -> Any:
+    """``fit.sample`` gives items shaped and typed like the data; returns 4 items drawn with ``seed``.
+
+    A model of several arguments draws its response at the training inputs instead
+    (``fit.posterior_predictive(data=<the inputs>)``): shaped and typed like the response."""
+    if isinstance(prepared, ModelArgs):
+        inputs = {k: v for k, v in prepared.values.items() if k not in prepared.observed}
+        reps = fit.posterior_predictive(num_samples=4, data=inputs)
+        for k in prepared.observed:
+            y = prepared.values[k]
+            got = next(iter(reps.values())) if len(reps) == 1 else reps.get(k)
+            _check(got is not None, method, f"posterior_predictive has no replicate of {k!r}")
+            _check(tuple(got.shape[2:]) == tuple(y.shape), method, f"replicate shape {tuple(got.shape)}")
+            _check(got.dtype == y.dtype, method, f"replicate dtype {got.dtype} != data {y.dtype}")
+        return reps
     new = fit.sample(4, seed=seed)
     if isinstance(prepared, Tensor):
         _check(
@@ -165,6 +179,20 @@ def _check_sample(fit: Any, prepared: Any, method: str, seed: int) -> Tensor:
         )
         _check(new.dtype == prepared.dtype, method, f"sample dtype {new.dtype} != data {prepared.dtype}")
     return new
+
+
+def _check_bad_arguments(fit: Any, prepared: ModelArgs, method: str) -> None:
+    """A NaN in a per-item floating argument is refused when scoring."""
+    for k in prepared.per_item:
+        v = prepared.values[k]
+        if v.is_floating_point():
+            bad = {**prepared.values, k: v.to(torch.float64).clone()}
+            bad[k].reshape(-1)[0] = float("nan")
+            try:
+                fit.log_prob({n: b.numpy() if isinstance(b, Tensor) else b for n, b in bad.items()})
+            except ValueError:
+                return
+            raise AssertionError(f"[{method}] log_prob accepted a NaN in argument {k!r}")
 
 
 def _reloaded(fit: Any, gm: GenerativeModel, method: str) -> Any:
@@ -368,6 +396,9 @@ def check_model(
         else:
             rows["predict vs predict_proba"] = "skipped: not one per-item discrete latent"
 
+        if isinstance(prepared, ModelArgs):
+            _check_bad_arguments(fit, prepared, method)
+            rows["bad input refused"] = "ok"
         if isinstance(prepared, Tensor):
             bad = prepared.to(torch.float64).clone()
             bad.reshape(-1)[0] = float("nan")

@@ -281,6 +281,66 @@ def sprinkler_ll_by_hand(params, wet):
     return torch.logsumexp(post[:, None] + per, 0)
 
 
+# 13. Covariates as arguments (Pyro's regression tutorial: model(x, y=None)), data as a mapping --
+def regression_args(x, y=None):
+    alpha = pyro.sample("alpha", dist.Normal(0.0, 10.0))
+    beta = pyro.sample("beta", dist.Normal(torch.zeros(x.shape[1]), 10.0).to_event(1))
+    sigma = pyro.sample("sigma", dist.HalfNormal(5.0))
+    with pyro.plate("data", x.shape[0]):
+        return pyro.sample("y", dist.Normal(alpha + x @ beta, sigma), obs=y)
+
+
+def regression_args_data() -> dict:
+    x = RNG.normal(0, 1, (30, 3))
+    return {"x": x, "y": 0.5 + x @ BETA_TRUE + RNG.normal(0, 0.7, 30)}
+
+
+def regression_args_ll_by_hand(params, data):
+    p = _f64(params)
+    x, y = data.values["x"].double(), data.values["y"].double()
+    return _normal_lp(y, p["alpha"] + x @ p["beta"], p["sigma"])
+
+
+# 14. Logistic regression, data as a tuple (X, y) with integer labels -------------------------
+def logistic_args(x, y=None):
+    w = pyro.sample("w", dist.Normal(torch.zeros(x.shape[1]), 5.0).to_event(1))
+    with pyro.plate("data", x.shape[0]):
+        return pyro.sample("y", dist.Bernoulli(logits=x @ w), obs=y)
+
+
+def logistic_args_data() -> tuple:
+    x = RNG.normal(0, 1, (40, 2))
+    return (x, (RNG.random(40) < 1 / (1 + np.exp(-(x @ np.array([1.5, -1.0]))))).astype(np.int64))
+
+
+def logistic_args_ll_by_hand(params, data):
+    w = _f64(params)["w"]
+    logits = data.values["x"].double() @ w
+    y = data.values["y"].double()
+    return y * torch.nn.functional.logsigmoid(logits) + (1 - y) * torch.nn.functional.logsigmoid(-logits)
+
+
+# 15. A hierarchical model with group indices and the number of groups as arguments ----------
+def hierarchical_groups(group, n_groups, y=None):
+    scale = pyro.sample("scale", dist.HalfNormal(5.0))
+    with pyro.plate("groups", n_groups):
+        effect = pyro.sample("effect", dist.Normal(0.0, scale))
+    with pyro.plate("data", len(group)):
+        return pyro.sample("y", dist.Normal(effect[group], 1.0), obs=y)
+
+
+def hierarchical_groups_data() -> dict:
+    group = RNG.integers(0, 3, 30)
+    return {"group": group, "n_groups": 3, "y": np.array([-1.0, 0.0, 1.5])[group] + RNG.normal(0, 1, 30)}
+
+
+def hierarchical_groups_ll_by_hand(params, data):
+    effect = _f64(params)["effect"]
+    return _normal_lp(
+        data.values["y"].double(), effect[data.values["group"]], torch.tensor(1.0, dtype=torch.float64)
+    )
+
+
 GALLERY = {
     "all-discrete": (sprinkler_days, lambda: np.array([1, 0, 1, 1]), sprinkler_ll_by_hand),
     "vindex-mixture": (mixture_vindex, two_blobs, mixture_ll_by_hand),
@@ -302,6 +362,9 @@ GALLERY = {
         eight_schools_ll_by_hand,
     ),
     "categorical-labels": (categorical, lambda: [0, 2, 1, 0, 0, 2, 1, 0, 0, 1, 2, 0], categorical_ll_by_hand),
+    "covariates-mapping": (regression_args, regression_args_data, regression_args_ll_by_hand),
+    "logistic-tuple": (logistic_args, logistic_args_data, logistic_args_ll_by_hand),
+    "group-indices": (hierarchical_groups, hierarchical_groups_data, hierarchical_groups_ll_by_hand),
 }
 
 

@@ -20,6 +20,9 @@ EXPECTED_METHODS = {
     "hand-written-guide": {"em", "mcmc", "svi"},
     "local-latents": {"mcmc", "svi"},
     "categorical-labels": {"em", "mcmc", "svi"},
+    "covariates-mapping": {"em", "mcmc", "svi"},
+    "logistic-tuple": {"em", "mcmc", "svi"},
+    "group-indices": {"em", "mcmc", "svi"},
 }
 
 
