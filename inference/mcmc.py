@@ -50,6 +50,7 @@ from probgen.model import GenerativeModel
 from probgen.posterior import sample_discrete
 from probgen.relabel import align_posterior
 from probgen.state import seed_everything
+from probgen.summaries import posterior_means
 
 __all__ = ["MCMC"]
 
@@ -409,7 +410,12 @@ class MCMC(BackendBase):
         unconstrained space.  The starting values are returned in ``fit.extras["init"]``
         (``(chain, ...)`` per site).
     ``recover_discrete`` : bool, default False
-        Draw the discrete latents for every posterior draw into ``fit.extras["discrete"]``.
+        Draw the discrete latents for every posterior draw: ``fit.extras["discrete"]`` is a dict
+        of discrete site -> integer draws of shape ``(chain, draw, *plate shape)`` (``(chain,
+        draw, n_items)`` for a mixture's ``z``), one joint draw from ``p(z | data, theta)`` at
+        each posterior draw ``theta`` of ``fit.posterior``, labelled as the relabelled draws are.
+        Averaged over ``(chain, draw)``, ``z == k`` estimates ``fit.predict_proba(data)[:, k]``.
+        Absent when the model has no discrete latents.
     ``chain_method`` : {"sequential", "parallel"}, default "sequential"
         "parallel" opts in to Pyro's multiprocessing chains (then only ``diverging`` is recorded
         per draw).  "nuts" and "hmc" only: "chees" always runs its chains vectorised.
@@ -522,7 +528,7 @@ class MCMC(BackendBase):
         for key in ("tree_depth", "n_steps"):
             if key in sample_stats:
                 sample_stats[key] = sample_stats[key].astype(np.int64)
-        params = {k: v.mean((0, 1)) for k, v in posterior.items() if k in roles.global_sites}
+        params = posterior_means(model, data, posterior, roles.global_sites)
         problems = _convergence_problems(
             posterior, int(sample_stats["diverging"].sum()), target_accept_prob=o["target_accept_prob"]
         )

@@ -41,6 +41,7 @@ from probgen.capabilities import OwnSVIObjective, SVIDefaults
 from probgen.fit import Fit
 from probgen.model import GenerativeModel
 from probgen.streaming import StreamingData, scaled, world
+from probgen.summaries import posterior_means
 
 __all__ = ["SVI"]
 
@@ -500,7 +501,7 @@ class SVI(BackendBase):
         drawn = roles.global_sites if objective is not None or stream is not None else roles.continuous_sites
         if drawn:
             posterior = self._draws(model_fn, guide, example, roles, o["num_samples"], model_kwargs, drawn)
-            params = {k: v.mean((0, 1)) for k, v in posterior.items() if k in roles.global_sites}
+            params = posterior_means(model, example, posterior, roles.global_sites)
         if objective is not None:
             params.update({k: v.detach().clone() for k, v in objective.params().items()})
         store = pyro.get_param_store()

@@ -41,6 +41,7 @@ from probgen.relabel import align_posterior
 from probgen.result import FitResult
 from probgen.state import isolated_state
 from probgen.streaming import ChunkedData, StreamingData, is_stream_source
+from probgen.summaries import posterior_means
 
 __all__ = [
     "Backend",
@@ -210,9 +211,9 @@ def fit(
                     params[name] = store[name].detach().clone()
             if posterior:  # relabel exchangeable components of the draws (label switching)
                 posterior = align_posterior(gm, posterior, example, params)
-                for k in params:
-                    if k in posterior and k in roles.continuous_sites:
-                        params[k] = posterior[k].mean((0, 1))
+                fixed = {k: v for k, v in params.items() if k in roles.param_sites}
+                summarised = [k for k in params if k in posterior and k in roles.continuous_sites]
+                params.update(posterior_means(gm, example, posterior, summarised, fixed))
     fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(FitResult)}
     return fit_class(gm)(**{**fields, "params": params, "posterior": posterior})
 
