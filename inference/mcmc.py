@@ -50,7 +50,7 @@ from probgen.model import GenerativeModel
 from probgen.posterior import sample_discrete
 from probgen.relabel import align_posterior
 from probgen.state import seed_everything
-from probgen.summaries import posterior_means
+from probgen.summaries import posterior_means, site_supports
 
 __all__ = ["MCMC"]
 
@@ -501,6 +501,9 @@ class MCMC(BackendBase):
         if not 0 < o["target_accept_prob"] < 1:
             raise ValueError(f"target_accept_prob must be in (0, 1); got {o['target_accept_prob']!r}.")
         roles = model.roles(data)
+        # the supports that fit.params must lie in, read by tracing once per data shape: before
+        # sampling, so that nothing traces the model after its draws (fit() reuses them)
+        supports = site_supports(model, data)
         strategies = self._init_strategies(model, data, roles, o["init"], seed, o["num_chains"])
         model_fn = config_enumerate(model.model, default="parallel") if roles.discrete_sites else model.model
 
@@ -528,7 +531,7 @@ class MCMC(BackendBase):
         for key in ("tree_depth", "n_steps"):
             if key in sample_stats:
                 sample_stats[key] = sample_stats[key].astype(np.int64)
-        params = posterior_means(model, data, posterior, roles.global_sites)
+        params = posterior_means(model, data, posterior, roles.global_sites, supports=supports)
         problems = _convergence_problems(
             posterior, int(sample_stats["diverging"].sum()), target_accept_prob=o["target_accept_prob"]
         )

@@ -14,8 +14,8 @@ rounding).  Where it is not, the summary is taken where the mean is well defined
   space in which NUTS and the autoguides work.
 
 A support with tensor parameters (``interval(low, high)`` where the bounds may be other sites)
-is read at one draw, so it may differ from draw to draw; the element-wise mean is then kept (for
-bounds linear in the sites it lies between the mean bounds).
+may differ from draw to draw; the element-wise mean is then kept (for bounds linear in the sites
+it lies between the mean bounds).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from torch import Tensor
 from torch.distributions import biject_to, constraints
 
 from probgen.posterior import traced_with
-from probgen.roles import sample_sites
+from probgen.roles import memo, sample_sites, shape_key
 
 if TYPE_CHECKING:  # pragma: no cover  (the model protocol stands on this module)
     from probgen.model import GenerativeModel
@@ -118,15 +118,24 @@ def constrained_mean(draws: Tensor, support: constraints.Constraint, sample_dims
 
 
 def site_supports(
-    gm: GenerativeModel,
-    data: Any,
-    values: Mapping[str, Tensor],
-    fixed: Mapping[str, Tensor] | None = None,
+    gm: GenerativeModel, data: Any, fixed: Mapping[str, Tensor] | None = None
 ) -> dict[str, constraints.Constraint]:
-    """Support of every sample site of the model traced on ``data`` at ``values`` (observed too:
-    conditioning on ``values`` marks those sites observed)."""
-    trace = traced_with(gm, data, values, fixed)
-    return {site["name"]: site["fn"].support for site in sample_sites(trace)}
+    """Support of every sample site of the model on ``data``, traced once per data shape.
+
+    The latents of that one trace are drawn from the prior (the user's random state is left as
+    it was); ``fixed`` gives ``pyro.param`` values the model reads.  A support with tensor
+    parameters is read at those draws: :func:`constrained_mean` keeps the element-wise mean
+    there.
+    """
+
+    def trace() -> dict[str, constraints.Constraint]:
+        nodes = sample_sites(traced_with(gm, data, None, fixed))
+        return {site["name"]: site["fn"].support for site in nodes}
+
+    result: dict[str, constraints.Constraint] = memo(
+        gm, ("supports", shape_key(data), torch.get_default_dtype()), trace
+    )
+    return result
 
 
 def posterior_means(
@@ -135,12 +144,12 @@ def posterior_means(
     posterior: Mapping[str, Tensor],
     sites: Sequence[str] | None = None,
     fixed: Mapping[str, Tensor] | None = None,
+    supports: Mapping[str, constraints.Constraint] | None = None,
 ) -> dict[str, Tensor]:
     """Point summaries of posterior draws ``(chain, draw, ...)``, each in its site's support.
 
     The posterior mean of every site where it is a valid value (the usual case), else the
-    summary :func:`constrained_mean` gives.  The supports are read from one trace of the model
-    on ``data`` at one posterior draw (every draw is a valid value).
+    summary :func:`constrained_mean` gives.  The supports are those of :func:`site_supports`.
 
     Parameters
     ----------
@@ -154,6 +163,8 @@ def posterior_means(
         Sites to summarise (default: every site of ``posterior``).
     fixed : dict of str to Tensor, optional
         ``pyro.param`` values the model reads.
+    supports : dict of str to Constraint, optional
+        The sites' supports when already known (default: :func:`site_supports`).
 
     Returns
     -------
@@ -164,8 +175,8 @@ def posterior_means(
     if not names:
         return {}
     means = {k: posterior[k].mean((0, 1)) for k in names}
-    one = {k: v[0, -1] for k, v in posterior.items()}
-    supports = site_supports(gm, data, one, fixed)
+    if supports is None:
+        supports = site_supports(gm, data, fixed)
     for k in names:
         if k in supports and not inside(supports[k], means[k]):
             means[k] = constrained_mean(posterior[k], supports[k])
