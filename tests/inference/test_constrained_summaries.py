@@ -11,6 +11,7 @@ from pyro.ops.indexing import Vindex
 from torch.distributions import constraints
 
 import probgen as pg
+from probgen.models import GaussianMixture
 from probgen.summaries import constrained_mean, posterior_means, unconstrained_mean
 
 D = 3  # features: not the number of components, so no axis of the correlation factor looks like one
@@ -132,7 +133,6 @@ def mixture_fit():
     return fit, data
 
 
-@pytest.mark.slow
 def test_check_runs_on_an_mcmc_fit_with_a_correlation_factor(mixture_fit):
     fit, _ = mixture_fit
     corr = fit.params["corr_cholesky"]
@@ -145,7 +145,6 @@ def test_check_runs_on_an_mcmc_fit_with_a_correlation_factor(mixture_fit):
     assert all(isinstance(p, str) for p in problems)
 
 
-@pytest.mark.slow
 def test_recovered_discrete_draws_agree_with_predict_proba(mixture_fit):
     fit, data = mixture_fit
     z = fit.extras["discrete"]["z"]
@@ -157,3 +156,20 @@ def test_recovered_discrete_draws_agree_with_predict_proba(mixture_fit):
     assert int(uncertain) >= 1  # the comparison is not only of 0s and 1s
     # 200 draws of a Bernoulli: sd at most 0.035; the bound is about four of them
     assert float((freq - proba).abs().max()) < 0.15
+
+
+def test_gaussian_mixture_full_covariance_mcmc_params_are_valid():
+    from_family = pg.fit(
+        GaussianMixture(2, covariance_type="full"),
+        _correlated_data(40, 3.0)[:, :2],
+        method="mcmc",
+        seed=0,
+        num_samples=50,
+        warmup_steps=50,
+        num_threads=1,
+        progress=False,
+    )
+    corr = from_family.params["corr_cholesky"]
+    assert corr.shape == (2, 2, 2) and bool(constraints.corr_cholesky.check(corr).all())
+    assert torch.equal(from_family.params["locs"], from_family.posterior["locs"].mean((0, 1)))
+    assert all(isinstance(p, str) for p in pg.check(from_family))
