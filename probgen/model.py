@@ -150,7 +150,7 @@ class GenerativeModel(abc.ABC):
         key = ("roles", shape_key(data), torch.get_default_dtype())
 
         def trace() -> SiteRoles:
-            n_items = self.num_items(data) if data is not None else None
+            n_items = len(data) if data is not None and hasattr(data, "__len__") else None
             return find_roles(
                 self.model, data, self.data_plate_name, n_items, probe_dtypes=self.dtype is None
             )
@@ -211,7 +211,10 @@ class GenerativeModel(abc.ABC):
         return t.to(want)
 
     def num_items(self, data: Any) -> int:
-        """Number of items in the data plate (the data's leading axis)."""
+        """Number of items in the data plate (the data's leading axis); a model with no plate
+        over its data (one sequence in a ``pyro.markov`` loop) has one item, the whole data."""
+        if self.roles(data).data_plate is None:
+            return 1
         return len(data)
 
     def num_observations(self, data: Any) -> int:

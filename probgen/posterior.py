@@ -336,7 +336,7 @@ def _broadcast_probe(
     )
     try:
         together = _pointwise_vectorised(gm, data, two, fixed, n)
-    except (RuntimeError, ValueError, IndexError):  # the probe only: the model does not broadcast
+    except (RuntimeError, ValueError, IndexError, AssertionError, TypeError):  # the probe only: no broadcast
         together = None
     ok = together is not None and bool(
         torch.allclose(
@@ -523,6 +523,10 @@ def generate(gm: GenerativeModel, n: int, params: Mapping[str, Tensor], **kwargs
             total += got
     out = {k: torch.cat(v, 0)[:n] for k, v in chunks.items()}
     observed = [k for k in out if k in roles.observed_sites]
+    if len(observed) > 1 and roles.data_plate is None and len({out[k].shape for k in observed}) == 1:
+        # one sequence of scalar sites (a pyro.markov loop with no plate): an item is the sequence
+        out["data"] = torch.stack([out.pop(k) for k in observed], 1)
+        return out
     key = observed[-1] if observed else next(reversed(out))
     out["data"] = out.pop(key)
     return out

@@ -110,7 +110,11 @@ def find_exchangeable(
                 moved = dict(values)
                 for s in subset:
                     moved[s] = torch.roll(values[s], 1, dims=cands[s])
-                if abs(float(log_evidence(gm, data, moved, fixed)) - base) <= tol:
+                try:
+                    moved_ll = float(log_evidence(gm, data, moved, fixed))
+                except ValueError:  # the rolled value left its support (a matrix's rows): not exchangeable
+                    continue
+                if abs(moved_ll - base) <= tol:
                     simplex_last = sorted(subset, key=lambda s: _is_simplex(trace.nodes[s]))
                     return {s: cands[s] for s in simplex_last}
     return {}

@@ -174,9 +174,10 @@ def _check_sample(fit: Any, prepared: Any, method: str, seed: int) -> Any:
         return reps
     new = fit.sample(4, seed=seed)
     if isinstance(prepared, Tensor):
-        _check(
-            tuple(new.shape) == (4,) + tuple(prepared.shape[1:]), method, f"sample shape {tuple(new.shape)}"
-        )
+        # with no plate over the data (one pyro.markov sequence) the whole data are one item
+        one_item = fit.model.num_items(prepared) == 1 and len(prepared) > 1
+        item = tuple(prepared.shape) if one_item else tuple(prepared.shape[1:])
+        _check(tuple(new.shape) == (4,) + item, method, f"sample shape {tuple(new.shape)}")
         _check(new.dtype == prepared.dtype, method, f"sample dtype {new.dtype} != data {prepared.dtype}")
     return new
 

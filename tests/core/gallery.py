@@ -341,6 +341,40 @@ def hierarchical_groups_ll_by_hand(params, data):
     )
 
 
+# 16. One sequence, states enumerated step by step in a pyro.markov loop (Pyro's examples/hmm.py
+# style: no plate, probs_x[x]) ---------------------------------------------------------------
+def markov_hmm(data=None):
+    n = 30 if data is None else len(data)
+    probs_x = pyro.sample("probs_x", dist.Dirichlet(0.8 * torch.eye(2) + 0.1).to_event(1))
+    locs = pyro.sample("locs", dist.Normal(torch.tensor([-1.0, 1.0]), 3.0).to_event(1))
+    x = 0
+    for t in pyro.markov(range(n)):
+        x = pyro.sample(f"x_{t}", dist.Categorical(probs_x[x]), infer={"enumerate": "parallel"})
+        pyro.sample(f"y_{t}", dist.Normal(locs[x], 1.0), obs=None if data is None else data[t])
+
+
+def markov_series() -> torch.Tensor:
+    states = [0]
+    for _ in range(29):
+        states.append(states[-1] if RNG.random() < 0.85 else 1 - states[-1])
+    return torch.as_tensor(
+        np.where(np.array(states) == 0, -2.0, 2.0) + RNG.normal(0, 1, 30), dtype=torch.float32
+    )
+
+
+def markov_hmm_ll_by_hand(params, y):
+    """The forward algorithm: x_0 ~ probs_x[0], x_t ~ probs_x[x_{t-1}], y_t ~ N(locs[x_t], 1)."""
+    p = _f64(params)
+    trans, locs = p["probs_x"], p["locs"]
+    y = torch.as_tensor(y, dtype=torch.float64)
+    alpha = torch.log(trans[0]) + _normal_lp(y[0], locs, torch.tensor(1.0, dtype=torch.float64))
+    for t in range(1, len(y)):
+        alpha = torch.logsumexp(alpha[:, None] + torch.log(trans), 0) + _normal_lp(
+            y[t], locs, torch.tensor(1.0, dtype=torch.float64)
+        )
+    return torch.logsumexp(alpha, 0).reshape(1)  # one item: the whole sequence
+
+
 GALLERY = {
     "all-discrete": (sprinkler_days, lambda: np.array([1, 0, 1, 1]), sprinkler_ll_by_hand),
     "vindex-mixture": (mixture_vindex, two_blobs, mixture_ll_by_hand),
@@ -365,6 +399,7 @@ GALLERY = {
     "covariates-mapping": (regression_args, regression_args_data, regression_args_ll_by_hand),
     "logistic-tuple": (logistic_args, logistic_args_data, logistic_args_ll_by_hand),
     "group-indices": (hierarchical_groups, hierarchical_groups_data, hierarchical_groups_ll_by_hand),
+    "markov-one-sequence": (markov_hmm, markov_series, markov_hmm_ll_by_hand),
 }
 
 

@@ -23,10 +23,16 @@ EXPECTED_METHODS = {
     "covariates-mapping": {"em", "mcmc", "svi"},
     "logistic-tuple": {"em", "mcmc", "svi"},
     "group-indices": {"em", "mcmc", "svi"},
+    "markov-one-sequence": {"em", "mcmc", "svi"},
 }
 
 
-@pytest.mark.parametrize("name", sorted(GALLERY))
+SLOW = {"markov-one-sequence"}  # every draw scored by its own enumerated trace: minutes, not seconds
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(GALLERY)]
+)
 def test_gallery_passes_the_contract(name):
     model, data, by_hand = make(name)
     report = check_model(model, data, log_prob_by_hand=by_hand)
