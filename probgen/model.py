@@ -211,10 +211,7 @@ class GenerativeModel(abc.ABC):
         return t.to(want)
 
     def num_items(self, data: Any) -> int:
-        """Number of items in the data plate (the data's leading axis); a model with no plate
-        over its data (one sequence in a ``pyro.markov`` loop) has one item, the whole data."""
-        if self.roles(data).data_plate is None:
-            return 1
+        """Number of items in the data plate (the data's leading axis)."""
         return len(data)
 
     def num_observations(self, data: Any) -> int:
@@ -371,6 +368,13 @@ class _FunctionModel(GenerativeModel):
 
     def __call__(self, data: Any = None, **kwargs: Any) -> Any:
         return self.fn(data, **kwargs)
+
+    def num_items(self, data: Any) -> int:
+        """Items of the data plate; a model with no plate over its data (one sequence in a
+        ``pyro.markov`` loop) has one item, the whole data."""
+        if self.roles(data).data_plate is None:
+            return 1
+        return len(data)
 
     def log_prob_draws(
         self, data: Any, draws: Mapping[str, Tensor], fixed: Mapping[str, Tensor] | None = None
