@@ -13,6 +13,7 @@ its own seeded state and keeps its weights in ``fit.params``, which every helper
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import inspect
 import math
@@ -268,9 +269,9 @@ class _VAEBase(GenerativeModel):
         self._nets = self._networks()
         self.decoder = self._nets["decoder"]
 
+    @abc.abstractmethod
     def _networks(self) -> dict[str, nn.Module]:
         """Freshly initialised networks by Pyro module name (the decoder is ``"decoder"``)."""
-        raise NotImplementedError
 
     def _fresh_networks(self) -> dict[str, nn.Module]:
         """The networks re-initialised in place (as constructing them draws) and in the param store."""

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from probgen.roles import as_tensor
+from probgen.roles import as_observed, as_tensor
 
 __all__ = ["ModelArgs", "bind_arguments", "is_argument_data"]
 
@@ -165,15 +165,7 @@ def with_dtypes(
     values: dict[str, Any] = {}
     for k, v in args.values.items():
         if isinstance(v, Tensor) and k in observed:
-            want = observed[k]
-            if not want.is_floating_point and v.is_floating_point():
-                frac = v != torch.round(v)
-                if frac.any():
-                    raise ValueError(
-                        f"data[{k!r}] holds {int(frac.sum())} non-integer values, but the model observes "
-                        f"integer categories there (e.g. {float(v[frac][0])!r}); pass integer labels."
-                    )
-            values[k] = v.to(want)
+            values[k] = as_observed(v, observed[k], f"data[{k!r}] holds")
         elif isinstance(v, Tensor) and v.is_floating_point() and model_dtype is not None:
             values[k] = v.to(model_dtype)
         else:

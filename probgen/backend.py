@@ -11,6 +11,7 @@ work starts.  The same declarations make the options table of ``help(probgen.fit
 
 from __future__ import annotations
 
+import abc
 import difflib
 import math
 import numbers
@@ -111,7 +112,7 @@ class Backend(Protocol):
     ) -> FitResult: ...
 
 
-class BackendBase:
+class BackendBase(abc.ABC):
     """What every built-in backend shares; a new backend subclasses it and writes ``fit``.
 
     Class attributes: ``name``; ``requires`` (capabilities a model must offer); ``likelihood``
@@ -157,10 +158,11 @@ class BackendBase:
         """Validate ``options`` against the declaration: aliases mapped, unknown names refused."""
         return check_options(self.label or self.name, self.options, options)
 
+    @abc.abstractmethod
     def fit(
         self, model: GenerativeModel, data: Any, *, seed: int, progress: bool, **options: Any
     ) -> FitResult:
-        raise NotImplementedError
+        """Fit ``model`` to prepared ``data`` with validated ``options``."""
 
 
 def check_options(label: str, declared: Iterable[Option], options: Mapping[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from probgen.posterior import (
 )
 from probgen.roles import (
     SiteRoles,
+    as_observed,
     as_tensor,
     find_roles,
     free_parameters,
@@ -199,16 +200,7 @@ class GenerativeModel(abc.ABC):
         t = as_tensor(data, "data")
         probe = t.to(torch.get_default_dtype()) if t.dtype != torch.get_default_dtype() else t
         want = self.roles(probe).data_dtype or torch.get_default_dtype()
-        if want == t.dtype:
-            return t
-        if not want.is_floating_point and t.is_floating_point():
-            frac = t != torch.round(t)
-            if frac.any():
-                raise ValueError(
-                    f"data holds {int(frac.sum())} non-integer values, but {self.name} observes "
-                    f"integer categories (e.g. {float(t[frac][0])!r}); pass integer labels."
-                )
-        return t.to(want)
+        return t if want == t.dtype else as_observed(t, want, f"data for {self.name} holds")
 
     def num_items(self, data: Any) -> int:
         """Number of items in the data plate (the data's leading axis)."""

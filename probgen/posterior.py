@@ -334,9 +334,13 @@ def _broadcast_probe(
     one_at_a_time = torch.cat(
         [_pointwise_one(gm, data, {k: v[s] for k, v in two.items()}, fixed, n) for s in range(2)]
     )
+    # the probe only: a shape mismatch under the extra plate raises one of these (torch's
+    # RuntimeError/IndexError, Pyro's ValueError for shapes, and the AssertionError of Pyro's
+    # Categorical on logits that grew a dim: a pyro.markov chain indexed probs_x[x]); the
+    # one-at-a-time evaluation above already ran and raised whatever the model raises
     try:
         together = _pointwise_vectorised(gm, data, two, fixed, n)
-    except (RuntimeError, ValueError, IndexError, AssertionError, TypeError):  # the probe only: no broadcast
+    except (RuntimeError, ValueError, IndexError, AssertionError):
         together = None
     ok = together is not None and bool(
         torch.allclose(

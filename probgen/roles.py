@@ -22,6 +22,7 @@ from probgen.state import isolated_rng
 
 __all__ = [
     "SiteRoles",
+    "as_observed",
     "as_tensor",
     "find_roles",
     "free_parameters",
@@ -276,6 +277,19 @@ def shape_key(data: Any) -> Any:
     if isinstance(data, Mapping):
         return ("map", tuple(sorted((k, shape_key(v)) for k, v in data.items())))
     return (type(data).__name__, getattr(data, "shape", None))
+
+
+def as_observed(t: Tensor, want: torch.dtype, what: str) -> Tensor:
+    """``t`` in the type an observed site generates; whole numbers only when that is an integer
+    type (``what`` names the data and the model in the message)."""
+    if not want.is_floating_point and t.is_floating_point():
+        frac = t != torch.round(t)
+        if frac.any():
+            raise ValueError(
+                f"{what} non-integer values ({int(frac.sum())}, e.g. {float(t[frac][0])!r}) where integer "
+                "categories are observed; pass integer labels."
+            )
+    return t.to(want)
 
 
 def as_tensor(
