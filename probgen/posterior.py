@@ -210,6 +210,7 @@ def enum_factors(
     *,
     vectorized: bool = True,
     model_fn: Callable[..., Any] | None = None,
+    keep_priors: tuple[str, ...] = (),
 ) -> EnumFactors:
     """Trace ``gm`` under parallel enumeration with its continuous sites set to ``draws``.
 
@@ -217,6 +218,8 @@ def enum_factors(
     the draws sit in an outer plate; otherwise ``S`` must be 1 and the model runs on the
     draw's own shapes with no extra plate.  ``fixed`` gives ``pyro.param`` values.  With
     ``draws=None`` nothing is conditioned (models whose latents are all discrete).
+    ``keep_priors``: conditioned sites whose prior terms stay in the tree (local latents, for
+    the joint ``log p(x_i, z_i)`` of importance sampling).
     """
     roles = gm.roles(data)
     nesting = roles.max_plate_nesting
@@ -244,7 +247,7 @@ def enum_factors(
         trace = poutine.trace(enumerated).get_trace(data)
     trace.compute_log_prob()
     trace.pack_tensors()
-    skip = set(roles.continuous_sites) if draws else set()
+    skip = set(roles.continuous_sites) - set(keep_priors) if draws else set()
     tree: OrderedDict[frozenset[str], list[Tensor]] = OrderedDict()
     sites = []
     plate_symbols = set(trace.plate_to_symbol.values())
@@ -300,20 +303,27 @@ def _flatten_pointwise(result: Tensor, S: int, n_items: int) -> Tensor:
     )
 
 
-def _pointwise_one(gm: GenerativeModel, data: Any, draw: Mapping[str, Tensor], fixed: Any, n: int) -> Tensor:
-    f = enum_factors(gm, data, {k: v.unsqueeze(0) for k, v in draw.items()}, fixed, vectorized=False)
+def _pointwise_one(
+    gm: GenerativeModel, data: Any, draw: Mapping[str, Tensor], fixed: Any, n: int, keep: tuple[str, ...] = ()
+) -> Tensor:
+    one = {k: v.unsqueeze(0) for k, v in draw.items()}
+    f = enum_factors(gm, data, one, fixed, vectorized=False, keep_priors=keep)
     return _flatten_pointwise(f.contract(), 1, n)
 
 
 def _pointwise_vectorised(
-    gm: GenerativeModel, data: Any, draws: Mapping[str, Tensor], fixed: Any, n: int
+    gm: GenerativeModel, data: Any, draws: Mapping[str, Tensor], fixed: Any, n: int, keep: tuple[str, ...] = ()
 ) -> Tensor:
     S = next(iter(draws.values())).shape[0]
-    return _flatten_pointwise(enum_factors(gm, data, draws, fixed).contract(), S, n)
+    return _flatten_pointwise(enum_factors(gm, data, draws, fixed, keep_priors=keep).contract(), S, n)
 
 
 def broadcasts_over_draws(
-    gm: GenerativeModel, data: Any, draws: Mapping[str, Tensor], fixed: Mapping[str, Tensor] | None = None
+    gm: GenerativeModel,
+    data: Any,
+    draws: Mapping[str, Tensor],
+    fixed: Mapping[str, Tensor] | None = None,
+    keep: tuple[str, ...] = (),
 ) -> bool:
     """Whether ``gm`` evaluates a batch of draws correctly under an outer plate.
 
@@ -322,24 +332,28 @@ def broadcasts_over_draws(
     its one-at-a-time evaluation, which runs next and raises whatever the model raises, is the
     reference, so no shape error is hidden.
     """
-    key = ("broadcasts", shape_key(data), tuple(sorted(draws)))
-    return bool(memo(gm, key, lambda: _broadcast_probe(gm, data, draws, fixed)))
+    key = ("broadcasts", shape_key(data), tuple(sorted(draws)), keep)
+    return bool(memo(gm, key, lambda: _broadcast_probe(gm, data, draws, fixed, keep)))
 
 
 def _broadcast_probe(
-    gm: GenerativeModel, data: Any, draws: Mapping[str, Tensor], fixed: Mapping[str, Tensor] | None
+    gm: GenerativeModel,
+    data: Any,
+    draws: Mapping[str, Tensor],
+    fixed: Mapping[str, Tensor] | None,
+    keep: tuple[str, ...] = (),
 ) -> bool:
     n = gm.num_items(data)
     two = {k: v[:2] if v.shape[0] >= 2 else torch.cat([v, v]) for k, v in draws.items()}
     one_at_a_time = torch.cat(
-        [_pointwise_one(gm, data, {k: v[s] for k, v in two.items()}, fixed, n) for s in range(2)]
+        [_pointwise_one(gm, data, {k: v[s] for k, v in two.items()}, fixed, n, keep) for s in range(2)]
     )
     # the probe only: a shape mismatch under the extra plate raises one of these (torch's
     # RuntimeError/IndexError, Pyro's ValueError for shapes, and the AssertionError of Pyro's
     # Categorical on logits that grew a dim: a pyro.markov chain indexed probs_x[x]); the
     # one-at-a-time evaluation above already ran and raised whatever the model raises
     try:
-        together = _pointwise_vectorised(gm, data, two, fixed, n)
+        together = _pointwise_vectorised(gm, data, two, fixed, n, keep)
     except (RuntimeError, ValueError, IndexError, AssertionError):
         together = None
     ok = together is not None and bool(
@@ -351,7 +365,12 @@ def _broadcast_probe(
 
 
 def pointwise_log_likelihood(
-    gm: GenerativeModel, data: Any, draws: Mapping[str, Tensor], fixed: Mapping[str, Tensor] | None = None
+    gm: GenerativeModel,
+    data: Any,
+    draws: Mapping[str, Tensor],
+    fixed: Mapping[str, Tensor] | None = None,
+    *,
+    keep_priors: tuple[str, ...] = (),
 ) -> Tensor:
     """Log-likelihood of each data item under each draw, discrete latents summed out.
 
@@ -367,6 +386,9 @@ def pointwise_log_likelihood(
         Values of the model's continuous latent sites with a leading draws dim ``(S, ...)``.
     fixed : dict of str to Tensor, optional
         Values of the model's ``pyro.param`` sites.
+    keep_priors : tuple of str
+        Local latent sites whose prior stays in: item ``i`` then gets the joint
+        ``log p(x_i, z_i)`` at the drawn ``z_i`` rather than ``log p(x_i | z_i)``.
 
     Returns
     -------
@@ -382,10 +404,14 @@ def pointwise_log_likelihood(
         if not draws:
             return _flatten_pointwise(enum_factors(gm, data, None, fixed).contract(), 1, n_items)
         S = next(iter(draws.values())).shape[0]
-        if S > 1 and broadcasts_over_draws(gm, data, draws, fixed):
-            return _pointwise_vectorised(gm, data, draws, fixed, n_items)
+        keep = tuple(keep_priors)
+        if S > 1 and broadcasts_over_draws(gm, data, draws, fixed, keep):
+            return _pointwise_vectorised(gm, data, draws, fixed, n_items, keep)
         return torch.cat(
-            [_pointwise_one(gm, data, {k: v[s] for k, v in draws.items()}, fixed, n_items) for s in range(S)]
+            [
+                _pointwise_one(gm, data, {k: v[s] for k, v in draws.items()}, fixed, n_items, keep)
+                for s in range(S)
+            ]
         )
 
 
