@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyro
@@ -108,7 +108,10 @@ class EnumFactors:
     """The packed log-factors of one enumerated trace of a model, ready to contract.
 
     ``tree`` maps plate ordinals to packed log-prob tensors of the observed and discrete sites
-    (the likelihood part; priors of conditioned continuous sites are left out).
+    (the likelihood part; priors of conditioned continuous sites are left out); ``sites`` names
+    them in the tree's order.  ``items`` gives each site's item when the data plate is
+    sequential (``for i in pyro.plate(...)``): items then share no enumerated latent and each
+    is contracted alone.
     """
 
     trace: Any
@@ -119,6 +122,7 @@ class EnumFactors:
     draws_symbol: str | None
     dim_to_size: dict[str, int]
     outer_symbols: dict[str, str]  # outer discrete site -> its enumeration symbol
+    items: dict[str, int] = field(default_factory=dict)  # site -> item of a sequential data plate
 
     def contract(
         self, tree: OrderedDict[frozenset[str], list[Tensor]] | None = None, *, pointwise: bool = True
@@ -133,6 +137,8 @@ class EnumFactors:
         if not any(tree.values()):
             return torch.zeros(())
         ring = LogRing(dim_to_size=self.dim_to_size)
+        if pointwise and self.items:
+            return self._contract_items(tree, ring)
         if pointwise and self.outer_symbols and self.data_symbol is not None:
             return self._contract_outer(tree, ring)
         target = frozenset(s for s in (self.draws_symbol, self.data_symbol if pointwise else None) if s)
@@ -176,6 +182,28 @@ class EnumFactors:
         for d in enum_dims:
             out = torch.logsumexp(out, d, keepdim=True)
         return out
+
+    def _contract_items(self, tree: OrderedDict[frozenset[str], list[Tensor]], ring: LogRing) -> Tensor:
+        """One value per item of a sequential data plate (and per draw): each item's factors
+        contracted alone, stacked along the last dim in the order of the items."""
+        groups: dict[int, OrderedDict[frozenset[str], list[Tensor]]] = {}
+        flat = ((ordinal, t) for ordinal, terms in tree.items() for t in terms)
+        for name, (ordinal, term) in zip(self.sites, flat, strict=True):
+            if name not in self.items:
+                raise ValueError(
+                    f"site {name!r} lies outside the sequential data plate, whose items must not share "
+                    "a site; per-item scores cannot split it.  Name the plate over items with "
+                    "probgen.model(fn, data_plate=...), or move the site into the loop."
+                )
+            groups.setdefault(self.items[name], OrderedDict()).setdefault(ordinal, []).append(term)
+        target = frozenset(s for s in (self.draws_symbol,) if s)
+        out = []
+        for item in sorted(groups):
+            group = groups[item]
+            dims = {d for terms in group.values() for t in terms for d in t._pyro_dims}  # type: ignore[attr-defined]
+            result = contract_to_tensor(group, dims & self.sum_dims, target_ordinal=target, ring=ring)
+            out.append(packed.unpack(result, self.trace.symbol_to_dim).reshape(-1))
+        return torch.stack(out, -1)
 
     def leaf_tree(self) -> tuple[OrderedDict[frozenset[str], list[Tensor]], list[Tensor]]:
         """A copy of the tree whose tensors are fresh autograd leaves (for marginals)."""
@@ -246,10 +274,12 @@ def enum_factors(
     with poutine.block(hide_fn=lambda msg: msg["type"] == "sample"):
         trace = poutine.trace(enumerated).get_trace(data)
     trace.compute_log_prob()
+    _uniform_where_masked(trace)
     trace.pack_tensors()
     skip = set(roles.continuous_sites) - set(keep_priors) if draws else set()
     tree: OrderedDict[frozenset[str], list[Tensor]] = OrderedDict()
-    sites = []
+    names: OrderedDict[frozenset[str], list[str]] = OrderedDict()
+    items: dict[str, int] = {}
     plate_symbols = set(trace.plate_to_symbol.values())
     sum_dims: set[str] = set()
     for name, site in trace.nodes.items():
@@ -263,7 +293,10 @@ def enum_factors(
         term = site["packed"]["log_prob"]
         ordinal = frozenset(trace.plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized)
         tree.setdefault(ordinal, []).append(term)
-        sites.append(name)
+        names.setdefault(ordinal, []).append(name)
+        for f in site["cond_indep_stack"]:
+            if not f.vectorized and f.name == roles.data_plate:  # a sequential plate's item
+                items[name] = f.counter - 1  # the counter is 1 in the first iteration
         sum_dims.update(set(term._pyro_dims) - plate_symbols)
     data_symbol = trace.plate_to_symbol.get(roles.data_plate) if roles.data_plate else None
     draws_symbol = trace.plate_to_symbol.get(_DRAWS_PLATE) if draws and vectorized else None
@@ -289,7 +322,28 @@ def enum_factors(
     for terms in tree.values():
         for term in terms:
             dim_to_size.update(zip(term._pyro_dims, term.shape, strict=True))  # type: ignore[attr-defined]
-    return EnumFactors(trace, tree, sites, sum_dims, data_symbol, draws_symbol, dim_to_size, outer)
+    sites = [name for group in names.values() for name in group]  # the order of the tree's terms
+    return EnumFactors(trace, tree, sites, sum_dims, data_symbol, draws_symbol, dim_to_size, outer, items)
+
+
+def _uniform_where_masked(trace: Any) -> None:
+    """Give an enumerated site the factor ``1/K`` where it is masked out, not Pyro's ``1``.
+
+    A step masked out (past a sequence's end in a padded batch) does not exist for that item.
+    Pyro's mask sets its log-factor to 0, so summing the latent out gives ``K``: the evidence
+    grows by ``log K`` per masked step, a constant to an ELBO's gradients but not to a score.
+    A uniform factor sums to one, so each item scores as a sequence of its own length.
+    """
+    for site in trace.nodes.values():
+        if site["type"] != "sample" or site["is_observed"] or site.get("mask") is None:
+            continue
+        if site["infer"].get("_enumerate_dim") is None or "log_prob" not in site:
+            continue
+        k = site["fn"].enumerate_support(expand=False).shape[0]
+        lp = site["log_prob"]
+        mask = torch.as_tensor(site["mask"], dtype=torch.bool, device=lp.device)
+        uniform = torch.as_tensor(site["scale"], dtype=lp.dtype, device=lp.device) * -math.log(k)
+        site["log_prob"] = torch.where(mask, lp, uniform)
 
 
 def _flatten_pointwise(result: Tensor, S: int, n_items: int) -> Tensor:
@@ -534,7 +588,8 @@ def generate(gm: GenerativeModel, n: int, params: Mapping[str, Tensor], **kwargs
     """
     roles = gm.last_roles()
     fixed = {k: v for k, v in params.items() if k in roles.param_sites}
-    values = {k: v for k, v in params.items() if k not in roles.param_sites}
+    # per-item latents of the training items are not the new items': those come from the prior
+    values = {k: v for k, v in params.items() if k not in roles.param_sites and k not in roles.local_sites}
     fn = _model_with(gm, values, fixed)
     chunks: dict[str, list[Tensor]] = {}
     total = 0

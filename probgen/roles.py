@@ -78,7 +78,8 @@ class SiteRoles:
     observed_sites : tuple of str
         Observed sample sites (including ``pyro.factor`` sites).
     data_plate : str or None
-        Name of the plate over data items; ``None`` when the model has no plate.
+        Name of the plate over data items (vectorised, or sequential: ``for i in pyro.plate(...)``);
+        ``None`` when the model has no plate.
     max_plate_nesting : int
         Deepest plate nesting seen in the trace.
     param_sites : tuple of str
@@ -139,9 +140,11 @@ def _choose_data_plate(observed: list[dict[str, Any]], n_items: int | None) -> s
 
     Candidates are the vectorised plates of the observed sites.  The plate whose size is the
     number of items wins; among several such plates (``N == D``) the one the data's leading
-    axis falls on, then the one that encloses the others (first in the plate stack).  With no
-    size match, the enclosing plate of the first observed site.
+    axis falls on, then the one that encloses the others (first in the plate stack).  When no
+    vectorised plate has that size, a sequential plate that has (items one after another,
+    ``for i in pyro.plate(...)``); else the enclosing plate of the first observed site.
     """
+    fallback = None
     for s in observed:
         frames = [f for f in s["cond_indep_stack"] if f.vectorized]
         if not frames:
@@ -151,8 +154,15 @@ def _choose_data_plate(observed: list[dict[str, Any]], n_items: int | None) -> s
             lead = _site_dim_of_items(s)
             on_lead = [f for f in sized if f.dim == lead]
             sized = on_lead or sized
-        return (sized or frames)[0].name
-    return None
+        if sized:
+            return sized[0].name
+        fallback = frames[0].name
+        break
+    for s in observed:
+        sequential = [f for f in s["cond_indep_stack"] if not f.vectorized and f.size == n_items]
+        if sequential:
+            return sequential[0].name
+    return fallback
 
 
 def _model_dtypes(trace: Any, sites: list[dict[str, Any]]) -> tuple[torch.dtype | None, torch.dtype | None]:
@@ -203,7 +213,7 @@ def find_roles(
             "statement (an observed site for the data)."
         )
     observed = [s for s in sites if s["is_observed"]]
-    plates = {f.name for s in sites for f in s["cond_indep_stack"] if f.vectorized}
+    plates = {f.name for s in sites for f in s["cond_indep_stack"]}  # sequential ones too
     if data_plate is None:
         data_plate = _choose_data_plate(observed, n_items)
     elif data_plate not in plates:

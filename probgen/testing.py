@@ -49,6 +49,10 @@ FAST_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+#: Most joint values of the discrete latents that brute force traces one by one.
+BRUTE_FORCE_LIMIT = 4096
+
+
 def _item_axis_sum(lp: Tensor, site: Mapping[str, Any], data_plate: str | None, n: int) -> Tensor | None:
     """Reduce a site's log-prob to one value per item of the data plate (None: not in it)."""
     frame = next((f for f in site["cond_indep_stack"] if f.vectorized and f.name == data_plate), None)
@@ -66,7 +70,8 @@ def brute_force_log_prob(
     """Per-item log-likelihood and total log evidence by explicit sums over discrete values.
 
     Returns ``None`` when a discrete latent has plates besides the data plate (items would not
-    be independent given one value per site), so brute force does not apply.
+    be independent given one value per site) or the joint values number more than
+    :data:`BRUTE_FORCE_LIMIT` (a chain of many steps), so brute force does not apply.
     """
     gm: GenerativeModel = model if isinstance(model, GenerativeModel) else as_model(model)
     roles = gm.roles(data)
@@ -92,6 +97,8 @@ def _brute_force(gm: GenerativeModel, data: Any, roles: Any, n: int, fn: Any) ->
         if other:
             return None
         supports[name] = node["fn"].enumerate_support(expand=False).reshape(-1)
+    if math.prod(len(v) for v in supports.values()) > BRUTE_FORCE_LIMIT:
+        return None
     outer = [s for s in roles.discrete_sites if s in roles.outer_discrete_sites]
     local = [s for s in roles.discrete_sites if s not in roles.outer_discrete_sites]
     per_outer: list[tuple[float, Tensor]] = []
@@ -364,7 +371,10 @@ def check_model(
                 "draws), so the per-item likelihood is an integral that brute force cannot sum"
             )
         elif brute[0] is None:
-            rows["log_prob brute force"] = "skipped: discrete latents in several plates"
+            rows["log_prob brute force"] = (
+                "skipped: discrete latents in several plates or outside the data plate, or more than "
+                f"{BRUTE_FORCE_LIMIT} joint values"
+            )
         else:
             flat = ll.reshape(-1, n)
             for i, b in zip(picks, brute, strict=True):
