@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pyro
 import pyro.distributions as dist
+import pyro.poutine as poutine
 import torch
 from pyro.ops.indexing import Vindex
 
@@ -375,6 +376,97 @@ def markov_hmm_ll_by_hand(params, y):
     return torch.logsumexp(alpha, 0).reshape(1)  # one item: the whole sequence
 
 
+# 17-19. Polyphonic-style binary sequences of unequal lengths, models as in Pyro's examples/hmm.py:
+# states enumerated step by step in a pyro.markov loop, the data as a mapping of the model's
+# arguments {"sequences": (N, T, tones) padded with zeros, "lengths": (N,)} ------------------------
+HIDDEN, TONES = 2, 4
+
+
+def _chain_priors(hidden_dim, tones, y_shape):
+    probs_x = pyro.sample("probs_x", dist.Dirichlet(0.9 * torch.eye(hidden_dim) + 0.1).to_event(1))
+    probs_y = pyro.sample("probs_y", dist.Beta(1.0, 1.0).expand(y_shape).to_event(len(y_shape)))
+    return probs_x, probs_y
+
+
+def hmm_sequential(sequences=None, lengths=None, hidden_dim=HIDDEN, n_tones=TONES):
+    """Model 0: one sequence after another in a sequential plate, sites x_{i}_{t} and y_{i}_{t}."""
+    probs_x, probs_y = _chain_priors(hidden_dim, n_tones, [hidden_dim, n_tones])
+    tones_plate = pyro.plate("tones", n_tones, dim=-1)
+    for i in pyro.plate("sequences", len(lengths)):
+        x = 0
+        for t in pyro.markov(range(int(lengths[i]))):
+            x = pyro.sample(f"x_{i}_{t}", dist.Categorical(probs_x[x]), infer={"enumerate": "parallel"})
+            with tones_plate:
+                y = None if sequences is None else sequences[i, t]
+                pyro.sample(f"y_{i}_{t}", dist.Bernoulli(probs_y[x.squeeze(-1)]), obs=y)
+
+
+def hmm_plated(sequences=None, lengths=None, hidden_dim=HIDDEN, n_tones=TONES):
+    """Model 1: every sequence at once in a plate at dim -2, steps past a sequence's end masked."""
+    probs_x, probs_y = _chain_priors(hidden_dim, n_tones, [hidden_dim, n_tones])
+    tones_plate = pyro.plate("tones", n_tones, dim=-1)
+    with pyro.plate("sequences", len(lengths), dim=-2):
+        x = 0
+        for t in pyro.markov(range(int(lengths.max()))):
+            with poutine.mask(mask=(t < lengths).unsqueeze(-1)):
+                x = pyro.sample(f"x_{t}", dist.Categorical(probs_x[x]), infer={"enumerate": "parallel"})
+                with tones_plate:
+                    y = None if sequences is None else sequences[:, t]
+                    pyro.sample(f"y_{t}", dist.Bernoulli(probs_y[x.squeeze(-1)]), obs=y)
+
+
+def hmm_autoregressive(sequences=None, lengths=None, hidden_dim=HIDDEN, n_tones=TONES):
+    """Model 2: model 1 with each tone's emission depending on the previous step's value too."""
+    probs_x, probs_y = _chain_priors(hidden_dim, n_tones, [hidden_dim, 2, n_tones])
+    tones_plate = pyro.plate("tones", n_tones, dim=-1)
+    with pyro.plate("sequences", len(lengths), dim=-2):
+        x, y = 0, 0
+        for t in pyro.markov(range(int(lengths.max()))):
+            with poutine.mask(mask=(t < lengths).unsqueeze(-1)):
+                x = pyro.sample(f"x_{t}", dist.Categorical(probs_x[x]), infer={"enumerate": "parallel"})
+                with tones_plate as tones:
+                    obs = None if sequences is None else sequences[:, t]
+                    y = pyro.sample(f"y_{t}", dist.Bernoulli(probs_y[x, y, tones]), obs=obs).long()
+
+
+def polyphonic_data(n: int = 6, low: int = 10, high: int = 16) -> dict:
+    """Binary sequences from a two-state chain: state 0 sounds tones 0-1, state 1 tones 2-3."""
+    lengths = RNG.integers(low, high + 1, n)
+    on = np.array([[0.8, 0.7, 0.1, 0.2], [0.1, 0.2, 0.9, 0.6]])
+    sequences = np.zeros((n, int(lengths.max()), TONES))
+    for i, length in enumerate(lengths):
+        state = int(RNG.integers(2))
+        for t in range(length):
+            state = state if RNG.random() < 0.8 else 1 - state
+            sequences[i, t] = RNG.random(TONES) < on[state]
+    return {"sequences": sequences, "lengths": lengths}
+
+
+def _bernoulli_lp(y, p):
+    return y * torch.log(p) + (1 - y) * torch.log1p(-p)
+
+
+def chain_ll_by_hand(params, data):
+    """The forward algorithm per sequence over its own length: x_0 ~ probs_x[0],
+    x_t ~ probs_x[x_{t-1}], each tone y_t ~ Bernoulli(probs_y[x_t]) (or probs_y[x_t, y_{t-1}])."""
+    p = _f64(params)
+    trans, emit = p["probs_x"], p["probs_y"]
+    sequences = data.values["sequences"].to(torch.float64)
+    out = []
+    for seq, length in zip(sequences, data.values["lengths"].tolist(), strict=True):
+        prev = torch.zeros(TONES, dtype=torch.float64)
+        log_alpha = torch.log(trans[0])
+        for t in range(length):
+            probs = emit if emit.dim() == 2 else emit[:, prev.long(), torch.arange(TONES)]
+            emission = _bernoulli_lp(seq[t], probs).sum(-1)  # (hidden,)
+            if t > 0:
+                log_alpha = torch.logsumexp(log_alpha[:, None] + torch.log(trans), 0)
+            log_alpha = log_alpha + emission
+            prev = seq[t]
+        out.append(torch.logsumexp(log_alpha, 0))
+    return torch.stack(out)
+
+
 GALLERY = {
     "all-discrete": (sprinkler_days, lambda: np.array([1, 0, 1, 1]), sprinkler_ll_by_hand),
     "vindex-mixture": (mixture_vindex, two_blobs, mixture_ll_by_hand),
@@ -400,6 +492,9 @@ GALLERY = {
     "logistic-tuple": (logistic_args, logistic_args_data, logistic_args_ll_by_hand),
     "group-indices": (hierarchical_groups, hierarchical_groups_data, hierarchical_groups_ll_by_hand),
     "markov-one-sequence": (markov_hmm, markov_series, markov_hmm_ll_by_hand),
+    "markov-sequential-plate": (hmm_sequential, polyphonic_data, chain_ll_by_hand),
+    "markov-plate-dim-2": (hmm_plated, polyphonic_data, chain_ll_by_hand),
+    "markov-autoregressive": (hmm_autoregressive, polyphonic_data, chain_ll_by_hand),
 }
 
 

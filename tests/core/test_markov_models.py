@@ -1,0 +1,129 @@
+"""Time series written with ``pyro.markov`` (tests/core/gallery.py, models 0-2 of the Pyro
+hidden Markov model examples' style): scores, smoothing marginals and MAP paths against the
+forward-backward and Viterbi recursions written by hand in plain torch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import probgen as pg
+from tests.core import gallery
+
+MODELS = {
+    "sequential": gallery.hmm_sequential,
+    "plated": gallery.hmm_plated,
+    "autoregressive": gallery.hmm_autoregressive,
+}
+DATA = gallery.polyphonic_data()
+PROBS_X = torch.tensor([[0.75, 0.25], [0.3, 0.7]])
+
+
+def _params(style: str) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(3)
+    shape = (2, 2, gallery.TONES) if style == "autoregressive" else (2, gallery.TONES)
+    return {"probs_x": PROBS_X, "probs_y": 0.1 + 0.8 * torch.rand(shape, generator=gen)}
+
+
+def _log_emissions(params, seq):
+    """``(length, hidden)`` log p(y_t | x_t) of one sequence (emissions of model 1)."""
+    p = {k: v.double() for k, v in params.items()}
+    y = seq[:, None, :].double()
+    return (y * torch.log(p["probs_y"]) + (1 - y) * torch.log1p(-p["probs_y"])).sum(-1)
+
+
+def _forward_backward(params, seq):
+    """Smoothing marginals p(x_t | y_1..T) ``(length, hidden)`` by the scaled recursions."""
+    trans = params["probs_x"].double()
+    emit = _log_emissions(params, seq).exp()
+    T = len(seq)
+    alpha = torch.zeros(T, 2, dtype=torch.float64)
+    alpha[0] = trans[0] * emit[0]
+    alpha[0] /= alpha[0].sum()
+    for t in range(1, T):
+        alpha[t] = (alpha[t - 1] @ trans) * emit[t]
+        alpha[t] /= alpha[t].sum()
+    beta = torch.ones(T, 2, dtype=torch.float64)
+    for t in range(T - 2, -1, -1):
+        beta[t] = trans @ (emit[t + 1] * beta[t + 1])
+        beta[t] /= beta[t].sum()
+    gamma = alpha * beta
+    return gamma / gamma.sum(-1, keepdim=True)
+
+
+def _viterbi(params, seq):
+    """The most probable state path of one sequence ``(length,)``."""
+    log_trans = torch.log(params["probs_x"].double())
+    log_emit = _log_emissions(params, seq)
+    delta = log_trans[0] + log_emit[0]
+    back = []
+    for t in range(1, len(seq)):
+        scores = delta[:, None] + log_trans
+        back.append(scores.argmax(0))
+        delta = scores.max(0).values + log_emit[t]
+    path = [int(delta.argmax())]
+    for pointers in reversed(back):
+        path.append(int(pointers[path[-1]]))
+    return torch.tensor(path[::-1])
+
+
+@pytest.mark.parametrize("style", sorted(MODELS))
+def test_one_score_per_sequence_is_the_forward_algorithm_over_its_own_length(style):
+    model = pg.model(MODELS[style])
+    prepared = model.prepare_data(DATA)
+    assert model.roles(prepared).data_plate == "sequences"
+    assert model.num_items(prepared) == len(DATA["lengths"])
+    params = _params(style)
+    got = model.log_prob_items(prepared, params)
+    expect = gallery.chain_ll_by_hand(params, prepared)
+    torch.testing.assert_close(got.double(), expect, rtol=1e-5, atol=1e-4)
+
+
+def test_padding_adds_nothing_to_a_score():
+    """Padded steps are masked: a sequence scores the same alone, unpadded, and in the batch."""
+    model = pg.model(gallery.hmm_plated)
+    params = _params("plated")
+    batch = model.log_prob_items(model.prepare_data(DATA), params)
+    i = int(DATA["lengths"].argmin())
+    length = int(DATA["lengths"][i])
+    alone = {"sequences": DATA["sequences"][i : i + 1, :length], "lengths": DATA["lengths"][i : i + 1]}
+    torch.testing.assert_close(model.log_prob_items(model.prepare_data(alone), params)[0], batch[i])
+
+
+def test_smoothing_marginals_are_forward_backward():
+    model = pg.model(gallery.hmm_plated)
+    prepared = model.prepare_data(DATA)
+    params = _params("plated")
+    marginals = model.latent_posterior(prepared, params)
+    T = int(DATA["lengths"].max())
+    assert set(marginals) == {f"x_{t}" for t in range(T)}
+    for i, length in enumerate(DATA["lengths"].tolist()):
+        seq = prepared.values["sequences"][i, :length]
+        got = torch.stack([marginals[f"x_{t}"].reshape(-1, 2)[i] for t in range(length)])
+        torch.testing.assert_close(got.double(), _forward_backward(params, seq), rtol=1e-5, atol=1e-5)
+        for t in range(length, T):  # past the end: no information, uniform
+            torch.testing.assert_close(marginals[f"x_{t}"].reshape(-1, 2)[i], torch.full((2,), 0.5))
+
+
+def test_predict_proba_of_a_fit_is_smoothing_at_its_estimates_and_predict_is_viterbi():
+    model = pg.model(gallery.hmm_plated)
+    fit = pg.fit(model, DATA, method="em", seed=0, progress=False, max_iter=30)
+    proba, paths = fit.predict_proba(), fit.predict()  # dicts by site x_t, shaped (sequences, 1, ...)
+    sequences = fit.data.values["sequences"]
+    for i, length in enumerate(DATA["lengths"].tolist()):
+        got = torch.stack([proba[f"x_{t}"].reshape(-1, 2)[i] for t in range(length)])
+        torch.testing.assert_close(
+            got.double(), _forward_backward(fit.params, sequences[i, :length]), rtol=1e-5, atol=1e-5
+        )
+        path = torch.stack([paths[f"x_{t}"].reshape(-1)[i] for t in range(length)])
+        assert torch.equal(path.long(), _viterbi(fit.params, sequences[i, :length]))
+
+
+def test_sequential_and_vectorised_plates_agree_item_by_item():
+    """Model 0 (one sequence after another) and model 1 (all at once, masked) are one model."""
+    params = _params("plated")
+    scores = {}
+    for style in ("sequential", "plated"):
+        model = pg.model(MODELS[style])
+        scores[style] = model.log_prob_items(model.prepare_data(DATA), params)
+    torch.testing.assert_close(scores["sequential"], scores["plated"])
