@@ -214,8 +214,17 @@ def fit(
                 fixed = {k: v for k, v in params.items() if k in roles.param_sites}
                 summarised = [k for k in params if k in posterior and k in roles.continuous_sites]
                 params.update(posterior_means(gm, example, posterior, summarised, fixed))
+        extras = dict(result.extras)
+        if gm.has_guide and len(store.keys()):
+            # the guide's own pyro.param values (an encoder's), for importance-sampled scores of
+            # per-item latents (probgen.marginal); the model's sites are in params already
+            model_params = set(gm.roles(example).param_sites)
+            extras.setdefault(
+                "guide_params",
+                {k: store[k].detach().clone() for k in store.keys() if k not in model_params},
+            )
     fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(FitResult)}
-    return fit_class(gm)(**{**fields, "params": params, "posterior": posterior})
+    return fit_class(gm)(**{**fields, "params": params, "posterior": posterior, "extras": extras})
 
 
 def fit_class(gm: GenerativeModel) -> type[Fit]:

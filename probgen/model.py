@@ -281,6 +281,17 @@ class GenerativeModel(abc.ABC):
         return f"{self.name}()"
 
 
+def scores_local_latents_generically(gm: GenerativeModel) -> bool:
+    """Whether ``gm``'s scores come from the generic enumeration (its continuous latents inside
+    the data plate then need integrating out by :mod:`probgen.marginal`), not its own code (a
+    family such as the VAE integrates them itself)."""
+    cls = type(gm)
+    return cls.log_prob_items is GenerativeModel.log_prob_items and cls.log_prob_draws in (
+        GenerativeModel.log_prob_draws,
+        _FunctionModel.log_prob_draws,
+    )
+
+
 _MODELS: dict[str, type[GenerativeModel]] = {}
 
 

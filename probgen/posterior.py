@@ -83,9 +83,12 @@ def _model_with(
     fn = model_fn or gm.model
     if values:
         fn = poutine.condition(fn, data=dict(values))
-    if fixed:
-        # substitute answers pyro.param from these values without touching the param store
-        fn = poutine.substitute(fn, data=dict(fixed))
+    # substitute answers pyro.param from these values without touching the param store; the
+    # parameters of a pyro.module network (named "<module>$$$<param>") are read from the network
+    # itself, which substitute does not reach (Pyro warns of every such name it misses)
+    plain = {k: v for k, v in (fixed or {}).items() if "$$$" not in k}
+    if plain:
+        fn = poutine.substitute(fn, data=plain)
     return fn
 
 

@@ -17,7 +17,8 @@ from torch import Tensor
 
 from probgen.arguments import ModelArgs
 from probgen.capabilities import PreparesLike
-from probgen.model import GenerativeModel
+from probgen.marginal import marginal_log_likelihood
+from probgen.model import GenerativeModel, scores_local_latents_generically
 from probgen.posterior import pointwise_log_likelihood_draws, posterior_predictive, total_log_likelihood
 from probgen.roles import last_memo
 from probgen.state import isolated_rng
@@ -47,6 +48,20 @@ def frozen(d: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
 
 def _flat(draws: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.reshape((-1,) + tuple(v.shape[2:])) for k, v in draws.items()}
+
+
+def _same_data(a: Any, b: Any) -> bool:
+    """Whether two prepared data sets hold the same values (new data given equal to the training data)."""
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        return a.shape == b.shape and bool(torch.equal(a, b.to(a.dtype)))
+    if isinstance(a, ModelArgs) and isinstance(b, ModelArgs):
+        return set(a.values) == set(b.values) and all(
+            _same_data(a.values[k], b.values[k])
+            if isinstance(a.values[k], Tensor)
+            else a.values[k] == b.values[k]
+            for k in a.values
+        )
+    return a is b
 
 
 @dataclass(frozen=True, eq=False)
@@ -174,19 +189,87 @@ class FitResult:
             return ll.reshape(v.shape[0], v.shape[1], -1)
         return ll.reshape(1, 1, -1)
 
-    def log_prob(self, data: Any = None) -> Tensor:
+    def log_prob(
+        self,
+        data: Any = None,
+        *,
+        local: str = "marginal",
+        num_particles: int = 256,
+        return_se: bool = False,
+    ) -> Any:
         """Per-item marginal log-likelihood (anomaly scores, held-out evaluation).
 
         Point fits evaluate at :attr:`params`; posterior fits give the log posterior-predictive
         density ``log mean_s p(x_i | theta_s)``, never a plug-in of the posterior mean.  A discrete
         latent outside the data plate (a change point) is weighted by its posterior given the
         data being scored.
+
+        A model with continuous latents inside its data plate (``z_i`` of a VAE or probabilistic
+        PCA) has two per-item scores, chosen by ``local``:
+
+        ``"marginal"`` (default)
+            ``log p(x_i | theta)`` with ``z_i`` integrated out by importance sampling
+            (:mod:`probgen.marginal`): ``num_particles`` particles per item from the model's own
+            guide when it amortises ``z_i`` (an encoder), else from the prior; seeded by the
+            fit's seed, so scores repeat.  Defined for any items, comparable across models.
+        ``"conditional"``
+            ``log mean_s p(x_i | z_is, theta_s)`` at the posterior draws of ``z_i``: the training
+            items only (their latents were fitted), what ArviZ's LOO reads.  It is not a
+            likelihood of the items alone and runs above the marginal.
+
+        ``return_se=True`` returns ``(scores, standard_errors)``: the Monte Carlo standard error
+        of each marginal score (zeros where the score is exact).
         """
+        if local not in ("marginal", "conditional"):
+            raise ValueError(f"local must be 'marginal' or 'conditional'; got {local!r}.")
+        positive_int(num_particles, "num_particles")
         d = self._data(data)
+        roles = self.model.roles(d)
+        if roles.local_sites and scores_local_latents_generically(self.model):
+            if local == "marginal":
+                scores = marginal_log_likelihood(
+                    self.model,
+                    d,
+                    self._draws(),
+                    self._fixed(),
+                    num_particles=num_particles,
+                    seed=self.seed,
+                    guide_params=self.extras.get("guide_params"),
+                )
+                lp = scores.log_prob.to(self._score_dtype(d))
+                return (lp, scores.se.to(lp.dtype)) if return_se else lp
+            if data is not None and not _same_data(d, self.data):
+                raise ValueError(
+                    "local='conditional' scores the training items at their fitted latents "
+                    f"{list(roles.local_sites)}; new items have none: use local='marginal'."
+                )
         if not self.posterior:
-            return self.model.log_prob_items(d, self.params)
-        ll = self._pointwise(d).reshape(self.num_draws, -1)
-        return torch.logsumexp(ll, 0) - math.log(ll.shape[0])
+            lp = self.model.log_prob_items(d, self.params)
+        else:
+            ll = self._pointwise(d).reshape(self.num_draws, -1)
+            lp = torch.logsumexp(ll, 0) - math.log(ll.shape[0])
+        return (lp, torch.zeros_like(lp)) if return_se else lp
+
+    def _total_log_likelihood(self, d: Any) -> float:
+        """``log p(data | params)`` at the point estimates; per-item continuous latents integrated
+        out by importance sampling (:mod:`probgen.marginal`)."""
+        if self.model.roles(d).local_sites and scores_local_latents_generically(self.model):
+            roles = self.model.roles(d)
+            point = {k: v.unsqueeze(0) for k, v in self.params.items() if k in roles.global_sites}
+            scores = marginal_log_likelihood(
+                self.model,
+                d,
+                point,
+                self._fixed(),
+                seed=self.seed,
+                guide_params=self.extras.get("guide_params"),
+            )
+            return float(scores.log_prob.sum())
+        return total_log_likelihood(self.model, d, self.params)
+
+    def _score_dtype(self, d: Any) -> torch.dtype:
+        roles = self.model.roles(d)
+        return roles.model_dtype or torch.get_default_dtype()
 
     def score(self, data: Any = None) -> float:
         """Mean per-item log-likelihood (scikit-learn's ``score``)."""
@@ -198,21 +281,19 @@ class FitResult:
 
     def log_likelihood(self, data: Any = None) -> float:
         """Total log-likelihood ``log p(data | params)`` at the point estimates (BIC's ``log L``)."""
-        return total_log_likelihood(self.model, self._data(data), self.params)
+        return self._total_log_likelihood(self._data(data))
 
     def bic(self, data: Any = None) -> float:
         """Bayesian information criterion ``-2 log L + k log n`` at the point estimates."""
         d = self._data(data)
         k = int(self.model.num_parameters(self.params, d))
-        return -2.0 * total_log_likelihood(self.model, d, self.params) + k * math.log(
-            self.model.num_observations(d)
-        )
+        return -2.0 * self._total_log_likelihood(d) + k * math.log(self.model.num_observations(d))
 
     def aic(self, data: Any = None) -> float:
         """Akaike information criterion ``-2 log L + 2 k`` at the point estimates."""
         d = self._data(data)
         k = int(self.model.num_parameters(self.params, d))
-        return -2.0 * total_log_likelihood(self.model, d, self.params) + 2.0 * k
+        return -2.0 * self._total_log_likelihood(d) + 2.0 * k
 
     # --------------------------------------------------------------------- latents
     @staticmethod
