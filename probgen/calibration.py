@@ -11,6 +11,7 @@ histogram says the posterior is too narrow (under-dispersed), a hump says too wi
 from __future__ import annotations
 
 import concurrent.futures
+import inspect
 import math
 import multiprocessing
 import os
@@ -28,6 +29,7 @@ from scipy.stats import binom, chisquare
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from probgen.arguments import ModelArgs, is_argument_data
 from probgen.backend import get_backend
 from probgen.errors import ConvergenceWarning
 from probgen.fit import fit as fit_model
@@ -156,10 +158,50 @@ class Calibration:
         os.replace(tmp, path)
 
 
+def _response_name(gm: GenerativeModel, inputs: ModelArgs) -> str:
+    """The argument a model of several arguments generates when it is left out (``y=None``)."""
+    fn = getattr(gm, "fn", None)
+    params = inspect.signature(fn).parameters if fn is not None else {}
+    left = [
+        p.name
+        for p in params.values()
+        if p.name not in inputs.values
+        and p.default is None
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        and p.name != "subsample_size"
+    ]
+    if len(left) != 1:
+        raise ValueError(
+            "data must be the model's arguments with exactly one response left out (an argument whose "
+            f"default is None, which the model then generates); arguments left out with default None: {left}."
+        )
+    return left[0]
+
+
+def _generate_at(gm: GenerativeModel, seed: int, inputs: ModelArgs) -> tuple[dict[str, Tensor], ModelArgs]:
+    """Parameters from the prior and a response from the model at the given inputs (covariates)."""
+    response = _response_name(gm, inputs)
+    with isolated_rng(seed), poutine.block(), torch.no_grad():
+        trace: Any = poutine.trace(gm.model).get_trace(inputs)
+    sites = {s["name"]: s for s in sample_sites(trace)}
+    for name in reversed(list(sites)):  # the site that reads the response when it is given
+        value = sites[name]["value"]
+        prepared = gm.prepare_data({**inputs.values, response: value})
+        if name in gm.roles(prepared).observed_sites:
+            return {k: v["value"] for k, v in sites.items() if k != name}, prepared
+    raise ValueError(f"{gm.name} generated no site that reads the argument {response!r} when it is given.")
+
+
 def _generate(
-    gm: GenerativeModel, seed: int, data_kwargs: Mapping[str, Any] | None = None
+    gm: GenerativeModel,
+    seed: int,
+    data_kwargs: Mapping[str, Any] | None = None,
+    inputs: ModelArgs | None = None,
 ) -> tuple[dict[str, Tensor], Any]:
-    """Parameters from the prior and data from the model, ``model(None, **data_kwargs)``."""
+    """Parameters from the prior and data from the model, ``model(None, **data_kwargs)``, or a
+    response at ``inputs`` for a model of several arguments."""
+    if inputs is not None:
+        return _generate_at(gm, seed, inputs)
     with isolated_rng(seed), poutine.block(), torch.no_grad():
         try:
             trace: Any = poutine.trace(gm.model).get_trace(None, **(data_kwargs or {}))
@@ -220,8 +262,9 @@ def _one(
     num_draws: int,
     options: Mapping[str, Any],
     data_kwargs: Mapping[str, Any] | None = None,
+    inputs: ModelArgs | None = None,
 ) -> dict[str, np.ndarray]:
-    truth, data = _generate(gm, seed, data_kwargs)
+    truth, data = _generate(gm, seed, data_kwargs, inputs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         fit = fit_model(gm, data, method=method, seed=seed, progress=False, **options)
@@ -250,6 +293,7 @@ def calibrate(
     checkpoint: str | os.PathLike[str] | None = None,
     alpha: float = 0.001,
     data_kwargs: Mapping[str, Any] | None = None,
+    data: Any = None,
     **backend_options: Any,
 ) -> Calibration:
     """Simulation-based calibration of ``method`` on ``model`` (Talts et al. 2018).
@@ -284,6 +328,10 @@ def calibrate(
     data_kwargs : dict, optional
         Keyword arguments of ``model(None, ...)`` that size the simulated data set (e.g.
         ``{"num_items": 100}`` for a mixture, ``{"length": 200}`` for an HMM).
+    data : mapping or tuple, optional
+        For a model of several arguments (``model(x, y=None)``): its inputs with the response
+        left out, e.g. ``{"x": X}``.  Every simulation draws the parameters from the prior and
+        the response at these inputs, then fits ``{"x": X, "y": y_simulated}``.
     **backend_options
         Passed to every fit (e.g. ``num_steps``, ``num_samples``).
 
@@ -316,7 +364,22 @@ def calibrate(
         )
     positive_int(processes, "processes", allow_none=True)
     gm = model if isinstance(model, GenerativeModel) else as_model(model)
-    _generate(gm, seed, data_kwargs)  # fails early, with a clear message, when the model cannot generate
+    inputs = None
+    if data is not None:
+        fn = getattr(gm, "fn", None)
+        inputs = gm.prepare_data(data) if fn is not None and is_argument_data(fn, data) else None
+        if not isinstance(inputs, ModelArgs):
+            raise ValueError(
+                "data must be the model's arguments (a mapping such as {'x': X} or a tuple) with the response "
+                f"left out; got {type(data).__name__}, read as one data array."
+            )
+        if data_kwargs:
+            raise ValueError(
+                "give data (the model's inputs) or data_kwargs (the size of model(None)), not both."
+            )
+    _generate(
+        gm, seed, data_kwargs, inputs
+    )  # fails early, with a clear message, when the model cannot generate
     seeds = [seed + i for i in range(num_simulations)]
     done: dict[int, dict[str, np.ndarray]] = {}
     if checkpoint is not None and Path(checkpoint).exists():
@@ -329,7 +392,8 @@ def calibrate(
             ctx = multiprocessing.get_context("fork")
             with concurrent.futures.ProcessPoolExecutor(processes, mp_context=ctx) as pool:
                 futures = {
-                    pool.submit(_one, gm, backend.name, s, num_draws, options, data_kwargs): s for s in todo
+                    pool.submit(_one, gm, backend.name, s, num_draws, options, data_kwargs, inputs): s
+                    for s in todo
                 }
                 for fut in concurrent.futures.as_completed(futures):
                     done[futures[fut]] = fut.result()
@@ -337,7 +401,7 @@ def calibrate(
                     _save(checkpoint, done, seeds, num_draws, backend.name, alpha)
         else:
             for s in todo:
-                done[s] = _one(gm, backend.name, s, num_draws, options, data_kwargs)
+                done[s] = _one(gm, backend.name, s, num_draws, options, data_kwargs, inputs)
                 bar.update(1)
                 _save(checkpoint, done, seeds, num_draws, backend.name, alpha)
     ordered = [done[s] for s in seeds]

@@ -365,9 +365,15 @@ class FitResult:
         *,
         return_latents: bool = False,
         seed: int | None = None,
+        data: Any = None,
         **kwargs: Any,
     ) -> Any:
         """Draw ``n`` new data items from the fitted model.
+
+        A model of several arguments (``model(x, y=None)``) generates its response at given
+        inputs: ``fit.sample(n, data={"x": X_new})`` returns ``n`` simulated responses at
+        ``X_new``, shaped ``(n, *y_shape)``, each from a random posterior draw (the point
+        estimates for point fits) with fresh per-item latents.
 
         Point fits generate at :attr:`params`; posterior fits draw parameters from the
         posterior, then data (each item's parameters are a posterior draw chosen at random).
@@ -387,12 +393,8 @@ class FitResult:
             Other family options.
         """
         positive_int(n, "n")
-        if isinstance(self.data, ModelArgs):
-            raise ValueError(
-                f"{self.model.name} takes its inputs as arguments ({', '.join(self.data.values)}): "
-                "draw new responses at given inputs with fit.posterior_predictive(data={...}), "
-                "leaving the response out."
-            )
+        if isinstance(self.data, ModelArgs) or data is not None:
+            return self._sample_at(int(n), data, seed, return_latents)
         if length is not None:
             kwargs["length"] = length
         if seed is None:  # successive calls differ; a script seeded once stays reproducible
@@ -406,6 +408,42 @@ class FitResult:
         if return_latents:
             return out["data"], {k: v for k, v in out.items() if k != "data"}
         return out["data"]
+
+    def _sample_at(self, n: int, data: Any, seed: int | None, return_latents: bool) -> Any:
+        """``n`` responses at the inputs ``data`` (a model of several arguments)."""
+        if data is None:
+            names = ", ".join(self.data.values) if isinstance(self.data, ModelArgs) else "data"
+            raise ValueError(
+                f"{self.model.name} takes its inputs as arguments ({names}): pass them, leaving the response "
+                "out, e.g. fit.sample(n, data={'x': X_new})."
+            )
+        if return_latents:
+            raise ValueError(
+                "return_latents applies to models generated from model(None); at given inputs "
+                "use fit.posterior_predictive(data=...) for the responses."
+            )
+        d = self._data(data)
+        if not isinstance(d, ModelArgs):
+            raise ValueError(
+                f"data must be the model's arguments (a mapping or a tuple); got {type(data).__name__}."
+            )
+        draws = self._draws()
+        S = next(iter(draws.values())).shape[0] if draws else 1
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,)))
+        gen = torch.Generator().manual_seed(int(seed))
+        which = torch.randint(S, (n,), generator=gen)
+        trained = self.model.roles(self.data) if isinstance(self.data, ModelArgs) else None
+        reps = posterior_predictive(
+            self.model,
+            d,
+            {k: v[which] for k, v in draws.items()},
+            self._fixed(),
+            seed=int(seed),
+            sites=trained.observed_sites if trained is not None else None,
+            keep_local=False,
+        )
+        return self._single(reps)
 
     def _sample_items(
         self, n: int, params: Mapping[str, Tensor], gen: torch.Generator, kwargs: dict[str, Any]

@@ -70,7 +70,12 @@ def test_responses_are_drawn_at_new_inputs(mcmc_fit):
     np.testing.assert_allclose(flat.mean(0).numpy(), (xt @ mu).numpy(), atol=0.08)
     exact_sd = (SIGMA**2 + ((xt @ cov) * xt).sum(1)).sqrt()
     np.testing.assert_allclose(flat.std(0).numpy(), exact_sd.numpy(), rtol=0.1)
-    with pytest.raises(ValueError, match=r"posterior_predictive\(data="):
+    # fit.sample at the same inputs: n responses, each from a random posterior draw
+    sampled = mcmc_fit.sample(3000, data={"x": x_new}, seed=1).double()
+    assert sampled.shape == (3000, 4)
+    np.testing.assert_allclose(sampled.mean(0).numpy(), (xt @ mu).numpy(), atol=0.08)
+    np.testing.assert_allclose(sampled.std(0).numpy(), exact_sd.numpy(), rtol=0.1)
+    with pytest.raises(ValueError, match=r"fit.sample\(n, data="):
         mcmc_fit.sample(3)
 
 
