@@ -12,9 +12,9 @@ its best and not bouncing; posterior draws come from the guide.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 from collections.abc import Callable, Iterator
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -32,10 +32,20 @@ from pyro.infer import (
     TraceMeanField_ELBO,
     config_enumerate,
 )
-from pyro.infer.autoguide import AutoDelta, AutoDiagonalNormal, AutoGuide, AutoMultivariateNormal, AutoNormal
+from pyro.infer.autoguide import (
+    AutoContinuous,
+    AutoDelta,
+    AutoDiagonalNormal,
+    AutoGuide,
+    AutoMultivariateNormal,
+    AutoNormal,
+)
 from pyro.optim.clipped_adam import ClippedAdam as ClippedAdamOptimizer
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.subsample_messenger import _Subsample
 from tqdm.auto import tqdm
 
+from probgen.arguments import ModelArgs
 from probgen.backend import BackendBase, Option, register_backend
 from probgen.capabilities import OwnSVIObjective, SVIDefaults
 from probgen.fit import Fit
@@ -60,16 +70,98 @@ _OPTIMS: dict[str, tuple[Any, Any, str | None]] = {
 _ELBOS = ("analytic", "jit", "meanfield", "trace")
 #: Windows in a row without improvement before the loss may be called settled.
 _PATIENCE = 5
+#: Windows over which an autoguide's parameters are judged and averaged (the fit's result).
+_GUIDE_SPAN = 6
+#: Largest drift of an autoguide's parameters over the span, in posterior sd (locations) or relative (scales).
+_GUIDE_DRIFT = 0.02
+#: Largest standard error of their average over the span, in the same units.
+_GUIDE_PRECISION = 0.1
+#: Learning-rate factor of the refinement phase that follows the loss's first settling.
+_REFINE_LR = 0.3
 #: Loss evaluations at the window-averaged parameters (their mean and standard error).
 _AVERAGE_EVALS = 30
 
 
-def _accepts(fn: Callable[..., Any], name: str) -> bool:
+def _take(data: Any, index: torch.Tensor, n: int) -> Any:
+    """The items ``index`` of in-memory data, or None when probgen cannot slice its type.
+
+    A tensor is indexed along its leading axis; model arguments (`ModelArgs`) take the items of
+    their per-item arguments and keep the constants; a tuple of tensors (a family's prepared pair,
+    such as images and labels) is indexed element by element.
+    """
+    if isinstance(data, torch.Tensor) and data.dim() and len(data) == n:
+        return data[index]
+    if isinstance(data, ModelArgs):
+        return data.take(index)
+    if (
+        isinstance(data, tuple)
+        and data
+        and all(isinstance(v, torch.Tensor) and v.dim() and len(v) == n for v in data)
+    ):
+        return tuple(v[index] for v in data)
+    return None
+
+
+class _PlateSubsample(Messenger):
+    """Give the plate ``name`` the subsample ``index``: the plate then scales its sites by N / B.
+
+    For data that probgen cannot slice (a family's own prepared type), used with models that
+    index their data by the plate's indices (``with pyro.plate(...) as idx: ... data[idx]``).
+    """
+
+    def __init__(self, name: str, batches: _Minibatches) -> None:
+        super().__init__()
+        self.name, self.batches = name, batches
+
+    def _process_message(self, msg: Any) -> None:
+        if msg["type"] == "sample" and msg["name"] == self.name and isinstance(msg["fn"], _Subsample):
+            msg["value"] = self.batches.index
+
+
+class _Minibatches:
+    """Random minibatches of in-memory data: one permutation of the items per epoch, sliced in
+    order (every item is seen once an epoch), each of ``size`` items."""
+
+    def __init__(self, n: int, size: int) -> None:
+        self.n, self.size = n, size
+        self.perm = torch.arange(n)
+        self.pos = n
+        self.index = torch.arange(size)
+
+    def next_index(self) -> torch.Tensor:
+        if self.pos + self.size > self.n:
+            self.perm, self.pos = torch.randperm(self.n), 0
+        self.index = self.perm[self.pos : self.pos + self.size]
+        self.pos += self.size
+        return self.index
+
+
+def _check_plate_subsample(
+    model_fn: Callable[..., Any], plate: str, data: Any, batches: _Minibatches, name: str
+) -> None:
+    """Refuse, with a clear message, data that cannot be sliced for a model that does not index
+    them by its plate's indices."""
     try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+        with poutine.block(), torch.no_grad():
+            poutine.trace(_PlateSubsample(plate, batches)(model_fn)).get_trace(data)
+    except (ValueError, RuntimeError, IndexError) as err:
+        raise ValueError(
+            f"subsample_size: probgen slices data held as a tensor, model arguments or a tuple of "
+            f"tensors, and {name}'s data are a {type(data).__name__}; its plate {plate!r} must then "
+            f"index the data by the plate's indices (``with pyro.plate(...) as idx: ... data[idx]``), "
+            f"which failed: {err}"
+        ) from None
+
+
+def _init_scale(n_items: int) -> float:
+    """The autoguides' initial scale: Pyro's 0.1, or 1 / sqrt(N) when smaller.
+
+    Posterior standard deviations of global parameters shrink as 1 / sqrt(N).  Starting the scale
+    below its target is cheap (the entropy's gradient pulls it up at a steady pace), while starting
+    far above it leaves Adam's second moments dominated by early, large gradients, and the scale
+    then creeps down for thousands of steps.
+    """
+    return min(0.1, 1.0 / math.sqrt(max(int(n_items), 1)))
 
 
 def _empty_guide(*args: Any, **kwargs: Any) -> None:
@@ -219,6 +311,123 @@ class _ParamAverage:
                     params[name].copy_(value)
 
 
+class _GuideWindows:
+    """Window means of an autoguide's unconstrained parameters: its drift rule and its average.
+
+    Every step adds the guide's parameters to the current window's sum; the means of the last
+    ``span`` windows are kept.  Each parameter is judged on the scale of the posterior it describes:
+    a location in units of the guide's standard deviation of that latent, every other parameter (log
+    scales, a scale factor's unconstrained entries) as it is, a relative change.
+    """
+
+    def __init__(self, guide: AutoGuide, span: int) -> None:
+        self.guide, self.span = guide, span
+        self.total: torch.Tensor | None = None
+        self.count = 0
+        self.means: list[torch.Tensor] = []
+
+    def _params(self) -> list[tuple[str, torch.Tensor]]:
+        prefix = f"{self.guide._pyro_name}."
+        store = pyro.get_param_store()
+        return sorted((n, p) for n, p in store.named_parameters() if n.startswith(prefix))
+
+    def add(self) -> None:
+        with torch.no_grad():
+            flat = torch.cat([p.detach().reshape(-1) for _, p in self._params()])
+            self.total = flat.clone() if self.total is None or self.count == 0 else self.total + flat
+            self.count += 1
+
+    def end_window(self) -> None:
+        if self.total is None or not self.count:
+            return
+        self.means = [*self.means[-(self.span - 1) :], self.total / self.count] if self.span > 1 else [
+            self.total / self.count
+        ]
+        self.count = 0
+
+    def _references(self) -> tuple[list[str], torch.Tensor]:
+        """Each element's label and the scale its change is judged on."""
+        guide = self.guide
+        prefix = f"{guide._pyro_name}."
+        labels: list[str] = []
+        refs: list[torch.Tensor] = []
+        with torch.no_grad():
+            for name, p in self._params():
+                short = name[len(prefix) :]
+                ref = torch.ones_like(p)
+                if isinstance(guide, AutoNormal) and short.startswith("locs."):
+                    ref = attrgetter(short[len("locs.") :])(guide.scales).detach()
+                elif isinstance(guide, AutoContinuous) and short == "loc":
+                    ref = guide.get_posterior().variance.detach().sqrt()
+                elif short == "scale_tril":  # a unit lower-triangular factor: a change of its entry l
+                    ref = (1.0 + p.detach() ** 2) ** 1.5  # moves the implied correlation by ~ dl / ref
+                refs.append(ref.reshape(-1).to(p.dtype).expand(p.numel()))
+                labels += [short] * p.numel()
+        return labels, torch.cat(refs)
+
+    def problems(self) -> list[str]:
+        """Why the guide has not settled over the last ``span`` windows (empty when it has)."""
+        if len(self.means) < self.span:
+            return []
+        m = torch.stack(self.means).double()
+        labels, ref = self._references()
+        ref = ref.double().clamp_min(1e-12)
+        k = len(m)
+        t = torch.arange(k, dtype=m.dtype) - (k - 1) / 2
+        slope = (t[:, None] * m).sum(0) / (t**2).sum()
+        resid = m - m.mean(0) - slope * t[:, None]
+        noise = ((resid**2).sum(0) / (k - 2)).sqrt()  # window-to-window scatter about the trend
+        drift = slope * (k - 1) / ref
+        se_drift = noise / (t**2).sum().sqrt() * (k - 1) / ref
+        se_mean = noise / math.sqrt(k) / ref
+        z = max(2.0, math.sqrt(2.0 * math.log(m.shape[1])))  # a bound for many parameters at once
+        problems = []
+        moving = drift.abs() - z * se_drift - _GUIDE_DRIFT
+        if bool((moving > 0).any()):
+            i = int(moving.argmax())
+            problems.append(
+                f"the guide's parameters still drift: {labels[i]!r} moved by {float(drift[i]):+.3g} "
+                f"{'posterior sd' if labels[i].startswith(('locs.', 'loc')) else '(unconstrained)'} over the "
+                f"last {k} windows, beyond its noise; raise num_steps"
+            )
+        if bool((se_mean > _GUIDE_PRECISION).any()):
+            i = int(se_mean.argmax())
+            problems.append(
+                f"the guide's parameters are not yet pinned down: the average of {labels[i]!r} over the last "
+                f"{k} windows has a standard error of {float(se_mean[i]):.3g} posterior sd (at most "
+                f"{_GUIDE_PRECISION} wanted); raise num_steps or lower lr"
+            )
+        return problems
+
+    def apply(self, windows: int) -> None:
+        """Set the guide's parameters to their average over the last ``windows`` windows."""
+        if not self.means:
+            return
+        average = torch.stack(self.means[-windows:]).mean(0)
+        offset = 0
+        with torch.no_grad():
+            for _, p in self._params():
+                k = p.numel()
+                p.copy_(average[offset : offset + k].view_as(p))
+                offset += k
+
+
+_REFINING = (
+    "the loss settled, and the refinement phase at a lower learning rate was cut short; raise num_steps"
+)
+
+
+def _refine(optim: Any, factor: float) -> None:
+    """Start the refinement phase: every learning rate times ``factor``, the optimiser's moment
+    estimates forgotten (Adam's second moments still carry the large gradients of the first steps,
+    which would hold the guide's scales back for thousands of steps)."""
+    for obj in getattr(optim, "optim_objs", {}).values():
+        torch_optim = getattr(obj, "optimizer", obj)  # a scheduler wraps its optimiser
+        for group in torch_optim.param_groups:
+            group["lr"] *= factor
+        torch_optim.state.clear()
+
+
 def _unsettled(
     means: list[float],
     sds: list[float],
@@ -358,7 +567,6 @@ class SVI(BackendBase):
         stream = data if isinstance(data, StreamingData) else None
         example = stream.first if stream is not None else data
         roles = model.roles(example)
-        model_kwargs: dict[str, Any] = {}
         if stream is not None:
             own = False  # a model's own objective indexes in-memory data; minibatches go through Pyro
             if o["elbo"] == "analytic":
@@ -374,46 +582,70 @@ class SVI(BackendBase):
                     f"streamed data need a guide that amortises the per-item latents {list(roles.local_sites)} "
                     "(an encoder); an autoguide would need parameters for every item. Give the model a guide."
                 )
-        if o["subsample_size"] is not None:
-            s = o["subsample_size"]
-            n = model.num_items(data)
-            if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= n:
+        n_local = stream.num_items if stream is not None else model.num_items(data)
+        size = o["subsample_size"]
+        if size is not None:
+            if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= n_local:
                 raise ValueError(
-                    f"subsample_size must be an int in [1, {n}] (the number of items); got {s!r}."
+                    f"subsample_size must be an int in [1, {n_local}] (the number of items); got {size!r}."
                 )
-            if not _accepts(getattr(model, "fn", model.model), "subsample_size"):
-                raise ValueError(
-                    f"subsample_size needs a model that takes a 'subsample_size' keyword and passes it to "
-                    f"pyro.plate({roles.data_plate!r}, ..., subsample_size=subsample_size); {model.name} does not."
-                )
-            model_kwargs["subsample_size"] = s
-
+            if size == n_local:
+                size = None  # the whole data every step
         objective = (
             model.svi_objective(data) if isinstance(model, OwnSVIObjective) and own else None
         )  # fresh weights, in the param store
+        fused = objective is not None and o["elbo"] in (None, "analytic")  # minibatches its own way
         model_fn = config_enumerate(model.model, default="parallel") if roles.discrete_sites else model.model
-        guide = self._guide(model, roles, o["guide"], model_fn)
-        # The data plate's scale: N / batch for streamed minibatches, and under torch.distributed the
-        # whole data's N (the sum of the shards) over this shard's items.
-        n_local = stream.num_items if stream is not None else model.num_items(data)
+        minibatches: _Minibatches | None = None
+        slicing = False
+        if size is not None and not fused:
+            if roles.data_plate is None:
+                raise ValueError(
+                    f"subsample_size={size} needs a plate over the data items; {model.name} has none."
+                )
+            if roles.local_sites and not (model.has_guide or callable(o["guide"])):
+                raise ValueError(
+                    f"subsample_size={size} needs a guide that amortises the per-item latents "
+                    f"{list(roles.local_sites)} (an encoder): an autoguide has parameters for every item, "
+                    "and a minibatch would train them on other items. Give the model a guide, or fit "
+                    "without subsample_size."
+                )
+            minibatches = _Minibatches(n_local, size)
+            slicing = _take(data, minibatches.index, n_local) is not None
+            if not slicing:
+                _check_plate_subsample(model_fn, roles.data_plate, data, minibatches, model.name)
+
+        # The data plate's scale: N / batch for minibatches (streamed, or sliced from data in memory),
+        # and under torch.distributed the whole data's N (the sum of the shards) over this shard's items.
         n_total = int(round(world.sum(n_local)))
         distributed = world.size() > 1
         factor = {"value": n_total / n_local}
+        guide = self._guide(model, roles, o["guide"], model_fn, n_total)
         train_model, train_guide = model_fn, guide
-        if stream is not None or distributed:
-            train_model = scaled(model_fn, roles.data_plate, lambda: factor["value"])
-            train_guide = scaled(guide, roles.data_plate, lambda: factor["value"])
+        if minibatches is not None and not slicing and roles.data_plate is not None:
+            # the plate itself subsamples, scaling by n_local / B
+            train_model = _PlateSubsample(roles.data_plate, minibatches)(train_model)
+            train_guide = _PlateSubsample(roles.data_plate, minibatches)(train_guide)
+        if stream is not None or distributed or slicing:
+            train_model = scaled(train_model, roles.data_plate, lambda: factor["value"])
+            train_guide = scaled(train_guide, roles.data_plate, lambda: factor["value"])
         batches = stream.batches() if stream is not None else None
 
         def next_data() -> Any:
-            if batches is None:
+            if batches is not None:
+                batch = next(batches)
+                factor["value"] = n_total / model.num_items(batch)
+                return batch
+            if minibatches is None:
                 return data
-            batch = next(batches)
-            factor["value"] = n_total / model.num_items(batch)
-            return batch
+            index = minibatches.next_index()
+            if not slicing:
+                return data  # the plate takes the items ``index``
+            factor["value"] = n_total / len(index)
+            return _take(data, index, n_local)
 
         svi: Any
-        if objective is not None and o["elbo"] in (None, "analytic"):
+        if fused:
             named = isinstance(o["optim"], str)
             optim = (
                 (o["optim"], o["lr"])
@@ -424,7 +656,7 @@ class SVI(BackendBase):
                 objective,
                 optim,
                 model.num_items(data),
-                o["subsample_size"],
+                size,
                 o["num_particles"],
                 o["lr_decay"],
                 o["num_steps"],
@@ -448,10 +680,17 @@ class SVI(BackendBase):
         means: list[float] = []
         sds: list[float] = []
         best, stale = -1, 0
+        refined: int | None = None  # the window after which the refinement phase began
         average: _ParamAverage | None = None
+        # an autoguide with a scale (not a point mass): its parameters must settle too
+        watched = (
+            _GuideWindows(guide, _GUIDE_SPAN)
+            if isinstance(guide, AutoNormal | AutoContinuous) and not distributed
+            else None
+        )
         with tqdm(total=o["num_steps"], disable=not progress, desc="SVI", leave=False) as bar:
             for step in range(o["num_steps"]):
-                loss = world.mean(float(svi.step(next_data(), **model_kwargs)))
+                loss = world.mean(float(svi.step(next_data())))
                 if not math.isfinite(loss):
                     raise FloatingPointError(
                         f"SVI loss became {loss} at step {step}; lower lr (now {o['lr']}) or check the model."
@@ -461,21 +700,35 @@ class SVI(BackendBase):
                     optim.step()
                 if average is not None:
                     average.add()
+                if watched is not None:
+                    watched.add()
                 bar.update(1)
                 if (step + 1) % window == 0 or step + 1 == o["num_steps"]:
                     bar.set_postfix(elbo=f"{-float(np.mean(losses[-window:])):.5g}")  # running ELBO
+                if watched is not None and (step + 1) % window == 0:
+                    watched.end_window()
                 if tol and (step + 1) % window == 0:
                     w = np.asarray(losses[-window:])
                     means.append(float(w.mean()))
                     sds.append(float(w.std(ddof=1)) if window > 1 else 0.0)
-                    if best < 0 or means[-1] < means[best] - tol * abs(means[best]):
+                    # a new best must beat the old by tol and by its noise (a minibatch loss is noisy)
+                    noise = 2.0 * math.hypot(sds[-1], sds[best]) / math.sqrt(window) if best >= 0 else 0.0
+                    if best < 0 or means[-1] < means[best] - tol * abs(means[best]) - noise:
                         best, stale, problems = len(means) - 1, 0, []
                     else:
                         stale += 1
                     if stale >= _PATIENCE and average is not None:
                         with average.applied():
-                            at_average = self._loss_at(svi, next_data, model_kwargs)
+                            at_average = self._loss_at(svi, next_data)
                         problems = _unsettled(means, sds, best, window, tol, at_average)
+                        if not problems and watched is not None:
+                            if refined is None:  # the loss has settled: refine from here
+                                refined = len(means)
+                                _refine(optim, _REFINE_LR)
+                            if len(means) - refined < _GUIDE_SPAN:
+                                problems = [_REFINING]
+                            else:
+                                problems = watched.problems()
                         if not problems:
                             converged = True
                             break
@@ -495,12 +748,15 @@ class SVI(BackendBase):
                     f"when num_steps={o['num_steps']} ran out; raise num_steps or lr"
                 ]
 
+        if watched is not None:  # the result: the guide averaged over the settled windows (or the last)
+            watched.apply(_GUIDE_SPAN if converged else 1)
+
         params: dict[str, torch.Tensor] = {}
         posterior = None
         # a model's own objective amortises its local latents: draws of the global sites only
         drawn = roles.global_sites if objective is not None or stream is not None else roles.continuous_sites
         if drawn:
-            posterior = self._draws(model_fn, guide, example, roles, o["num_samples"], model_kwargs, drawn)
+            posterior = self._draws(model_fn, guide, example, roles, o["num_samples"], drawn)
             params = posterior_means(model, example, posterior, roles.global_sites)
         if objective is not None:
             params.update({k: v.detach().clone() for k, v in objective.params().items()})
@@ -530,11 +786,10 @@ class SVI(BackendBase):
         )
 
     @staticmethod
-    def _loss_at(svi: Any, next_data: Callable[[], Any], model_kwargs: dict[str, Any]) -> tuple[float, float]:
-        """Mean and standard error of the loss at the current parameters (no step taken)."""
-        values = np.asarray(
-            [world.mean(float(svi.evaluate_loss(next_data(), **model_kwargs))) for _ in range(_AVERAGE_EVALS)]
-        )
+    def _loss_at(svi: Any, next_data: Callable[[], Any]) -> tuple[float, float]:
+        """Mean and standard error of the loss at the current parameters (no step taken), each
+        evaluation on the next minibatch (scaled to the whole data) as the training steps are."""
+        values = np.asarray([world.mean(float(svi.evaluate_loss(next_data()))) for _ in range(_AVERAGE_EVALS)])
         return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
 
     @staticmethod
@@ -553,7 +808,7 @@ class SVI(BackendBase):
 
     @staticmethod
     def _guide(
-        model: GenerativeModel, roles: Any, choice: Any, model_fn: Callable[..., Any]
+        model: GenerativeModel, roles: Any, choice: Any, model_fn: Callable[..., Any], n_items: int
     ) -> Callable[..., Any]:
         if choice is None and model.has_guide:
             return model.guide
@@ -567,7 +822,9 @@ class SVI(BackendBase):
         if not roles.continuous_sites:  # pyro.param sites and enumerated latents: maximum likelihood
             return _empty_guide
         exposed = poutine.block(model_fn, expose=list(roles.continuous_sites))
-        return _AUTOGUIDES[name](exposed)
+        if name == "delta":
+            return _AUTOGUIDES[name](exposed)
+        return _AUTOGUIDES[name](exposed, init_scale=_init_scale(n_items))
 
     @staticmethod
     def _optim(optim: Any, lr: float, lr_decay: float, num_steps: int) -> Any:
@@ -599,7 +856,6 @@ class SVI(BackendBase):
         data: Any,
         roles: Any,
         num_samples: int,
-        kwargs: dict[str, Any],
         drawn: tuple[str, ...] | None = None,
     ) -> dict[str, torch.Tensor]:
         sites = list(roles.continuous_sites if drawn is None else drawn)
@@ -608,12 +864,12 @@ class SVI(BackendBase):
         parallel = isinstance(guide, AutoGuide)
         with torch.no_grad():
             pred = Predictive(guide, num_samples=num_samples, return_sites=sites, parallel=parallel)
-            draws = pred(data, **kwargs)
+            draws = pred(data)
         shapes: dict[str, Any]
         with poutine.block(), torch.no_grad():
             shapes = {
                 n: s["value"].shape  # type: ignore[union-attr]
-                for n, s in poutine.trace(guide).get_trace(data, **kwargs).nodes.items()
+                for n, s in poutine.trace(guide).get_trace(data).nodes.items()
                 if n in sites
             }
         return {k: v.reshape((1, num_samples) + tuple(shapes[k])) for k, v in draws.items() if k in sites}

@@ -67,6 +67,13 @@ class ModelArgs:
         """``fn`` called with these arguments by name (and ``kwargs``)."""
         return fn(**self.values, **kwargs)
 
+    def take(self, index: Tensor) -> ModelArgs:
+        """The items at ``index`` (a 1-D tensor of item positions): the per-item arguments are
+        indexed along their leading axis, the constants kept whole (SVI's minibatches)."""
+        per_item = set(self.per_item)
+        values = {k: (v[index] if k in per_item else v) for k, v in self.values.items()}
+        return self.replace(values=values, n_items=len(index))
+
     def replace(self, **changes: Any) -> ModelArgs:
         """The same arguments with ``changes`` (e.g. ``observed``)."""
         fields = {

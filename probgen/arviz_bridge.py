@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from probgen.model import GenerativeModel
     from probgen.result import FitResult as Fit
 
-__all__ = ["log_likelihood_name", "to_inference_data"]
+__all__ = ["log_likelihood_name", "pareto_khat", "to_inference_data"]
 
 
 def _numpy(d: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -49,6 +49,22 @@ def observed_arrays(gm: GenerativeModel, data: Any) -> dict[str, torch.Tensor]:
             return {observed[0]: next(iter(named.values()))}
         return named
     return {observed[0] if len(observed) == 1 else "obs": data} if isinstance(data, torch.Tensor) else {}
+
+
+def pareto_khat(log_weights: np.ndarray) -> float:
+    """Pareto k-hat of Pareto-smoothed importance sampling for one set of log weights.
+
+    ArviZ 0.23 offers ``psislw(log_weights) -> (smoothed, k)``; the arviz-stats line names the
+    same function ``arviz_stats.psislw``.
+    """
+    lw = np.asarray(log_weights, dtype=float).reshape(-1)
+    psislw = getattr(az, "psislw", None)
+    if psislw is None:  # ArviZ 1.x: the function lives in arviz_stats
+        import arviz_stats
+
+        psislw = arviz_stats.psislw
+    _, k = psislw(lw)
+    return float(np.asarray(k).reshape(-1)[0])
 
 
 def _observed(fit: Fit) -> dict[str, np.ndarray]:
