@@ -82,9 +82,13 @@ class StreamingData:
 
 
 def _unwrap(batch: Any) -> Any:
-    """A ``TensorDataset`` batch is a one-element list: its tensor is the data."""
+    """A ``TensorDataset`` batch is a list: of one tensor, the data; of several, a model's
+    arguments in order (``TensorDataset(X, y)`` for ``model(x, y=None)``), as a tuple binds them.
+    A batch of dicts (a dataset of mappings) binds by name as it is."""
     if isinstance(batch, list | tuple) and len(batch) == 1:
         return batch[0]
+    if isinstance(batch, list) and len(batch) > 1 and all(isinstance(b, torch.Tensor) for b in batch):
+        return tuple(batch)
     return batch
 
 

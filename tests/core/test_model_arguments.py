@@ -175,3 +175,21 @@ def test_bad_arguments_are_refused_naming_them():
     fit = pg.fit(regression, (X, Y), method="em", seed=0, progress=False)
     with pytest.raises(ValueError, match=r"data\['x'\] has items of shape \(3,\)"):
         fit.log_prob({"x": X[:5, :3], "y": Y[:5]})
+
+
+def test_arguments_stream_from_a_data_loader_of_tensor_pairs():
+    """A DataLoader over TensorDataset(X, y) yields [x_batch, y_batch]: bound positionally, the
+    data plate scaled by num_items / batch, so the posterior is the full-data conjugate one."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x = torch.as_tensor(X, dtype=torch.float32)
+    y = torch.as_tensor(Y, dtype=torch.float32)
+    loader = DataLoader(
+        TensorDataset(x, y), batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
+    fit = pg.fit(regression, loader, method="svi", num_items=len(x), seed=0, progress=False, guide="mvn")
+    mu, cov = _conjugate(X, Y)
+    sd = cov.diag().sqrt()
+    assert float(((fit.params["w"].double() - mu).abs() / sd).max()) < 1.0
+    scores = fit.log_prob({"x": X[:5], "y": Y[:5]})  # new pairs scored in the same form
+    assert scores.shape == (5,) and bool(torch.isfinite(scores).all())
