@@ -47,3 +47,40 @@ def test_wheel_installs_and_imports_from_outside_the_repo(tmp_path):
         [sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, capture_output=True, text=True
     )
     assert out.stdout.strip() == "272"
+
+
+def test_the_wheel_carries_its_licence_one_version_and_builds_without_warnings(tmp_path):
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-v",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    log = build.stdout + build.stderr
+    for phrase in (
+        "is absent from the `packages`",
+        "SetuptoolsDeprecationWarning",
+        "license` as a TOML table",
+    ):
+        assert phrase not in log, phrase
+    (wheel,) = tmp_path.glob("probgen-*.whl")
+    archive = zipfile.ZipFile(wheel)
+    meta = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+    text = archive.read(meta).decode()
+    assert "License-Expression: Apache-2.0" in text
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in archive.namelist())
+    import probgen
+
+    assert f"Version: {probgen.__version__}" in text  # one version source: probgen.__version__
+    assert (ROOT / "CHANGELOG.md").read_text().count(probgen.__version__) >= 1
