@@ -6,7 +6,9 @@ offers its own objective (the ``svi_objective`` hook: the same ELBO in plain PyT
 an analytic KL, as the VAE families do) is trained by one plain PyTorch loop with no Pyro traces.  With no guide of the model's own, an ``AutoNormal`` guide is built over the continuous
 latent sites (an empty guide when there are none: ``pyro.param`` sites are then fitted by maximum
 likelihood).  Stops early when the windowed loss has settled, flat within its noise, not above
-its best and not bouncing; posterior draws come from the guide.
+its best and not bouncing, and an autoguide's parameters have stopped drifting after a refinement
+phase at a lower learning rate; posterior draws come from the guide (averaged over the last
+windows).  ``subsample_size`` feeds any model random minibatches, scaled by N / B.
 """
 
 from __future__ import annotations
@@ -481,12 +483,21 @@ class SVI(BackendBase):
     ``num_particles`` : int, default 1
         Monte Carlo samples per ELBO estimate.
     ``subsample_size`` : int or None, default None
-        Minibatch size (None: full batch); needs a model that takes a ``subsample_size`` keyword.
+        Minibatch size (None: full batch), for any model: each step feeds the model a random
+        minibatch (a fresh permutation of the items per epoch, sliced in order) and scales the
+        data plate's sites by N / B.  Data held as a tensor, model arguments (per-item arguments
+        sliced, constants kept) or a tuple of tensors are sliced; other prepared data are
+        subsampled by the data plate itself, for models that index their data by the plate's
+        indices.  Per-item continuous latents need an amortising guide of the model's own (an
+        autoguide would keep parameters for every item): refused otherwise.  A model with its own
+        objective minibatches inside it.
     ``guide`` : {"normal", "diagonal", "mvn", "delta"} or callable or None, default None
         The variational family over the continuous latents: the model's own guide when it has
         one, else "normal" (``AutoNormal``).  A model with no continuous latents (its parameters
         all ``pyro.param`` sites, its latents all discrete and enumerated) gets an empty guide:
-        SVI then maximises the likelihood.
+        SVI then maximises the likelihood.  The autoguides start at scale ``min(0.1, 1 / sqrt(N))``
+        (posterior sds of global parameters shrink as ``1 / sqrt(N)``; a scale started far above
+        its target creeps down for thousands of Adam steps).
     ``tol`` : float or None, default 1e-4
         Early stopping (0 or None runs every step and reports ``converged=False``).  The loss is
         averaged over windows of ``window`` steps; the fit has converged when (1) ``patience`` (5)
@@ -495,7 +506,16 @@ class SVI(BackendBase):
         window mean is not above the best by more than two standard errors plus ``tol`` relative
         (a rising loss), and (4) the loss varies across the last window's steps by at most twice
         its Monte Carlo noise at fixed parameters (30 evaluations without a step) plus ``tol``
-        relative (an optimiser bouncing around, its learning rate too large).
+        relative (an optimiser bouncing around, its learning rate too large).  A window improves
+        on the best only by more than ``tol`` and two standard errors (a minibatch loss is noisy).
+        With an autoguide ("normal", "diagonal", "mvn"), the loss settling starts a refinement
+        phase: the learning rate times 0.3 and Adam's moment estimates restarted; the fit has
+        converged once, over the 6 windows after that, the window means of the guide's
+        unconstrained parameters drift by no more than their window-to-window noise plus 0.02
+        (locations in units of the guide's sd of their latent, log-scales relative, a
+        full-covariance factor in its implied correlation), and their average is known to 0.1 of
+        those units.  The fitted guide is then that average (iterate averaging over the 6
+        windows); without convergence, the average of the last window.
     ``window`` : int, default 100
         Steps per window of the early-stopping rule.
     ``num_samples`` : int, default 1000

@@ -135,7 +135,7 @@ def guide_khat(fit: Fit, num_draws: int = _GUIDE_DRAWS) -> float | None:
     with isolated_state(0), torch.no_grad():  # the user's random state and param store untouched
         for i in range(num_draws):
             q = poutine.trace(guide).get_trace(fit.data)
-            values: dict[str, torch.Tensor] = {n: q.nodes[n]["value"] for n in roles.continuous_sites}
+            values: dict[str, torch.Tensor] = {n: q.nodes[n]["value"] for n in roles.continuous_sites}  # type: ignore[misc]
             p = traced_with(fit.model, fit.data, values, fixed)
             log_w[i] = float(p.log_prob_sum()) - float(q.log_prob_sum())
     if not np.all(np.isfinite(log_w)):
