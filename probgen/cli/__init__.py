@@ -1,4 +1,8 @@
-"""The ``probgen`` command: ``probgen demo``, ``probgen datasets``, ``probgen --help``."""
+"""The ``probgen`` command: ``fit``, ``summary``, ``check``, ``score``, ``sample``, ``plot``,
+``demo``, ``datasets``, ``calibrate``; ``probgen COMMAND --help`` for each.
+
+Exit status: 0 on success, 1 when ``check`` finds problems, 2 on any refusal (bad arguments, an
+unreadable file, an unknown calibration row, a model that cannot be fitted)."""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import importlib
 import sys
 import time
 from collections.abc import Sequence
+
+from probgen.cli.commands import add_commands, run_command
 
 __all__ = ["main"]
 
@@ -74,11 +80,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``probgen`` console command."""
     parser = argparse.ArgumentParser(
         prog="probgen",
-        description="probgen: generative models on Pyro (mixtures, HMMs, custom models) fitted by "
-        "EM, SVI, exact enumeration or MCMC, with ArviZ diagnostics.",
+        description="probgen: generative models on Pyro (mixtures, hidden Markov models, Bayesian "
+        "networks, naive Bayes, VAEs, RBMs, GANs, text generators and models of your own) fitted by EM, "
+        "SVI, exact enumeration, MCMC, contrastive divergence or adversarial training, with ArviZ "
+        "diagnostics.  Fit, score and sample from data files without writing Python.",
+        epilog="Exit status: 0 success, 1 problems found by 'check', 2 a refusal.",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_commands(sub)
     demo = sub.add_parser("demo", help="a short tour on bundled data (a custom model, mixtures, HMMs)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     sub.add_parser("datasets", help="list the bundled datasets")
@@ -87,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cal.add_argument("--out", default=None, help="write the Markdown table to this file")
     cal.add_argument("--row", action="append", default=None, help="only this grid row (repeatable)")
     args = parser.parse_args(argv)
+    if getattr(args, "run", None) is not None:
+        return run_command(args)
     if args.version:
         from probgen import __version__
 
@@ -100,8 +112,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "datasets":
         return _datasets()
     if args.command == "calibrate":
-        from probgen.cli.calibration_grid import run
+        from probgen.cli.calibration_grid import GRID, run
 
+        known = [row[0] for row in GRID]
+        unknown = [r for r in args.row or [] if r not in known]
+        if unknown:
+            print(
+                f"probgen calibrate: error: unknown --row {unknown}; rows: {', '.join(known)}",
+                file=sys.stderr,
+            )
+            return 2
         run(args.out, quick=args.quick, rows=args.row, progress=sys.stderr.isatty())
         return 0
     parser.print_help()
