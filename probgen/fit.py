@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ import pyro
 import torch
 from torch import Tensor
 
+from probgen.arguments import ModelArgs
 from probgen.arviz_bridge import to_inference_data
 from probgen.backend import (
     Backend,
@@ -36,7 +38,7 @@ from probgen.diagnostics import summary as _summary
 from probgen.errors import ModelNotSupportedError
 from probgen.model import GenerativeModel, registered_model
 from probgen.model import model as as_model
-from probgen.persistence import read_saved, save_fit
+from probgen.persistence import check_config_sizes, read_saved, save_fit
 from probgen.relabel import align_posterior
 from probgen.result import FitResult
 from probgen.state import isolated_state
@@ -345,13 +347,59 @@ def load(path: str | os.PathLike[str], model: Any = None) -> Fit:
     """
     saved = read_saved(Path(path))
     meta = saved.meta
+    saved_class, config = meta["model"]["class"], meta["model"].get("config")
     if model is None:
-        cls = registered_model(meta["model"]["class"])
-        if cls is None or meta["model"].get("config") is None:
+        cls = registered_model(saved_class)
+        if cls is None or config is None:
             raise ValueError(
-                f"the fit in {str(saved.path)!r} is of a user-written model ({meta['model']['name']!r}); "
+                f"the fit in {str(saved.path)!r} is of a user-written model ({meta['model'].get('name')!r}); "
                 "pass it again: probgen.load(path, model=my_model)."
             )
-        model = cls(**meta["model"]["config"])
+        check_config_sizes(config, saved.files, saved.path)
+        try:
+            model = cls(**config)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"{str(saved.path)!r}: its model configuration does not build a {saved_class}: {err}"
+            ) from None
     gm = model if isinstance(model, GenerativeModel) else as_model(model)
-    return fit_class(gm)(model=gm, **saved.fields(gm))
+    _check_same_model(gm, saved_class, config, saved.path)
+    try:
+        fields = saved.fields(gm)
+        result = fit_class(gm)(model=gm, **fields)
+        _trial(result)
+    except (RuntimeError, IndexError, KeyError, AssertionError) as err:
+        raise ValueError(
+            f"{str(saved.path)!r}: the saved arrays do not fit {gm!r} ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:300] if str(err) else ''}); was it saved from another model or changed?"
+        ) from None
+    return result
+
+
+def _check_same_model(gm: GenerativeModel, saved_class: str, config: Any, path: Path) -> None:
+    """The model given to :func:`load` is the one the fit was saved from (class and configuration)."""
+    if saved_class != type(gm).__name__:
+        raise ValueError(
+            f"{str(path)!r} holds a fit of a {saved_class}; the model given is a {type(gm).__name__}."
+        )
+    mine = gm.get_config()
+    if config is None or mine is None:
+        return
+    mine = json.loads(json.dumps(mine))  # the form the file keeps (tuples as lists)
+    differ = sorted(k for k in set(mine) | set(config) if mine.get(k) != config.get(k))
+    if differ:
+        pairs = ", ".join(f"{k}: saved {config.get(k)!r}, given {mine.get(k)!r}" for k in differ)
+        raise ValueError(f"{str(path)!r} was saved from another configuration of {saved_class} ({pairs}).")
+
+
+def _trial(fit: Fit) -> None:
+    """Evaluate a loaded fit once, so that arrays of the wrong shape fail here, named, not later."""
+    if fit.data is not None and fit.model.density == "normalised":
+        d = fit.data
+        with torch.no_grad():
+            if isinstance(d, Tensor) and len(d) > 0 and fit.model.num_items(d) == len(d):
+                fit.log_prob(d[:2])
+            elif isinstance(d, Tensor):
+                fit.log_prob()
+            elif isinstance(d, ModelArgs) and d.per_item:
+                fit.log_prob(dict(d.take(torch.arange(min(2, len(d)))).values))

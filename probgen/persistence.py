@@ -25,7 +25,7 @@ from probgen.result import FitResult
 if TYPE_CHECKING:  # pragma: no cover
     from probgen.model import GenerativeModel
 
-__all__ = ["Saved", "data_from_arrays", "data_to_arrays", "read_saved", "save_fit"]
+__all__ = ["Saved", "check_config_sizes", "data_from_arrays", "data_to_arrays", "read_saved", "save_fit"]
 
 
 def data_to_arrays(gm: GenerativeModel, data: Any) -> dict[str, torch.Tensor]:
@@ -57,6 +57,11 @@ def data_from_arrays(gm: GenerativeModel, arrays: dict[str, torch.Tensor]) -> An
 
 
 _FORMAT = "probgen-fit/1"
+_FORMAT_PREFIX, _FORMAT_VERSION = "probgen-fit/", 1
+#: A whole number in a saved model configuration above this must be the size of some array in the
+#: file (components, hidden units, states): a config asking for more is refused before the model
+#: is built, so a crafted file cannot make loading allocate memory it never uses.
+_LARGE = 65536
 
 
 def _arrays(prefix: str, d: Mapping[str, Any] | None, out: dict[str, np.ndarray]) -> list[str]:
@@ -117,23 +122,87 @@ def save_fit(fit: Any, path: str | os.PathLike[str]) -> None:
             tmp.unlink()
 
 
+def _check_meta(meta: dict[str, Any], path: Path) -> None:
+    """The metadata's fields have the types :func:`save_fit` writes (else the file is damaged)."""
+    where = f"{str(path)!r} is damaged"
+    for key in ("model", "method", "converged", "seed"):
+        if key not in meta:
+            raise ValueError(f"{where}: its metadata lacks {key!r}.")
+    model = meta["model"]
+    if not isinstance(model, dict) or not isinstance(model.get("class"), str):
+        raise ValueError(f"{where}: its metadata's 'model' is not a record with a class name.")
+    if model.get("config") is not None and not isinstance(model["config"], dict):
+        raise ValueError(f"{where}: its model configuration is not a mapping.")
+    if not isinstance(meta["method"], str) or not isinstance(meta["converged"], bool):
+        raise ValueError(f"{where}: its metadata's 'method' or 'converged' has the wrong type.")
+    if isinstance(meta["seed"], bool) or not isinstance(meta["seed"], int):
+        raise ValueError(f"{where}: its metadata's 'seed' is not an integer.")
+    for group in ("params", "posterior", "sample_stats", "data"):
+        names = meta.get(group)
+        if group == "params" and names is None:
+            raise ValueError(f"{where}: its metadata lacks 'params'.")
+        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise ValueError(f"{where}: its metadata's {group!r} is not a list of array names.")
+    extras = meta.get("extras", {})
+    if not isinstance(extras, dict):
+        raise ValueError(f"{where}: its metadata's 'extras' is not a mapping.")
+    if meta.get("log_evidence") is not None and not isinstance(meta["log_evidence"], int | float):
+        raise ValueError(f"{where}: its metadata's 'log_evidence' is not a number.")
+
+
+def _check_finite(meta: dict[str, Any], files: dict[str, np.ndarray], path: Path) -> None:
+    """Estimates and draws hold finite numbers (a tampered file may hold NaN; data are checked
+    when the model prepares them, where a network reads NaN as missing)."""
+    for group in ("params", "posterior"):
+        for n in meta.get(group) or []:
+            a = files[f"{group}/{n}"]
+            if a.dtype.kind == "f" and not bool(np.isfinite(a).all()):
+                raise ValueError(
+                    f"{str(path)!r} is damaged: {group} array {n!r} holds NaN or infinite values "
+                    "(save_fit writes finite numbers only)."
+                )
+
+
+def check_config_sizes(config: Mapping[str, Any] | None, files: Mapping[str, np.ndarray], path: Path) -> None:
+    """Refuse a configuration whose large sizes no array in the file has (before building a model)."""
+    dims = {int(d) for a in files.values() for d in np.shape(a)}
+
+    def ints(value: Any) -> list[int]:
+        if isinstance(value, bool):
+            return []
+        if isinstance(value, int):
+            return [value]
+        if isinstance(value, list | tuple):
+            return [i for v in value for i in ints(v)]
+        if isinstance(value, dict):
+            return [i for v in value.values() for i in ints(v)]
+        return []
+
+    for key, value in (config or {}).items():
+        for size in ints(value):
+            if size > _LARGE and size not in dims:
+                raise ValueError(
+                    f"{str(path)!r}: its model configuration asks for {key}={value!r}, a size no array in the "
+                    "file has; the file is damaged or crafted, and the model is not built."
+                )
+
+
 def _check_complete(meta: dict[str, Any], files: dict[str, np.ndarray], path: Path) -> None:
     """Every array the metadata names is present and numeric (else the file is damaged)."""
+    _check_meta(meta, path)
     needed = ["history"]
     for group in ("params", "posterior", "sample_stats", "data"):
         needed += [f"{group}/{n}" for n in meta.get(group) or []]
     for key, names in (meta.get("extras") or {}).items():
         if isinstance(names, list):
             needed += [f"extras.{key}/{n}" for n in names]
-    for key in ("model", "method", "converged", "seed"):
-        if key not in meta:
-            raise ValueError(f"{str(path)!r} is damaged: its metadata lacks {key!r}.")
     absent = [k for k in needed if k not in files]
     if absent:
         raise ValueError(f"{str(path)!r} is damaged: arrays {absent[:5]} are missing.")
     bad = [k for k in needed if files[k].dtype.kind not in "biuf"]
     if bad:
         raise ValueError(f"{str(path)!r} is damaged: arrays {bad[:5]} are not numeric.")
+    _check_finite(meta, files, path)
 
 
 @dataclass(frozen=True)
@@ -186,11 +255,18 @@ def read_saved(path: Path) -> Saved:
         raise FileNotFoundError(f"no saved fit at {str(path)!r}")
     try:
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
+            if not hasattr(npz, "files"):  # one bare array (a .npy), not an archive of a fit
+                raise ValueError("one array, not an archive")
             files = {k: npz[k] for k in npz.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        # numpy's own text for a pickle (advice to allow it) is not advice to give: never load one
+        reason = "it holds pickled data, which probgen never loads" if "pickle" in str(err) else str(err)
         raise ValueError(
-            f"{str(path)!r} is not a readable probgen fit (a .npz archive written by Fit.save): {err}"
+            f"{str(path)!r} is not a readable probgen fit (a .npz archive written by Fit.save): {reason}."
         ) from None
+    raw = [k for k, v in files.items() if not isinstance(v, np.ndarray)]
+    if raw:  # an archive member that is not a .npy array (numpy hands back its bytes)
+        raise ValueError(f"{str(path)!r} is damaged: members {raw[:5]} are not arrays.")
     if "__meta__" not in files:
         raise ValueError(f"{str(path)!r} is not a probgen fit (no metadata).")
     try:
@@ -199,6 +275,16 @@ def read_saved(path: Path) -> Saved:
         raise ValueError(f"{str(path)!r} is damaged: its metadata is not JSON ({err}).") from None
     if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None
+        version = (
+            found[len(_FORMAT_PREFIX) :]
+            if isinstance(found, str) and found.startswith(_FORMAT_PREFIX)
+            else ""
+        )
+        if version.isdigit() and int(version) > _FORMAT_VERSION:
+            raise ValueError(
+                f"{str(path)!r} was written by a newer probgen (format {found!r}); this version reads "
+                f"{_FORMAT!r}: upgrade probgen to load it."
+            )
         raise ValueError(f"{str(path)!r} has format {found!r}; expected {_FORMAT!r}.")
     _check_complete(meta, files, path)
     return Saved(path, meta, files)
