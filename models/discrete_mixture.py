@@ -151,7 +151,7 @@ class BernoulliMixture(_DiscreteMixture):
             data = data.to(torch.float64)
         elif isinstance(data, np.ndarray) and data.dtype == bool:
             data = data.astype(np.float64)
-        t = self._check_items(_as_matrix(data, self.name))
+        t = _as_matrix(data, self.name)
         bad = (t != 0) & (t != 1)
         if bad.any():
             vals = torch.unique(t[bad])[:5].tolist()
@@ -295,7 +295,7 @@ class CategoricalMixture(_DiscreteMixture):
 
         Returned as a float64 tensor of whole numbers (for Pyro, cast per use).
         """
-        t = self._check_items(_as_matrix(data, self.name))
+        t = _as_matrix(data, self.name)
         _check_integral(t, self.name)
         if (t < 0).any():
             raise ValueError(
@@ -481,7 +481,7 @@ class PoissonMixture(_DiscreteMixture):
 
     def prepare_data(self, data: Any) -> Tensor:
         """Validate ``data`` as non-negative whole-number counts ``(n_items, n_features)``, float64."""
-        t = self._check_items(_as_matrix(data, self.name))
+        t = _as_matrix(data, self.name)
         if (t < 0).any():
             raise ValueError(
                 f"{self.name}: data must be non-negative counts; got {int((t < 0).sum())} negative "

@@ -137,9 +137,9 @@ class GaussianMixture(_Mixture):
         TypeError
             Non-numeric data or DataFrame columns.
         ValueError
-            Missing values, NaN/inf, data that is not 2-D, or fewer items than components.
+            Missing values, NaN/inf, or data that is not 2-D (fewer items than components are refused when EM starts).
         """
-        return self._check_items(_as_matrix(data, self.name))
+        return _as_matrix(data, self.name)
 
     def _site_names(self, data: Tensor) -> tuple[str, ...]:
         return self._covariance.site_names(data.shape[1])

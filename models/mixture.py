@@ -182,6 +182,7 @@ class _Mixture(GenerativeModel, abc.ABC):
 
     # ---------------------------------------------------------------------------- data
     def _check_items(self, t: Tensor) -> Tensor:
+        """Refuse fewer training items than components (scoring any number of items is fine)."""
         if len(t) < self.n_components:
             raise ValueError(
                 f"n_components={self.n_components} is larger than the number of items in data "
@@ -236,6 +237,7 @@ class _Mixture(GenerativeModel, abc.ABC):
         """
         if isinstance(init, Mapping):
             return self._init_from_dict(data, dict(init), generator)
+        self._check_items(data)  # the data-driven starts need a seed item per component
         if init not in _INIT_STRATEGIES:
             raise ValueError(
                 f"init must be one of {', '.join(repr(s) for s in _INIT_STRATEGIES)} or a dict of "

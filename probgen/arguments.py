@@ -174,7 +174,7 @@ def with_dtypes(
         if isinstance(v, Tensor) and k in observed:
             values[k] = as_observed(v, observed[k], f"data[{k!r}] holds")
         elif isinstance(v, Tensor) and v.is_floating_point() and model_dtype is not None:
-            values[k] = v.to(model_dtype)
+            values[k] = as_observed(v, model_dtype, f"data[{k!r}]")
         else:
             values[k] = v
     return args.replace(values=values, observed=tuple(observed))

@@ -38,7 +38,7 @@ from probgen.model import GenerativeModel, sample_sites
 from probgen.model import model as as_model
 from probgen.relabel import _hungarian, exchangeable_sites
 from probgen.state import isolated_rng
-from probgen.validation import positive_int
+from probgen.validation import check_seed, positive_int
 
 __all__ = ["Calibration", "calibrate"]
 
@@ -356,6 +356,8 @@ def calibrate(
             f"got {num_simulations!r}."
         )
     positive_int(num_draws, "num_draws")
+    check_seed(seed)
+    check_seed(seed + num_simulations - 1, "seed + num_simulations - 1")
     backend = get_backend(method)
     if backend.name in _NO_DRAWS:
         raise ValueError(

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar, overload
 
 import arviz
-import numpy as np
 import pandas as pd
 import pyro
 import torch
@@ -44,6 +43,7 @@ from probgen.result import FitResult
 from probgen.state import isolated_state
 from probgen.streaming import ChunkedData, StreamingData, is_stream_source
 from probgen.summaries import posterior_means
+from probgen.validation import check_seed
 
 __all__ = [
     "Backend",
@@ -143,8 +143,7 @@ def fit(
         The backend cannot fit this model (the message lists those that can).
     """
     backend = get_backend(method)
-    if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int; got {type(seed).__name__}.")
+    check_seed(seed)
     if progress is None:
         progress = interactive()
     if not isinstance(progress, bool):

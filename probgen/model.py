@@ -195,9 +195,13 @@ class GenerativeModel(abc.ABC):
         data whatever the input, a float64 model float64, categorical observations integers).
         Raises ``ValueError`` on NaN/inf and on empty data, ``TypeError`` on non-numeric data.
         """
+        t = as_tensor(data, "data", dtype=self.dtype)
+        if t.dim() == 0:
+            raise ValueError(
+                f"data is a single number ({t.item()!r}); pass an array of items, e.g. [{t.item()!r}]."
+            )
         if self.dtype is not None:
-            return as_tensor(data, "data", dtype=self.dtype)
-        t = as_tensor(data, "data")
+            return t
         probe = t.to(torch.get_default_dtype()) if t.dtype != torch.get_default_dtype() else t
         want = self.roles(probe).data_dtype or torch.get_default_dtype()
         return t if want == t.dtype else as_observed(t, want, f"data for {self.name} holds")
@@ -387,9 +391,11 @@ class _FunctionModel(GenerativeModel):
 
     def __repr__(self) -> str:
         found = last_memo(self, "roles")
-        plate = found.data_plate if found is not None else self.data_plate_name
-        how = "given" if self.data_plate_name else "found by tracing"
-        return f"probgen.model({self.name}, data_plate={plate!r} ({how}))"
+        if self.data_plate_name:
+            return f"probgen.model({self.name}, data_plate={self.data_plate_name!r} (given))"
+        if found is None:
+            return f"probgen.model({self.name}, data plate found by tracing at the first fit)"
+        return f"probgen.model({self.name}, data_plate={found.data_plate!r} (found by tracing))"
 
 
 def model(

@@ -22,7 +22,7 @@ from probgen.model import GenerativeModel, scores_local_latents_generically
 from probgen.posterior import pointwise_log_likelihood_draws, posterior_predictive, total_log_likelihood
 from probgen.roles import last_memo
 from probgen.state import isolated_rng
-from probgen.validation import positive_int
+from probgen.validation import check_seed, positive_int
 
 __all__ = ["FitResult", "FrozenDict", "frozen"]
 
@@ -48,6 +48,14 @@ def frozen(d: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
 
 def _flat(draws: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.reshape((-1,) + tuple(v.shape[2:])) for k, v in draws.items()}
+
+
+def _describe_items(data: Tensor) -> str:
+    """What a data set's items are, in words: ``scalar items`` or ``items of shape (2,) (2 features)``."""
+    shape = tuple(data.shape[1:])
+    if not shape:
+        return "scalar items (one number each)"
+    return f"items of shape {shape} ({shape[-1]} features)" if len(shape) == 1 else f"items of shape {shape}"
 
 
 def _same_data(a: Any, b: Any) -> bool:
@@ -132,7 +140,7 @@ class FitResult:
         ):
             raise ValueError(
                 f"data has items of shape {tuple(prepared.shape[1:])}; {self.model.name} was fitted on "
-                f"items of shape {tuple(train.shape[1:])} (e.g. {train.shape[-1]} features)."
+                f"{_describe_items(train)}."
             )
         if isinstance(prepared, ModelArgs) and isinstance(train, ModelArgs):
             for k in set(prepared.per_item) & set(train.per_item):
@@ -393,6 +401,7 @@ class FitResult:
             Other family options.
         """
         positive_int(n, "n")
+        check_seed(seed, allow_none=True)
         if isinstance(self.data, ModelArgs) or data is not None:
             return self._sample_at(int(n), data, seed, return_latents)
         if length is not None:

@@ -299,7 +299,22 @@ def as_observed(t: Tensor, want: torch.dtype, what: str) -> Tensor:
                 f"{what} non-integer values ({int(frac.sum())}, e.g. {float(t[frac][0])!r}) where integer "
                 "categories are observed; pass integer labels."
             )
-    return t.to(want)
+    out = t.to(want)
+    _check_range(t, out, what.rsplit(" ", 1)[0] if what.endswith(" holds") else what)
+    return out
+
+
+def _check_range(before: Tensor, after: Tensor, argname: str) -> None:
+    """Refuse finite values that a conversion to a narrower type turned infinite (1e150 in float32)."""
+    if not (before.is_floating_point() and after.is_floating_point()) or after.dtype == before.dtype:
+        return
+    grew = torch.isfinite(before) & ~torch.isfinite(after)
+    if bool(grew.any()):
+        example = float(before[grew].reshape(-1)[0])
+        raise ValueError(
+            f"{argname} holds {int(grew.sum())} value(s) too large for {str(after.dtype).replace('torch.', '')} "
+            f"(e.g. {example:.3g}); rescale the data, or use a float64 model."
+        )
 
 
 def as_tensor(
@@ -338,9 +353,11 @@ def as_tensor(
     if t.numel() == 0:
         raise ValueError(f"{argname} is empty (shape {tuple(t.shape)}); expected at least one item.")
     if t.is_floating_point() or dtype is not None:
+        before = t
         t = t.to(
             dtype or (t.dtype if t.dtype == torch.float64 and dtype is None else torch.get_default_dtype())
         )
+        _check_range(before, t, argname)
     if t.is_floating_point() and not allow_nan:
         bad = ~torch.isfinite(t)
         if bad.any():

@@ -11,7 +11,10 @@ import math
 import numbers
 from typing import Any
 
-__all__ = ["non_negative_int", "positive_float", "positive_int"]
+__all__ = ["MAX_SEED", "check_seed", "non_negative_int", "positive_float", "positive_int"]
+
+#: The largest seed torch's generators take (a signed 64-bit integer).
+MAX_SEED = 2**63 - 1
 
 
 def _int(value: Any, argname: str, low: int, words: str, allow_none: bool, type_error: bool) -> int | None:
@@ -46,3 +49,14 @@ def positive_float(value: Any, argname: str, *, allow_zero: bool = False, allow_
         words = "a non-negative number" if allow_zero else "a positive number"
         raise ValueError(f"{argname} must be {words}{' or None' if allow_none else ''}; got {value!r}.")
     return float(value)
+
+
+def check_seed(value: Any, argname: str = "seed", *, allow_none: bool = False) -> Any:
+    """``value`` as a seed: an int in ``[0, 2**63 - 1]`` (what torch's generators take)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{argname} must be an int; got {type(value).__name__}.")
+    if not 0 <= int(value) <= MAX_SEED:
+        raise ValueError(f"{argname} must be an int in [0, 2**63 - 1]; got {value!r}.")
+    return int(value)
