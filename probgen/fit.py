@@ -40,7 +40,7 @@ from probgen.model import model as as_model
 from probgen.persistence import check_config_sizes, read_saved, save_fit
 from probgen.relabel import align_posterior
 from probgen.result import FitResult
-from probgen.state import isolated_state
+from probgen.state import isolated_rng, isolated_state, serialised
 from probgen.streaming import ChunkedData, StreamingData, is_stream_source
 from probgen.summaries import posterior_means
 from probgen.validation import check_seed
@@ -91,6 +91,7 @@ def fit(
 ) -> Fit: ...
 
 
+@serialised
 def fit(
     model: Any,
     data: Any,
@@ -148,57 +149,60 @@ def fit(
         progress = interactive()
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be a bool or None; got {type(progress).__name__}.")
-    gm = as_model(model) if not isinstance(model, GenerativeModel) else model
-    if not isinstance(gm, GenerativeModel):
-        raise TypeError(f"model must be a probgen model or a Pyro function; got {type(model).__name__}.")
-    num_items = options.pop("num_items", None)
-    chunk_size = options.pop("chunk_size", None)
-    device = _check_device(options.pop("device", None))
-    options = backend.check_options(options)
-    prepared: Any
-    if chunk_size is not None:
-        if not backend.accepts_chunks:
-            raise ValueError(
-                f"chunk_size= reads the data chunk by chunk for closed-form EM; method={backend.name!r} "
-                "does not fit that way. Use method='em' (families with sufficient statistics), or for "
-                "SVI pass a DataLoader of minibatches."
-            )
-        prepared = ChunkedData(data, chunk_size, gm.prepare_data)
-        example = prepared.first
-    elif num_items is not None or is_stream_source(data):
-        if not backend.accepts_streams:
-            raise ValueError(
-                f"data streamed in minibatches (a DataLoader or num_items=) need a backend that fits "
-                f"from minibatches; method={backend.name!r} does not. Use method='svi', or for "
-                "closed-form EM pass an array or numpy memmap with chunk_size=."
-            )
-        if num_items is None:
-            try:  # the sampler's length: a DistributedSampler gives this rank's shard
-                sampler = getattr(getattr(data, "batch_sampler", None), "sampler", None)
-                num_items = len(sampler) if sampler is not None else len(data.dataset)
-            except (AttributeError, TypeError):
+    # tracing the model to prepare and check it may create pyro.param sites and draw latents:
+    # in a param store and random state of its own, so the user's are left as they were
+    with pyro.get_param_store().scope(), isolated_rng(None):
+        gm = as_model(model) if not isinstance(model, GenerativeModel) else model
+        if not isinstance(gm, GenerativeModel):
+            raise TypeError(f"model must be a probgen model or a Pyro function; got {type(model).__name__}.")
+        num_items = options.pop("num_items", None)
+        chunk_size = options.pop("chunk_size", None)
+        device = _check_device(options.pop("device", None))
+        options = backend.check_options(options)
+        prepared: Any
+        if chunk_size is not None:
+            if not backend.accepts_chunks:
                 raise ValueError(
-                    "num_items is needed: the number of items in the whole data set (the loader's "
-                    "dataset has no len())."
-                ) from None
-        prepared = StreamingData(data, num_items, gm.prepare_data)
-        example = prepared.first
-    else:
-        prepared = gm.prepare_data(data)
-        example = prepared
-    reason = backend.supports(gm, example)
-    if reason is not None:
-        capable = [m for m in capable_methods(gm, example) if m != backend.name]
-        raise ModelNotSupportedError(
-            f"method={backend.name!r} cannot fit {gm.name}: {reason}. "
-            f"Methods that can: {', '.join(capable) if capable else 'none of the registered backends'}."
-        )
-    # On an accelerator, the data move there and tensors the fit creates default to it (CPU is
-    # the default and needs nothing).
-    target = device if device is not None and device.type != "cpu" else None
-    if target is not None and isinstance(prepared, Tensor | tuple | list):
-        prepared = _to_device(prepared, target)
-        example = prepared
+                    f"chunk_size= reads the data chunk by chunk for closed-form EM; method={backend.name!r} "
+                    "does not fit that way. Use method='em' (families with sufficient statistics), or for "
+                    "SVI pass a DataLoader of minibatches."
+                )
+            prepared = ChunkedData(data, chunk_size, gm.prepare_data)
+            example = prepared.first
+        elif num_items is not None or is_stream_source(data):
+            if not backend.accepts_streams:
+                raise ValueError(
+                    f"data streamed in minibatches (a DataLoader or num_items=) need a backend that fits "
+                    f"from minibatches; method={backend.name!r} does not. Use method='svi', or for "
+                    "closed-form EM pass an array or numpy memmap with chunk_size=."
+                )
+            if num_items is None:
+                try:  # the sampler's length: a DistributedSampler gives this rank's shard
+                    sampler = getattr(getattr(data, "batch_sampler", None), "sampler", None)
+                    num_items = len(sampler) if sampler is not None else len(data.dataset)
+                except (AttributeError, TypeError):
+                    raise ValueError(
+                        "num_items is needed: the number of items in the whole data set (the loader's "
+                        "dataset has no len())."
+                    ) from None
+            prepared = StreamingData(data, num_items, gm.prepare_data)
+            example = prepared.first
+        else:
+            prepared = gm.prepare_data(data)
+            example = prepared
+        reason = backend.supports(gm, example)
+        if reason is not None:
+            capable = [m for m in capable_methods(gm, example) if m != backend.name]
+            raise ModelNotSupportedError(
+                f"method={backend.name!r} cannot fit {gm.name}: {reason}. "
+                f"Methods that can: {', '.join(capable) if capable else 'none of the registered backends'}."
+            )
+        # On an accelerator, the data move there and tensors the fit creates default to it (CPU is
+        # the default and needs nothing).
+        target = device if device is not None and device.type != "cpu" else None
+        if target is not None and isinstance(prepared, Tensor | tuple | list):
+            prepared = _to_device(prepared, target)
+            example = prepared
     with isolated_state(int(seed)), torch.device(target) if target is not None else _nothing():
         result = backend.fit(gm, prepared, seed=int(seed), progress=progress, **options)
         store = pyro.get_param_store()
@@ -334,6 +338,10 @@ class Fit(FitResult):
         save_fit(self, path)
 
 
+setattr(Fit, "to_arviz", serialised(Fit.to_arviz))  # noqa: B010  (Pyro runs inside: threads take turns)
+
+
+@serialised
 def load(path: str | os.PathLike[str], model: Any = None) -> Fit:
     """Read a fit written by :meth:`Fit.save`; never runs code from the file.
 

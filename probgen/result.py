@@ -21,7 +21,7 @@ from probgen.marginal import marginal_log_likelihood
 from probgen.model import GenerativeModel, scores_local_latents_generically
 from probgen.posterior import pointwise_log_likelihood_draws, posterior_predictive, total_log_likelihood
 from probgen.roles import last_memo
-from probgen.state import isolated_rng
+from probgen.state import isolated_rng, serialised
 from probgen.validation import check_seed, positive_int
 
 __all__ = ["FitResult", "FrozenDict", "frozen"]
@@ -510,3 +510,21 @@ class FitResult:
     def __repr__(self) -> str:
         kind = f"{self.num_draws} draws" if self.posterior else "point estimates"
         return f"{type(self).__name__}(model={self.model!r}, method={self.method!r}, {kind}, converged={self.converged})"
+
+
+# Every tool that runs the model goes through Pyro's process-wide handler stack: from several
+# threads they take turns (probgen.state.PYRO_LOCK), as fits do.
+for _name in (
+    "pointwise_log_likelihood",
+    "log_prob",
+    "num_parameters",
+    "log_likelihood",
+    "bic",
+    "aic",
+    "predict",
+    "predict_proba",
+    "marginals",
+    "sample",
+    "posterior_predictive",
+):
+    setattr(FitResult, _name, serialised(getattr(FitResult, _name)))

@@ -6,15 +6,35 @@ store, so a fit seeds and fills them; these context managers put everything back
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import numpy as np
 import pyro
 import torch
 
-__all__ = ["isolated_rng", "isolated_state", "seed_everything"]
+__all__ = ["PYRO_LOCK", "isolated_rng", "isolated_state", "seed_everything", "serialised"]
+
+#: One lock for everything that runs Pyro: its handler stack and param store are process-wide, so
+#: fits and scores in several threads take turns (re-entrant: a fit inside a tool is fine).
+PYRO_LOCK = threading.RLock()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def serialised(fn: F) -> F:
+    """``fn`` run while holding :data:`PYRO_LOCK` (fits and scores from threads take turns)."""
+
+    @functools.wraps(fn)
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with PYRO_LOCK:
+            return fn(*args, **kwargs)
+
+    return locked  # type: ignore[return-value]
 
 
 def seed_everything(seed: int) -> None:
