@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -83,12 +83,9 @@ def _model_with(
     fn = model_fn or gm.model
     if values:
         fn = poutine.condition(fn, data=dict(values))
-    # substitute answers pyro.param from these values without touching the param store; the
-    # parameters of a pyro.module network (named "<module>$$$<param>") are read from the network
-    # itself, which substitute does not reach (Pyro warns of every such name it misses)
-    plain = {k: v for k, v in (fixed or {}).items() if "$$$" not in k}
-    if plain:
-        fn = poutine.substitute(fn, data=plain)
+    if fixed:
+        # substitute answers pyro.param from these values without touching the param store
+        fn = poutine.substitute(fn, data=dict(fixed))
     return fn
 
 
@@ -141,7 +138,7 @@ class EnumFactors:
             return torch.zeros(())
         ring = LogRing(dim_to_size=self.dim_to_size)
         if pointwise and self.items:
-            return self._contract_items(tree, ring)
+            return self._contract_items(tree)
         if pointwise and self.outer_symbols and self.data_symbol is not None:
             return self._contract_outer(tree, ring)
         target = frozenset(s for s in (self.draws_symbol, self.data_symbol if pointwise else None) if s)
@@ -186,7 +183,7 @@ class EnumFactors:
             out = torch.logsumexp(out, d, keepdim=True)
         return out
 
-    def _contract_items(self, tree: OrderedDict[frozenset[str], list[Tensor]], ring: LogRing) -> Tensor:
+    def _contract_items(self, tree: OrderedDict[frozenset[str], list[Tensor]]) -> Tensor:
         """One value per item of a sequential data plate (and per draw): each item's factors
         contracted alone, stacked along the last dim in the order of the items."""
         groups: dict[int, OrderedDict[frozenset[str], list[Tensor]]] = {}
@@ -204,7 +201,8 @@ class EnumFactors:
         for item in sorted(groups):
             group = groups[item]
             dims = {d for terms in group.values() for t in terms for d in t._pyro_dims}  # type: ignore[attr-defined]
-            result = contract_to_tensor(group, dims & self.sum_dims, target_ordinal=target, ring=ring)
+            fresh = LogRing(dim_to_size=self.dim_to_size)  # a cache of its own per item
+            result = contract_to_tensor(group, dims & self.sum_dims, target_ordinal=target, ring=fresh)
             out.append(packed.unpack(result, self.trace.symbol_to_dim).reshape(-1))
         return torch.stack(out, -1)
 
@@ -533,12 +531,15 @@ def _site_marginal(trace: Any, name: str, grad: Tensor, sum_dims: set[str]) -> T
 
 
 def discrete_marginals(
-    gm: GenerativeModel, data: Any, params: Mapping[str, Tensor] | None = None
+    gm: GenerativeModel, data: Any, params: Mapping[str, Tensor] | None = None, *, filtering: bool = False
 ) -> dict[str, Tensor]:
     """Exact posterior marginals ``p(site | data, params)`` of every discrete latent site.
 
     Returns a dict ``site -> probs`` of shape ``batch_shape + (K,)`` (K values in the order of
-    the distribution's ``enumerate_support``).
+    the distribution's ``enumerate_support``).  For a chain written step by step these are the
+    smoothing marginals ``p(x_t | y_1..T)``.  With ``filtering=True`` each site is conditioned
+    only on the sites traced before the next discrete latent: ``p(x_t | y_1..t)`` for a chain
+    that samples ``x_t`` then ``y_t`` (one contraction per discrete site).
     """
     roles = gm.roles(data)
     values, fixed = split_params(gm, data, params)
@@ -546,9 +547,13 @@ def discrete_marginals(
         gm, data, {k: v.unsqueeze(0) for k, v in values.items()} or None, fixed, vectorized=False
     )
     tree, leaves = f.leaf_tree()
-    with torch.enable_grad():
-        total = f.contract(tree, pointwise=False).sum()
-        grads = torch.autograd.grad(total, leaves, allow_unused=True)
+    grads: Sequence[Tensor | None]
+    if filtering:
+        grads = _filtering_grads(f, tree, leaves, roles.discrete_sites)
+    else:
+        with torch.enable_grad():
+            total = f.contract(tree, pointwise=False).sum()
+            grads = torch.autograd.grad(total, leaves, allow_unused=True)
     out = {}
     for name, term, grad in zip(f.sites, (t for ts in f.tree.values() for t in ts), grads, strict=True):
         if name not in roles.discrete_sites or grad is None:
@@ -557,6 +562,35 @@ def discrete_marginals(
         grad._pyro_dims = term._pyro_dims  # type: ignore[attr-defined]
         out[name] = _site_marginal(f.trace, name, grad, f.sum_dims)
     return out
+
+
+def _filtering_grads(
+    f: EnumFactors,
+    tree: OrderedDict[frozenset[str], list[Tensor]],
+    leaves: list[Tensor],
+    discrete: tuple[str, ...],
+) -> list[Tensor | None]:
+    """Per leaf: the gradient of the log evidence of the sites traced before the next discrete
+    latent after it (discrete sites only; None for the others)."""
+    order = {name: i for i, name in enumerate(f.trace.nodes)}
+    starts = sorted(order[n] for n in f.sites if n in discrete)
+    flat = [(ordinal, term) for ordinal, terms in tree.items() for term in terms]
+    grads: list[Tensor | None] = []
+    for name, leaf in zip(f.sites, leaves, strict=True):
+        if name not in discrete:
+            grads.append(None)
+            continue
+        cut = next((p for p in starts if p > order[name]), len(order))
+        seen: OrderedDict[frozenset[str], list[Tensor]] = OrderedDict()
+        for n, (ordinal, term) in zip(f.sites, flat, strict=True):
+            if order[n] < cut:
+                seen.setdefault(ordinal, []).append(term)
+        dims = {d for terms in seen.values() for t in terms for d in t._pyro_dims} & f.sum_dims  # type: ignore[attr-defined]
+        with torch.enable_grad():
+            ring = LogRing(dim_to_size=f.dim_to_size)  # a fresh cache per contraction
+            total = contract_to_tensor(seen, dims, target_ordinal=frozenset(), ring=ring).sum()
+            grads.append(torch.autograd.grad(total, leaf)[0])
+    return grads
 
 
 def discrete_map(

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import probgen as pg
+from probgen.posterior import discrete_marginals
 from tests.core import gallery
 
 MODELS = {
@@ -127,3 +128,36 @@ def test_sequential_and_vectorised_plates_agree_item_by_item():
         model = pg.model(MODELS[style])
         scores[style] = model.log_prob_items(model.prepare_data(DATA), params)
     torch.testing.assert_close(scores["sequential"], scores["plated"])
+
+
+def _forward_filtering(params, seq):
+    """Filtering marginals p(x_t | y_1..t) ``(length, hidden)``: the normalised forward pass."""
+    trans = params["probs_x"].double()
+    emit = _log_emissions(params, seq).exp()
+    alpha = trans[0] * emit[0]
+    rows = [alpha / alpha.sum()]
+    for t in range(1, len(seq)):
+        alpha = (rows[-1] @ trans) * emit[t]
+        rows.append(alpha / alpha.sum())
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("style", ["sequential", "plated"])
+def test_filtering_marginals_are_the_forward_pass(style):
+    model = pg.model(MODELS[style])
+    prepared = model.prepare_data(DATA)
+    params = _params("plated")
+    filtered = discrete_marginals(model, prepared, params, filtering=True)
+    smoothed = discrete_marginals(model, prepared, params)
+    for i, length in enumerate(DATA["lengths"].tolist()):
+        # model 0 names each sequence's sites; model 1 holds every sequence in one site per step
+        names = [f"x_{i}_{t}" if style == "sequential" else f"x_{t}" for t in range(length)]
+        row = 0 if style == "sequential" else i
+        seq = prepared.values["sequences"][i, :length]
+        got = torch.stack([filtered[n].reshape(-1, 2)[row] for n in names]).double()
+        torch.testing.assert_close(got, _forward_filtering(params, seq), rtol=1e-5, atol=1e-5)
+        # the last step has seen every observation: filtering and smoothing agree there
+        last = names[-1]
+        torch.testing.assert_close(
+            filtered[last].reshape(-1, 2)[row], smoothed[last].reshape(-1, 2)[row], rtol=1e-5, atol=1e-5
+        )
