@@ -669,8 +669,9 @@ def posterior_predictive(
     Discrete latents are drawn afresh from their prior given the draw (a replicated dataset),
     continuous latents are set to the draw (with ``keep_local=False`` only the global ones: new
     items draw their own from the prior).  ``sites``: the sites to replicate (default: the
-    observed sites of ``data``; new data may leave the response out).  The user's random state
-    is left as it was.
+    observed sites of ``data``; new data may leave the response out); those the model does not
+    trace on ``data`` are left out (a chain of new lengths has steps of its own).  The user's
+    random state is left as it was.
     """
     roles = gm.roles(data)
     S = next(iter(draws.values())).shape[0] if draws else 1
@@ -682,5 +683,11 @@ def posterior_predictive(
             values = {k: v[s] for k, v in draws.items() if k in kept}
             trace = poutine.trace(_model_with(gm, values, fixed, fn)).get_trace(data)
             for name in reps:
-                reps[name].append(trace.nodes[name]["value"])
-    return {k: torch.stack(v) for k, v in reps.items()}
+                if name in trace.nodes:
+                    reps[name].append(trace.nodes[name]["value"])
+    if not any(reps.values()):
+        raise ValueError(
+            f"data makes {gm.name} trace none of the sites to replicate ({', '.join(reps)}); "
+            "pass the inputs the model was fitted with, leaving the response out."
+        )
+    return {k: torch.stack(v) for k, v in reps.items() if v}
