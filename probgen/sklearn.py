@@ -91,9 +91,7 @@ def _numpy(t: Any, dtype: Any = np.float64) -> np.ndarray:
     return np.asarray(t, dtype=dtype)
 
 
-def _check_int(value: Any, name: str, minimum: int = 1, *, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
+def _check_int(value: Any, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int; got {type(value).__name__}.")
     if int(value) < minimum:
@@ -104,10 +102,11 @@ def _check_int(value: Any, name: str, minimum: int = 1, *, allow_none: bool = Fa
 def _check_number(value: Any, name: str, *, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number; got {type(value).__name__}.")
-    ok = value > 0 if positive else value >= 0
-    if not ok or not math.isfinite(value):
+    number = float(value)
+    ok = number > 0 if positive else number >= 0
+    if not ok or not math.isfinite(number):
         raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}; got {value!r}.")
-    return float(value)
+    return number
 
 
 def _check_codes(X: np.ndarray, name: str = "X") -> np.ndarray:
@@ -790,7 +789,9 @@ class _HMMEstimator(_Estimator):
         states : numpy.ndarray of int64, shape (n_samples,)
         """
         data = self._prepared(X, lengths)
-        paths, scores = self.fit_.model.viterbi(data, self.fit_.params)
+        model = self.fit_.model
+        assert isinstance(model, _HiddenMarkovModel)
+        paths, scores = model.viterbi(data, self.fit_.params)
         return float(scores.sum()), _numpy(torch.cat(paths), np.int64)
 
     def predict(self, X: Any, lengths: Any = None) -> np.ndarray:
@@ -1065,9 +1066,10 @@ class CategoricalHMM(_HMMEstimator):
         return [s[:, 0] for s in _split(X, lengths)]
 
     def _family(self, X: np.ndarray) -> _HiddenMarkovModel:
-        n_symbols = _check_int(self.n_features, "n_features", allow_none=True)
-        if n_symbols is None:
+        if self.n_features is None:
             n_symbols = int(X.max()) + 1
+        else:
+            n_symbols = _check_int(self.n_features, "n_features")
         return _HiddenMarkovModel(self.n_components, "categorical", n_symbols=n_symbols)
 
     def _emission_init(self) -> dict[str, Any]:
@@ -1311,7 +1313,7 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _Estimator):
     intercept_hidden_ : numpy.ndarray of shape (n_components,)
     intercept_visible_ : numpy.ndarray of shape (n_features,)
     n_iter_ : int
-        Updates made.
+        Passes over the data made (epochs; the last may be partial).
     n_features_in_ : int
     feature_names_in_ : numpy.ndarray of str
     fit_ : probgen.Fit
@@ -1382,23 +1384,22 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _Estimator):
         """
         X = self._validate(X, reset=True)
         n_hidden = _check_int(self.n_components, "n_components")
-        batch = min(int(_check_int(self.batch_size, "batch_size") or 1), len(X))
+        batch = min(_check_int(self.batch_size, "batch_size"), len(X))
         options: dict[str, Any] = {
             "lr": _check_number(self.learning_rate, "learning_rate", positive=True),
             "subsample_size": batch,
             "momentum": self.momentum,
         }
-        epochs = _check_int(self.n_iter, "n_iter", allow_none=True)
-        if epochs is not None:
-            options["num_steps"] = epochs * math.ceil(len(X) / batch)
-        model = _UnitIntervalRBM(X.shape[1], int(n_hidden))
+        if self.n_iter is not None:
+            options["num_steps"] = _check_int(self.n_iter, "n_iter") * math.ceil(len(X) / batch)
+        model = _UnitIntervalRBM(X.shape[1], n_hidden)
         seed = _seed(self.random_state)
-        fit = pg.fit(model, X, method="cd", seed=seed, progress=self._progress(), **options)
+        fit: pg.Fit = pg.fit(model, X, method="cd", seed=seed, progress=self._progress(), **options)
         self.fit_ = fit
         self.components_ = _numpy(fit.params["W"])
         self.intercept_hidden_ = _numpy(fit.params["hidden_bias"])
         self.intercept_visible_ = _numpy(fit.params["visible_bias"])
-        self.n_iter_ = int(options.get("num_steps", pg.get_backend("cd").defaults()["num_steps"]))
+        self.n_iter_ = len(fit.history)  # one value per pass over the data
         self.random_state_ = np.random.RandomState(seed)
         return self
 
