@@ -83,9 +83,12 @@ def _model_with(
     fn = model_fn or gm.model
     if values:
         fn = poutine.condition(fn, data=dict(values))
-    if fixed:
-        # substitute answers pyro.param from these values without touching the param store
-        fn = poutine.substitute(fn, data=dict(fixed))
+    # substitute answers pyro.param from these values without touching the param store; the
+    # parameters of a pyro.module network (named "<module>$$$<param>") are read from the network
+    # itself, which substitute does not reach (Pyro warns of every such name it misses)
+    plain = {k: v for k, v in (fixed or {}).items() if "$$$" not in k}
+    if plain:
+        fn = poutine.substitute(fn, data=plain)
     return fn
 
 
@@ -367,7 +370,12 @@ def _pointwise_one(
 
 
 def _pointwise_vectorised(
-    gm: GenerativeModel, data: Any, draws: Mapping[str, Tensor], fixed: Any, n: int, keep: tuple[str, ...] = ()
+    gm: GenerativeModel,
+    data: Any,
+    draws: Mapping[str, Tensor],
+    fixed: Any,
+    n: int,
+    keep: tuple[str, ...] = (),
 ) -> Tensor:
     S = next(iter(draws.values())).shape[0]
     return _flatten_pointwise(enum_factors(gm, data, draws, fixed, keep_priors=keep).contract(), S, n)
