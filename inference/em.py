@@ -13,9 +13,10 @@ Any other model gets a generic EM built on Pyro's enumeration:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -207,8 +208,44 @@ class EM(BackendBase):
             else _GenericEM(model, data, bool(opts.get("map", False)), int(opts.get("m_step_iters", 20)))
         )
         gen = torch.Generator().manual_seed(seed)
-        best: tuple[float, dict[str, Tensor], list[float], bool] | None = None
         bar = _progress_bar(n_init * max_iter, progress, "EM")
+        with _singular_covariance(model):
+            best = self._restarts(
+                model, data, fast, generic, gen, bar, init, n_init, max_iter, tol, scale, seed
+            )
+        bar.close()
+        final, params, history, converged = _best_restart(best, "EM", max_iter, tol)
+        params = {k: v.detach() for k, v in params.items()}
+        return Fit(
+            model=model,
+            data=data,
+            method=self.name,
+            params=params,
+            posterior=None,
+            history=np.asarray(history, dtype=float),
+            converged=converged,
+            log_evidence=final,
+            extras={"n_iter": len(history), "fast_path": fast},
+            seed=seed,
+        )
+
+    @staticmethod
+    def _restarts(
+        model: Any,
+        data: Any,
+        fast: bool,
+        generic: Any,
+        gen: torch.Generator,
+        bar: Any,
+        init: Any,
+        n_init: int,
+        max_iter: int,
+        tol: float,
+        scale: float,
+        seed: int,
+    ) -> Any:
+        """Every restart of EM; the best (final log-likelihood, params, history, converged)."""
+        best: tuple[float, dict[str, Tensor], list[float], bool] | None = None
         for restart in range(n_init):
             seed_everything(seed + restart)
             if fast:
@@ -232,7 +269,7 @@ class EM(BackendBase):
                     )
                 history.append(ll)
                 bar.update(1)
-                if progress:
+                if not getattr(bar, "disable", True):
                     bar.set_postfix(loglik=f"{ll:.4g}")
                 # M-step before the convergence test, as scikit-learn and hmmlearn do: the returned
                 # parameters are one update past the last E-step.
@@ -244,21 +281,7 @@ class EM(BackendBase):
             final = history[-1]
             if best is None or final > best[0]:
                 best = (final, params, history, converged)
-        bar.close()
-        final, params, history, converged = _best_restart(best, "EM", max_iter, tol)
-        params = {k: v.detach() for k, v in params.items()}
-        return Fit(
-            model=model,
-            data=data,
-            method=self.name,
-            params=params,
-            posterior=None,
-            history=np.asarray(history, dtype=float),
-            converged=converged,
-            log_evidence=final,
-            extras={"n_iter": len(history), "fast_path": fast},
-            seed=seed,
-        )
+        return best
 
     # ---------------------------------------------------------------- data in chunks
     def _fit_chunked(
@@ -407,6 +430,20 @@ def _chunk_bounds(num_items: int, chunk_size: int) -> list[tuple[int, int]]:
     if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < chunk_size / 2:
         bounds[-2:] = [(bounds[-2][0], num_items)]
     return bounds
+
+
+@contextlib.contextmanager
+def _singular_covariance(model: GenerativeModel) -> Iterator[None]:
+    """A covariance that stops being positive definite becomes a clear error naming the remedies."""
+    try:
+        yield
+    except torch.linalg.LinAlgError as err:
+        raise ValueError(
+            f"{model.name}: a covariance became singular during EM ({str(err).splitlines()[0][:160]}); the data "
+            "are degenerate for this model (repeated or constant items, a feature with no spread). Raise the "
+            "covariance floor (GaussianMixture's reg_covar, HiddenMarkovModel's min_covar), use "
+            "covariance_type='diag', or fit fewer components or states."
+        ) from None
 
 
 def _m_step(

@@ -27,6 +27,7 @@ from probgen.models._hmm_engine import _forward_backward, _forward_backward_log,
 from probgen.models._hmm_layout import SequenceData, _Layout, _pad_time, _scratch
 from probgen.models._hmm_viterbi import _LOG_FLOOR, _ViterbiEmission
 from probgen.models.kmeans import _kmeans
+from probgen.validation import check_inferred_code
 
 __all__: list[str] = []
 
@@ -296,6 +297,8 @@ class _CategoricalEmission(_Emission):
                 f"{argname} holds {int(bad.sum())} values that are not symbols (non-negative integers), "
                 f"e.g. {values[bad][0].item()!r}."
             )
+        if self.n_symbols is None:
+            check_inferred_code(float(values.max()), argname, "n_symbols")
         if self.n_symbols is not None and bool((values >= self.n_symbols).any()):
             raise ValueError(
                 f"{argname} holds symbol {int(values.max())}, outside the alphabet 0..{self.n_symbols - 1} "

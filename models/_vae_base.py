@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from probgen.fit import Fit
 from probgen.model import GenerativeModel, as_tensor
+from probgen.state import isolated_rng
 from probgen.validation import positive_int
 
 _LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
@@ -266,7 +267,10 @@ class _VAEBase(GenerativeModel):
         self.hidden_dims = _check_hidden(hidden_dims)
         self.likelihood = likelihood
         self._lik = _Likelihood(likelihood)
-        self._nets = self._networks()
+        # built with a generator of their own: constructing a model leaves torch's global random
+        # state as it was (every fit re-initialises the weights from its own seed anyway)
+        with isolated_rng(0):
+            self._nets = self._networks()
         self.decoder = self._nets["decoder"]
 
     @abc.abstractmethod

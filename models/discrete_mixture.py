@@ -27,6 +27,7 @@ from probgen.models.mixture import (
     _per_data,
 )
 from probgen.models.plotting import _axes, _colors, _no_options
+from probgen.validation import check_inferred_code
 
 __all__ = ["BernoulliMixture", "CategoricalMixture", "PoissonMixture"]
 
@@ -301,6 +302,8 @@ class CategoricalMixture(_DiscreteMixture):
             raise ValueError(
                 f"{self.name}: data must hold category codes >= 0; got minimum {t.min().item():g}."
             )
+        if self.n_categories is None:
+            check_inferred_code(float(t.max()), f"{self.name}: data", "n_categories")
         top = int(t.max().item())
         if self.n_categories is not None and top >= self.n_categories:
             raise ValueError(

@@ -11,7 +11,15 @@ import math
 import numbers
 from typing import Any
 
-__all__ = ["MAX_SEED", "check_seed", "non_negative_int", "positive_float", "positive_int"]
+__all__ = [
+    "MAX_INFERRED_CODE",
+    "MAX_SEED",
+    "check_inferred_code",
+    "check_seed",
+    "non_negative_int",
+    "positive_float",
+    "positive_int",
+]
 
 #: The largest seed torch's generators take (a signed 64-bit integer).
 MAX_SEED = 2**63 - 1
@@ -60,3 +68,20 @@ def check_seed(value: Any, argname: str = "seed", *, allow_none: bool = False) -
     if not 0 <= int(value) <= MAX_SEED:
         raise ValueError(f"{argname} must be an int in [0, 2**63 - 1]; got {value!r}.")
     return int(value)
+
+
+#: The largest category code read as "codes 0 .. C-1" when the number of categories is not given:
+#: a larger one is far more likely an identifier than a category, and would allocate C of each.
+MAX_INFERRED_CODE = 9_999
+
+
+def check_inferred_code(top: float, argname: str, option: str) -> None:
+    """Refuse a largest category code too large to infer the number of categories from."""
+    if top > MAX_INFERRED_CODE:
+        shown = f"{top:.4g}" if top >= 1e15 else f"{int(top):,}"
+        raise ValueError(
+            f"{argname} holds category code {shown}; with no {option} given, codes are read as 0..C-1, which "
+            f"would mean {shown} + 1 categories. Recode the values to 0..C-1 (e.g. numpy.unique(x, "
+            f"return_inverse=True)), or pass {option} explicitly (codes above {MAX_INFERRED_CODE:,} are not "
+            "inferred)."
+        )

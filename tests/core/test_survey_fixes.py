@@ -64,3 +64,55 @@ def test_a_user_model_says_its_data_plate_is_found_at_the_first_fit():
 
     assert "found by tracing at the first fit" in repr(pg.model(f))
     assert "data_plate=None" not in repr(pg.model(f))
+
+
+def test_constructing_a_vae_leaves_the_global_random_state_alone():
+    from probgen.models import VAE, ConditionalVAE
+
+    before = torch.random.get_rng_state()
+    VAE(input_dim=6, latent_dim=2)
+    ConditionalVAE(input_dim=6, latent_dim=2, n_classes=3)
+    assert torch.equal(before, torch.random.get_rng_state())
+
+
+def test_a_covariance_that_becomes_singular_is_a_clear_error():
+    from probgen.models import HiddenMarkovModel
+
+    rng = np.random.default_rng(0)
+    repeated = np.repeat(rng.normal(size=(5, 2)), 10, 0)
+    with pytest.raises(ValueError, match="became singular during EM.*reg_covar"):
+        pg.fit(
+            GaussianMixture(2, covariance_type="full", reg_covar=0.0), repeated, method="em", progress=False
+        )
+    with pytest.raises(ValueError, match="became singular during EM.*min_covar"):
+        pg.fit(
+            HiddenMarkovModel(2, emission="gaussian", covariance_type="full"),
+            np.ones((50, 2)),
+            method="em",
+            progress=False,
+        )
+
+
+@pytest.mark.parametrize("code", [2**62, 1e150, 10**6])
+def test_huge_category_codes_are_not_read_as_category_counts(code):
+    from probgen.models import CategoricalMixture, HiddenMarkovModel
+
+    with pytest.raises(ValueError, match="Recode the values to 0..C-1"):
+        pg.fit(
+            CategoricalMixture(2),
+            np.array([[0, 1], [1, 2], [2, code]], dtype=float),
+            method="em",
+            progress=False,
+        )
+    with pytest.raises(ValueError, match="pass n_symbols explicitly"):
+        pg.fit(
+            HiddenMarkovModel(2, emission="categorical"),
+            np.array([0, 1, code, 1], dtype=float),
+            method="em",
+            progress=False,
+        )
+    # given explicitly, a large number of categories is the user's choice
+    fit = pg.fit(
+        CategoricalMixture(1, n_categories=12_000), np.array([[0], [11_999]]), method="em", progress=False
+    )
+    assert fit.params["probs"].shape[-1] == 12_000
