@@ -4,6 +4,7 @@ forward-backward and Viterbi recursions written by hand in plain torch."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,9 +107,13 @@ def test_smoothing_marginals_are_forward_backward():
             torch.testing.assert_close(marginals[f"x_{t}"].reshape(-1, 2)[i], torch.full((2,), 0.5))
 
 
-def test_predict_proba_of_a_fit_is_smoothing_at_its_estimates_and_predict_is_viterbi():
-    model = pg.model(gallery.hmm_plated)
-    fit = pg.fit(model, DATA, method="em", seed=0, progress=False, max_iter=30)
+@pytest.fixture(scope="module")
+def em_fit():
+    return pg.fit(pg.model(gallery.hmm_plated), DATA, method="em", seed=0, progress=False, max_iter=30)
+
+
+def test_predict_proba_of_a_fit_is_smoothing_at_its_estimates_and_predict_is_viterbi(em_fit):
+    fit = em_fit
     proba, paths = fit.predict_proba(), fit.predict()  # dicts by site x_t, shaped (sequences, 1, ...)
     sequences = fit.data.values["sequences"]
     for i, length in enumerate(DATA["lengths"].tolist()):
@@ -161,3 +166,18 @@ def test_filtering_marginals_are_the_forward_pass(style):
         torch.testing.assert_close(
             filtered[last].reshape(-1, 2)[row], smoothed[last].reshape(-1, 2)[row], rtol=1e-5, atol=1e-5
         )
+
+
+def test_new_sequences_are_drawn_at_new_lengths_from_the_fitted_chain(em_fit):
+    """``posterior_predictive`` with the response left out generates: one site per step of the
+    longest new sequence, and the first two steps' tone frequencies match the fitted chain."""
+    n = 3000
+    reps = em_fit.posterior_predictive(data={"lengths": np.full(n, 2)})
+    assert sorted(reps) == ["y_0", "y_1"]
+    assert tuple(reps["y_0"].shape) == (1, 1, n, gallery.TONES)
+    p = {k: v.double() for k, v in em_fit.params.items()}
+    first = p["probs_x"][0]  # p(x_0)
+    expect = {"y_0": first @ p["probs_y"], "y_1": (first @ p["probs_x"]) @ p["probs_y"]}
+    for site, probs in expect.items():
+        freq = reps[site].reshape(n, gallery.TONES).double().mean(0)
+        assert ((freq - probs).abs() <= 4 * (probs * (1 - probs) / n).sqrt()).all(), site
