@@ -590,7 +590,12 @@ class _PoissonEmission(_VectorEmission):
     ) -> Tensor:
         X = values.reshape(-1, values.shape[-1])
         rates = params["rates"].to(_F64)
-        out = X @ torch.log(rates).T - rates.sum(-1) - torch.lgamma(X + 1.0).sum(-1, keepdim=True)
+        # log 0 held finite so that 0 * log 0 is 0 (a count of 0 where the rate is 0 has probability 1)
+        out = (
+            X @ torch.log(rates).clamp_min(-1e300).T
+            - rates.sum(-1)
+            - torch.lgamma(X + 1.0).sum(-1, keepdim=True)
+        )
         return out.view(values.shape[:-1] + (self.n_states,))
 
     def m_step(self, stats: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -170,8 +170,12 @@ class BernoulliMixture(_DiscreteMixture):
 
     def _log_joint(self, data: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         p = params["probs"]
+        log_w = torch.log(params["weights"])
+        if bool(((p == 0) | (p == 1)).any()):  # 0 log 0 is 0: item by item, never 0 * -inf
+            x = data[:, None, :]
+            return (torch.xlogy(x, p) + torch.xlogy(1 - x, 1 - p)).sum(-1) + log_w
         log_p, log_q = torch.log(p), torch.log1p(-p)
-        return data @ (log_p - log_q).T + log_q.sum(1) + torch.log(params["weights"])
+        return data @ (log_p - log_q).T + log_q.sum(1) + log_w
 
     def _m_step_counts(self, data: Tensor, resp: Tensor, nk: Tensor) -> dict[str, Tensor]:
         return self._m_step_stats(self._chunk_moments(data, resp), nk)
@@ -351,7 +355,8 @@ class CategoricalMixture(_DiscreteMixture):
         return self._one_hot(data)
 
     def _log_joint(self, data: Tensor, params: Mapping[str, Tensor]) -> Tensor:
-        logp = torch.log(params["probs"]).reshape(self.n_components, -1)
+        # log 0 held finite so that a category no item takes contributes 0, not 0 * -inf
+        logp = torch.log(params["probs"]).clamp_min(-1e300).reshape(self.n_components, -1)
         return self._one_hot(data, params) @ logp.T + torch.log(params["weights"])
 
     def _m_step_counts(self, data: Tensor, resp: Tensor, nk: Tensor) -> dict[str, Tensor]:
@@ -508,7 +513,7 @@ class PoissonMixture(_DiscreteMixture):
     def _log_joint(self, data: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         r = params["rates"]
         return (
-            data @ torch.log(r).T
+            data @ torch.log(r).clamp_min(-1e300).T  # a count of 0 at rate 0: 0, not 0 * -inf
             - r.sum(1)
             - self._log_factorial(data)[:, None]
             + torch.log(params["weights"])

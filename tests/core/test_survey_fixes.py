@@ -116,3 +116,24 @@ def test_huge_category_codes_are_not_read_as_category_counts(code):
         CategoricalMixture(1, n_categories=12_000), np.array([[0], [11_999]]), method="em", progress=False
     )
     assert fit.params["probs"].shape[-1] == 12_000
+
+
+def _bernoulli_by_hand(params, x):
+    x = torch.as_tensor(x, dtype=torch.float64)[:, None, :]
+    p, w = params["probs"].double(), params["weights"].double()
+    return torch.logsumexp((torch.xlogy(x, p) + torch.xlogy(1 - x, 1 - p)).sum(-1) + torch.log(w), -1)
+
+
+def test_unregularised_discrete_mixtures_with_absent_values_score_finitely():
+    from probgen.models import BernoulliMixture, CategoricalMixture, HiddenMarkovModel
+
+    x = np.array([[0, 1], [0, 1], [1, 1], [0, 1]])
+    fit = pg.fit(BernoulliMixture(2, reg=0.0), x, method="em", seed=0, progress=False)
+    torch.testing.assert_close(fit.log_prob(x).double(), _bernoulli_by_hand(fit.params, x))
+    counts = np.array([[0, 1], [0, 3], [0, 1], [0, 2]])
+    pois = pg.fit(PoissonMixture(2, reg=0.0), counts, method="em", seed=0, progress=False)
+    assert bool(torch.isfinite(pois.log_prob(counts)).all())
+    cat = pg.fit(CategoricalMixture(2, reg=0.0, n_categories=3), x, method="em", seed=0, progress=False)
+    assert bool(torch.isfinite(cat.log_prob(x)).all())
+    zeros = pg.fit(HiddenMarkovModel(2, emission="poisson"), np.zeros(30), method="em", progress=False)
+    torch.testing.assert_close(zeros.log_prob(np.zeros(30)).double(), torch.zeros(1, dtype=torch.float64))
