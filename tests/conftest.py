@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+
 import pyro
 import pytest
 import torch
 
 # Small tensor operations stall with two threads on a shared two-core machine.
 torch.set_num_threads(1)
+
+# In CI the reference libraries and plotting must be there: a test that would skip for want of one
+# fails the run at collection instead (locally, tests that need them skip).
+if os.environ.get("CI"):
+    for _name in ("sklearn", "hmmlearn", "pgmpy", "matplotlib", "hypothesis"):
+        importlib.import_module(_name)
 
 
 @pytest.fixture(autouse=True)
