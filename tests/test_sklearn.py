@@ -409,7 +409,7 @@ def test_rbm_learns_and_refuses_values_outside_the_unit_interval():
 def test_bayesian_mixture_by_svi_agrees_with_em(faithful):
     scaled = StandardScaler().fit_transform(faithful)
     em = GaussianMixture(2, covariance_type="diag", random_state=0).fit(scaled)
-    bgm = BayesianGaussianMixture(2, covariance_type="diag", num_steps=1500, num_samples=100, random_state=0)
+    bgm = BayesianGaussianMixture(2, covariance_type="diag", num_steps=800, num_samples=100, random_state=0)
     bgm.fit(scaled)
     order = np.argsort(bgm.means_[:, 0])
     em_order = np.argsort(em.means_[:, 0])
@@ -453,6 +453,13 @@ def test_skops_round_trip_trusts_only_the_estimator_classes(tmp_path, faithful):
     codes = rng.integers(0, 3, (40, 2))
     fitted = [
         (GaussianMixture(2, random_state=0).fit(faithful), faithful, "score_samples"),
+        (
+            BayesianGaussianMixture(
+                2, covariance_type="diag", num_steps=50, num_samples=10, random_state=0
+            ).fit(faithful),
+            faithful,
+            "predict_proba",
+        ),
         (GaussianHMM(2, n_iter=30, random_state=0).fit(seqs, [50, 30]), seqs, "predict_proba"),
         (CategoricalHMM(2, n_iter=30, random_state=0).fit(codes[:, :1]), codes[:, :1], "predict_proba"),
         (NaiveBayes().fit(codes, rng.integers(0, 2, 40)), codes, "predict_proba"),
@@ -491,3 +498,25 @@ def test_all_is_sorted_and_importable():
 
     assert list(module.__all__) == sorted(module.__all__)
     assert all(hasattr(module, name) for name in module.__all__)
+
+
+@quiet_convergence
+def test_categorical_hmm_follows_the_conventions_its_skipped_checks_cover():
+    """What the checks skipped for CategoricalHMM test, on one column of symbols."""
+    X = np.random.default_rng(3).integers(0, 3, (60, 1))
+    est = CategoricalHMM(2, n_iter=50, tol=1e-4, random_state=0)
+    with pytest.raises(NotFittedError):
+        est.predict(X)
+    fitted = est.fit(X, [25, 35])
+    assert fitted is est and est.n_features_in_ == 1 and est.get_params() == clone(est).get_params()
+    again = clone(est).fit(X, [25, 35])
+    np.testing.assert_array_equal(again.predict_proba(X), est.predict_proba(X))  # idempotent
+    np.testing.assert_allclose(est.predict_proba(X.astype(np.float32)), est.predict_proba(X))
+    with pytest.raises(ValueError, match="NaN"):
+        CategoricalHMM(2).fit(np.where(np.arange(60)[:, None] == 5, np.nan, X))
+    with pytest.raises(ValueError, match="X has 2 features, but CategoricalHMM is expecting 1"):
+        est.predict(np.column_stack([X, X]))
+    with pytest.raises(ValueError, match="symbol 7"):
+        est.predict(np.array([[0], [7]]))
+    with pytest.raises(ValueError, match="Negative values"):
+        CategoricalHMM(2).fit(-X - 1)
