@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar, overload
 
@@ -43,7 +44,7 @@ from probgen.result import FitResult
 from probgen.state import isolated_rng, isolated_state, serialised
 from probgen.streaming import ChunkedData, StreamingData, is_stream_source
 from probgen.summaries import posterior_means
-from probgen.validation import check_seed
+from probgen.validation import check_seed, positive_int
 
 __all__ = [
     "Backend",
@@ -126,8 +127,10 @@ def fit(
     Scale options: ``num_items`` (streamed data: a ``DataLoader`` or re-iterable of minibatches,
     SVI only; the items in the whole data set, default the loader's sampler length),
     ``chunk_size`` (closed-form EM over an array or numpy memmap, chunk by chunk), ``device``
-    (see the README).  Under an initialised ``torch.distributed`` process group, SVI treats each
-    rank's data as its shard of the union.
+    (see the README), ``num_threads`` (torch threads during the fit; default one thread for data
+    of at most two million numbers, whose operations are too small to share out, else torch's
+    setting; MCMC takes its own).  Under an initialised ``torch.distributed`` process group, SVI
+    treats each rank's data as its shard of the union.
 
     The fit leaves Pyro's param store, the random generators, torch's default dtype and thread
     count as it found them.
@@ -158,6 +161,12 @@ def fit(
         num_items = options.pop("num_items", None)
         chunk_size = options.pop("chunk_size", None)
         device = _check_device(options.pop("device", None))
+        own_threads = any(o.name == "num_threads" for o in backend.options)
+        threads = (
+            None
+            if own_threads
+            else positive_int(options.pop("num_threads", None), "num_threads", allow_none=True)
+        )
         options = backend.check_options(options)
         prepared: Any
         if chunk_size is not None:
@@ -204,6 +213,8 @@ def fit(
             prepared = _to_device(prepared, target)
             example = prepared
     with isolated_state(int(seed)), torch.device(target) if target is not None else _nothing():
+        if not own_threads:  # restored by isolated_state
+            torch.set_num_threads(threads or _threads_for(prepared))
         result = backend.fit(gm, prepared, seed=int(seed), progress=progress, **options)
         store = pyro.get_param_store()
         params, posterior = dict(result.params), dict(result.posterior) if result.posterior else None
@@ -230,6 +241,41 @@ def fit(
             )
     fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(FitResult)}
     return fit_class(gm)(**{**fields, "params": params, "posterior": posterior, "extras": extras})
+
+
+#: Data of at most this many numbers are fitted on one torch thread: the operations of such fits
+#: are too small to share out, and on a busy machine extra threads spin waiting for a core
+#: (measured: a small CharRNN fit 6-50x slower on two threads beside two other processes).
+_ONE_THREAD_NUMEL = 2_000_000
+
+
+def _threads_for(prepared: Any) -> int:
+    """Torch threads for a fit on ``prepared``: one for small data, else torch's own setting."""
+    numel = _numel(prepared, 3)
+    if numel is None:
+        return torch.get_num_threads()
+    return 1 if numel <= _ONE_THREAD_NUMEL else torch.get_num_threads()
+
+
+def _numel(obj: Any, depth: int) -> int | None:
+    """Numbers held in the tensors of prepared data (a tensor, model arguments, a family's data
+    object); None when there are none to count (streamed data: the batches decide)."""
+    if isinstance(obj, Tensor):
+        return obj.numel()
+    if depth == 0 or isinstance(obj, str | bytes | StreamingData):
+        return None
+    if isinstance(obj, ModelArgs):
+        obj = obj.values
+    if isinstance(obj, Mapping):
+        parts = [_numel(v, depth - 1) for v in obj.values()]
+    elif isinstance(obj, list | tuple):
+        parts = [_numel(v, depth - 1) for v in obj]
+    elif hasattr(obj, "__dict__"):
+        parts = [_numel(v, depth - 1) for v in vars(obj).values()]
+    else:
+        return None
+    found = [p for p in parts if p is not None]
+    return sum(found) if found else None
 
 
 def fit_class(gm: GenerativeModel) -> type[Fit]:
