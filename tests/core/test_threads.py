@@ -66,3 +66,22 @@ def test_a_fit_leaves_no_pyro_param_in_the_users_store():
 
     pg.fit(with_param, torch.randn(20), method="svi", seed=0, progress=False, num_steps=50)
     assert list(pyro.get_param_store().keys()) == []
+
+
+def test_small_fits_run_on_one_thread_and_restore_the_setting():
+    seen = []
+
+    def recording(data=None):
+        seen.append(torch.get_num_threads())
+        return normal_mean(data)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pg.fit(recording, torch.randn(20), method="svi", seed=0, progress=False, num_steps=20)
+        assert seen[-1] == 1  # 20 numbers: too little work to share between threads
+        assert torch.get_num_threads() == 2
+        pg.fit(recording, torch.randn(20), method="svi", seed=0, progress=False, num_steps=20, num_threads=2)
+        assert seen[-1] == 2
+    finally:
+        torch.set_num_threads(before)
