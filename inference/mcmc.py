@@ -21,10 +21,18 @@ How each statistic is obtained, through Pyro's public API where it offers one:
 - ``lp``: minus the potential energy (log joint density in the unconstrained space, Jacobian
   included, discrete latents summed out) of the state each draw lands on, remembered by the
   same wrapper when it evaluated that state.
+- ``energy``: the Hamiltonian of the draw, its potential energy plus the kinetic energy of the
+  momentum the trajectory reached it with (the draw's own momentum, as ``numpyro`` and Stan
+  record it).  The kernels are Pyro's NUTS and HMC with three methods extended, each calling
+  Pyro's own: ``_sample_r`` keeps the momentum drawn at the trajectory's start, NUTS's
+  ``_build_basetree`` the momentum of every state a leapfrog step reaches (by the identity of
+  the state's tensors, as for ``lp``), and HMC's ``_kinetic_energy`` the momenta it is given
+  (the start's, then the proposal's).  A draw that stays where its trajectory started has the
+  start's momentum.
 - ``acceptance_rate``: the mean Metropolis acceptance probability of the draw's trajectory.
   Pyro keeps only its running mean, the private ``_mean_accept_prob``, which is read (never
-  patched) after each draw; this is the one private attribute used, so ``pyproject.toml`` bounds
-  ``pyro-ppl`` below its next minor release.
+  patched) after each draw; this attribute and the three methods above are the private parts of
+  Pyro used, so ``pyproject.toml`` bounds ``pyro-ppl`` below its next minor release.
 """
 
 from __future__ import annotations
@@ -33,7 +41,6 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import arviz as az
 import numpy as np
 import torch
 from pyro.infer import HMC, NUTS, config_enumerate
@@ -42,6 +49,7 @@ from pyro.infer.autoguide.initialization import init_to_median, init_to_sample, 
 from pyro.infer.mcmc.util import initialize_model
 from pyro.ops.integrator import potential_grad
 
+from probgen import arviz_bridge
 from probgen.backend import BackendBase, Option, register_backend
 from probgen.capabilities import ClosedFormEM, StartingValues
 from probgen.fit import Fit
@@ -97,6 +105,63 @@ class _CountingPotential:
         return pe
 
 
+def _kinetic(kernel: Any, r_unscaled: Mapping[str, torch.Tensor] | None) -> float:
+    """Kinetic energy of an (unscaled) momentum, by Pyro's own formula."""
+    if not r_unscaled:
+        return float("nan")
+    return float(HMC._kinetic_energy(kernel, r_unscaled))
+
+
+class _RecordingNUTS(NUTS):
+    """Pyro's NUTS, remembering the momentum of each state its last trajectory visited."""
+
+    def sample(self, params: _State) -> _State:
+        # state key -> (the state's tensors, kept alive so ids stay unique; momentum unscaled, as given)
+        self.visited: dict[tuple[int, ...], tuple[tuple[torch.Tensor, ...], _State, _State]] = {}
+        self.start_momentum: tuple[_State, _State] | None = None
+        return super().sample(params)
+
+    def _sample_r(self, name: str) -> tuple[_State, _State]:
+        r, r_unscaled = super()._sample_r(name)
+        self.start_momentum = (r_unscaled, r)
+        return r, r_unscaled
+
+    def _build_basetree(self, *args: Any) -> Any:
+        tree = super()._build_basetree(*args)
+        z = tree.z_proposal  # the one state this leaf reached, and its momentum
+        self.visited[_state_key(z)] = (tuple(z.values()), tree.r_sum, tree.r_right)
+        return tree
+
+    def momentum(self, params: _State, moved: bool, *, scaled: bool = False) -> _State | None:
+        """The momentum the last trajectory reached ``params`` with (``scaled``: as the kernel
+        holds it, whose kinetic energy is ``r M^-1 r / 2``; else with ``M^-1/2`` applied)."""
+        hit = self.visited.get(_state_key(params)) if moved else None
+        pair = (hit[1], hit[2]) if hit is not None else self.start_momentum
+        if pair is None:
+            return None
+        return pair[1] if scaled else pair[0]
+
+
+class _RecordingHMC(HMC):
+    """Pyro's HMC, remembering the momenta of its last trajectory (start, then proposal)."""
+
+    def sample(self, params: _State) -> _State:
+        self.momenta: list[_State] = []
+        return super().sample(params)
+
+    def _kinetic_energy(self, r_unscaled: _State) -> Any:
+        if hasattr(self, "momenta"):
+            self.momenta.append(r_unscaled)
+        return super()._kinetic_energy(r_unscaled)
+
+    def momentum(self, params: _State, moved: bool) -> _State | None:
+        """The momentum (unscaled) the last trajectory reached ``params`` with."""
+        momenta = getattr(self, "momenta", [])
+        if not momenta:
+            return None
+        return momenta[1] if moved and len(momenta) > 1 else momenta[0]
+
+
 class _DrawStats:
     """MCMC ``hook_fn``: one row of sampler statistics per post-warmup draw."""
 
@@ -108,25 +173,28 @@ class _DrawStats:
         self._state: tuple[tuple[int, ...], tuple[torch.Tensor, ...], float] | None = None
         self._prev_mean_accept = 0.0
 
-    def _potential_energy(self, params: _State) -> float:
+    def _potential_energy(self, params: _State) -> tuple[float, bool]:
+        """The draw's potential energy, and whether the chain moved from the previous draw."""
         key = _state_key(params)
+        moved = self._state is None or self._state[0] != key
         if key in self.potential.seen:
             pe = float(self.potential.seen[key][1])
-        elif self._state is not None and self._state[0] == key:  # the chain did not move
+        elif not moved and self._state is not None:  # the chain did not move
             pe = self._state[2]
         else:  # not evaluated by the sampler (the initial state): evaluate, uncounted
             with torch.no_grad():
                 pe = float(self.potential.fn(params))
         self._state = (key, tuple(params.values()), pe)
         self.potential.seen.clear()
-        return pe
+        return pe, moved
 
     def __call__(self, kernel: Any, params: _State, stage: str, i: int) -> None:
         n_steps = self.potential.calls - self._calls
-        pe = self._potential_energy(params)
+        pe, moved = self._potential_energy(params)
         self._calls = self.potential.calls
         if not stage.startswith("Sample"):
             return
+        momentum = kernel.momentum(params, moved) if hasattr(kernel, "momentum") else None
         n = i + 1  # Pyro restarts the running mean at the first post-warmup draw
         mean_accept = float(kernel._mean_accept_prob)  # private: see the module docstring
         accept = mean_accept * n - self._prev_mean_accept * (n - 1)
@@ -138,6 +206,7 @@ class _DrawStats:
             "n_steps": float(n_steps),
             "acceptance_rate": float(min(max(accept, 0.0), 1.0)),
             "lp": -pe,
+            "energy": pe + _kinetic(kernel, momentum),
         }
         if self.nuts:
             row["tree_depth"] = float(n_steps.bit_length())
@@ -323,7 +392,7 @@ def _convergence_problems(
     element has a bulk effective sample size of at least ``_MIN_ESS_PER_CHAIN`` (100) per chain;
     and no transition diverged after warmup.  Elements constant over every draw (the fixed
     entries of a Cholesky factor) are skipped.  R-hat and ESS are ArviZ's (``arviz.rhat``,
-    ``arviz.ess(method="bulk")``).
+    ``arviz.ess(method="bulk")``, called through :mod:`probgen.arviz_bridge`).
     """
     problems: list[str] = []
     if n_divergent:
@@ -339,11 +408,10 @@ def _convergence_problems(
     if draws < 4:
         problems.append(f"only {draws} draw(s) per chain: too few for R-hat and ESS; raise num_samples")
         return problems
-    dataset = az.convert_to_dataset(arrays)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ArviZ warns on constant elements (NaN R-hat) and short chains
-        rhat = az.rhat(dataset) if chains > 1 else None
-        ess = az.ess(dataset, method="bulk")
+        rhat = arviz_bridge.rhat(arrays) if chains > 1 else None
+        ess = arviz_bridge.ess(arrays, method="bulk")
     for name, x in arrays.items():
         flat = x.reshape(chains, draws, -1)
         varying = ~(flat == flat[:1, :1]).all(axis=(0, 1))
@@ -426,9 +494,12 @@ class MCMC(BackendBase):
         machine one gradient took 230 ms with two threads against 9 ms with one, so
         ``num_threads=1`` is worth trying for small models.
 
-    Sampler statistics per draw (``fit.sample_stats``, ``(chain, draw)``): ``diverging``,
-    ``step_size``, ``n_steps`` (leapfrog steps), ``tree_depth`` (NUTS), ``acceptance_rate`` and
-    ``lp`` (log joint density in the unconstrained space); ``fit.history`` is ``lp`` flattened.
+    Sampler statistics per draw (``fit.sample_stats``, ``(chain, draw)``), named as
+    ``arviz.from_numpyro`` names them: ``diverging``, ``step_size``, ``n_steps`` (leapfrog
+    steps), ``tree_depth`` (``floor(log2(n_steps)) + 1``, the depth of NUTS's tree),
+    ``acceptance_rate``, ``lp`` (log joint density in the unconstrained space) and ``energy``
+    (the Hamiltonian at the draw, for ``arviz.bfmi`` and ``arviz.plot_energy``); ``fit.history``
+    is ``lp`` flattened.
 
     ``fit.converged`` is True when ``fit.extras["convergence"]`` (one sentence per problem) is
     empty: rank-normalised split R-hat at most 1.01 on every varying element (more than one
@@ -528,6 +599,10 @@ class MCMC(BackendBase):
 
         posterior = _aligned(model, data, draws)
         sample_stats["diverging"] = sample_stats["diverging"].astype(bool)  # ArviZ indexes draws with it
+        if "n_steps" in sample_stats and "tree_depth" not in sample_stats:
+            # as arviz.from_numpyro derives it for every kernel: floor(log2(n_steps)) + 1
+            steps = np.maximum(np.asarray(sample_stats["n_steps"], dtype=np.int64), 1)
+            sample_stats["tree_depth"] = np.floor(np.log2(steps)).astype(np.int64) + 1
         for key in ("tree_depth", "n_steps"):
             if key in sample_stats:
                 sample_stats[key] = sample_stats[key].astype(np.int64)
@@ -601,8 +676,8 @@ class MCMC(BackendBase):
         def make_kernel(potential_fn: Callable[[_State], torch.Tensor]) -> Any:
             common = {"step_size": o["step_size"], "target_accept_prob": o["target_accept_prob"]}
             if nuts:
-                return NUTS(potential_fn=potential_fn, max_tree_depth=o["max_tree_depth"], **common)
-            return HMC(potential_fn=potential_fn, num_steps=o["num_steps"], **common)
+                return _RecordingNUTS(potential_fn=potential_fn, max_tree_depth=o["max_tree_depth"], **common)
+            return _RecordingHMC(potential_fn=potential_fn, num_steps=o["num_steps"], **common)
 
         def start(c: int) -> tuple[_State, Callable[[_State], torch.Tensor], dict[str, Any]]:
             return _start(model_fn, data, roles, strategies[c])

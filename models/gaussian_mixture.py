@@ -141,6 +141,19 @@ class GaussianMixture(_Mixture):
         """
         return _as_matrix(data, self.name)
 
+    def event_dims(self, data: Any) -> dict[str, tuple[str | None, ...]]:
+        """Names of the sites' event dims for ArviZ (the capability EventDims): the weights run
+        over ``components`` (the plate of the other component sites), a location, a scale and an
+        item over ``features``, a correlation factor over ``features`` and ``features_bis``."""
+        features = ("features", "features_bis")
+        return {
+            "weights": ("components",),
+            "locs": features,
+            "scale": features,
+            "corr_cholesky": features,
+            "obs": features,
+        }
+
     def _site_names(self, data: Tensor) -> tuple[str, ...]:
         return self._covariance.site_names(data.shape[1])
 

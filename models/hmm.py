@@ -228,6 +228,22 @@ class HiddenMarkovModel(_BaumWelch):
             "prior_concentration": self.prior_concentration,
         }
 
+    def event_dims(self, data: Any) -> dict[str, tuple[str | None, ...]]:
+        """Names of the sites' event dims for ArviZ (the capability EventDims): ``states`` for
+        the hidden states (``next_states`` for the row a transition goes to), ``time`` along a
+        sequence, ``features`` (``features_bis``) for a vector emission's values, ``categories``
+        for a categorical emission's symbols."""
+        em = self._emissions
+        rest: tuple[str, ...] = ("categories",) if em.name == "categorical" else ("features", "features_bis")
+        names: dict[str, tuple[str | None, ...]] = {
+            "initial": ("states",),
+            "transition": ("states", "next_states"),
+            "obs": ("time",) if em.name == "categorical" else ("time", "features"),
+        }
+        for site in em.sites:
+            names[site] = ("states", *rest) if site in em.state_sites else rest
+        return names
+
     def __repr__(self) -> str:
         return f"HiddenMarkovModel(n_states={self.n_states}, emission={self.emission!r}{self._emissions.options()})"
 

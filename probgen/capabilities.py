@@ -24,6 +24,7 @@ capability                  who uses it
 :class:`DataArrays`         ``fit.save``/``probgen.load``: prepared data that are not one tensor
 :class:`PreparesLike`       every tool of a fit: new data read as the training data were
 :class:`ObservedArrays`     ``fit.to_arviz``: the observed data by variable name
+:class:`EventDims`          ``fit.to_arviz``: names of the event dims that no plate names
 ==========================  =====================================================================
 """
 
@@ -42,6 +43,7 @@ __all__ = [
     "ClosedFormEM",
     "DataArrays",
     "EnergyBased",
+    "EventDims",
     "Exchangeable",
     "FreeEnergyGradient",
     "Implicit",
@@ -269,6 +271,18 @@ class ObservedArrays(Protocol):
     """The observed data by variable name, for ArviZ's ``observed_data`` group."""
 
     def observed_arrays(self, data: Any) -> dict[str, Tensor]: ...
+
+
+@runtime_checkable
+class EventDims(Protocol):
+    """Names of the event dims of sample sites, for ArviZ's dims (plates name the batch dims).
+
+    ``event_dims(data)`` maps a site name to the names of that site's event dims, left to right
+    (``{"locs": ("features",), "weights": ("components",)}``); a name of None, a shorter tuple or
+    a site left out keeps ArviZ's default ``<site>_dim_<k>``.
+    """
+
+    def event_dims(self, data: Any) -> Mapping[str, tuple[str | None, ...]]: ...
 
 
 def missing(model: Any, *capabilities: type) -> list[str]:

@@ -7,13 +7,13 @@ import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import arviz as az
 import numpy as np
 import pandas as pd
 import pyro.poutine as poutine
 import torch
 from pyro.infer.autoguide import AutoDelta, AutoGuide
 
+from probgen import arviz_bridge
 from probgen.arviz_bridge import pareto_khat, to_inference_data
 from probgen.posterior import split_params, traced_with
 from probgen.relabel import _is_simplex, exchangeable_sites, find_exchangeable
@@ -48,7 +48,7 @@ def summary(fit: Fit, **kwargs: Any) -> pd.DataFrame:
             # constant elements (a Cholesky factor's unit diagonal) have no R-hat/ESS: NaN, not noise
             warnings.simplefilter("ignore", RuntimeWarning)
             posterior = {k: v.detach().cpu().numpy() for k, v in fit.posterior.items()}
-            return az.summary(az.from_dict(posterior=posterior), **kwargs)
+            return arviz_bridge.summary(posterior, **kwargs)
     rows = []
     for name, value in fit.params.items():
         flat = value.detach().reshape(-1).cpu().numpy()
@@ -103,12 +103,36 @@ def check(fit: Fit, *, max_rhat: float = 1.01, min_ess: float = 400.0) -> list[s
         n_div = int(np.asarray(fit.sample_stats["diverging"]).sum())
         if n_div:
             problems.append(f"{n_div} divergent transitions; raise target_accept_prob or reparametrise")
+    if fit.sample_stats and "energy" in fit.sample_stats:
+        problems += _energy_problems(fit.sample_stats["energy"])
     if fit.posterior and fit.method == "mcmc":
         with warnings.catch_warnings():
             problems += _posterior_problems(fit, max_rhat, min_ess)
     if fit.data is not None:
         problems += _collapsed_components(fit)
     return problems
+
+
+#: E-BFMI below which momentum resampling explores the energy distribution poorly (Betancourt
+#: 2016, "Diagnosing suboptimal cotangent disintegrations in Hamiltonian Monte Carlo"; Stan's bound).
+_MIN_BFMI = 0.3
+
+
+def _energy_problems(energy: Any) -> list[str]:
+    """Chains whose E-BFMI (ArviZ's ``bfmi`` of the per-draw Hamiltonian) is below 0.3."""
+    e = np.asarray(energy, dtype=float)
+    if e.ndim != 2 or e.shape[1] < 3 or not np.all(np.isfinite(e)):
+        return []
+    values = arviz_bridge.bfmi(e)
+    low = [(c, float(v)) for c, v in enumerate(values) if v < _MIN_BFMI]
+    if not low:
+        return []
+    listed = ", ".join(f"chain {c}: {v:.2f}" for c, v in low)
+    return [
+        f"low E-BFMI ({listed}) < {_MIN_BFMI}: momentum resampling explores the energy distribution "
+        "poorly (heavy tails, or a funnel), so the draws may miss parts of the posterior; "
+        "reparameterise (non-centred), or give heavy-tailed latents lighter-tailed priors"
+    ]
 
 
 #: Draws from the guide for its importance weights, and the Pareto k-hat above which they fail.
@@ -159,13 +183,13 @@ def _guide_fit_problems(fit: Fit) -> list[str]:
 def _posterior_problems(fit: Fit, max_rhat: float, min_ess: float) -> list[str]:
     problems: list[str] = []
     posterior = fit.posterior or {}
-    idata = az.from_dict(posterior={k: v.detach().cpu().numpy() for k, v in posterior.items()})
+    draws = {k: v.detach().cpu().numpy() for k, v in posterior.items()}
     names = list(posterior)
     warnings.simplefilter("ignore", RuntimeWarning)  # constant elements: NaN R-hat/ESS
     chains = next(iter(posterior.values())).shape[0]
     bad: list[str] = []
     if chains > 1:
-        rhat = az.rhat(idata, var_names=names)
+        rhat = arviz_bridge.rhat(draws)
         for name in names:
             worst = float(np.nanmax(np.asarray(rhat[name])))
             if not worst <= max_rhat:
@@ -176,7 +200,7 @@ def _posterior_problems(fit: Fit, max_rhat: float, min_ess: float) -> list[str]:
     else:
         problems.append("one chain only: R-hat cannot be computed; use num_chains >= 2")
     for method in ("bulk", "tail"):
-        ess = az.ess(idata, var_names=names, method=method)
+        ess = arviz_bridge.ess(draws, method=method)
         for name in names:
             worst = float(np.nanmin(np.asarray(ess[name])))
             if not worst >= min_ess:
@@ -276,8 +300,14 @@ def compare(fits: Mapping[str, Fit], data: Any = None, *, ic: str | None = None)
     all_posterior = all(f.posterior for f in fits.values())
     if ic in ("loo", "waic") or (ic is None and all_posterior):
         if not all_posterior:
-            raise ValueError(f"ic={ic!r} needs posterior fits (mcmc/svi) for every entry.")
-        return az.compare({k: to_inference_data(f) for k, f in fits.items()}, ic=ic or "loo")  # type: ignore[arg-type]
+            points = [k for k, f in fits.items() if not f.posterior]
+            raise ValueError(
+                f"ic={ic!r} needs posterior draws for every fit, and {points} are point fits "
+                f"({', '.join(sorted({fits[k].method for k in points}))}): PSIS-LOO and WAIC average over "
+                "draws, which a point estimate does not have. Compare point fits by BIC (ic='bic', the "
+                "default when any fit is a point fit), or refit them with method='mcmc' or 'svi'."
+            )
+        return arviz_bridge.compare({k: to_inference_data(f) for k, f in fits.items()}, ic=ic or "loo")
     rows = {}
     for name, f in fits.items():
         d = f._data(data)

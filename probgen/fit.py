@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar, overload
 
-import arviz
 import pandas as pd
 import pyro
 import torch
@@ -231,6 +230,9 @@ def fit(
                 summarised = [k for k in params if k in posterior and k in roles.continuous_sites]
                 params.update(posterior_means(gm, example, posterior, summarised, fixed))
         extras = dict(result.extras)
+        if isinstance(data, pd.DataFrame) and not isinstance(example, ModelArgs):
+            # the column names, for labelled outputs (ArviZ's feature coords, summaries, the CLI)
+            extras.setdefault("feature_names", json.dumps([str(c) for c in data.columns]))
         if gm.has_guide and len(store.keys()):
             # the guide's own pyro.param values (an encoder's), for importance-sampled scores of
             # per-item latents (probgen.marginal); the model's sites are in params already
@@ -351,14 +353,45 @@ class Fit(FitResult):
 
     # ------------------------------------------------------------------- ArviZ, I/O
     def to_arviz(
-        self, *, posterior_predictive: bool = False, num_ppc_samples: int | None = None
-    ) -> arviz.InferenceData:
-        """ArviZ ``InferenceData``: posterior, pointwise log_likelihood, sample_stats, observed_data.
+        self,
+        *,
+        posterior_predictive: bool = False,
+        num_ppc_samples: int | None = None,
+        prior: bool = False,
+        num_prior_samples: int | None = None,
+    ) -> Any:
+        """ArviZ ``InferenceData`` (a ``DataTree`` with the arviz-base line) of this fit.
 
-        Point fits convert as one chain of one draw.  ``posterior_predictive=True`` adds that group.
+        Groups: ``posterior``, ``sample_stats`` (MCMC: ``lp``, ``energy``, ``step_size``,
+        ``n_steps``, ``tree_depth``, ``acceptance_rate``, ``diverging`` per draw, as
+        ``arviz.from_numpyro`` names them; SVI: ``loss`` over a ``step`` dim; EM: the
+        ``log_likelihood`` history over an ``iteration`` dim), ``log_likelihood`` (pointwise per
+        data item, discrete latents summed out), ``observed_data`` and, for models of several
+        arguments, ``constant_data``.  Dims are named after the model's plates (``components``,
+        ``data``, ...) and the family's event dims (``features``); a DataFrame's column names
+        are the coordinates of the feature dim.
+
+        Point fits convert as one chain of one draw; their log_likelihood group says so in its
+        attrs (LOO needs posterior draws: ``probgen.compare`` ranks point fits by BIC).
+
+        Parameters
+        ----------
+        posterior_predictive : bool, default False
+            Add ``posterior_predictive``: one replicate of the observed sites per draw.
+        num_ppc_samples : int, optional
+            Thin the replicates to this many draws (then in one chain).
+        prior : bool, default False
+            Add ``prior`` (latent sites) and ``prior_predictive`` (observed sites), drawn from
+            the model's prior with Pyro's ``Predictive``.
+        num_prior_samples : int, optional
+            Prior draws (default 500).
         """
         return to_inference_data(
-            self, posterior_predictive=posterior_predictive, num_ppc_samples=num_ppc_samples
+            self,
+            posterior_predictive=posterior_predictive,
+            num_ppc_samples=num_ppc_samples,
+            prior=prior,
+            num_prior_samples=num_prior_samples,
         )
 
     def plot(self, data: Any = None, *, ax: Any = None, **kwargs: Any) -> Any:
