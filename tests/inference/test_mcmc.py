@@ -263,7 +263,10 @@ def test_hmc_acceptance_rate_is_the_metropolis_probability():
     moved = mu[:, 1:] != mu[:, :-1]
     # Pyro keeps the trajectory length (initial step size x num_steps) as the step size adapts
     expected_steps = np.maximum(1, (1.0 * 4 / fit.sample_stats["step_size"]).astype(int))
-    assert "tree_depth" not in fit.sample_stats
+    # az.from_numpyro derives tree_depth from n_steps for every kernel: floor(log2(n)) + 1
+    np.testing.assert_array_equal(
+        fit.sample_stats["tree_depth"], np.floor(np.log2(fit.sample_stats["n_steps"])) + 1
+    )
     np.testing.assert_array_equal(fit.sample_stats["n_steps"], expected_steps)
     # a draw that stayed was rejected, which needs an acceptance probability below 1
     assert (acc[~moved] < 1 - 1e-6).all()
