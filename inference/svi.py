@@ -42,6 +42,7 @@ from pyro.infer.autoguide import (
     AutoMultivariateNormal,
     AutoNormal,
 )
+from pyro.infer.autoguide.initialization import init_to_feasible, init_to_value
 from pyro.optim.clipped_adam import ClippedAdam as ClippedAdamOptimizer
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
@@ -49,7 +50,7 @@ from tqdm.auto import tqdm
 
 from probgen.arguments import ModelArgs
 from probgen.backend import BackendBase, Option, register_backend
-from probgen.capabilities import OwnSVIObjective, SVIDefaults
+from probgen.capabilities import ClosedFormEM, OwnSVIObjective, StartingValues, SVIDefaults
 from probgen.fit import Fit
 from probgen.model import GenerativeModel
 from probgen.streaming import StreamingData, scaled, world
@@ -164,6 +165,18 @@ def _init_scale(n_items: int) -> float:
     then creeps down for thousands of steps.
     """
     return min(0.1, 1.0 / math.sqrt(max(int(n_items), 1)))
+
+
+def _starting_values(model: GenerativeModel, roles: Any, data: Any, seed: int) -> Callable[..., Any]:
+    """Where the autoguide's locations start: the model's own starting values when it offers them
+    (a mixture's k-means start, as EM and MCMC use: from Pyro's default start, on unscaled data,
+    the components of a mixture collapse onto one mode), Pyro's default elsewhere."""
+    if not isinstance(model, StartingValues) or data is None:
+        return init_to_feasible
+    strategy = model.em_defaults().get("init", "random") if isinstance(model, ClosedFormEM) else "random"
+    start = model.init_params(data, init=strategy, generator=torch.Generator().manual_seed(seed))
+    values = {k: torch.as_tensor(v) for k, v in start.items() if k in roles.continuous_sites}
+    return init_to_value(values=values, fallback=init_to_feasible)
 
 
 def _empty_guide(*args: Any, **kwargs: Any) -> None:
@@ -342,9 +355,11 @@ class _GuideWindows:
     def end_window(self) -> None:
         if self.total is None or not self.count:
             return
-        self.means = [*self.means[-(self.span - 1) :], self.total / self.count] if self.span > 1 else [
-            self.total / self.count
-        ]
+        self.means = (
+            [*self.means[-(self.span - 1) :], self.total / self.count]
+            if self.span > 1
+            else [self.total / self.count]
+        )
         self.count = 0
 
     def _references(self) -> tuple[list[str], torch.Tensor]:
@@ -640,7 +655,7 @@ class SVI(BackendBase):
         n_total = int(round(world.sum(n_local)))
         distributed = world.size() > 1
         factor = {"value": n_total / n_local}
-        guide = self._guide(model, roles, o["guide"], model_fn, n_total)
+        guide = self._guide(model, roles, o["guide"], model_fn, n_total, example, seed)
         train_model, train_guide = model_fn, guide
         if minibatches is not None and not slicing and roles.data_plate is not None:
             # the plate itself subsamples, scaling by n_local / B
@@ -809,7 +824,9 @@ class SVI(BackendBase):
     def _loss_at(svi: Any, next_data: Callable[[], Any]) -> tuple[float, float]:
         """Mean and standard error of the loss at the current parameters (no step taken), each
         evaluation on the next minibatch (scaled to the whole data) as the training steps are."""
-        values = np.asarray([world.mean(float(svi.evaluate_loss(next_data()))) for _ in range(_AVERAGE_EVALS)])
+        values = np.asarray(
+            [world.mean(float(svi.evaluate_loss(next_data()))) for _ in range(_AVERAGE_EVALS)]
+        )
         return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
 
     @staticmethod
@@ -828,7 +845,13 @@ class SVI(BackendBase):
 
     @staticmethod
     def _guide(
-        model: GenerativeModel, roles: Any, choice: Any, model_fn: Callable[..., Any], n_items: int
+        model: GenerativeModel,
+        roles: Any,
+        choice: Any,
+        model_fn: Callable[..., Any],
+        n_items: int,
+        data: Any = None,
+        seed: int = 0,
     ) -> Callable[..., Any]:
         if choice is None and model.has_guide:
             return model.guide
@@ -842,9 +865,10 @@ class SVI(BackendBase):
         if not roles.continuous_sites:  # pyro.param sites and enumerated latents: maximum likelihood
             return _empty_guide
         exposed = poutine.block(model_fn, expose=list(roles.continuous_sites))
+        init_loc = _starting_values(model, roles, data, seed)
         if name == "delta":
-            return _AUTOGUIDES[name](exposed)
-        return _AUTOGUIDES[name](exposed, init_scale=_init_scale(n_items))
+            return _AUTOGUIDES[name](exposed, init_loc_fn=init_loc)
+        return _AUTOGUIDES[name](exposed, init_loc_fn=init_loc, init_scale=_init_scale(n_items))
 
     @staticmethod
     def _optim(optim: Any, lr: float, lr_decay: float, num_steps: int) -> Any:
