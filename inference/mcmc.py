@@ -54,6 +54,7 @@ from probgen.backend import BackendBase, Option, register_backend
 from probgen.capabilities import ClosedFormEM, StartingValues
 from probgen.fit import Fit
 from probgen.inference.chees import BatchedPotential, run_chees
+from probgen.inference.nuts import run_nuts
 from probgen.model import GenerativeModel
 from probgen.posterior import sample_discrete
 from probgen.relabel import align_posterior
@@ -264,8 +265,10 @@ def _run_chees(
     o: dict[str, Any],
     seed: int,
     progress: bool,
+    sampler: str = "chees",
 ) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray], dict[str, torch.Tensor], dict[str, Any]]:
-    """All chains of ChEES-HMC in lockstep; draws ``(chain, draw, ...)`` and sampler statistics."""
+    """All chains of ChEES-HMC (or of NUTS: ``sampler="nuts_batched"``) in lockstep; draws
+    ``(chain, draw, ...)`` and sampler statistics."""
     C = o["num_chains"]
     starts: list[_State] = []
     potentials = []
@@ -307,6 +310,16 @@ def _run_chees(
 
     def run() -> Any:
         seed_everything(seed)
+        if sampler == "nuts_batched":
+            return run_nuts(
+                pot,
+                flat,
+                num_warmup=o["warmup_steps"],
+                num_samples=o["num_samples"],
+                target_accept_prob=o["target_accept_prob"],
+                max_tree_depth=o["max_tree_depth"],
+                progress=progress,
+            )
         return run_chees(
             pot,
             flat,
@@ -447,7 +460,9 @@ class MCMC(BackendBase):
     ``num_chains`` : int, default 2
         Chains, run one after another in this process ("nuts", "hmc"), or all at once ("chees",
         which needs at least 2).
-    ``kernel`` : {"nuts", "hmc", "chees"}, default "nuts"
+    ``kernel`` : {"nuts", "hmc", "chees", "nuts_batched"}, default "nuts"
+        "nuts_batched": probgen's NUTS (:mod:`probgen.inference.nuts`), every chain in lockstep on
+        the batched potential as "chees" runs it (``fit.extras["nuts_batched"]`` likewise).
         "chees": ChEES-HMC (:mod:`probgen.inference.chees`), every chain in lockstep on one
         batched, compiled evaluation of the potential (chains cost about one, so 16 to 64 chains
         adapt better than the default 2; the per-draw statistics add ``energy`` and
@@ -521,7 +536,13 @@ class MCMC(BackendBase):
             aliases=("num_warmup",),
         ),
         Option("num_chains", "int", 2, "chains, run vectorised or one after another"),
-        Option("kernel", "str", "nuts", '"nuts", "hmc" or "chees"', choices=("nuts", "hmc", "chees")),
+        Option(
+            "kernel",
+            "str",
+            "nuts",
+            '"nuts", "hmc", "chees" or "nuts_batched"',
+            choices=("nuts", "hmc", "chees", "nuts_batched"),
+        ),
         Option("target_accept_prob", "any", 0.8, "step-size adaptation target"),
         Option("max_tree_depth", "int", 10, "NUTS tree depth at most"),
         Option("step_size", "any", 1.0, "initial step size"),
@@ -559,9 +580,10 @@ class MCMC(BackendBase):
         if o["warmup_steps"] is None:
             o["warmup_steps"] = o["num_samples"]
         nt = o["num_threads"]
-        if o["kernel"] == "chees" and o["chain_method"] != "sequential":
+        if o["kernel"] in ("chees", "nuts_batched") and o["chain_method"] != "sequential":
             raise ValueError(
-                "kernel='chees' runs its chains vectorised in this process; chain_method must be left "
+                f"kernel={o['kernel']!r} runs its chains vectorised in this process; chain_method must "
+                "be left "
                 f"'sequential'; got {o['chain_method']!r}."
             )
         if o["kernel"] == "chees" and o["num_chains"] < 2:
@@ -583,9 +605,9 @@ class MCMC(BackendBase):
             torch.set_num_threads(int(nt))
         extras: dict[str, Any] = {}
         try:
-            if o["kernel"] == "chees":
-                draws, sample_stats, inits, extras["chees"] = _run_chees(
-                    model_fn, data, roles, strategies, o, seed, progress
+            if o["kernel"] in ("chees", "nuts_batched"):
+                draws, sample_stats, inits, extras[o["kernel"]] = _run_chees(
+                    model_fn, data, roles, strategies, o, seed, progress, sampler=o["kernel"]
                 )
             else:
                 chains, stats, inits = self._run_chains(model_fn, data, roles, strategies, o, seed, progress)
