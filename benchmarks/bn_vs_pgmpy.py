@@ -85,9 +85,9 @@ def main(repeats: int) -> None:
         gum.setNumberOfThreads(1)
 
     probgen_cases: dict[str, Callable[[], object]] = {
-        "single": lambda: fit.query(TARGET, evidence=EVIDENCE),
-        "all": lambda: fit.query(evidence=EVIDENCE),
-        "rows": lambda: fit.query(TARGET, evidence=rows),
+        "single": lambda: fit.query(TARGET, evidence=EVIDENCE, labels=False),
+        "all": lambda: fit.query(evidence=EVIDENCE, labels=False),
+        "rows": lambda: fit.query(TARGET, evidence=rows, labels=False),
         "mle": lambda: pg.fit(BayesianNetwork(bn.dag, states=bn.states), complete, method="em"),
     }
     pgmpy_cases: dict[str, Callable[[], object]] = {

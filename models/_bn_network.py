@@ -123,9 +123,13 @@ class Network:
             try:
                 return table[str(state)]
             except KeyError:
+                # a state code 0 .. card-1, as the data may hold (a name always wins)
+                if isinstance(state, int | np.integer) and not isinstance(state, bool):
+                    if 0 <= int(state) < len(self.states[node]):
+                        return int(state)
                 raise ValueError(
-                    f"{what}: state {state!r} of node {node!r} is not declared; its states are "
-                    f"{self.states[node]}."
+                    f"{what}: state {state!r} of node {node!r} is not declared: neither one of its "
+                    f"states {self.states[node]} nor a code 0..{len(self.states[node]) - 1}."
                 ) from None
 
     def config_names(self, node: str, row: int) -> dict[str, Any]:
@@ -312,7 +316,10 @@ class Network:
                 )
 
     def to_frame(self, codes: Any) -> Any:
-        """State codes ``(n, n_nodes)`` as a DataFrame of state names (None where NaN)."""
+        """State codes ``(n, n_nodes)`` as a DataFrame of state names (None where NaN); a
+        DataFrame (already named states) is returned as it is."""
+        if isinstance(codes, pd.DataFrame):
+            return codes
         self.require_states()
         arr = torch.as_tensor(codes).to(_DTYPE)
         cols = {}

@@ -90,8 +90,8 @@ class NetworkFit(Fit):
         return [net.params_cpds(p) for p in self._draw_params(200)]
 
     def query(
-        self, variables: Any = None, evidence: Any = None, *, joint: bool = False
-    ) -> dict[str, Tensor] | Tensor:
+        self, variables: Any = None, evidence: Any = None, *, joint: bool = False, labels: bool = True
+    ) -> Any:
         """Exact posterior marginals (or the joint) of ``variables`` given ``evidence``.
 
         Parameters
@@ -99,21 +99,47 @@ class NetworkFit(Fit):
         variables : str or list of str, optional
             Nodes to query (default: every node not in the evidence, in one pass).
         evidence : dict or pandas.DataFrame, optional
-            ``{node: state}``, or a DataFrame of evidence rows (NaN/None where not observed)
-            answered in one vectorised contraction.
+            ``{node: state}`` (a state's name, or its code ``0 .. card-1``), or a DataFrame of
+            evidence rows (NaN/None where not observed) answered in one vectorised contraction.
         joint : bool, default False
             Return the joint table over ``variables`` (axes in their order) instead of a dict
             of marginals.
+        labels : bool, default True
+            Label the answer with the states: a ``pandas.Series`` per variable indexed by its
+            state names (a ``DataFrame`` of rows x states for evidence rows), the joint a
+            ``DataFrame`` with a ``MultiIndex`` over the variables and one ``probability``
+            column (rows x joint states for evidence rows).  ``False`` gives the bare tensors
+            (state codes in order), the fast path for many queries.
 
         Returns
         -------
-        dict of str to Tensor, or Tensor
-            Marginals ``(card,)`` per variable (``(n_rows, card)`` for a DataFrame), or the joint
-            ``(*cards)`` (``(n_rows, *cards)``).  Posterior fits average ``P(. , e | theta_s)``
-            over draws before normalising (the posterior predictive).
+        dict of str to Series or Tensor, or DataFrame or Tensor
+            Posterior fits average ``P(. , e | theta_s)`` over draws before normalising (the
+            posterior predictive).
         """
         net = self._net()
-        return inference.query(net, self._cpd_sets(net), variables, evidence, joint)
+        result = inference.query(net, self._cpd_sets(net), variables, evidence, joint)
+        if not labels:
+            return result
+        rows = evidence.index if hasattr(evidence, "columns") else None
+        if joint:
+            assert isinstance(result, Tensor)
+            names = net.variables(
+                variables, () if rows is not None else tuple(net.evidence_codes(evidence or {}))
+            )
+            index = pd.MultiIndex.from_product([net.states[v] for v in names], names=names)
+            if rows is None:
+                return pd.DataFrame({"probability": result.reshape(-1).numpy()}, index=index)
+            return pd.DataFrame(result.reshape(len(rows), -1).numpy(), index=rows, columns=index)
+        assert isinstance(result, dict)
+        out: dict[str, Any] = {}
+        for v, probs in result.items():
+            states = pd.Index(net.states[v], name=v)
+            if rows is None:
+                out[v] = pd.Series(probs.numpy(), index=states, name=v)
+            else:
+                out[v] = pd.DataFrame(probs.numpy(), index=rows, columns=states)
+        return out
 
     def map_query(self, variables: Any = None, evidence: Any = None) -> dict[str, Any]:
         """Most probable joint assignment of ``variables`` given ``evidence`` (others summed out).
@@ -140,6 +166,26 @@ class NetworkFit(Fit):
     def to_frame(self, codes: Any) -> pd.DataFrame:
         """State codes as a DataFrame of the fit's state names."""
         return self._net().to_frame(codes)
+
+    def sample(  # type: ignore[override]
+        self,
+        n: int,
+        length: int | None = None,
+        *,
+        return_latents: bool = False,
+        seed: int | None = None,
+        labels: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """``n`` rows drawn from the fitted network (exactly given ``evidence=`` when passed).
+
+        Returns a DataFrame of state names, one column per node (``labels=False``: the tensor
+        of state codes ``(n, n_nodes)``).
+        """
+        codes = super().sample(n, length, return_latents=return_latents, seed=seed, **kwargs)
+        if not labels or return_latents:
+            return codes
+        return self.to_frame(codes)
 
 
 class BayesianNetwork(GenerativeModel):
@@ -186,7 +232,7 @@ class BayesianNetwork(GenerativeModel):
     >>> bn = BayesianNetwork(nx.DiGraph([("rain", "wet")]),
     ...                      states={"rain": ["no", "yes"], "wet": ["no", "yes"]},
     ...                      cpds={"rain": [0.8, 0.2], "wet": [[0.9, 0.1], [0.2, 0.8]]})
-    >>> round(float(bn.as_fit().query("rain", evidence={"wet": "yes"})["rain"][1]), 4)
+    >>> round(float(bn.as_fit().query("rain", evidence={"wet": "yes"})["rain"]["yes"]), 4)
     0.6667
     """
 

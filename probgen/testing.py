@@ -180,6 +180,10 @@ def _check_sample(fit: Any, prepared: Any, method: str, seed: int) -> Any:
             _check(got.dtype == y.dtype, method, f"replicate dtype {got.dtype} != data {y.dtype}")
         return reps
     new = fit.sample(4, seed=seed)
+    if hasattr(new, "columns") and hasattr(new, "to_numpy"):  # labelled rows (a network's states)
+        width = prepared.shape[1] if isinstance(prepared, Tensor) and prepared.dim() > 1 else new.shape[1]
+        _check(new.shape == (4, width), method, f"sample frame shape {new.shape}")
+        return new
     if isinstance(prepared, Tensor):
         # with no plate over the data (one pyro.markov sequence) the whole data are one item
         one_item = fit.model.num_items(prepared) == 1 and len(prepared) > 1

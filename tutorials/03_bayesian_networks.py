@@ -49,14 +49,17 @@ sprinkler = BayesianNetwork(
     },
 )
 truth = sprinkler.as_fit()  # a Fit holding the given CPDs: every query tool works on it
-print("P(rain | wet grass)               =", truth.query("rain", evidence={"wet": "yes"})["rain"].numpy())
+print(
+    "P(rain | wet grass)               =",
+    truth.query("rain", evidence={"wet": "yes"})["rain"].round(4).to_dict(),
+)
 print(
     "P(rain | wet grass, sprinkler on) =",
-    truth.query("rain", evidence={"wet": "yes", "sprinkler": "yes"})["rain"].numpy(),
+    truth.query("rain", evidence={"wet": "yes", "sprinkler": "yes"})["rain"].round(4).to_dict(),
 )
 print(
     "all marginals given wet grass:",
-    {k: round(float(v[1]), 4) for k, v in truth.query(evidence={"wet": "yes"}).items()},
+    {k: round(float(v["yes"]), 4) for k, v in truth.query(evidence={"wet": "yes"}).items()},
 )
 print("most probable explanation of wet grass:", truth.map_query(evidence={"wet": "yes"}))
 fig, ax = plt.subplots(figsize=(5, 4))
@@ -82,7 +85,9 @@ else:
 fit.query(target, evidence=evidence)  # the first call compiles the contraction path
 start = time.perf_counter()
 single = fit.query(target, evidence=evidence)[target]
-print(f"P({target} | {evidence}) = {single.numpy().round(4)} in {1e3 * (time.perf_counter() - start):.2f} ms")
+print(
+    f"P({target} | {evidence}) = {single.round(4).to_dict()} in {1e3 * (time.perf_counter() - start):.2f} ms"
+)
 marg = fit.query(evidence=evidence)  # every other node, one forward and one backward pass
 print(f"all {len(marg)} other marginals in one call")
 rows = net.to_frame(fit.sample(1000, seed=0))[list(evidence)]  # 1,000 evidence rows
@@ -93,9 +98,9 @@ print(
     "MAP of three nodes:", fit.map_query([n for n in net.nodes if n not in evidence][:3], evidence=evidence)
 )
 fig, ax = plt.subplots(figsize=(6, 3.5))
-prior = fit.query(target)[target].numpy()
+prior = fit.query(target)[target].to_numpy()
 ax.bar(np.arange(len(prior)) - 0.2, prior, 0.4, label="no evidence")
-ax.bar(np.arange(len(prior)) + 0.2, single.numpy(), 0.4, label=f"given {evidence}")
+ax.bar(np.arange(len(prior)) + 0.2, single.to_numpy(), 0.4, label=f"given {evidence}")
 ax.set_xticks(range(len(prior)), [str(s) for s in net.states[target]])
 ax.set_ylabel(f"P({target})")
 ax.legend()
@@ -112,7 +117,7 @@ def cpd_error(f):
     for n in net.nodes:
         diff = (f.params[f"cpd_{n}"] - fit.params[f"cpd_{n}"]).abs().sum(-1)
         par = net.parents[n]
-        w = fit.query(par, joint=True).reshape(-1) if par else 1.0
+        w = fit.query(par, joint=True, labels=False).reshape(-1) if par else 1.0
         total += float((w * diff).sum())
     return total
 

@@ -39,9 +39,9 @@ def run(progress: bool = False) -> None:
     post = truth.query(evidence={"wet": "yes"})
     print("Exact posteriors given wet grass (one contraction, all nodes):")
     for node, p in post.items():
-        print(f"  P({node} = yes | wet) = {float(p[1]):.4f}")
+        print(f"  P({node} = yes | wet) = {float(p['yes']):.4f}")
     both = truth.query("rain", evidence={"wet": "yes", "sprinkler": "yes"})["rain"]
-    print(f"  explaining away: P(rain = yes | wet, sprinkler on) = {float(both[1]):.4f}")
+    print(f"  explaining away: P(rain = yes | wet, sprinkler on) = {float(both['yes']):.4f}")
     print(f"  most probable explanation: {truth.map_query(evidence={'wet': 'yes'})}")
 
     frame = truth.model.to_frame(truth.sample(3000, seed=0))

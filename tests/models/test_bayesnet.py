@@ -78,13 +78,13 @@ def test_all_marginals_equal_pgmpy_for_random_evidence(name, data):
     evidence = {n: bn.states[n][data.draw(st.integers(0, bn.card(n) - 1))] for n in nodes}
     fit = bn.as_fit()
     try:
-        mine = fit.query(evidence=evidence)  # every other node in one pass
+        mine = fit.query(evidence=evidence, labels=False)  # every other node in one pass
     except ValueError as err:  # evidence of probability zero: pgmpy cannot answer either
         assert "probability zero" in str(err)
         return
     for var in data.draw(st.permutations(list(mine)))[:6]:
         np.testing.assert_allclose(mine[var].numpy(), ref_marginal(ve, bn, var, evidence), atol=1e-10)
-        single = fit.query(var, evidence=evidence)[var]
+        single = fit.query(var, evidence=evidence, labels=False)[var]
         np.testing.assert_allclose(single.numpy(), mine[var].numpy(), atol=1e-12)
 
 
@@ -114,19 +114,19 @@ def test_evidence_rows_in_one_call_equal_single_queries():
     fit = bn.as_fit()
     rows = bn.to_frame(fit.sample(30, seed=3))[["HRBP", "CO", "SAO2"]].copy()
     rows.loc[::4, "CO"] = None  # a missing evidence entry is summed out, row by row
-    batch = fit.query(["HYPOVOLEMIA", "LVFAILURE"], evidence=rows)
+    batch = fit.query(["HYPOVOLEMIA", "LVFAILURE"], evidence=rows, labels=False)
     for i in range(0, 30, 7):
         ev = {k: v for k, v in rows.iloc[i].items() if not pd.isna(v)}
-        single = fit.query(["HYPOVOLEMIA", "LVFAILURE"], evidence=ev)
+        single = fit.query(["HYPOVOLEMIA", "LVFAILURE"], evidence=ev, labels=False)
         for var in single:
             np.testing.assert_allclose(batch[var][i].numpy(), single[var].numpy(), atol=1e-12)
 
 
 def test_joint_query_is_normalised_and_marginalises_to_the_marginals():
     fit = sprinkler().as_fit()
-    joint = fit.query(["rain", "sprinkler"], evidence={"wet": "wet"}, joint=True)
+    joint = fit.query(["rain", "sprinkler"], evidence={"wet": "wet"}, joint=True, labels=False)
     assert joint.shape == (2, 2)
-    marg = fit.query(["rain", "sprinkler"], evidence={"wet": "wet"})
+    marg = fit.query(["rain", "sprinkler"], evidence={"wet": "wet"}, labels=False)
     np.testing.assert_allclose(joint.sum(1).numpy(), marg["rain"].numpy(), atol=1e-14)
     np.testing.assert_allclose(joint.sum(0).numpy(), marg["sprinkler"].numpy(), atol=1e-14)
     # by hand: P(rain | wet) = sum_s P(r) P(s|r) P(w|r,s) / P(w)
@@ -157,10 +157,10 @@ def test_sample_given_evidence_matches_the_query(evidence, rejection, monkeypatc
     if not rejection:  # node by node from P(X | drawn so far, evidence)
         monkeypatch.setattr(bnmod, "_REJECTION_MIN_P", 1.1)
     fit = sprinkler().as_fit()
-    draws = fit.sample(4000, evidence=evidence, seed=0)
+    draws = fit.sample(4000, evidence=evidence, seed=0, labels=False)
     assert bool((draws[:, 2] == (1 if evidence["wet"] == "wet" else 0)).all())
     freq = float((draws[:, 0] == 1).double().mean())
-    exact = float(fit.query("rain", evidence=evidence)["rain"][1])
+    exact = float(fit.query("rain", evidence=evidence, labels=False)["rain"][1])
     assert freq == pytest.approx(exact, abs=4 * math.sqrt(exact * (1 - exact) / 4000))
 
 
@@ -208,7 +208,11 @@ def test_em_with_missing_values_beats_complete_case():
         for n in bn.nodes:
             diff = (fit.params[f"cpd_{n}"] - truth.params[f"cpd_{n}"]).abs().sum(-1)
             par = bn.parents[n]
-            weight = truth.query(par, joint=True).reshape(-1) if par else torch.ones(1, dtype=torch.float64)
+            weight = (
+                truth.query(par, joint=True, labels=False).reshape(-1)
+                if par
+                else torch.ones(1, dtype=torch.float64)
+            )
             total += float((weight * diff).sum())
         return total
 
@@ -224,7 +228,7 @@ def test_latent_node_is_learned_by_em():
     assert fit.converged and np.isfinite(fit.log_evidence)
     assert np.all(np.diff(fit.history) > -1e-9) and fit.history[-1] > fit.history[0]
     # the fitted marginal of the observed pair is the empirical one (a saturated latent model)
-    joint = fit.query(["sprinkler", "wet"], joint=True)
+    joint = fit.query(["sprinkler", "wet"], joint=True, labels=False)
     counts = pd.crosstab(frame["sprinkler"], frame["wet"]).loc[["off", "on"], ["dry", "wet"]].to_numpy()
     np.testing.assert_allclose(joint.numpy(), counts / counts.sum(), atol=2e-3)
 
@@ -319,8 +323,8 @@ def test_svi_with_missing_values_gives_bayesian_cpds_near_em():
         )
     assert svi.posterior["cpd_rain"].shape == (1, 100, 1, 2)
     assert float((svi.params["cpd_rain"] - em.params["cpd_rain"]).abs().max()) < 0.05
-    q_svi = svi.query("rain", evidence={"wet": "wet"})["rain"]  # averaged over posterior draws
-    q_em = em.query("rain", evidence={"wet": "wet"})["rain"]
+    q_svi = svi.query("rain", evidence={"wet": "wet"}, labels=False)["rain"]  # averaged over posterior draws
+    q_em = em.query("rain", evidence={"wet": "wet"}, labels=False)["rain"]
     assert float((q_svi - q_em).abs().max()) < 0.1
     assert bool(torch.isfinite(svi.log_prob(holed)).all())
 
@@ -445,7 +449,7 @@ def test_new_rows_are_coded_with_the_states_learnt_in_training():
 
 def test_sampling_given_evidence_by_state_name_after_learning_the_states():
     fit, _ = _learnt_states_fit()
-    rows = fit.sample(200, evidence={"weather": "snow"}, seed=0)
+    rows = fit.sample(200, evidence={"weather": "snow"}, seed=0, labels=False)
     snow = fit.model.nodes.index("weather")
     states = fit.data.network.states["weather"]
     assert (rows[:, snow] == states.index("snow")).all()
