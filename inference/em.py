@@ -249,7 +249,7 @@ class EM(BackendBase):
         for restart in range(n_init):
             seed_everything(seed + restart)
             if fast:
-                params = model.init_params(data, init=init, generator=gen)  # type: ignore[attr-defined]
+                params = model.init_params(data, init=init, generator=gen)
             else:
                 assert generic is not None
                 params = generic.init_params(init)
@@ -257,7 +257,7 @@ class EM(BackendBase):
             converged = False
             for it in range(max_iter):
                 if fast:
-                    stats, ll = model.e_step(data, params)  # type: ignore[attr-defined]
+                    stats, ll = model.e_step(data, params)
                     ll = float(ll)
                 else:
                     assert generic is not None
@@ -273,7 +273,7 @@ class EM(BackendBase):
                     bar.set_postfix(loglik=f"{ll:.4g}")
                 # M-step before the convergence test, as scikit-learn and hmmlearn do: the returned
                 # parameters are one update past the last E-step.
-                params = model.m_step(data, stats) if fast else generic.m_step(params, stats)  # type: ignore[attr-defined,union-attr]
+                params = model.m_step(data, stats) if fast else generic.m_step(params, stats)
                 if it > 0 and abs(history[-1] - history[-2]) / scale < tol:
                     converged = True
                     break

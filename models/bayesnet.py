@@ -167,7 +167,7 @@ class NetworkFit(Fit):
         """State codes as a DataFrame of the fit's state names."""
         return self._net().to_frame(codes)
 
-    def sample(  # type: ignore[override]
+    def sample(
         self,
         n: int,
         length: int | None = None,

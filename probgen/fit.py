@@ -160,7 +160,7 @@ def fit(
         num_items = options.pop("num_items", None)
         chunk_size = options.pop("chunk_size", None)
         device = _check_device(options.pop("device", None))
-        own_threads = any(o.name == "num_threads" for o in backend.options)
+        own_threads = any(o.name == "num_threads" for o in getattr(backend, "options", ()))
         threads = (
             None
             if own_threads
