@@ -121,7 +121,7 @@ def _kinetic(p: Tensor, inv_mass: Tensor) -> Tensor:
 
 def _turned(p_begin: Tensor, p_end: Tensor, rho: Tensor, inv_mass: Tensor) -> Tensor:
     """Per chain, whether the generalised no-U-turn criterion fails for a span of momenta summing
-    to ``rho`` that begins with momentum ``p_begin`` and ends with ``p_end``."""
+    to ``rho`` that begins with momentum ``p_begin`` and ends with ``p_end`` (any leading dims)."""
     sharp_rho = inv_mass * rho
     return ~(((p_begin * sharp_rho).sum(-1) > 0) & ((p_end * sharp_rho).sum(-1) > 0))
 
@@ -132,18 +132,12 @@ _Span = tuple[Tensor, Tensor, Tensor]  # first momentum, last momentum, sum of m
 def _merge_turned(left: _Span, right: _Span, inv_mass: Tensor) -> Tensor:
     """The U-turn checks of Stan 2.x when two adjacent spans merge (in the order they were built):
     the merged span, the left span extended by the right's first state, and the right span
-    extended by the left's last state."""
+    extended by the left's last state; all three in one batched evaluation."""
     (lb, le, lr), (rb, re, rr) = left, right
-    return (
-        _turned(lb, re, lr + rr, inv_mass)
-        | _turned(lb, rb, lr + rb, inv_mass)
-        | _turned(le, re, rr + le, inv_mass)
-    )
-
-
-def _where(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """``a`` where the per-chain ``mask`` holds, else ``b`` (any trailing dims)."""
-    return torch.where(mask.reshape(mask.shape + (1,) * (a.dim() - 1)), a, b)
+    begins = torch.stack((lb, lb, le))
+    ends = torch.stack((re, rb, re))
+    rhos = torch.stack((lr + rr, lr + rb, rr + le))
+    return _turned(begins, ends, rhos, inv_mass).any(0)
 
 
 def _leapfrog(
@@ -202,18 +196,20 @@ def _transition(
     inv_mass: Tensor,
     max_depth: int,
 ) -> _Draw:
-    """One NUTS transition of every chain in lockstep (see the module docstring)."""
-    C = z.shape[0]
+    """One NUTS transition of every chain in lockstep (see the module docstring).
+
+    A state is packed in one row ``[z | p | grad | pe | H]`` (``3 D + 2`` numbers per chain), so
+    that choosing between two states for every chain is one ``torch.where``.
+    """
+    C, D = z.shape
     dtype = z.dtype
+    Z, P, G, PE, H = slice(0, D), slice(D, 2 * D), slice(2 * D, 3 * D), 3 * D, 3 * D + 1
     p0 = torch.randn_like(z) * inv_mass.rsqrt()
     h0 = pe + _kinetic(p0, inv_mass)
-    # the trajectory's two ends (position, momentum, gradient) and its sum of momenta
-    zl, pl, gl = z, p0, grad
-    zr, pr, gr = z, p0, grad
-    rho = p0
+    start = torch.cat((z, p0, grad, pe[:, None], h0[:, None]), -1)
+    left, right_end, proposal = start, start, start  # the trajectory's two ends, the proposal
+    rho = p0  # the trajectory's sum of momenta
     log_w = torch.zeros(C, dtype=dtype)  # log sum of exp(H0 - H) over the trajectory
-    # the proposal
-    prop_z, prop_pe, prop_g, prop_p, prop_h = z, pe, grad, p0, h0
     done = torch.zeros(C, dtype=torch.bool)
     diverging = torch.zeros(C, dtype=torch.bool)
     n_steps = torch.zeros(C, dtype=torch.long)
@@ -227,23 +223,25 @@ def _transition(
         right = torch.rand(C) < 0.5
         step = torch.where(right, eps, -eps)[:, None]
         # extend from the end in each chain's direction
-        zf, pf, gf = _where(right, zr, zl), _where(right, pr, pl), _where(right, gr, gl)
-        p_far, p_near = _where(right, pl, pr), pf
+        front = torch.where(right[:, None], right_end, left)
+        p_far, p_near = torch.where(right[:, None], left[:, P], right_end[:, P]), front[:, P]
         sub_w = torch.full((C,), -math.inf, dtype=dtype)
         sub_rho = torch.zeros_like(z)
-        sub_z, sub_pe, sub_g, sub_p, sub_h = zf, h0, gf, pf, h0
+        sub_prop = front  # replaced at the first leaf of every valid subtree
         sub_bad = torch.zeros(C, dtype=torch.bool)  # turned or diverged inside the subtree
-        p_first = pf
+        p_first = p_near
         pending: list[_Span | None] = [None] * d  # left siblings awaiting their right sibling
         for n in range(2**d):
             live = active & ~sub_bad
             if not bool(live.any()):
                 break
+            zf, pf, gf = front[:, Z], front[:, P], front[:, G]
             p_half = pf - 0.5 * step * gf
-            z1 = _where(live, zf + step * inv_mass * p_half, zf)  # waiting chains stay put
+            z1 = torch.where(live[:, None], zf + step * inv_mass * p_half, zf)  # waiting chains stay put
             pe1, g1 = potential.value_and_grad(z1)
             p1 = p_half - 0.5 * step * g1
             h1 = pe1 + _kinetic(p1, inv_mass)
+            leaf = torch.cat((z1, p1, g1, pe1[:, None], h1[:, None]), -1)
             delta = torch.nan_to_num(h1 - h0, nan=math.inf)
             div = live & ~((delta <= _MAX_ENERGY_ERROR) & torch.isfinite(g1).all(-1))
             ok = live & ~div
@@ -251,47 +249,56 @@ def _transition(
             sum_accept = sum_accept + torch.where(live, torch.exp(torch.clamp(-delta, max=0.0)), 0.0)
             diverging = diverging | div
             # multinomial sampling within the subtree: the new leaf with probability w / sum(w)
-            lw = -delta
-            new_w = torch.logaddexp(sub_w, lw)
-            take = ok & (torch.rand(C, dtype=dtype) < torch.exp(lw - new_w))
+            new_w = torch.logaddexp(sub_w, -delta)
+            take = ok & (torch.rand(C, dtype=dtype) < torch.exp(-delta - new_w))
             sub_w = torch.where(ok, new_w, sub_w)
-            sub_z, sub_pe, sub_g = _where(take, z1, sub_z), _where(take, pe1, sub_pe), _where(take, g1, sub_g)
-            sub_p, sub_h = _where(take, p1, sub_p), _where(take, h1, sub_h)
-            sub_rho = _where(ok, sub_rho + p1, sub_rho)
-            zf, pf, gf = _where(ok, z1, zf), _where(ok, p1, pf), _where(ok, g1, gf)
+            sub_prop = torch.where(take[:, None], leaf, sub_prop)
+            ok_col = ok[:, None]
+            sub_rho = torch.where(ok_col, sub_rho + p1, sub_rho)
+            front = torch.where(ok_col, leaf, front)
             if n == 0:
-                p_first = pf
+                p_first = front[:, P]
             # the U-turn checks of every subtree this leaf completes
             node: _Span = (p1, p1, p1)
-            turned = torch.zeros(C, dtype=torch.bool)
+            turned: Tensor | None = None
             for j in range(d):
                 if (n >> j) & 1:
-                    left = pending[j]
-                    assert left is not None
-                    turned = turned | _merge_turned(left, node, inv_mass)
-                    node = (left[0], node[1], left[2] + node[2])
+                    sibling = pending[j]
+                    assert sibling is not None
+                    if j == 0:  # two single states: the extra checks are the merged one
+                        now = _turned(sibling[0], p1, sibling[2] + p1, inv_mass)
+                    else:
+                        now = _merge_turned(sibling, node, inv_mass)
+                    turned = now if turned is None else turned | now
+                    node = (sibling[0], node[1], sibling[2] + node[2])
                 else:
                     pending[j] = node
                     break
-            sub_bad = sub_bad | div | (ok & turned)
+            sub_bad = sub_bad | div
+            if turned is not None:
+                sub_bad = sub_bad | (ok & turned)
         valid = active & ~sub_bad
         # biased progressive sampling between the trajectory so far and the new subtree
         take = valid & (torch.rand(C, dtype=dtype) < torch.exp(torch.clamp(sub_w - log_w, max=0.0)))
-        prop_z, prop_pe, prop_g = (
-            _where(take, sub_z, prop_z),
-            _where(take, sub_pe, prop_pe),
-            _where(take, sub_g, prop_g),
-        )
-        prop_p, prop_h = _where(take, sub_p, prop_p), _where(take, sub_h, prop_h)
+        proposal = torch.where(take[:, None], sub_prop, proposal)
         log_w = torch.where(valid, torch.logaddexp(log_w, sub_w), log_w)
-        to_right, to_left = valid & right, valid & ~right
-        zr, pr, gr = _where(to_right, zf, zr), _where(to_right, pf, pr), _where(to_right, gf, gr)
-        zl, pl, gl = _where(to_left, zf, zl), _where(to_left, pf, pl), _where(to_left, gf, gl)
-        turned = _merge_turned((p_far, p_near, rho), (p_first, pf, sub_rho), inv_mass)
-        rho = _where(valid, rho + sub_rho, rho)
-        done = done | ~valid | turned
+        right_end = torch.where((valid & right)[:, None], front, right_end)
+        left = torch.where((valid & ~right)[:, None], front, left)
+        turned_all = _merge_turned((p_far, p_near, rho), (p_first, front[:, P], sub_rho), inv_mass)
+        rho = torch.where(valid[:, None], rho + sub_rho, rho)
+        done = done | ~valid | turned_all
     accept = sum_accept / n_steps.clamp(min=1).to(dtype)
-    return _Draw(prop_z, prop_pe, prop_g, prop_p, prop_h, n_steps, depth, accept, diverging)
+    return _Draw(
+        proposal[:, Z],
+        proposal[:, PE],
+        proposal[:, G],
+        proposal[:, P],
+        proposal[:, H],
+        n_steps,
+        depth,
+        accept,
+        diverging,
+    )
 
 
 def run_nuts(

@@ -1,0 +1,217 @@
+"""probgen's batched NUTS (``method="mcmc", kernel="nuts_batched"``): analytic posteriors, Pyro's
+NUTS on eight schools, and the per-draw statistics (energy recomputed by hand)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.distributions import constraints
+from pyro.distributions.transforms import biject_to, identity_transform
+
+import probgen as pg
+import probgen.inference.mcmc  # noqa: F401  (registers the backend)
+from probgen import arviz_bridge
+from probgen.inference.chees import BatchedPotential
+from probgen.inference.nuts import run_nuts
+
+STATS = ("lp", "energy", "step_size", "n_steps", "tree_depth", "acceptance_rate", "diverging")
+
+
+def _nuts(model, data, **options):
+    options = {"kernel": "nuts_batched", "num_chains": 4, "num_samples": 500, "warmup_steps": 500, **options}
+    return pg.fit(model, data, method="mcmc", seed=0, progress=False, **options)
+
+
+def _ess(x: np.ndarray) -> np.ndarray:
+    """Bulk ESS of every element of ``x`` ``(chain, draw, ...)``."""
+    return np.asarray(arviz_bridge.ess({"x": x}, method="bulk")["x"], dtype=float)
+
+
+def _mcse(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Monte Carlo standard errors of the mean and of the sd of every element (delta method for
+    the sd: the error of the mean of the squared deviations, over twice the sd)."""
+    a = x.detach().double().numpy()
+    flat = a.reshape(a.shape[0] * a.shape[1], -1)
+    sd = flat.std(0)
+    dev2 = (a - a.mean((0, 1))) ** 2
+    se_mean = sd / np.sqrt(_ess(a).reshape(-1))
+    se_var = dev2.reshape(len(flat), -1).std(0) / np.sqrt(_ess(dev2).reshape(-1))
+    return se_mean.reshape(a.shape[2:]), (se_var / (2 * sd)).reshape(a.shape[2:])
+
+
+def _rhat(x: torch.Tensor) -> float:
+    return float(np.max(arviz_bridge.rhat({"x": x.detach().numpy()})["x"]))
+
+
+@pg.model
+def gaussian5(data=None):
+    """A standard Gaussian in 5-D, float64 (the observed site does not depend on it)."""
+    pyro.sample("x", dist.Normal(torch.zeros(5, dtype=torch.float64), 1.0).to_event(1))
+    with pyro.plate("data", 3 if data is None else len(data)):
+        pyro.sample("obs", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0), obs=data)
+
+
+def test_standard_gaussian_in_5d_is_exact_and_its_stats_are_complete():
+    fit = _nuts(gaussian5, torch.zeros(3, dtype=torch.float64))
+    x = fit.posterior["x"]
+    assert x.shape == (4, 500, 5) and x.dtype == torch.float64
+    se_mean, se_sd = _mcse(x)
+    mean, sd = x.mean((0, 1)).numpy(), x.reshape(-1, 5).std(0).numpy()
+    assert (np.abs(mean - 0.0) < 4 * se_mean).all(), (mean, se_mean)
+    assert (np.abs(sd - 1.0) < 4 * se_sd).all(), (sd, se_sd)
+    assert _rhat(x) < 1.01
+    assert fit.converged, fit.extras["convergence"]
+    stats = fit.sample_stats
+    for key in STATS:
+        assert stats[key].shape == (4, 500), key
+    assert not stats["diverging"].any() and stats["diverging"].dtype == bool
+    assert stats["n_steps"].dtype == np.int64 and stats["tree_depth"].dtype == np.int64
+    # as arviz.from_numpyro derives it: floor(log2(n_steps)) + 1
+    assert (stats["tree_depth"] == np.floor(np.log2(stats["n_steps"])) + 1).all()
+    assert 0.7 < stats["acceptance_rate"].mean() < 0.99
+    bfmi = arviz_bridge.bfmi(stats["energy"])
+    assert np.isfinite(bfmi).all() and (bfmi > 0.7).all() and (bfmi < 1.5).all(), bfmi
+    # lp is the log joint of the draw: -|x|^2 / 2 - 5/2 log(2 pi), plus the three N(0, 1) data at 0
+    by_hand = -0.5 * (x**2).sum(-1) - (2.5 + 1.5) * math.log(2 * math.pi)
+    assert np.allclose(stats["lp"], by_hand.numpy(), rtol=1e-10, atol=1e-10)
+    info = fit.extras["nuts_batched"]
+    assert info["vectorised"] and info["step_size"].shape == (4,)
+
+
+MEAN = torch.tensor([1.0, -2.0])
+SD = torch.tensor([2.0, 1.0])
+COV = torch.tensor([[4.0, 1.8], [1.8, 1.0]])  # correlation 0.9
+
+
+@pg.model
+def correlated(data=None):
+    """A 2-D correlated Gaussian target."""
+    pyro.sample("x", dist.MultivariateNormal(MEAN, COV))
+    with pyro.plate("data", 3 if data is None else len(data)):
+        pyro.sample("obs", dist.Normal(0.0, 1.0), obs=data)
+
+
+def test_correlated_gaussian_mean_and_sd_are_exact():
+    fit = _nuts(correlated, torch.zeros(3), num_samples=1000)
+    x = fit.posterior["x"]
+    se_mean, se_sd = _mcse(x)
+    mean, sd = x.mean((0, 1)), x.reshape(-1, 2).std(0)
+    assert ((mean - MEAN).abs().numpy() < 4 * se_mean).all(), (mean, se_mean)
+    assert ((sd - SD).abs().numpy() < 4 * se_sd).all(), (sd, se_sd)
+    corr = torch.corrcoef(x.reshape(-1, 2).T)[0, 1]
+    assert abs(float(corr) - 0.9) < 0.03, corr
+    assert _rhat(x) < 1.01
+    assert not fit.sample_stats["diverging"].any()
+    assert fit.converged, fit.extras["convergence"]
+
+
+def test_energy_is_the_hamiltonian_of_the_draw_and_its_stored_momentum():
+    """run_nuts on a potential with a constrained site: the energy of every draw equals the
+    potential computed by hand at the returned position plus the kinetic energy of the momentum
+    stored with it."""
+    f64 = torch.float64
+
+    def model(data):
+        pyro.sample("x", dist.Normal(torch.zeros(3, dtype=f64), 1.0).to_event(1))
+        pyro.sample("s", dist.HalfNormal(torch.tensor(1.0, dtype=f64)))
+
+    # constrained -> unconstrained, as initialize_model gives them: s = exp(u)
+    transforms = {"x": identity_transform, "s": biject_to(constraints.positive).inv}
+    template = {"s": torch.zeros((), dtype=f64), "x": torch.zeros(3, dtype=f64)}
+    pot = BatchedPotential(model, None, transforms, template, 3, 0)
+    torch.manual_seed(0)
+    result = run_nuts(pot, torch.randn(3, 4, dtype=f64), num_warmup=150, num_samples=100, keep_momentum=True)
+    u = result.draws  # (chain, draw, [s, x0, x1, x2]): sites in sorted order
+    s, x = torch.exp(u[..., 0]), u[..., 1:]
+    log_half_normal = math.log(2.0) - 0.5 * math.log(2 * math.pi) - 0.5 * s**2
+    log_normal = -0.5 * (x**2).sum(-1) - 1.5 * math.log(2 * math.pi)
+    potential = -(log_normal + log_half_normal + u[..., 0])  # + log |ds/du| = u
+    assert result.momentum is not None
+    kinetic = 0.5 * (result.momentum**2 * result.inverse_mass[:, None, :]).sum(-1)
+    assert np.allclose(result.stats["lp"], -potential.numpy(), rtol=1e-10, atol=1e-10)
+    assert np.allclose(result.stats["energy"], (potential + kinetic).numpy(), rtol=1e-10, atol=1e-10)
+    assert not result.stats["diverging"].any()
+
+
+def test_same_seed_same_draws_other_seed_other_draws():
+    a = _nuts(correlated, torch.zeros(3), num_samples=20, warmup_steps=30)
+    b = _nuts(correlated, torch.zeros(3), num_samples=20, warmup_steps=30)
+    c = pg.fit(
+        correlated, torch.zeros(3), method="mcmc", kernel="nuts_batched", seed=1, progress=False,
+        num_chains=4, num_samples=20, warmup_steps=30,
+    )  # fmt: skip
+    assert torch.equal(a.posterior["x"], b.posterior["x"])
+    assert not torch.equal(a.posterior["x"], c.posterior["x"])
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="chain_method"):
+        _nuts(correlated, torch.zeros(3), chain_method="parallel")
+    pot = BatchedPotential(
+        lambda d: pyro.sample("x", dist.Normal(0.0, 1.0)), None, {"x": identity_transform},
+        {"x": torch.zeros(())}, 2, 0,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="shape"):
+        run_nuts(pot, torch.zeros(2), num_warmup=1, num_samples=1)
+    with pytest.raises(ValueError, match="target_accept_prob"):
+        run_nuts(pot, torch.zeros(2, 1), num_warmup=1, num_samples=1, target_accept_prob=1.5)
+    with pytest.raises(ValueError, match="zero density"):
+        run_nuts(pot, torch.full((2, 1), math.nan), num_warmup=1, num_samples=1)
+
+
+@pg.model
+def funnel(data=None):
+    """Neal's funnel in 2-D: y ~ N(0, 3), x | y ~ N(0, exp(y / 2))."""
+    y = pyro.sample("y", dist.Normal(0.0, 3.0))
+    pyro.sample("x", dist.Normal(0.0, torch.exp(y / 2)))
+    with pyro.plate("data", 3 if data is None else len(data)):
+        pyro.sample("obs", dist.Normal(0.0, 1.0), obs=data)
+
+
+@pytest.mark.slow
+def test_funnel_scale_variable_has_its_known_marginal():
+    fit = _nuts(funnel, torch.zeros(3), num_samples=2000, warmup_steps=1000, target_accept_prob=0.95)
+    y = fit.posterior["y"]
+    se_mean, se_sd = _mcse(y)
+    assert abs(float(y.mean())) < 4 * float(se_mean), (y.mean(), se_mean)
+    assert abs(float(y.std()) - 3.0) < 4 * float(se_sd), (y.std(), se_sd)
+    assert _rhat(y) < 1.01
+
+
+Y8 = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+S8 = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+
+
+@pg.model
+def schools(data=None):
+    """Eight schools, non-centred."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
+    with pyro.plate("schools", 8):
+        eta = pyro.sample("eta", dist.Normal(0.0, 1.0))
+        pyro.sample("obs", dist.Normal(mu + tau * eta, S8), obs=data)
+
+
+@pytest.mark.slow
+def test_eight_schools_matches_pyros_nuts():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = pg.fit(
+            schools, Y8, method="mcmc", seed=1, progress=False, num_chains=2, num_samples=1000,
+            warmup_steps=500,
+        )  # fmt: skip
+    fit = _nuts(schools, Y8, num_samples=1000)
+    assert fit.converged, fit.extras["convergence"]
+    assert fit.extras["nuts_batched"]["compiled"]
+    for name in ("mu", "tau", "eta"):
+        a, b = fit.posterior[name], reference.posterior[name]
+        se = np.sqrt(_mcse(a)[0] ** 2 + _mcse(b)[0] ** 2)
+        diff = (a.mean((0, 1)) - b.mean((0, 1))).abs().numpy()
+        assert (diff < 4 * se).all(), (name, diff, se)
+        assert _rhat(a) < 1.01
