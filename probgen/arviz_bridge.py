@@ -152,8 +152,9 @@ def _dataset(
     attrs: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
     """One group: each array's dims are ``sample_dims`` then its named dims (None: ArviZ's
-    default ``<var>_dim_<k>``); a name whose size disagrees with an earlier use in the group falls
-    back to the default.  Every dim gets coordinates: ``coords`` where given and of the right
+    default ``<var>_dim_<k>``); a name whose size disagrees with an earlier use in the group, or
+    that names a variable of the group (a model argument called like its plate), falls back to
+    the default.  Every dim gets coordinates: ``coords`` where given and of the right
     length, else 0, 1, ... as ArviZ gives them."""
     sizes: dict[str, int] = {}
     variables: dict[str, tuple[list[str], np.ndarray]] = {}
@@ -169,7 +170,7 @@ def _dataset(
         for k, dim in enumerate(given):
             size = arr.shape[len(sample_dims) + k]
             default = f"{name}_dim_{k}"
-            if dim is None or dim in full or sizes.get(dim, size) != size:
+            if dim is None or dim in arrays or dim in full or sizes.get(dim, size) != size:
                 dim = default
             sizes[dim] = size
             full.append(dim)

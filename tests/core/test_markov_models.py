@@ -181,3 +181,13 @@ def test_new_sequences_are_drawn_at_new_lengths_from_the_fitted_chain(em_fit):
     for site, probs in expect.items():
         freq = reps[site].reshape(n, gallery.TONES).double().mean(0)
         assert ((freq - probs).abs() <= 4 * (probs * (1 - probs) / n).sqrt()).all(), site
+
+
+def test_arviz_log_likelihood_is_one_value_per_sequence(em_fit):
+    """The argument ``sequences`` and the plate "sequences" share a name: both reach ArviZ."""
+    idata = em_fit.to_arviz()
+    ll = next(iter(idata.log_likelihood.data_vars.values()))
+    assert ll.shape == (1, 1, len(DATA["lengths"]))
+    expect = gallery.chain_ll_by_hand(em_fit.params, em_fit.data)
+    np.testing.assert_allclose(ll.values.reshape(-1), expect.numpy(), rtol=1e-5)
+    assert "sequences" in idata.constant_data
