@@ -454,7 +454,7 @@ def load(path: str | os.PathLike[str], model: Any = None) -> Fit:
         fields = saved.fields(gm)
         result = fit_class(gm)(model=gm, **fields)
         _trial(result)
-    except (RuntimeError, IndexError, KeyError, AssertionError) as err:
+    except (RuntimeError, IndexError, KeyError, AssertionError, ValueError) as err:
         raise ValueError(
             f"{str(saved.path)!r}: the saved arrays do not fit {gm!r} ({type(err).__name__}: "
             f"{str(err).splitlines()[0][:300] if str(err) else ''}); was it saved from another model or changed?"
@@ -479,13 +479,23 @@ def _check_same_model(gm: GenerativeModel, saved_class: str, config: Any, path: 
 
 
 def _trial(fit: Fit) -> None:
-    """Evaluate a loaded fit once, so that arrays of the wrong shape fail here, named, not later."""
-    if fit.data is not None and fit.model.density == "normalised":
-        d = fit.data
-        with torch.no_grad():
-            if isinstance(d, Tensor) and len(d) > 0 and fit.model.num_items(d) == len(d):
+    """Evaluate a loaded fit once, so that arrays of the wrong shape fail here, named, not later.
+
+    On the first two items (cheap); a model whose plate has a fixed size (eight schools) is
+    tried on its whole data when that fails, and only a failure there too is raised.
+    """
+    if fit.data is None or fit.model.density != "normalised":
+        return
+    d = fit.data
+    with torch.no_grad():
+        try:
+            if isinstance(d, Tensor) and len(d) > 2 and fit.model.num_items(d) == len(d):
                 fit.log_prob(d[:2])
-            elif isinstance(d, Tensor):
-                fit.log_prob()
-            elif isinstance(d, ModelArgs) and d.per_item:
-                fit.log_prob(dict(d.take(torch.arange(min(2, len(d)))).values))
+                return
+            if isinstance(d, ModelArgs) and d.per_item and len(d) > 2:
+                fit.log_prob(dict(d.take(torch.arange(2)).values))
+                return
+        except (RuntimeError, IndexError, KeyError, AssertionError, ValueError):
+            pass
+        if isinstance(d, Tensor | ModelArgs):
+            fit.log_prob()
