@@ -467,6 +467,54 @@ def chain_ll_by_hand(params, data):
     return torch.stack(out)
 
 
+# 20. Probabilistic PCA with an amortised guide: per-item continuous latents z_i, a linear encoder
+# written with pyro.param (the user VAE pattern: decoder and encoder are learnt, z is integrated out)
+PPCA_D, PPCA_K = 5, 2
+
+
+def ppca(data=None):
+    W = pyro.param("W", lambda: 0.1 * torch.ones(PPCA_D, PPCA_K))
+    mu = pyro.param("mu", lambda: torch.zeros(PPCA_D))
+    sigma = pyro.param("sigma", lambda: torch.tensor(1.0), constraint=dist.constraints.positive)
+    with pyro.plate("data", 50 if data is None else len(data)):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([PPCA_K]).to_event(1))
+        return pyro.sample("obs", dist.Normal(z @ W.T + mu, sigma).to_event(1), obs=data)
+
+
+def ppca_guide(data=None):
+    w = pyro.param("enc_w", lambda: torch.zeros(PPCA_D, 2 * PPCA_K))
+    b = pyro.param("enc_b", lambda: torch.zeros(2 * PPCA_K))
+    with pyro.plate("data", len(data)):
+        h = data @ w + b
+        scale = torch.nn.functional.softplus(h[..., PPCA_K:]) + 1e-3
+        pyro.sample("z", dist.Normal(h[..., :PPCA_K], scale).to_event(1))
+
+
+def ppca_data() -> np.ndarray:
+    w = RNG.normal(size=(PPCA_D, PPCA_K))
+    return RNG.normal(size=(150, PPCA_K)) @ w.T + 0.3 * RNG.normal(size=(150, PPCA_D)) + 1.0
+
+
+def ppca_ll_by_hand(params, x):
+    """Conditional on the fitted z_i: log N(x_i | W z_i + mu, sigma^2 I)."""
+    p = _f64(params)
+    loc = p["z"] @ p["W"].T + p["mu"]
+    return _normal_lp(torch.as_tensor(x), loc, p["sigma"]).sum(-1)
+
+
+def ppca_marginal_by_hand(params, x):
+    """z integrated out: x_i ~ N(mu, W W' + sigma^2 I)."""
+    p = _f64(params)
+    cov = p["W"] @ p["W"].T + p["sigma"] ** 2 * torch.eye(PPCA_D, dtype=torch.float64)
+    return torch.distributions.MultivariateNormal(p["mu"], cov).log_prob(
+        torch.as_tensor(x, dtype=torch.float64)
+    )
+
+
+#: Exact marginal log-likelihoods of entries with per-item continuous latents (z integrated out).
+MARGINALS = {"amortised-ppca": ppca_marginal_by_hand}
+
+
 GALLERY = {
     "all-discrete": (sprinkler_days, lambda: np.array([1, 0, 1, 1]), sprinkler_ll_by_hand),
     "vindex-mixture": (mixture_vindex, two_blobs, mixture_ll_by_hand),
@@ -495,11 +543,12 @@ GALLERY = {
     "markov-sequential-plate": (hmm_sequential, polyphonic_data, chain_ll_by_hand),
     "markov-plate-dim-2": (hmm_plated, polyphonic_data, chain_ll_by_hand),
     "markov-autoregressive": (hmm_autoregressive, polyphonic_data, chain_ll_by_hand),
+    "amortised-ppca": (ppca, ppca_data, ppca_ll_by_hand),
 }
 
 
 def make(name: str):
     """A fresh (model, data, by_hand) triple for gallery entry ``name``."""
     fn, data, by_hand = GALLERY[name]
-    guide = normal_mean_guide if name == "hand-written-guide" else None
+    guide = {"hand-written-guide": normal_mean_guide, "amortised-ppca": ppca_guide}.get(name)
     return pg.model(fn, guide), data(), by_hand
