@@ -19,7 +19,12 @@ from probgen.arguments import ModelArgs
 from probgen.capabilities import PreparesLike
 from probgen.marginal import marginal_log_likelihood
 from probgen.model import GenerativeModel, scores_local_latents_generically
-from probgen.posterior import pointwise_log_likelihood_draws, posterior_predictive, total_log_likelihood
+from probgen.posterior import (
+    discrete_marginals,
+    pointwise_log_likelihood_draws,
+    posterior_predictive,
+    total_log_likelihood,
+)
 from probgen.roles import last_memo
 from probgen.state import isolated_rng, serialised
 from probgen.validation import check_seed, positive_int
@@ -342,12 +347,27 @@ class FitResult:
             {k: [t.argmax(-1) for t in v] if isinstance(v, list) else v.argmax(-1) for k, v in mean.items()}
         )
 
-    def predict_proba(self, data: Any = None, *, max_draws: int = 200) -> Any:
+    def predict_proba(self, data: Any = None, *, max_draws: int = 200, filtering: bool = False) -> Any:
         """Posterior probabilities of the discrete latent(s), per item.
 
-        Posterior fits average ``p(z | x, theta_s)`` over (up to ``max_draws``) draws.
+        Posterior fits average ``p(z | x, theta_s)`` over (up to ``max_draws``) draws.  For a
+        chain written step by step (a ``pyro.markov`` loop) these are the smoothing marginals
+        ``p(x_t | y_1..T)``; ``filtering=True`` gives the filtering ones ``p(x_t | y_1..t)``
+        (each state given the steps traced up to it; models scored by Pyro's enumeration).
         """
         d = self._data(data)
+        if filtering:
+            if type(self.model).latent_posterior is not GenerativeModel.latent_posterior:
+                raise ValueError(
+                    f"filtering=True applies to models scored by Pyro's enumeration; {self.model.name} "
+                    "computes its own posterior marginals."
+                )
+            sets = self._draw_params()
+            if len(sets) > max_draws:
+                idx = torch.linspace(0, len(sets) - 1, max_draws).round().long().tolist()
+                sets = [sets[i] for i in idx]
+            parts = [discrete_marginals(self.model, d, p, filtering=True) for p in sets]
+            return self._single({k: sum(p[k] for p in parts) / len(parts) for k in parts[0]})
         if not self.posterior:
             return self._single(self.model.latent_posterior(d, self.params))
         return self._single(self._mean_latent_posterior(d, max_draws))

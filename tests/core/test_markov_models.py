@@ -191,3 +191,13 @@ def test_arviz_log_likelihood_is_one_value_per_sequence(em_fit):
     expect = gallery.chain_ll_by_hand(em_fit.params, em_fit.data)
     np.testing.assert_allclose(ll.values.reshape(-1), expect.numpy(), rtol=1e-5)
     assert "sequences" in idata.constant_data
+
+
+def test_fit_predict_proba_filtering_is_the_forward_pass_at_the_estimates(em_fit):
+    filtered = em_fit.predict_proba(filtering=True)
+    params = {k: v for k, v in em_fit.params.items()}
+    prepared = em_fit.data
+    for i, length in enumerate(DATA["lengths"].tolist()):
+        seq = prepared.values["sequences"][i, :length]
+        got = torch.stack([filtered[f"x_{t}"].reshape(-1, 2)[i] for t in range(length)]).double()
+        torch.testing.assert_close(got, _forward_filtering(params, seq), rtol=1e-5, atol=1e-5)
