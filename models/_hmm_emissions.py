@@ -27,7 +27,7 @@ from probgen.models._hmm_engine import _forward_backward, _forward_backward_log,
 from probgen.models._hmm_layout import SequenceData, _Layout, _pad_time, _scratch
 from probgen.models._hmm_viterbi import _LOG_FLOOR, _ViterbiEmission
 from probgen.models.kmeans import _kmeans
-from probgen.validation import check_inferred_code
+from probgen.validation import check_counts_exact, check_inferred_code
 
 __all__: list[str] = []
 
@@ -583,6 +583,7 @@ class _PoissonEmission(_VectorEmission):
                 f"{argname} has {int(bad.sum())} entries that are not non-negative integers "
                 f"(e.g. {values[bad][0].item()!r}); Poisson emissions expect counts."
             )
+        check_counts_exact(values, argname)
         return values
 
     def log_density(
@@ -592,7 +593,7 @@ class _PoissonEmission(_VectorEmission):
         rates = params["rates"].to(_F64)
         # log 0 held finite so that 0 * log 0 is 0 (a count of 0 where the rate is 0 has probability 1)
         out = (
-            X @ torch.log(rates).clamp_min(-1e300).T
+            X @ torch.log(rates).clamp_min(-1e250).T
             - rates.sum(-1)
             - torch.lgamma(X + 1.0).sum(-1, keepdim=True)
         )

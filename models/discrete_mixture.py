@@ -27,7 +27,7 @@ from probgen.models.mixture import (
     _per_data,
 )
 from probgen.models.plotting import _axes, _colors, _no_options
-from probgen.validation import check_inferred_code
+from probgen.validation import check_counts_exact, check_inferred_code
 
 __all__ = ["BernoulliMixture", "CategoricalMixture", "PoissonMixture"]
 
@@ -356,7 +356,7 @@ class CategoricalMixture(_DiscreteMixture):
 
     def _log_joint(self, data: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         # log 0 held finite so that a category no item takes contributes 0, not 0 * -inf
-        logp = torch.log(params["probs"]).clamp_min(-1e300).reshape(self.n_components, -1)
+        logp = torch.log(params["probs"]).clamp_min(-1e250).reshape(self.n_components, -1)
         return self._one_hot(data, params) @ logp.T + torch.log(params["weights"])
 
     def _m_step_counts(self, data: Tensor, resp: Tensor, nk: Tensor) -> dict[str, Tensor]:
@@ -496,6 +496,7 @@ class PoissonMixture(_DiscreteMixture):
                 f"value(s), minimum {t.min().item():g}."
             )
         _check_integral(t, self.name)
+        check_counts_exact(t, f"{self.name}: data")
         return t
 
     def _site_names(self, data: Tensor) -> tuple[str, ...]:
@@ -513,7 +514,7 @@ class PoissonMixture(_DiscreteMixture):
     def _log_joint(self, data: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         r = params["rates"]
         return (
-            data @ torch.log(r).clamp_min(-1e300).T  # a count of 0 at rate 0: 0, not 0 * -inf
+            data @ torch.log(r).clamp_min(-1e250).T  # a count of 0 at rate 0: 0, not 0 * -inf
             - r.sum(1)
             - self._log_factorial(data)[:, None]
             + torch.log(params["weights"])

@@ -85,3 +85,17 @@ def check_inferred_code(top: float, argname: str, option: str) -> None:
             f"return_inverse=True)), or pass {option} explicitly (codes above {MAX_INFERRED_CODE:,} are not "
             "inferred)."
         )
+
+
+#: Counts above this are not whole numbers in float64 (its 53-bit significand).
+MAX_EXACT_COUNT = 2**53
+
+
+def check_counts_exact(t: Any, argname: str) -> None:
+    """Refuse counts too large to be exact whole numbers in float64."""
+    top = float(t.max()) if t.numel() else 0.0
+    if top > MAX_EXACT_COUNT:
+        raise ValueError(
+            f"{argname} holds a count of {top:.4g}; counts above 2**53 (about 9.0e15) are not exact whole "
+            "numbers in float64. Rescale them, or model them as continuous values."
+        )
