@@ -152,7 +152,7 @@ def _merge_turned(left: _Span, right: _Span, inv_mass: np.ndarray) -> np.ndarray
     begins = np.stack((lb, lb, le))
     ends = np.stack((re, rb, re))
     rhos = np.stack((lr + rr, lr + rb, rr + le))
-    return _turned(begins, ends, rhos, inv_mass).any(0)
+    return np.asarray(_turned(begins, ends, rhos, inv_mass).any(0))
 
 
 def _leapfrog(
@@ -248,7 +248,7 @@ def _transition(
         if not active.any():
             break
         depth = depth + active
-        right = rng.random(C) < 0.5
+        right = np.less(rng.random(C), 0.5)
         step = np.where(right, eps, -eps)[:, None]
         half_step, step_inv_mass = 0.5 * step, step * inv_mass
         # extend from the end in each chain's direction
