@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 import pyro
@@ -137,6 +138,28 @@ def test_energy_is_the_hamiltonian_of_the_draw_and_its_stored_momentum():
     kinetic = 0.5 * (result.momentum**2 * result.inverse_mass[:, None, :]).sum(-1)
     assert np.allclose(result.stats["lp"], -potential.numpy(), rtol=1e-10, atol=1e-10)
     assert np.allclose(result.stats["energy"], (potential + kinetic).numpy(), rtol=1e-10, atol=1e-10)
+    assert not result.stats["diverging"].any()
+
+
+class _StandardNormal:
+    """The potential of a standard Gaussian and its gradient, by hand, for ``(C, D)`` states."""
+
+    def value_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return 0.5 * (z * z).sum(-1), z
+
+
+def test_long_run_second_and_fourth_moments_are_exact():
+    """12,000 draws in 5-D on a potential written by hand: the mean of x**2 over the coordinates
+    is 1 and of x**4 is 3, each within 4 Monte Carlo standard errors (taking every valid
+    subtree's proposal instead of the biased progressive choice inflates the variance by 5%)."""
+    torch.manual_seed(0)
+    pot: Any = _StandardNormal()
+    result = run_nuts(pot, torch.randn(4, 5, dtype=torch.float64), num_warmup=300, num_samples=3000)
+    x = result.draws.numpy()
+    for power, exact in ((2, 1.0), (4, 3.0)):
+        s = (x**power).mean(-1)  # (chain, draw)
+        se = s.std() / math.sqrt(float(_ess(s)))
+        assert abs(s.mean() - exact) < 4 * se, (power, s.mean(), se)
     assert not result.stats["diverging"].any()
 
 
