@@ -68,6 +68,7 @@ def test_fit_score_and_sample_a_family_from_a_csv(workdir):
     assert run("check", "gmm.npz", cwd=workdir).stdout.startswith("healthy")
 
 
+@pytest.mark.slow  # an MCMC fit in a subprocess
 def test_a_user_function_fits_by_module_and_name(workdir):
     y = np.random.default_rng(0).normal(5.0, 10.0, 40)
     np.save(workdir / "y.npy", y)

@@ -231,6 +231,7 @@ def test_pipeline_with_a_scaler_equals_the_mixture_of_scaled_data(faithful):
     assert direct.score(scaled) == pytest.approx(sk.score(scaled), abs=1e-6)  # the same optimum
 
 
+@pytest.mark.slow  # nine cross-validated fits of both libraries
 def test_grid_search_selects_n_components_by_score_like_sklearn(faithful):
     cv = KFold(5, shuffle=True, random_state=0)
     ours = GridSearchCV(GaussianMixture(random_state=0), {"n_components": [1, 2, 3]}, cv=cv).fit(faithful)

@@ -51,6 +51,7 @@ SLOW = {("markov-one-sequence", m) for m in ("em", "mcmc", "svi")} | {
     ("markov-sequential-plate", "svi"),
     ("markov-plate-dim-2", "mcmc"),
     ("markov-plate-dim-2", "svi"),
+    ("markov-autoregressive", "em"),
     ("markov-autoregressive", "mcmc"),
     ("markov-autoregressive", "svi"),
 }

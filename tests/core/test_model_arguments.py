@@ -177,6 +177,7 @@ def test_bad_arguments_are_refused_naming_them():
         fit.log_prob({"x": X[:5, :3], "y": Y[:5]})
 
 
+@pytest.mark.slow  # a streamed SVI fit to convergence
 def test_arguments_stream_from_a_data_loader_of_tensor_pairs():
     """A DataLoader over TensorDataset(X, y) yields [x_batch, y_batch]: bound positionally, the
     data plate scaled by num_items / batch, so the posterior is the full-data conjugate one."""
