@@ -21,6 +21,7 @@ functions are exported by ``probgen.models``).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, cast
 
@@ -33,6 +34,7 @@ import torch
 from pyro.ops.indexing import Vindex
 from torch import Tensor
 
+from probgen.errors import IdentifiabilityWarning
 from probgen.fit import Fit
 from probgen.model import GenerativeModel
 from probgen.models import _bn_inference as inference
@@ -68,6 +70,25 @@ def _checked_dag(dag: Any) -> nx.DiGraph:
             if site in dag.nodes:
                 raise ValueError(f"node {site!r} clashes with the Pyro site of node {node!r}; rename it.")
     return dag
+
+
+def _warn_unobserved(net: Network, data: Tensor) -> None:
+    """Say which nodes no row observes: EM learns their CPDs only through observed relatives
+    (up to a relabelling of their states), or not at all, from a random start."""
+    codes = torch.as_tensor(data)
+    if codes.dim() != 2 or codes.shape[1] != len(net.nodes):
+        return
+    seen = ~torch.isnan(codes).all(0)
+    never = [n for n, s in zip(net.nodes, seen.tolist(), strict=True) if not s]
+    if never:
+        warnings.warn(
+            f"node(s) {never} are never observed in the data: EM starts their CPDs at random and "
+            "learns them only through observed relatives (their states up to relabelling), or not at all "
+            "when none is observed. Give them data, fix their CPDs (cpds=..., init='given'), or expect "
+            "answers that depend on the seed.",
+            IdentifiabilityWarning,
+            stacklevel=3,
+        )
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
@@ -520,6 +541,7 @@ class BayesianNetwork(GenerativeModel):
             if self.cpds is None:
                 raise ValueError("init='given' needs cpds=... in the constructor.")
             return {cpd_site(n): t.clone() for n, t in self.cpds.items()}
+        _warn_unobserved(net, data)
         return net.start_cpds(data, counts=init == "counts", generator=generator)
 
     def e_step(self, data: Any, params: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], float]:

@@ -13,7 +13,7 @@ import probgen.inference  # noqa: F401  (the built-in backends: importing them l
 from probgen import datasets
 from probgen.calibration import Calibration, calibrate
 from probgen.diagnostics import check, compare, summary
-from probgen.errors import ConvergenceWarning, ModelNotSupportedError
+from probgen.errors import ConvergenceWarning, IdentifiabilityWarning, ModelNotSupportedError
 from probgen.fit import (
     Backend,
     Fit,
@@ -37,6 +37,7 @@ __all__ = [
     "ConvergenceWarning",
     "Fit",
     "GenerativeModel",
+    "IdentifiabilityWarning",
     "MMDTestResult",
     "ModelNotSupportedError",
     "SiteRoles",

@@ -224,7 +224,8 @@ def test_em_with_missing_values_beats_complete_case():
 def test_latent_node_is_learned_by_em():
     bn = sprinkler()
     frame = bn.to_frame(bn.as_fit().sample(2000, seed=2)).drop(columns=["rain"])
-    fit = pg.fit(BayesianNetwork(bn.dag, states=bn.states), frame, method="em", seed=0)
+    with pytest.warns(pg.IdentifiabilityWarning, match=r"\[.rain.\] are never observed"):
+        fit = pg.fit(BayesianNetwork(bn.dag, states=bn.states), frame, method="em", seed=0)
     assert fit.converged and np.isfinite(fit.log_evidence)
     assert np.all(np.diff(fit.history) > -1e-9) and fit.history[-1] > fit.history[0]
     # the fitted marginal of the observed pair is the empirical one (a saturated latent model)
