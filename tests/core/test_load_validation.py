@@ -40,7 +40,9 @@ def test_another_configuration_of_the_same_family_is_refused_naming_both(saved):
 
 def test_another_family_is_refused(saved):
     _, path, _ = saved
-    with pytest.raises(ValueError, match="holds a fit of a GaussianMixture; the model given is a PoissonMixture"):
+    with pytest.raises(
+        ValueError, match="holds a fit of a GaussianMixture; the model given is a PoissonMixture"
+    ):
         pg.load(path, model=PoissonMixture(2))
 
 

@@ -79,7 +79,9 @@ def test_per_item_latents_under_an_autoguide_are_refused():
             theta = pyro.sample("theta", dist.Normal(mu, 2.0))
             pyro.sample("obs", dist.Normal(theta, 1.0), obs=data)
 
-    with pytest.raises(ValueError, match=r"subsample_size=4 needs a guide that amortises the per-item latents \['theta'\]"):
+    with pytest.raises(
+        ValueError, match=r"subsample_size=4 needs a guide that amortises the per-item latents \['theta'\]"
+    ):
         pg.fit(schools, torch.randn(8), method="svi", progress=False, subsample_size=4)
 
 
