@@ -457,12 +457,17 @@ class MCMC(BackendBase):
         Draws kept per chain.
     ``warmup_steps`` : int, default ``num_samples``
         Adaptation steps per chain, discarded.
-    ``num_chains`` : int, default 2
-        Chains, run one after another in this process ("nuts", "hmc"), or all at once ("chees",
-        which needs at least 2).
-    ``kernel`` : {"nuts", "hmc", "chees", "nuts_batched"}, default "nuts"
-        "nuts_batched": probgen's NUTS (:mod:`probgen.inference.nuts`), every chain in lockstep on
-        the batched potential as "chees" runs it (``fit.extras["nuts_batched"]`` likewise).
+    ``num_chains`` : int, default 4
+        Chains (ArviZ's and Stan's convention), all at once in this process ("nuts", "chees",
+        which needs at least 2), or one after another ("pyro_nuts", "hmc").
+    ``kernel`` : {"nuts", "pyro_nuts", "hmc", "chees"}, default "nuts"
+        "nuts": probgen's NUTS (:mod:`probgen.inference.nuts`; "nuts_batched" is the same),
+        every chain in lockstep on one batched evaluation of the potential as "chees" runs it
+        (multinomial sampling, the generalised U-turn criterion, Stan's windowed adaptation of
+        the step size and a diagonal mass matrix; ``fit.extras["nuts_batched"]`` holds the adapted
+        values).  With ``chain_method="parallel"`` it is Pyro's NUTS, one chain per process
+        (``fit.extras["kernel_note"]`` says so).  "pyro_nuts": Pyro's NUTS, chain after chain.
+        ``fit.extras["kernel"]`` names the kernel that ran.
         "chees": ChEES-HMC (:mod:`probgen.inference.chees`), every chain in lockstep on one
         batched, compiled evaluation of the potential (chains cost about one, so 16 to 64 chains
         adapt better than the default 2; the per-draw statistics add ``energy`` and
@@ -501,7 +506,8 @@ class MCMC(BackendBase):
         Absent when the model has no discrete latents.
     ``chain_method`` : {"sequential", "parallel"}, default "sequential"
         "parallel" opts in to Pyro's multiprocessing chains (then only ``diverging`` is recorded
-        per draw).  "nuts" and "hmc" only: "chees" always runs its chains vectorised.
+        per draw), for models that cannot batch: with the default kernel it runs Pyro's NUTS
+        ("pyro_nuts"); "chees" always runs its chains vectorised.
     ``num_threads`` : int or None, default None
         torch intra-op threads while sampling; None keeps the caller's setting.  When given, the
         caller's setting is restored afterwards.  NUTS evaluates the gradient thousands of times
@@ -535,13 +541,13 @@ class MCMC(BackendBase):
             none=True,
             aliases=("num_warmup",),
         ),
-        Option("num_chains", "int", 2, "chains, run vectorised or one after another"),
+        Option("num_chains", "int", 4, "chains, run vectorised or one after another"),
         Option(
             "kernel",
             "str",
             "nuts",
-            '"nuts", "hmc", "chees" or "nuts_batched"',
-            choices=("nuts", "hmc", "chees", "nuts_batched"),
+            '"nuts" (probgen\'s, chains batched), "pyro_nuts", "hmc", "chees"',
+            choices=("nuts", "pyro_nuts", "hmc", "chees", "nuts_batched"),
         ),
         Option("target_accept_prob", "any", 0.8, "step-size adaptation target"),
         Option("max_tree_depth", "int", 10, "NUTS tree depth at most"),
@@ -579,6 +585,17 @@ class MCMC(BackendBase):
         o = {**defaults, **options}
         if o["warmup_steps"] is None:
             o["warmup_steps"] = o["num_samples"]
+        extras: dict[str, Any] = {}
+        if o["kernel"] == "nuts":  # probgen's batched NUTS; Pyro's where chains run in processes
+            if o["chain_method"] == "sequential":
+                o["kernel"] = "nuts_batched"
+            else:
+                o["kernel"] = "pyro_nuts"
+                extras["kernel_note"] = (
+                    f"chain_method={o['chain_method']!r} runs Pyro's NUTS, one chain per process; "
+                    "probgen's NUTS runs every chain in lockstep in this process"
+                )
+        extras["kernel"] = "nuts" if o["kernel"] == "nuts_batched" else o["kernel"]
         nt = o["num_threads"]
         if o["kernel"] in ("chees", "nuts_batched") and o["chain_method"] != "sequential":
             raise ValueError(
@@ -603,7 +620,6 @@ class MCMC(BackendBase):
         threads = torch.get_num_threads()
         if nt is not None:
             torch.set_num_threads(int(nt))
-        extras: dict[str, Any] = {}
         try:
             if o["kernel"] in ("chees", "nuts_batched"):
                 draws, sample_stats, inits, extras[o["kernel"]] = _run_chees(
@@ -693,7 +709,7 @@ class MCMC(BackendBase):
         seed: int,
         progress: bool,
     ) -> tuple[list[_State], list[list[dict[str, float]]], dict[str, torch.Tensor]]:
-        nuts = o["kernel"] == "nuts"
+        nuts = o["kernel"] in ("nuts", "pyro_nuts")
 
         def make_kernel(potential_fn: Callable[[_State], torch.Tensor]) -> Any:
             common = {"step_size": o["step_size"], "target_accept_prob": o["target_accept_prob"]}

@@ -48,7 +48,7 @@ def test_normal_normal_posterior_is_analytic(method, options, tol_mean, tol_sd):
     fit = pg.fit(normal_normal, NN_DATA, method=method, seed=1, progress=False, **options)
     mean, sd = _normal_posterior(NN_DATA)  # 2.26 and 0.45; the prior mean 1.0 fails
     draws = fit.posterior["mu"]
-    assert draws.shape[:2] == ((2, 600) if method == "mcmc" else (1, 1000))
+    assert draws.shape[:2] == ((4, 600) if method == "mcmc" else (1, 1000))
     assert draws.mean().item() == pytest.approx(mean, abs=tol_mean)
     assert draws.std().item() == pytest.approx(sd, abs=tol_sd)
 
@@ -72,7 +72,7 @@ def test_mcmc_records_sampler_statistics():
         normal_normal, NN_DATA, method="mcmc", seed=0, progress=False, num_samples=50, warmup_steps=50
     )
     for key in ("diverging", "step_size", "tree_depth", "acceptance_rate", "lp"):
-        assert fit.sample_stats[key].shape == (2, 50)
+        assert fit.sample_stats[key].shape == (4, 50)  # four chains by default
     assert fit.sample_stats["diverging"].dtype == bool
     assert (fit.sample_stats["tree_depth"] >= 1).all()
     acc = fit.sample_stats["acceptance_rate"]

@@ -64,7 +64,7 @@ def test_responses_are_drawn_at_new_inputs(mcmc_fit):
     mu, cov = _conjugate(X, Y)
     x_new = X[-4:]
     draws = mcmc_fit.posterior_predictive(data={"x": x_new})["y"]
-    assert draws.shape == (2, 400, 4)
+    assert draws.shape == (4, 400, 4)
     xt = torch.as_tensor(x_new, dtype=torch.float64)
     flat = draws.double().reshape(-1, 4)
     np.testing.assert_allclose(flat.mean(0).numpy(), (xt @ mu).numpy(), atol=0.08)
@@ -83,7 +83,7 @@ def test_arviz_gets_the_covariates_in_constant_data_and_the_response_observed(mc
     idata = mcmc_fit.to_arviz()
     np.testing.assert_allclose(idata.constant_data["x"].values, X, rtol=1e-6)
     np.testing.assert_allclose(idata.observed_data["y"].values, Y, rtol=1e-6)
-    assert idata.log_likelihood["y"].shape == (2, 400, len(Y))
+    assert idata.log_likelihood["y"].shape == (4, 400, len(Y))
 
 
 def test_a_tuple_binds_positionally_and_a_dataframe_by_its_columns():

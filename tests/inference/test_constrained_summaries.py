@@ -148,13 +148,13 @@ def test_check_runs_on_an_mcmc_fit_with_a_correlation_factor(mixture_fit):
 def test_recovered_discrete_draws_agree_with_predict_proba(mixture_fit):
     fit, data = mixture_fit
     z = fit.extras["discrete"]["z"]
-    assert z.shape == (2, 100, len(data))
+    assert z.shape == (4, 100, len(data))
     assert set(z.unique().tolist()) <= {0, 1}
     freq = (z == 1).double().mean((0, 1))
     proba = torch.as_tensor(fit.predict_proba(data))[:, 1]
     uncertain = ((proba > 0.1) & (proba < 0.9)).sum()
     assert int(uncertain) >= 1  # the comparison is not only of 0s and 1s
-    # 200 draws of a Bernoulli: sd at most 0.035; the bound is about four of them
+    # 400 draws of a Bernoulli: sd at most 0.025; the bound is about six of them
     assert float((freq - proba).abs().max()) < 0.15
 
 

@@ -94,7 +94,7 @@ def _fit(model, data, **options):
 
 # --------------------------------------------------------------------------- starting points
 def test_chains_start_apart_and_the_posterior_is_exact():
-    fit = _fit(normal_mean, X20, num_samples=500, warmup_steps=300, num_chains=2)
+    fit = _fit(normal_mean, X20, num_samples=1000, warmup_steps=300, num_chains=2)
     starts = fit.extras["init"]["mu"]
     assert starts.shape == (2,)
     assert starts[0] != starts[1]
@@ -133,7 +133,7 @@ class _Hooked(GenerativeModel):
 def test_an_init_params_hook_is_asked_once_per_chain_with_its_own_generator():
     model = _Hooked()
     fit = pg.fit(model, X20, method="mcmc", seed=4, progress=False, num_samples=5, warmup_steps=5)
-    assert model.calls == [4, 5]
+    assert model.calls == [4, 5, 6, 7]  # the default four chains
     chain0 = 10.0 + torch.rand((), generator=torch.Generator().manual_seed(4))
     assert fit.extras["init"]["mu"][0].item() == pytest.approx(chain0.item(), abs=1e-6)
     assert fit.extras["init"]["mu"][1] != fit.extras["init"]["mu"][0]
@@ -179,7 +179,7 @@ def test_rule_names_divergences_and_skips_constant_elements():
 
 
 def test_a_short_run_on_a_two_mode_posterior_is_not_converged():
-    fit = _fit(two_modes, torch.full((5,), 4.0), num_samples=20, warmup_steps=10)
+    fit = _fit(two_modes, torch.full((5,), 4.0), num_samples=20, warmup_steps=10, num_chains=2)
     assert (fit.extras["init"]["mu"].sign() == torch.tensor([-1.0, 1.0])).all()  # one start per mode
     assert not fit.converged
     reasons = fit.extras["convergence"]
@@ -189,7 +189,16 @@ def test_a_short_run_on_a_two_mode_posterior_is_not_converged():
 
 # ---------------------------------------------------------------------- sampler statistics
 def test_divergences_and_step_size_are_pyros_own(spy):
-    fit = _fit(schools, Y8, num_samples=60, warmup_steps=40, target_accept_prob=0.6, max_tree_depth=4)
+    fit = _fit(
+        schools,
+        Y8,
+        num_samples=60,
+        warmup_steps=40,
+        target_accept_prob=0.6,
+        max_tree_depth=4,
+        kernel="pyro_nuts",
+        num_chains=2,
+    )
     assert len(spy) == 2
     total = 0
     for c, runner in enumerate(spy):
@@ -219,7 +228,15 @@ def test_tree_depth_is_the_depth_of_pyros_own_tree(monkeypatch):
     monkeypatch.setattr(NUTS, "_build_tree", counted_build)
     monkeypatch.setattr(NUTS, "sample", counted_sample)
     warmup, draws, max_depth = 30, 40, 4
-    fit = _fit(schools, Y8, num_samples=draws, warmup_steps=warmup, max_tree_depth=max_depth)
+    fit = _fit(
+        schools,
+        Y8,
+        num_samples=draws,
+        warmup_steps=warmup,
+        max_tree_depth=max_depth,
+        kernel="pyro_nuts",
+        num_chains=2,
+    )
     per_chain = np.asarray(depths).reshape(2, warmup + draws)[:, warmup:]
     depth, steps = fit.sample_stats["tree_depth"], fit.sample_stats["n_steps"]
     assert depth.dtype == np.int64 and np.array_equal(depth, per_chain)
