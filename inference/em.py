@@ -584,13 +584,6 @@ class _GenericEM:
 
         with torch.no_grad():
             q_old = float(self._q(params, weights))
-        opt = torch.optim.LBFGS(
-            leaves,
-            max_iter=self.m_step_iters,
-            line_search_fn="strong_wolfe",
-            tolerance_grad=1e-12,
-            tolerance_change=1e-14,
-        )
 
         def closure() -> Tensor:
             opt.zero_grad()
@@ -598,8 +591,32 @@ class _GenericEM:
             loss.backward()
             return loss
 
-        with torch.enable_grad():
-            opt.step(closure)
+        # L-BFGS from its full first step; a trial point that leaves the parameters' support (a
+        # non-finite value the model's distributions refuse) restarts it from the previous values
+        # with a tenth of the step, twice, before the M-step gives up
+        for lr in (1.0, 0.1, 0.01):
+            opt = torch.optim.LBFGS(
+                leaves,
+                lr=lr,
+                max_iter=self.m_step_iters,
+                line_search_fn="strong_wolfe",
+                tolerance_grad=1e-12,
+                tolerance_change=1e-14,
+            )
+            try:
+                with torch.enable_grad():
+                    opt.step(closure)
+                break
+            except (ValueError, RuntimeError):
+                with torch.no_grad():
+                    for leaf, old in zip(leaves, saved, strict=True):
+                        leaf.copy_(old)
+        else:
+            raise FloatingPointError(
+                f"the M-step of EM for {self.model.name} left the parameters' support at every step size "
+                "tried; give starting values (init={...}), priors that keep the parameters finite, or use "
+                "method='svi' or 'mcmc'."
+            )
         with torch.no_grad():
             new = {n: v.detach() for n, v in current().items()}
             q_new = float(self._q(new, weights))

@@ -89,3 +89,22 @@ def test_em_refuses_per_item_continuous_latents():
 
     with pytest.raises(ModelNotSupportedError, match="continuous per-item latent sites \\['theta'\\]"):
         pg.fit(eight_schools, torch.zeros(8), method="em", progress=False)
+
+
+def test_generic_em_recovers_when_a_line_search_leaves_the_support():
+    """On these data L-BFGS's full first step of the M-step takes sigma out of its support; the
+    M-step restarts with a smaller step and EM still reaches the least-squares MLE."""
+    import pandas as pd
+
+    from tests.core import gallery
+
+    y = (
+        0.5
+        + gallery.X_REG.double().numpy() @ gallery.BETA_TRUE
+        + np.random.default_rng(10).normal(0, 0.7, 25)
+    )
+    fit = pg.fit(pg.model(gallery.regression), pd.Series(y), method="em", seed=0, progress=False)
+    a = np.c_[np.ones(len(y)), gallery.X_REG.double().numpy()]
+    coef = np.linalg.lstsq(a, y, rcond=None)[0]
+    s2 = float(((y - a @ coef) ** 2).mean())
+    assert fit.log_likelihood() == pytest.approx(-0.5 * len(y) * (np.log(2 * np.pi * s2) + 1), abs=1e-3)
