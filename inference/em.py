@@ -607,7 +607,7 @@ class _GenericEM:
                 with torch.enable_grad():
                     opt.step(closure)
                 break
-            except (ValueError, RuntimeError):
+            except ValueError:  # a distribution's argument validation refusing a non-finite value
                 with torch.no_grad():
                     for leaf, old in zip(leaves, saved, strict=True):
                         leaf.copy_(old)

@@ -478,24 +478,26 @@ def _check_same_model(gm: GenerativeModel, saved_class: str, config: Any, path: 
         raise ValueError(f"{str(path)!r} was saved from another configuration of {saved_class} ({pairs}).")
 
 
+#: A loaded fit's trial evaluation scores its whole data up to this many items, else two items.
+_TRIAL_ALL = 1000
+
+
 def _trial(fit: Fit) -> None:
     """Evaluate a loaded fit once, so that arrays of the wrong shape fail here, named, not later.
 
-    On the first two items (cheap); a model whose plate has a fixed size (eight schools) is
-    tried on its whole data when that fails, and only a failure there too is raised.
+    The whole data when they are small (a model whose plate has a fixed size, as eight schools'
+    has, scores no other number of items), else the first two items.
     """
     if fit.data is None or fit.model.density != "normalised":
         return
     d = fit.data
+    if not isinstance(d, Tensor | ModelArgs):
+        return
     with torch.no_grad():
-        try:
-            if isinstance(d, Tensor) and len(d) > 2 and fit.model.num_items(d) == len(d):
-                fit.log_prob(d[:2])
-                return
-            if isinstance(d, ModelArgs) and d.per_item and len(d) > 2:
-                fit.log_prob(dict(d.take(torch.arange(2)).values))
-                return
-        except (RuntimeError, IndexError, KeyError, AssertionError, ValueError):
-            pass
-        if isinstance(d, Tensor | ModelArgs):
+        items = fit.model.num_items(d)
+        if items <= _TRIAL_ALL or items != len(d) or (isinstance(d, ModelArgs) and not d.per_item):
             fit.log_prob()
+        elif isinstance(d, Tensor):
+            fit.log_prob(d[:2])
+        else:
+            fit.log_prob(dict(d.take(torch.arange(2)).values))

@@ -32,6 +32,7 @@ never needs it.
 
 from __future__ import annotations
 
+import abc
 import math
 import numbers
 import tempfile
@@ -180,7 +181,7 @@ def _precisions(cov: np.ndarray, covariance_type: str) -> tuple[np.ndarray, np.n
     return prec_chol @ np.swapaxes(prec_chol, -1, -2), prec_chol
 
 
-class _MixtureEstimator(DensityMixin, _Estimator):
+class _MixtureEstimator(DensityMixin, _Estimator, abc.ABC):
     """Tools shared by the Gaussian mixture estimators (fitted from a ``fit_``)."""
 
     n_components: int
@@ -275,8 +276,9 @@ class _MixtureEstimator(DensityMixin, _Estimator):
         """
         return self.fit(X).predict(X)
 
-    def fit(self, X: Any, y: Any = None) -> Any:  # pragma: no cover - each estimator defines it
-        raise NotImplementedError
+    @abc.abstractmethod
+    def fit(self, X: Any, y: Any = None) -> Any:
+        """Defined by each concrete estimator."""
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw items from the fitted mixture (posterior fits draw parameters first).
@@ -644,7 +646,7 @@ def _split(X: np.ndarray, lengths: Any) -> list[np.ndarray]:
     return np.split(X, np.cumsum(arr)[:-1])
 
 
-class _HMMEstimator(_Estimator):
+class _HMMEstimator(_Estimator, abc.ABC):
     """hmmlearn's methods over :class:`probgen.models.HiddenMarkovModel` fitted by Baum-Welch."""
 
     n_components: int
@@ -656,25 +658,29 @@ class _HMMEstimator(_Estimator):
     transmat_init: Any
     random_state: Any
 
-    def _validate(self, X: Any, *, reset: bool) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _validate(self, X: Any, *, reset: bool) -> np.ndarray:
+        """Defined by each concrete estimator."""
 
     def _sequences(self, X: np.ndarray, lengths: Any) -> list[np.ndarray]:
         return _split(X, lengths)
 
-    def _family(self, X: np.ndarray) -> _HiddenMarkovModel:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _family(self, X: np.ndarray) -> _HiddenMarkovModel:
+        """Defined by each concrete estimator."""
 
-    def _emission_init(self) -> dict[str, Any]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _emission_init(self) -> dict[str, Any]:
+        """Defined by each concrete estimator."""
 
     def _init(self) -> Any:
         given = {"initial": self.startprob_init, "transition": self.transmat_init, **self._emission_init()}
         sites = {k: np.asarray(v, dtype=np.float64) for k, v in given.items() if v is not None}
         return sites or self.init_params
 
-    def _set_emission(self, params: Mapping[str, torch.Tensor]) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _set_emission(self, params: Mapping[str, torch.Tensor]) -> None:
+        """Defined by each concrete estimator."""
 
     def fit(self, X: Any, lengths: Any = None) -> Any:
         """Fit by Baum-Welch (EM) to one sequence or to several concatenated ones.
@@ -838,8 +844,9 @@ class _HMMEstimator(_Estimator):
         data = self._prepared(X, lengths)
         return float(self.fit_.aic(data))
 
-    def _as_rows(self, x: torch.Tensor) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _as_rows(self, x: torch.Tensor) -> np.ndarray:
+        """Defined by each concrete estimator."""
 
     def sample(self, n_samples: int = 1, random_state: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Draw one sequence of ``n_samples`` steps from the fitted chain (hmmlearn's ``sample``).
