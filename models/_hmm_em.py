@@ -110,6 +110,15 @@ class _BaumWelch(_SequenceModel):
                 f"init must be a strategy name or a dict of starting values; got {type(init).__name__}."
             )
         K = self.n_states
+        steps = self.num_observations(data)
+        if steps < K and not set(self._emissions.init_sites) <= set(given):
+            # a data-driven start needs a step per state; with fewer, states copy each other
+            # and the likelihood of a few points under many states means nothing
+            raise ValueError(
+                f"n_states={K} is larger than the number of observed time steps in data ({steps}); "
+                f"use at most {steps} states or more data (or give init= values for every "
+                "emission site)."
+            )
         params: dict[str, Tensor] = {
             "initial": torch.full((K,), 1.0 / K, dtype=_F64),
             "transition": torch.full((K, K), 1.0 / K, dtype=_F64),

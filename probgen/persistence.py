@@ -253,6 +253,18 @@ def read_saved(path: Path) -> Saved:
         path = path.with_suffix(path.suffix + ".npz")
     if not path.exists():
         raise FileNotFoundError(f"no saved fit at {str(path)!r}")
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    if not head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+        # numpy reads any other bytes as a pickle and advises allowing it: never; say what it is
+        what = (
+            "it holds pickled data, which probgen never loads"
+            if head[:1] == b"\x80"
+            else f"it is neither a zip archive nor a .npy array (it starts with {head!r})"
+        )
+        raise ValueError(
+            f"{str(path)!r} is not a readable probgen fit (a .npz archive written by Fit.save): {what}."
+        )
     try:
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
             if not hasattr(npz, "files"):  # one bare array (a .npy), not an archive of a fit

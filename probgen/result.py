@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 
 from probgen.arguments import ModelArgs
 from probgen.capabilities import PreparesLike
 from probgen.marginal import marginal_log_likelihood
-from probgen.model import GenerativeModel, scores_local_latents_generically
+from probgen.model import GenerativeModel, _FunctionModel, scores_local_latents_generically
 from probgen.posterior import (
     discrete_marginals,
     pointwise_log_likelihood_draws,
@@ -30,6 +31,42 @@ from probgen.state import isolated_rng, serialised
 from probgen.validation import check_seed, positive_int
 
 __all__ = ["FitResult", "FrozenDict", "frozen"]
+
+
+def _proba_frame(proba: Any, site: str, data: Any) -> pd.DataFrame:
+    """Probabilities ``(n, K)`` (or one such tensor per sequence) as a labelled DataFrame."""
+    parts = proba if isinstance(proba, list | tuple) else [proba]
+    arrays = [np.asarray(p.detach().cpu().numpy() if isinstance(p, Tensor) else p) for p in parts]
+    if any(a.ndim != 2 for a in arrays):
+        shapes = [tuple(a.shape) for a in arrays]
+        raise ValueError(
+            f"as_frame=True needs one row of probabilities per item (an (n, K) array); the "
+            f"probabilities of {site!r} have shape {shapes[0] if len(shapes) == 1 else shapes}."
+        )
+    columns = pd.RangeIndex(arrays[0].shape[1], name=site)
+    if not isinstance(proba, list | tuple):
+        index = (
+            data.index if isinstance(data, pd.DataFrame | pd.Series) and len(data) == len(arrays[0]) else None
+        )
+        return pd.DataFrame(arrays[0], index=index, columns=columns)
+    items = (
+        list(data) if isinstance(data, list | tuple) and len(data) == len(arrays) else [None] * len(arrays)
+    )
+    frames = []
+    for i, (a, item) in enumerate(zip(arrays, items, strict=True)):
+        inner = (
+            item.index
+            if isinstance(item, pd.DataFrame | pd.Series) and len(item) == len(a)
+            else pd.RangeIndex(len(a))
+        )
+        frames.append(
+            pd.DataFrame(
+                a,
+                index=pd.MultiIndex.from_product([[i], inner], names=["sequence", "position"]),
+                columns=columns,
+            )
+        )
+    return pd.concat(frames)
 
 
 class FrozenDict(dict[str, Any]):
@@ -133,6 +170,18 @@ class FitResult:
             return self.data
         train = self.data
         model = self.model
+        if (
+            isinstance(model, _FunctionModel)
+            and isinstance(train, Tensor)
+            and isinstance(data, (np.ndarray, Tensor, pd.DataFrame))
+        ):
+            # before preparing: preparing traces a user's model, whose shape error knows no fit
+            shape = tuple(data.shape)
+            if len(shape) > 1 and shape[1:] != tuple(train.shape[1:]):
+                raise ValueError(
+                    f"data has items of shape {shape[1:]}; {self.model.name} was fitted on "
+                    f"{_describe_items(train)}."
+                )
         if isinstance(model, PreparesLike) and train is not None:
             prepared = model.prepare_like(data, train)
         else:
@@ -347,15 +396,55 @@ class FitResult:
             {k: [t.argmax(-1) for t in v] if isinstance(v, list) else v.argmax(-1) for k, v in mean.items()}
         )
 
-    def predict_proba(self, data: Any = None, *, max_draws: int = 200, filtering: bool = False) -> Any:
+    def predict_proba(
+        self, data: Any = None, *, max_draws: int = 200, filtering: bool = False, as_frame: bool = False
+    ) -> Any:
         """Posterior probabilities of the discrete latent(s), per item.
 
         Posterior fits average ``p(z | x, theta_s)`` over (up to ``max_draws``) draws.  For a
         chain written step by step (a ``pyro.markov`` loop) these are the smoothing marginals
         ``p(x_t | y_1..T)``; ``filtering=True`` gives the filtering ones ``p(x_t | y_1..t)``
         (each state given the steps traced up to it; models scored by Pyro's enumeration).
+
+        Parameters
+        ----------
+        data : array-like, optional
+            Items to label (default: the training data).
+        max_draws : int, default 200
+            Posterior draws averaged over (evenly spaced), for posterior fits.
+        filtering : bool, default False
+            Filtering rather than smoothing marginals of a chain written step by step.
+        as_frame : bool, default False
+            Return a ``pandas.DataFrame`` per latent site: one column per component or state
+            (labelled ``0 .. K-1``, the columns named after the site), one row per item, indexed
+            by ``data``'s index when ``data`` is a DataFrame.  A list of sequences gives one
+            frame whose index is (sequence, position), each sequence's own index when it is
+            a DataFrame.
+
+        Returns
+        -------
+        Tensor, list of Tensor, pandas.DataFrame or dict
+            ``(n, K)`` probabilities (one tensor per sequence for sequence models); a dict by
+            site when the model has several discrete sites.
+
+        Raises
+        ------
+        TypeError
+            If ``as_frame`` is not a bool.
+        ValueError
+            If ``filtering=True`` for a model that computes its own marginals, or ``as_frame=True``
+            for probabilities that are not one row per item.
         """
-        d = self._data(data)
+        if not isinstance(as_frame, bool):
+            raise TypeError(f"as_frame must be a bool; got {type(as_frame).__name__}.")
+        probs = self._latent_probabilities(self._data(data), max_draws, filtering)
+        if as_frame:
+            frames = {k: _proba_frame(v, k, data) for k, v in probs.items()}
+            return self._single(frames)
+        return self._single(probs)
+
+    def _latent_probabilities(self, d: Any, max_draws: int, filtering: bool) -> dict[str, Any]:
+        """:meth:`predict_proba`'s probabilities by site, on prepared data ``d``."""
         if filtering:
             if type(self.model).latent_posterior is not GenerativeModel.latent_posterior:
                 raise ValueError(
@@ -367,10 +456,10 @@ class FitResult:
                 idx = torch.linspace(0, len(sets) - 1, max_draws).round().long().tolist()
                 sets = [sets[i] for i in idx]
             parts = [discrete_marginals(self.model, d, p, filtering=True) for p in sets]
-            return self._single({k: sum(p[k] for p in parts) / len(parts) for k in parts[0]})
+            return {k: sum(p[k] for p in parts) / len(parts) for k in parts[0]}
         if not self.posterior:
-            return self._single(self.model.latent_posterior(d, self.params))
-        return self._single(self._mean_latent_posterior(d, max_draws))
+            return dict(self.model.latent_posterior(d, self.params))
+        return self._mean_latent_posterior(d, max_draws)
 
     def marginals(self) -> dict[str, Tensor]:
         """Posterior probabilities of every discrete latent site on the training data.

@@ -190,6 +190,27 @@ def _model_dtypes(trace: Any, sites: list[dict[str, Any]]) -> tuple[torch.dtype 
     return model_float, model_float
 
 
+def _check_observed_shapes(observed: list[dict[str, Any]]) -> None:
+    """Refuse data that cannot broadcast against its site's distribution, before any fit starts.
+
+    Pyro finds this only when a backend first scores the trace, deep in its own stack.
+    """
+    for s in observed:
+        value, fn = s["value"], s["fn"]
+        if not isinstance(value, Tensor):
+            continue
+        expected = tuple(fn.batch_shape + fn.event_shape)
+        try:
+            torch.broadcast_shapes(tuple(value.shape), expected)
+        except RuntimeError:
+            raise ValueError(
+                f"data: the observed site {s['name']!r} generates values of shape {expected} here, "
+                f"but the data give it shape {tuple(value.shape)}; pass data shaped like the site "
+                "(e.g. a 1-D array for a site of one number per item) or change the model "
+                "(a plate over the extra dim, or `.to_event(1)`)."
+            ) from None
+
+
 def find_roles(
     model_fn: Callable[..., Any],
     data: Any,
@@ -213,6 +234,7 @@ def find_roles(
             "statement (an observed site for the data)."
         )
     observed = [s for s in sites if s["is_observed"]]
+    _check_observed_shapes(observed)
     plates = {f.name for s in sites for f in s["cond_indep_stack"]}  # sequential ones too
     if data_plate is None:
         data_plate = _choose_data_plate(observed, n_items)

@@ -116,3 +116,11 @@ def test_a_junk_file_gets_no_advice_to_allow_pickles(tmp_path):
     with pytest.raises(ValueError, match="not a readable probgen fit") as err:
         pg.load(junk)
     assert "allow_pickle" not in str(err.value)
+
+
+def test_a_text_file_is_called_what_it_is_not_a_pickle(tmp_path):
+    junk = tmp_path / "notes.npz"
+    junk.write_bytes(b"hello, these are notes, not a fit")
+    with pytest.raises(ValueError, match="neither a zip archive nor a .npy array") as err:
+        pg.load(junk)
+    assert "pickle" not in str(err.value)

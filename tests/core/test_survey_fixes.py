@@ -137,3 +137,34 @@ def test_unregularised_discrete_mixtures_with_absent_values_score_finitely():
     assert bool(torch.isfinite(cat.log_prob(x)).all())
     zeros = pg.fit(HiddenMarkovModel(2, emission="poisson"), np.zeros(30), method="em", progress=False)
     torch.testing.assert_close(zeros.log_prob(np.zeros(30)).double(), torch.zeros(1, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("method", ["em", "svi"])
+def test_an_hmm_with_more_states_than_time_steps_is_refused(method):
+    from probgen.models import HiddenMarkovModel
+
+    steps = np.random.default_rng(0).normal(size=3)
+    with pytest.raises(
+        ValueError, match=r"n_states=5 is larger than the number of observed time steps in data \(3\)"
+    ):
+        pg.fit(HiddenMarkovModel(5), steps, method=method, progress=False)
+
+
+def test_two_dimensional_data_into_a_one_dimensional_user_model_names_the_site_and_shapes():
+    import pyro
+    import pyro.distributions as dist
+
+    def model(x=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", 10):
+            pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    data = np.random.default_rng(0).normal(size=(10, 2))
+    with pytest.raises(
+        ValueError,
+        match=r"observed site 'x' generates values of shape \(10,\) here, but the data give it shape \(10, 2\)",
+    ) as err:
+        pg.fit(pg.model(model), data, method="svi", progress=False)
+    assert (
+        err.traceback[-1].path.name == "roles.py"
+    )  # raised by probgen before any step, not by Pyro's log_prob
