@@ -109,6 +109,7 @@ class _SequenceModel(GenerativeModel):
         sequence: int = 0,
         feature: int = 0,
         posteriors: bool = True,
+        window: tuple[int, int] | None = None,
         **kwargs: Any,
     ) -> Any:
         """Picture of the fit: one sequence over its Viterbi states, and their probabilities.
@@ -132,6 +133,9 @@ class _SequenceModel(GenerativeModel):
             Which feature to draw (Gaussian and Poisson emissions with several features).
         posteriors : bool, default True
             Add the panel of posterior state probabilities.
+        window : tuple of two int, optional
+            Steps ``start, stop`` to draw (as a slice; default: all).  The states are decoded
+            on the whole sequence; a window of a hundred or so steps keeps runs visible.
 
         Returns
         -------
@@ -141,13 +145,16 @@ class _SequenceModel(GenerativeModel):
         Raises
         ------
         TypeError
-            Unknown options, ``ax`` not matplotlib axes, ``sequence``/``feature`` not ints.
+            Unknown options, ``ax`` not matplotlib axes, ``sequence``/``feature`` not ints,
+            ``window`` not a pair of ints.
         ValueError
-            ``sequence`` or ``feature`` out of range.
+            ``sequence`` or ``feature`` out of range, an empty ``window``.
         """
         from matplotlib.patches import Patch
 
-        _no_options(kwargs, "HiddenMarkovModel.plot_fit", ("ax=", "sequence=", "feature=", "posteriors="))
+        _no_options(
+            kwargs, "HiddenMarkovModel.plot_fit", ("ax=", "sequence=", "feature=", "posteriors=", "window=")
+        )
         if not isinstance(posteriors, bool):
             raise TypeError(f"posteriors must be a bool; got {type(posteriors).__name__}.")
         data = self._prepared(data)
@@ -155,26 +162,28 @@ class _SequenceModel(GenerativeModel):
         f = _index(feature, "feature", data.n_features, "features")
         T = int(data.lengths[n])
         one = SequenceData(data.values[n : n + 1, :T], data.lengths[n : n + 1], single=True)
-        path = self.latent_map(one, params)["states"].numpy()
+        lo, hi = _window(window, T)
+        path = self.latent_map(one, params)["states"].numpy()[lo:hi]
         ax = _axes(ax, figsize=(10.0, 4.5))
         K = self.n_states
         colors = _colors(K)
-        y = one.values[0].numpy()
-        _draw_path(ax, path, y if y.ndim == 1 else y[:, f], colors)
+        y = one.values[0].numpy()[lo:hi]
+        _draw_path(ax, path, y if y.ndim == 1 else y[:, f], colors, lo)
         name = f"sequence {n}, " if len(data) > 1 else ""
         what = self._emissions.value_label
         ax.set(
             ylabel=what if data.n_features == 1 else f"feature {f}",
             title=f"{name}Viterbi states of a {K}-state HMM",
         )
-        ax.legend(
+        ax.legend(  # outside the data, to the right
             handles=[Patch(color=colors[k], alpha=0.5, label=f"state {k}") for k in range(K)],
             fontsize=8,
-            loc="upper right",
-            ncols=min(K, 5),
+            loc="upper left",
+            bbox_to_anchor=(1.005, 1.0),
         )
         if posteriors:
-            _draw_posteriors(ax, self.latent_posterior(one, params)["states"].numpy(), colors)
+            gamma = self.latent_posterior(one, params)["states"].numpy()[lo:hi]
+            _draw_posteriors(ax, gamma, colors, lo)
         else:
             ax.set_xlabel("step")
         return ax
@@ -242,15 +251,32 @@ def _sequence_tensors(data: Any, argname: str) -> tuple[list[Tensor], bool]:
     return tensors, single
 
 
-def _draw_path(ax: Any, path: np.ndarray, y: np.ndarray, colors: np.ndarray) -> None:
-    """The series ``y`` over strips coloured by the states ``path``, one strip per run of a state."""
+def _window(window: Any, T: int) -> tuple[int, int]:
+    """Validate ``window=`` (a slice ``start, stop`` of ``T`` steps, negatives from the end)."""
+    if window is None:
+        return 0, T
+    if (
+        not isinstance(window, tuple | list)
+        or len(window) != 2
+        or any(isinstance(w, bool) or not isinstance(w, int | np.integer) for w in window)
+    ):
+        raise TypeError(f"window must be a pair of ints (start, stop); got {window!r}.")
+    lo, hi, _ = slice(int(window[0]), int(window[1])).indices(T)
+    if hi <= lo:
+        raise ValueError(f"window={tuple(window)!r} holds no step of a sequence of {T} steps.")
+    return lo, hi
+
+
+def _draw_path(ax: Any, path: np.ndarray, y: np.ndarray, colors: np.ndarray, t0: int = 0) -> None:
+    """The series ``y`` over strips coloured by the states ``path``, one strip per run of a state
+    (steps numbered from ``t0``)."""
     from matplotlib.collections import PolyCollection
 
     T = len(path)
     # one rectangle per run of equal states, spanning the axes' height (x: data, y: axes)
     starts = np.flatnonzero(np.r_[True, path[1:] != path[:-1]])
     ends = np.r_[starts[1:], T]
-    x0, x1 = starts - 0.5, ends - 0.5
+    x0, x1 = starts - 0.5 + t0, ends - 0.5 + t0
     verts = np.stack(
         [
             np.c_[x0, np.zeros_like(x0)],
@@ -269,15 +295,16 @@ def _draw_path(ax: Any, path: np.ndarray, y: np.ndarray, colors: np.ndarray) -> 
         zorder=0,
     )
     ax.add_collection(strips, autolim=False)
-    ax.plot(np.arange(T), y, color="k", linewidth=0.8, marker="." if T <= 500 else None, markersize=3)
-    ax.set_xlim(-0.5, T - 0.5)
+    ax.plot(t0 + np.arange(T), y, color="k", linewidth=0.8, marker="." if T <= 500 else None, markersize=3)
+    ax.set_xlim(t0 - 0.5, t0 + T - 0.5)
 
 
-def _draw_posteriors(ax: Any, gamma: np.ndarray, colors: np.ndarray) -> None:
-    """A panel carved out of the bottom of ``ax`` stacking the state probabilities ``gamma`` ``(T, K)``."""
+def _draw_posteriors(ax: Any, gamma: np.ndarray, colors: np.ndarray, t0: int = 0) -> None:
+    """A panel carved out of the bottom of ``ax`` stacking the state probabilities ``gamma`` ``(T, K)``
+    (steps numbered from ``t0``)."""
     from mpl_toolkits.axes_grid1 import make_axes_locatable
 
     panel = make_axes_locatable(ax).append_axes("bottom", size="45%", pad=0.15, sharex=ax)
-    panel.stackplot(np.arange(len(gamma)), gamma.T, colors=colors, alpha=0.8, step="mid")
+    panel.stackplot(t0 + np.arange(len(gamma)), gamma.T, colors=colors, alpha=0.8, step="mid")
     panel.set(ylim=(0.0, 1.0), ylabel="p(state | data)", xlabel="step")
     ax.tick_params(labelbottom=False)

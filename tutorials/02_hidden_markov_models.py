@@ -104,9 +104,12 @@ def main() -> None:
     print("  transition matrix (rows: from, columns: to):")
     print("   " + np.array2string(trans, precision=2, suppress_small=True).replace("\n", "\n   "))
 
-    # fit.plot: the series over strips coloured by Viterbi state, the state probabilities below
-    ax = fit.plot(x, feature=0)
-    ax.set(ylabel="waiting (min)", title=f"Viterbi regimes, {best_name} (colour = state)")
+    # fit.plot: the series over strips coloured by Viterbi state, the state probabilities below;
+    # the first 100 eruptions (decoded on the whole series), so that every run can be seen
+    ax = fit.plot(x, feature=0, window=(0, 100))
+    ax.set(
+        ylabel="waiting (min)", title=f"Viterbi regimes, {best_name}: first 100 eruptions (colour = state)"
+    )
     ax.figure.axes[-1].set_xlabel("eruption")
     save(ax.figure, "hmm_regimes.png")
 

@@ -103,7 +103,7 @@ ax.bar(np.arange(len(prior)) - 0.2, prior, 0.4, label="no evidence")
 ax.bar(np.arange(len(prior)) + 0.2, single.to_numpy(), 0.4, label=f"given {evidence}")
 ax.set_xticks(range(len(prior)), [str(s) for s in net.states[target]])
 ax.set_ylabel(f"P({target})")
-ax.legend()
+ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the bars, never over one
 save(fig, "03_alarm_query.png")
 
 # %% 3. Learning from incomplete data: EM uses every partially observed row
@@ -152,8 +152,8 @@ print(
     f"\nhill climbing on {len(cols)} nodes: {learned.number_of_edges()} edges in {time.perf_counter() - start:.1f} s; "
     f"BIC learned {structure_score(learned, complete[cols]):.1f}, true {structure_score(true_sub, complete[cols]):.1f}"
 )
-fig, ax = plt.subplots(figsize=(7, 5))
-BayesianNetwork(learned).plot_fit(None, {}, ax=ax, node_size=500, font_size=6)
+fig, ax = plt.subplots(figsize=(11, 6))
+BayesianNetwork(learned).plot_fit(None, {}, ax=ax, font_size=6)  # boxes sized to the names
 ax.set_title("learned structure (BIC)")
 save(fig, "03_learned_structure.png")
 

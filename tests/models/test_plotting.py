@@ -231,3 +231,49 @@ def test_categorical_hmm_picture_draws_the_symbols():
     ax = fit.plot()
     np.testing.assert_array_equal(ax.get_lines()[0].get_ydata(), x)
     _same_partition(_strip_colors(ax, 60), fit.predict(x).numpy())
+
+
+def test_hmm_window_draws_those_steps_and_keeps_the_legend_off_the_data(waiting):
+    fit = pg.fit(HiddenMarkovModel(3), waiting, method="em", seed=0, progress=False)
+    ax = fit.plot(window=(40, 100))
+    (line,) = ax.get_lines()
+    np.testing.assert_array_equal(line.get_xdata(), np.arange(40, 100))
+    np.testing.assert_array_equal(line.get_ydata(), waiting[40:100])
+    path = fit.predict(waiting).numpy()[40:100]  # decoded on the whole series
+    strips = _strip_colors_from(ax, 40, 100)
+    _same_partition(strips, path)
+    ax.figure.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    assert legend.x0 >= ax.get_window_extent().x1  # beside the axes, not over the series
+    with pytest.raises(ValueError, match=r"window=\(5, 5\) holds no step"):
+        fit.plot(window=(5, 5))
+    with pytest.raises(TypeError, match=r"window must be a pair of ints"):
+        fit.plot(window=5)
+
+
+def _strip_colors_from(ax, lo: int, hi: int) -> np.ndarray:
+    (strips,) = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    per_step = np.empty((hi - lo, 3))
+    for path, color in zip(strips.get_paths(), strips.get_facecolors()[:, :3], strict=True):
+        x = path.vertices[:, 0]
+        per_step[np.arange(int(np.ceil(x.min())), int(np.floor(x.max())) + 1) - lo] = color
+    return per_step
+
+
+# -------------------------------------------------------------------------- Bayesian network
+def test_network_names_sit_in_boxes_and_unknown_options_are_refused():
+    import networkx as nx
+
+    from probgen.models import BayesianNetwork
+
+    dag = nx.DiGraph([("HYPOVOLEMIA", "LVEDVOLUME"), ("A", "LVEDVOLUME")])
+    ax = BayesianNetwork(dag).plot_fit(None, {})
+    labels = {t.get_text(): t for t in ax.texts}
+    assert set(labels) == set(dag.nodes)
+    ax.figure.canvas.draw()
+    renderer = ax.figure.canvas.get_renderer()
+    for t in labels.values():  # every name inside its own box
+        box, text = t.get_bbox_patch().get_window_extent(renderer), t.get_window_extent(renderer)
+        assert box.x0 <= text.x0 and text.x1 <= box.x1
+    with pytest.raises(TypeError, match=r"unexpected option\(s\) \['colour'\]"):
+        BayesianNetwork(dag).plot_fit(None, {}, colour="red")
