@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from probgen.fit import Fit
 from probgen.model import GenerativeModel, as_tensor
+from probgen.models._vae_plots import _VAEPicture
 from probgen.state import isolated_rng
 from probgen.validation import positive_int
 
@@ -237,7 +238,7 @@ class LabelledVAEFit(VAEFit):
         return out
 
 
-class _VAEBase(GenerativeModel):
+class _VAEBase(_VAEPicture, GenerativeModel):
     """A VAE family: ``z ~ N(0, I)``, ``x | z, c ~ p(x | decoder(z, c))``, guide ``q(z | x, c)``.
 
     Subclasses name their networks (:meth:`_networks`), the encoder of ``z`` (:attr:`_encoder`),
@@ -429,10 +430,22 @@ class _VAEBase(GenerativeModel):
             return self._lik.sample(out, self._log_scale(params), generator), z
 
     def _decoded_mean(self, params: Mapping[str, Tensor], z: Tensor, c: Tensor | None) -> Tensor:
+        """Mean of ``p(x | z, c)`` at the decoder weights of ``params``."""
         with torch.no_grad():
             return self._lik.mean(
                 _call(self.decoder, params, "decoder", _with_class(z, c)), self._log_scale(params)
             )
+
+    # ------------------------------------------------------------------ the picture's hooks
+    def _codes(self, params: Mapping[str, Tensor], x: Tensor, cond: Tensor | None) -> Tensor:
+        """Posterior means of ``z`` (the encoder's) for items ``x`` under the one-hot class ``cond``."""
+        with torch.no_grad():
+            loc: Tensor = _call(self._nets[self._encoder], params, self._encoder, _with_class(x, cond))[0]
+        return loc
+
+    def _plot_inputs(self, data: Any, params: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None, Any]:
+        """Items, no class condition, no labels (the unlabelled VAE)."""
+        return self.prepare_data(data), None, None
 
 
 class _LabelledVAE(_VAEBase):
@@ -477,6 +490,15 @@ class _LabelledVAE(_VAEBase):
             )
         self._lik.validate(xs, "X")
         return xs, torch.full((len(xs),), -1, dtype=torch.long) if labels is None else labels
+
+    def _plot_inputs(self, data: Any, params: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None, Any]:
+        """Items, their classes one-hot (unlabelled rows: the classifier's, where there is one) and
+        those classes as labels."""
+        x, y = self.prepare_data(data)
+        unlabelled = y < 0
+        if bool(unlabelled.any()):
+            y = torch.where(unlabelled, self.latent_map((x, y), params)["y"], y)
+        return x, _one_hot(y, self.n_classes), y.numpy()
 
     def _classes(self, y: Any, n: int) -> Tensor:
         return torch.as_tensor(y).long().reshape(-1).expand(n)

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from probgen.fit import Fit
 from probgen.model import GenerativeModel
+from probgen.models.plotting import _axes, _no_options, _positive, _pyplot
 from probgen.roles import memo
 from probgen.state import isolated_rng
 from probgen.validation import positive_int
@@ -529,6 +530,87 @@ class CharRNN(GenerativeModel):
         """Per-character perplexity ``exp(-sum log p(text) / characters)`` of ``texts`` (default: training)."""
         d = fit._data(texts)
         return math.exp(-float(fit.log_prob(d).sum()) / self.num_observations(d))
+
+    def surprisal(self, text: str, params: Mapping[str, Tensor], vocabulary: str) -> Tensor:
+        """Surprisal ``-log p(c_t | c_1 .. c_{t-1})`` in nats of every character of ``text`` (scored
+        from the start state, as :meth:`log_prob_items` scores it; the sum is ``-log p(text)``)."""
+        (codes,) = self._encode([text], "text", vocabulary)
+        inputs = _inputs(codes.unsqueeze(0), len(vocabulary))
+        out = []
+        state = None
+        with torch.no_grad():
+            for t in range(0, len(codes), _TIME_CHUNK):
+                logits, state = self._call(params, inputs[:, t : t + _TIME_CHUNK], state)
+                y = codes[t : t + _TIME_CHUNK].unsqueeze(-1)
+                out.append(-logits[0].log_softmax(-1).gather(-1, y).squeeze(-1).to(torch.float64))
+        return torch.cat(out)
+
+    def plot_fit(
+        self,
+        data: Any,
+        params: Mapping[str, Tensor],
+        *,
+        ax: Any = None,
+        text: str | None = None,
+        max_chars: int = 120,
+        **kwargs: Any,
+    ) -> Any:
+        """Picture of the fit: the surprisal of every character of a text, one bar per character.
+
+        Bar ``t`` is ``-log p(c_t | c_1 .. c_{t-1})`` in nats (:meth:`surprisal`, the text scored
+        from the start state), coloured by its height and labelled with the character (a space
+        as ``\u2423``, a newline as ``\u21b5``); the bars sum to ``-fit.log_prob(text)``.  High
+        bars are where the model is surprised.
+
+        Parameters
+        ----------
+        data : str or list of str
+            The training texts (``fit.plot()`` passes them): they give the vocabulary, and the
+            default text.
+        params : dict of str to Tensor
+            Parameters to draw (``fit.params``).
+        ax : matplotlib.axes.Axes, optional
+            Where to draw; a new figure when None.
+        text : str, optional
+            Text to score (default: the first ``max_chars`` characters of the first training text).
+        max_chars : int, default 120
+            Most characters drawn (a longer ``text`` is cut).
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+
+        Raises
+        ------
+        TypeError
+            Unknown options, ``ax`` not matplotlib axes, ``text`` not a string.
+        ValueError
+            ``text`` empty or holding characters outside the vocabulary.
+        """
+        _no_options(kwargs, "CharRNN.plot_fit", ("ax=", "text=", "max_chars="))
+        max_chars = _positive(max_chars, "max_chars")
+        d = self.prepare_data(data)
+        if text is None:
+            text = d.texts[0]
+        elif not isinstance(text, str):
+            raise TypeError(f"text must be a string; got {type(text).__name__}.")
+        if not text:
+            raise ValueError("text is empty; pass at least one character.")
+        text = text[:max_chars]
+        nats = self.surprisal(text, params, d.vocabulary).numpy()
+        ax = _axes(ax, figsize=(max(6.0, 0.12 * len(text) + 1.5), 3.5))
+        cmap = _pyplot().get_cmap("viridis")
+        top = max(float(nats.max()), 1e-12)
+        ax.bar(np.arange(len(text)), nats, width=0.9, color=cmap(nats / top))
+        shown = [{" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5"}.get(c, c) for c in text]
+        ax.set_xticks(np.arange(len(text)), shown, fontsize=7 if len(text) <= 80 else 5, family="monospace")
+        ax.set_xlim(-0.6, len(text) - 0.4)
+        ax.set(
+            ylabel="surprisal (nats)",
+            title=f"CharRNN: surprisal per character; mean {nats.mean():.2f} nats "
+            f"(perplexity {math.exp(nats.mean()):.2f}) over {len(text)} characters",
+        )
+        return ax
 
     def __repr__(self) -> str:
         vocab = "learned" if self.vocabulary is None else f"{len(self.vocabulary)} characters"

@@ -24,7 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from probgen.fit import Fit
+from probgen.metrics import mmd
 from probgen.model import GenerativeModel, as_tensor
+from probgen.models.plotting import _no_options, _panels, _positive, _samples_beside_data, _square_side
 from probgen.state import isolated_rng
 from probgen.validation import positive_int
 
@@ -32,6 +34,8 @@ __all__ = ["GAN"]
 
 _DTYPE = torch.float32
 _SEP = "$$$"  # Pyro's separator between a module's name and its parameters' names
+#: Most data items a picture draws and compares with samples (the MMD costs their square).
+_MMD_ITEMS = 1000
 _NO_LIKELIHOOD = (
     "{name} has no likelihood: a GAN is an implicit model that only generates, so {what} cannot be "
     "computed. To score a fitted GAN, compare fit.sample(n) with held-out data by a two-sample test "
@@ -234,6 +238,69 @@ class GAN(GenerativeModel):
         with torch.no_grad():
             out: Tensor = torch.func.functional_call(self.discriminator, weights, (xs,)).squeeze(-1)
         return out
+
+    # ------------------------------------------------------------------ picture
+    def plot_fit(
+        self,
+        data: Any,
+        params: Mapping[str, Tensor],
+        *,
+        ax: Any = None,
+        n_samples: int | None = None,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> Any:
+        """Picture of the fit: generated items beside the data, with their MMD in the title.
+
+        The data (at most ``_MMD_ITEMS`` of them, a fixed random subset) and ``n_samples`` items
+        generated with ``seed`` (``fit.sample(n_samples, seed=seed)``): when an item is a square
+        image, two grids of images (data, then samples); otherwise one scatter of the first two
+        features (a histogram of a single feature).  The title gives the unbiased squared MMD
+        between the samples and the data drawn (:func:`probgen.metrics.mmd`, median bandwidth):
+        near 0 when the generator matches the data.
+
+        Parameters
+        ----------
+        data : array-like
+            ``(n_items, data_dim)`` items (``fit.plot()`` passes the training data).
+        params : dict of str to Tensor
+            Parameters to draw (``fit.params``).
+        ax : matplotlib.axes.Axes, optional
+            Where to draw; a new figure when None.  For images the samples' panel is carved out
+            of its right-hand side (``ax.figure.axes``).
+        n_samples : int, optional
+            Items to generate (default: as many as the data drawn).
+        seed : int, default 0
+            Seed of the generated items (and of the data's subset).
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+            The axes of the data (scatter or the data's images).
+
+        Raises
+        ------
+        TypeError
+            Unknown options, ``ax`` not matplotlib axes, ``n_samples``/``seed`` not ints.
+        ValueError
+            ``n_samples`` under 2, data of the wrong shape.
+        """
+        _no_options(kwargs, "GAN.plot_fit", ("ax=", "n_samples=", "seed="))
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int; got {type(seed).__name__}.")
+        x = data if isinstance(data, Tensor) else self.prepare_data(data)
+        if len(x) > _MMD_ITEMS:
+            pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:_MMD_ITEMS]
+            x = x[pick.sort().values]
+        n = len(x) if n_samples is None else _positive(n_samples, "n_samples")
+        if n < 2:
+            raise ValueError(f"n_samples must be at least 2 (the MMD needs two items); got {n}.")
+        fake = self.sample_items(n, params, generator=torch.Generator().manual_seed(seed))["data"]
+        score = mmd(fake, x)
+        panels = _panels(ax, 2 if _square_side(self.data_dim) else 1)
+        title = f"{n} GAN samples; MMD\u00b2 to the data = {score:.4g}"
+        _samples_beside_data(panels, x.numpy(), fake.numpy(), title)
+        return panels[0]
 
     def __repr__(self) -> str:
         return f"GAN(data_dim={self.data_dim}, latent_dim={self.latent_dim}, hidden_dims={self.hidden_dims})"

@@ -19,6 +19,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar, NamedTuple, cast
 
+import numpy as np
 import pyro
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,7 @@ from torch import Tensor
 
 from probgen.fit import Fit
 from probgen.model import GenerativeModel, as_tensor
+from probgen.models.plotting import _image_grid, _no_options, _panels, _positive, _square_side
 from probgen.roles import slot
 from probgen.validation import non_negative_int, positive_int
 
@@ -454,6 +456,108 @@ class RBM(GenerativeModel):
         W, b, c = self._params(fit.params)
         with torch.no_grad():
             return torch.sigmoid(v @ W.T + c)
+
+    # ------------------------------------------------------------------ picture
+    def plot_fit(
+        self,
+        data: Any,
+        params: Mapping[str, Tensor],
+        *,
+        ax: Any = None,
+        max_filters: int = 64,
+        samples: int = 200,
+        burn_in: int = 200,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> Any:
+        """Picture of the fit: the hidden units' filters and the free energy of data and samples.
+
+        Left, each hidden unit's weights ``W[j]`` (its filter): one image per unit when
+        ``n_visible`` is a square number of pixels (the first ``max_filters`` units, red positive,
+        blue negative, one colour scale), else a heat map of ``W`` (units by visible columns).
+        Right, histograms of the free energy ``F(v)`` of the data and of ``samples`` items drawn
+        by Gibbs chains of ``burn_in`` sweeps (lower is more probable: the samples should sit
+        where the data do).
+
+        Parameters
+        ----------
+        data : array-like
+            ``(n_items, n_visible)`` binary items (``fit.plot()`` passes the training data).
+        params : dict of str to Tensor
+            Parameters to draw (``fit.params``).
+        ax : matplotlib.axes.Axes, optional
+            Axes of the filters; a new figure when None.  The histogram panel is carved out of
+            its right-hand side (``ax.figure.axes``).
+        max_filters : int, default 64
+            Most filter images drawn.
+        samples : int, default 200
+            Model samples whose free energy is drawn (0: the data only).
+        burn_in : int, default 200
+            Gibbs sweeps per sample.
+        seed : int, default 0
+            Seed of the Gibbs chains.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+            The axes of the filters (the histogram is on the same figure).
+
+        Raises
+        ------
+        TypeError
+            Unknown options, ``ax`` not matplotlib axes, counts not ints.
+        ValueError
+            Negative counts, data not binary or of the wrong width.
+        """
+        _no_options(kwargs, "RBM.plot_fit", ("ax=", "max_filters=", "samples=", "burn_in=", "seed="))
+        max_filters = _positive(max_filters, "max_filters")
+        samples, burn_in = non_negative_int(samples, "samples"), non_negative_int(burn_in, "burn_in")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int; got {type(seed).__name__}.")
+        x = data if isinstance(data, Tensor) else self.prepare_data(data)
+        W = self._params(params)[0].detach().to(_DTYPE)
+        left, right = _panels(ax, 2)
+        side = _square_side(self.n_visible)
+        top = float(W.abs().max()) or 1.0
+        if side is not None:
+            m = min(max_filters, self.n_hidden)
+            images = W[:m].reshape(m, side, side).numpy()
+            _image_grid(left, images, max(1, math.ceil(math.sqrt(m))), vmin=-top, vmax=top, cmap="RdBu_r")
+            shown = f"{m} of {self.n_hidden}" if m < self.n_hidden else f"{m}"
+            left.set_title(f"RBM filters W[j] ({shown} hidden units, {side}x{side})")
+        else:
+            im = left.imshow(
+                W.numpy(), aspect="auto", cmap="RdBu_r", vmin=-top, vmax=top, interpolation="nearest"
+            )
+            left.figure.colorbar(im, ax=left, label="W")
+            left.set(
+                xlabel="visible unit",
+                ylabel="hidden unit",
+                title=f"RBM weights ({self.n_hidden} x {self.n_visible})",
+            )
+        with torch.no_grad():
+            energy = self.free_energy(x, params).numpy()
+            pooled = [energy]
+            if samples:
+                gen = torch.Generator().manual_seed(seed)
+                v = self._chains(samples, params, burn_in, gen)[0]
+                model_energy = self.free_energy(v, params).numpy()
+                pooled.append(model_energy)
+        bins = np.histogram_bin_edges(np.concatenate(pooled), bins="auto")
+        right.hist(energy, bins=bins, density=True, color="0.7", label=f"data ({len(energy)})")
+        if samples:
+            right.hist(
+                model_energy,
+                bins=bins,
+                density=True,
+                histtype="step",
+                color="C3",
+                linewidth=1.5,
+                label=f"model samples ({samples}, {burn_in} sweeps)",
+            )
+        right.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.15))
+        right.set(xlabel="free energy F(v) (lower: more probable)", ylabel="density", title="free energy")
+        return left
 
     def __repr__(self) -> str:
         return f"RBM(n_visible={self.n_visible}, n_hidden={self.n_hidden})"

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from probgen.arguments import ModelArgs
-from probgen.arviz_bridge import to_inference_data
+from probgen.arviz_bridge import plot_fit_fallback, to_inference_data
 from probgen.backend import (
     Backend,
     BackendBase,
@@ -397,15 +397,36 @@ class Fit(FitResult):
     def plot(self, data: Any = None, *, ax: Any = None, **kwargs: Any) -> Any:
         """Picture of the fitted model over ``data`` (default: the training data).
 
-        Families draw what suits them (mixture ellipses over the data, HMM state strips with
-        posterior probabilities); returns the matplotlib axes.  ArviZ's plots work on
-        :meth:`to_arviz` for every fit.
+        Every family draws what suits it: mixtures their components over the data, HMMs one
+        sequence over its state strips, networks their graph, VAEs their latent space with
+        reconstructions, RBMs their filters and free energies, GANs samples beside the data,
+        CharRNNs the surprisal of each character.  A model with no picture of its own (a user's
+        ``probgen.model``) shows its global latent sites (a forest of the posterior, or bars
+        of point estimates) beside a predictive check of its observed site.
+
+        Parameters
+        ----------
+        data : optional
+            Data as the model takes them (default: the training data).
+        ax : matplotlib.axes.Axes, optional
+            Axes of the main panel; a new figure when None.
+        **kwargs
+            The family's own options (see its ``plot_fit``); a user's model takes
+            ``var_names`` (global sites to show) and ``num_ppc_samples`` (default 50).
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+            The main panel.  Pictures of several panels put the others on the same figure
+            (``ax.figure.axes``), carved out of ``ax`` when it is given.
+
+        Raises
+        ------
+        TypeError
+            Options the picture does not take, ``ax`` not matplotlib axes.
         """
         if not isinstance(self.model, Plottable):
-            raise TypeError(
-                f"{self.model.name} has no built-in picture (it does not offer Plottable); use ArviZ on "
-                "fit.to_arviz() (e.g. arviz.plot_trace)."
-            )
+            return plot_fit_fallback(self, self._data(data), ax=ax, **kwargs)
         return self.model.plot_fit(self._data(data), self.params, ax=ax, **kwargs)
 
     def summary(self) -> pd.DataFrame:

@@ -277,3 +277,237 @@ def test_network_names_sit_in_boxes_and_unknown_options_are_refused():
         assert box.x0 <= text.x0 and text.x1 <= box.x1
     with pytest.raises(TypeError, match=r"unexpected option\(s\) \['colour'\]"):
         BayesianNetwork(dag).plot_fit(None, {}, colour="red")
+
+
+# -------------------------------------------------------------------------------------- VAE
+def _images(ax) -> list[np.ndarray]:
+    return [np.asarray(a.get_array()) for a in ax.get_children() if isinstance(a, AxesImage)]
+
+
+@pytest.fixture(scope="module")
+def binary_items():
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(120, 16, generator=gen) > 0.5).float()
+    x[:60, :8] = 1.0
+    return x
+
+
+def test_vae_latent_points_are_the_encoder_means_and_the_panels_its_decoder(binary_items):
+    import torch
+
+    from probgen.models import VAE
+
+    x = binary_items
+    fit = pg.fit(VAE(16, 2, hidden_dims=(8,)), x, num_steps=20, seed=0, progress=False)
+    labels = np.r_[np.zeros(60), np.ones(60)]
+    ax = fit.plot(labels=labels, n_items=5, grid=3)
+    loc = fit.encode(x)[0]
+    (points,) = [c for c in ax.collections if isinstance(c, PathCollection)]
+    np.testing.assert_allclose(points.get_offsets(), loc.numpy(), rtol=1e-6)
+    _same_partition(points.get_facecolors()[:, :3], labels.astype(int))
+    assert len(ax.figure.axes) == 3
+    recon = _images(ax.figure.axes[1])
+    assert len(recon) == 2 * 5  # items above their reconstructions
+    for i in range(5):
+        np.testing.assert_array_equal(recon[i], x[i].reshape(4, 4).numpy())
+        np.testing.assert_allclose(
+            recon[5 + i], fit.decode(loc[i : i + 1])[0].reshape(4, 4).numpy(), rtol=1e-6
+        )
+    grid = _images(ax.figure.axes[2])
+    assert len(grid) == 9
+    q = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor([0.05, 0.95]))
+    top_left = fit.decode(torch.stack([q[0], q[1]])[None])[0]  # z_1 smallest, z_2 largest
+    np.testing.assert_allclose(grid[0], top_left.reshape(4, 4).numpy(), rtol=1e-6)
+
+
+def test_conditional_vae_of_three_latent_dims_shows_principal_components_and_lines(binary_items):
+    import torch
+
+    from probgen.models import ConditionalVAE
+
+    x, y = binary_items[:, :10], torch.arange(120) % 3
+    fit = pg.fit(ConditionalVAE(3, 3, 10, hidden_dims=(8,)), (x, y), num_steps=20, seed=0, progress=False)
+    ax = fit.plot(n_items=4)
+    assert len(ax.figure.axes) == 2  # no decoded grid for a 3-D latent space
+    loc = fit.model.encode(fit, x, y)[0].numpy()
+    centred = loc - loc.mean(0)
+    pcs = centred @ np.linalg.svd(centred, full_matrices=False)[2][:2].T
+    (points,) = [c for c in ax.collections if isinstance(c, PathCollection)]
+    drawn = points.get_offsets()
+    for j in range(2):  # a principal axis has no sign
+        assert np.allclose(drawn[:, j], pcs[:, j], atol=1e-5) or np.allclose(
+            drawn[:, j], -pcs[:, j], atol=1e-5
+        )
+    _same_partition(points.get_facecolors()[:, :3], y.numpy())  # coloured by class
+    assert ax.get_xlabel().startswith("PC 1")
+    lines = ax.figure.axes[1].get_lines()
+    assert len(lines) == 2 * 4  # each item (solid) with its reconstruction (dashed)
+    assert [line.get_linestyle() for line in lines[:2]] == ["-", "--"]
+
+
+def test_vae_picture_options_are_checked(binary_items):
+    from probgen.models import VAE
+
+    fit = pg.fit(VAE(16, 2, hidden_dims=(8,)), binary_items, num_steps=5, seed=0, progress=False)
+    with pytest.raises(TypeError, match=r"unexpected option\(s\) \['colour'\]"):
+        fit.plot(colour="red")
+    with pytest.raises(TypeError, match=r"unexpected option\(s\) \['y'\]"):
+        fit.plot(y=1)  # an unlabelled VAE has no class to decode for
+    with pytest.raises(ValueError, match=r"latent='tsne' is not known"):
+        fit.plot(latent="tsne")
+    with pytest.raises(ValueError, match=r"labels must hold one label per item, shape \(120,\)"):
+        fit.plot(labels=[0, 1])
+    with pytest.raises(ValueError, match=r"grid must be a positive int"):
+        fit.plot(grid=0)
+
+
+# -------------------------------------------------------------------------------------- RBM
+def test_rbm_draws_one_filter_per_hidden_unit_and_the_free_energy(binary_items):
+    from probgen.models import RBM
+
+    x = binary_items
+    fit = pg.fit(RBM(16, 6), x, method="cd", num_steps=30, seed=0, progress=False)
+    ax = fit.plot(samples=50, burn_in=20)
+    filters = _images(ax)
+    assert len(filters) == 6  # n_hidden
+    W = fit.params["W"].numpy()
+    for j, img in enumerate(filters):
+        np.testing.assert_array_equal(img, W[j].reshape(4, 4))
+    hist = ax.figure.axes[1]
+    bars = [p for p in hist.patches if p.get_fill()]
+    edges = np.r_[[b.get_x() for b in bars], bars[-1].get_x() + bars[-1].get_width()]
+    expected = np.histogram(fit.free_energy(x).numpy(), bins=edges, density=True)[0]
+    np.testing.assert_allclose([b.get_height() for b in bars], expected, rtol=1e-5)
+    assert len(hist.get_legend().get_texts()) == 2  # data and model samples
+    fit10 = pg.fit(RBM(10, 3), x[:, :10], method="cd", num_steps=10, seed=0, progress=False)
+    ax = fit10.plot(samples=0)
+    np.testing.assert_array_equal(_images(ax)[0], fit10.params["W"].numpy())  # not square: a heat map
+    with pytest.raises(TypeError, match=r"unexpected option\(s\) \['labels'\]"):
+        fit.plot(labels=None)
+
+
+# -------------------------------------------------------------------------------------- GAN
+def test_gan_title_holds_the_mmd_of_the_samples_it_draws():
+    import torch
+
+    from probgen.metrics import mmd
+    from probgen.models import GAN
+
+    x = torch.randn(150, 2, generator=torch.Generator().manual_seed(0)) * torch.tensor([1.0, 0.3])
+    fit = pg.fit(GAN(2, 2, hidden_dims=(8,)), x, method="adversarial", num_steps=20, seed=0, progress=False)
+    ax = fit.plot(n_samples=80)
+    data, samples = [c.get_offsets() for c in ax.collections if isinstance(c, PathCollection)]
+    np.testing.assert_array_equal(data, x.numpy())
+    np.testing.assert_array_equal(samples, fit.sample(80, seed=0).numpy())
+    assert ax.get_title().endswith(f"MMD\u00b2 to the data = {mmd(samples, data):.4g}")
+    images = pg.fit(
+        GAN(16, 2, hidden_dims=(8,)), torch.rand(40, 16), method="adversarial", num_steps=5, seed=0
+    )
+    ax = images.plot()
+    assert [len(_images(a)) for a in ax.figure.axes] == [36, 36]  # data, samples
+    with pytest.raises(TypeError, match=r"unexpected option\(s\) \['labels'\]"):
+        fit.plot(labels=None)
+
+
+# ---------------------------------------------------------------------------------- CharRNN
+def test_char_rnn_bars_are_the_surprisal_of_each_character():
+    from probgen.models import CharRNN
+
+    text = "the cat sat on the mat. the dog sat on the log.\n" * 6
+    fit = pg.fit(CharRNN(hidden_size=8, seq_len=16), text, num_steps=10, seed=0, progress=False)
+    probe = "the cat sat on the log"
+    ax = fit.plot(text=probe)
+    heights = np.array([b.get_height() for b in ax.patches])
+    assert len(heights) == len(probe)
+    assert heights.sum() == pytest.approx(-fit.log_prob(probe).item(), rel=1e-6)  # -log p(text)
+    for t in (1, 5, len(probe)):  # each bar: -log p(c_t | c_<t) = log p(prefix) - log p(longer prefix)
+        step = fit.log_prob(probe[: t - 1]).item() if t > 1 else 0.0
+        assert heights[t - 1] == pytest.approx(step - fit.log_prob(probe[:t]).item(), abs=1e-4)
+    assert [t.get_text() for t in ax.get_xticklabels()][:4] == ["t", "h", "e", "\u2423"]
+    assert len(fit.plot(max_chars=30).patches) == 30  # default: the training text, cut
+    with pytest.raises(ValueError, match=r"outside the model's vocabulary"):
+        fit.plot(text="xyz!")
+    with pytest.raises(TypeError, match=r"unexpected option\(s\) \['labels'\]"):
+        fit.plot(labels=None)
+
+
+# ------------------------------------------------------------------------------- user model
+def _normal_model():
+    import pyro
+    import pyro.distributions as dist
+
+    @pg.model
+    def normal(data=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        sigma = pyro.sample("sigma", dist.HalfNormal(5.0))
+        with pyro.plate("data", 50 if data is None else len(data)):
+            pyro.sample("obs", dist.Normal(mu, sigma), obs=data)
+
+    return normal
+
+
+@pytest.fixture(scope="module")
+def normal_items():
+    return np.random.default_rng(0).normal(3.0, 2.0, 60)
+
+
+def _check_line(ax) -> np.ndarray:
+    """The predictive check's data line (black, drawn last) and its bin centres."""
+    line = ax.get_lines()[-1]
+    assert line.get_color() == "k"
+    return np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
+
+
+def test_user_model_posterior_picture_is_a_forest_and_a_predictive_check(normal_items):
+    fit = pg.fit(
+        _normal_model(),
+        normal_items,
+        method="mcmc",
+        num_samples=30,
+        warmup_steps=30,
+        num_chains=2,
+        seed=0,
+        progress=False,
+    )
+    ax = fit.plot(num_ppc_samples=10)
+    assert {t.get_text() for t in ax.get_yticklabels()} >= {"mu", "sigma"}
+    check = ax.figure.axes[-1]
+    assert len(check.get_lines()) == 10 + 1
+    mids, dens = _check_line(check)
+    obs = normal_items.astype(np.float32).astype(float)  # as the model reads them (its dtype)
+    edges = np.histogram_bin_edges(obs, bins="auto")
+    np.testing.assert_allclose(mids, (edges[:-1] + edges[1:]) / 2)
+    np.testing.assert_allclose(dens, np.histogram(obs, bins=edges, density=True)[0])
+    with pytest.raises(TypeError, match=r"unexpected option\(s\) \['features'\] for fit.plot of normal"):
+        fit.plot(features=(0, 1))
+    with pytest.raises(ValueError, match=r"var_names \['tau'\] are not global sites"):
+        fit.plot(var_names=["tau"])
+
+
+def test_user_model_point_fit_draws_bars_of_its_estimates_and_replicates_of_them(normal_items):
+    fit = pg.fit(_normal_model(), normal_items, method="em", seed=0, progress=False)
+    ax = fit.plot()
+    widths = {t.get_text(): b.get_width() for t, b in zip(ax.get_yticklabels(), ax.patches, strict=True)}
+    assert widths == pytest.approx({k: float(fit.params[k]) for k in ("mu", "sigma")})
+    check = ax.figure.axes[-1]
+    assert len(check.get_lines()) == 50 + 1
+    assert "point estimate" in check.get_title()
+
+
+def test_hand_drawn_forest_marks_means_and_central_intervals():
+    from probgen.arviz_bridge import _forest
+
+    rng = np.random.default_rng(1)
+    draws = {"a": rng.normal(size=400), "b": rng.normal(size=(400, 2)) + [5.0, -5.0]}
+    fig, ax = plt.subplots()
+    _forest(ax, draws)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b[0]", "b[1]"][::-1] or [
+        t.get_text() for t in ax.get_yticklabels()
+    ] == ["a", "b[0]", "b[1]"]
+    *intervals, means = ax.get_lines()
+    rows = [draws["a"], draws["b"][:, 0], draws["b"][:, 1]]
+    np.testing.assert_allclose(means.get_xdata(), [r.mean() for r in rows])
+    for line, r in zip(intervals, rows, strict=True):
+        np.testing.assert_allclose(line.get_xdata(), np.quantile(r, [0.03, 0.97]))
