@@ -12,7 +12,7 @@ import torch as _torch  # noqa: F401  (imported first so torch sets up before py
 import probgen.inference  # noqa: F401  (the built-in backends: importing them loads the core they stand on)
 from probgen import datasets
 from probgen.calibration import Calibration, calibrate
-from probgen.diagnostics import check, compare, summary
+from probgen.diagnostics import check, compare, loo, summary
 from probgen.errors import ConvergenceWarning, IdentifiabilityWarning, ModelNotSupportedError
 from probgen.fit import (
     Backend,
@@ -49,6 +49,7 @@ __all__ = [
     "fit",
     "get_backend",
     "load",
+    "loo",
     "mmd",
     "mmd_test",
     "model",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import importlib
 import json
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -38,12 +39,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from probgen.result import FitResult as Fit
 
 __all__ = [
+    "ARVIZ_SWITCH",
     "LEGACY",
     "bfmi",
     "compare",
     "ess",
+    "group_names",
     "log_likelihood_name",
+    "loo",
     "pareto_khat",
+    "point_summary",
+    "posterior_dataset",
     "rhat",
     "summary",
     "to_inference_data",
@@ -57,14 +63,35 @@ def _optional(name: str) -> Any:
         return None
 
 
-_az: Any = _optional("arviz")
+#: The environment variable that picks the ArviZ line when both are installed: "base" (the
+#: arviz-base / arviz-stats line), "legacy" (arviz 0.x), or unset / "auto" (arviz 0.x when
+#: installed, else the arviz-base line).
+ARVIZ_SWITCH = "PROBGEN_ARVIZ"
+_CHOICES = ("auto", "base", "legacy")
+
+
+def _line() -> str:
+    """The ArviZ line asked for by :data:`ARVIZ_SWITCH` ("auto" when unset or empty)."""
+    choice = os.environ.get(ARVIZ_SWITCH, "").strip().lower() or "auto"
+    if choice not in _CHOICES:
+        raise ValueError(
+            f"{ARVIZ_SWITCH}={os.environ[ARVIZ_SWITCH]!r}; expected one of: {', '.join(_CHOICES)} (or unset)."
+        )
+    return choice
+
+
+_LINE = _line()
+_az: Any = None if _LINE == "base" else _optional("arviz")
 #: True with ArviZ 0.x (``InferenceData``); False with the arviz-base / arviz-stats line.
 LEGACY: bool = _az is not None and int(str(_az.__version__).split(".")[0]) < 1
+if _LINE == "legacy" and not LEGACY:  # pragma: no cover - an install problem
+    raise ImportError(f"{ARVIZ_SWITCH}=legacy needs arviz 0.x installed (pip install 'arviz>=0.23,<0.24').")
 _base: Any = None if LEGACY else _optional("arviz_base")
 _stats: Any = None if LEGACY else _optional("arviz_stats")
 if not LEGACY and (_base is None or _stats is None):  # pragma: no cover - an install problem
     raise ImportError(
-        "probgen needs ArviZ: either arviz 0.23, or arviz-base and arviz-stats (the ArviZ 1.x line)."
+        "probgen needs ArviZ: either arviz 0.23, or arviz-base and arviz-stats (the ArviZ 1.x line)"
+        + (f"; {ARVIZ_SWITCH}=base asks for the latter." if _LINE == "base" else ".")
     )
 
 #: The objective a backend's ``fit.history`` holds, and the dim it runs over, for sample_stats.
@@ -117,20 +144,84 @@ def bfmi(energy: Any) -> np.ndarray:
     return np.asarray(out["energy"], dtype=float).reshape(-1)
 
 
-def summary(draws: Mapping[str, Any], **kwargs: Any) -> pd.DataFrame:
-    """ArviZ's summary table of ``(chain, draw, ...)`` draws (keyword arguments go to ArviZ)."""
-    ds = _draws_dataset(draws)
+def summary(draws: Mapping[str, Any] | xr.Dataset, **kwargs: Any) -> pd.DataFrame:
+    """ArviZ's summary table of ``(chain, draw, ...)`` draws (keyword arguments go to ArviZ).
+
+    ``draws`` is a mapping of arrays (rows labelled by position, ``locs[0, 1]``) or a dataset
+    whose dims carry coordinates (rows labelled by them, ``locs[0, waiting]``).
+    """
+    ds = draws if isinstance(draws, xr.Dataset) else _draws_dataset(draws)
     table = _az.summary(ds, **kwargs) if LEGACY else _stats.summary(ds, **kwargs)
     return pd.DataFrame(table)
 
 
+def point_summary(estimates: xr.Dataset) -> pd.DataFrame:
+    """Table of point estimates, one row per element, labelled by the coordinates of its dims
+    (``locs[0, waiting]``) as ArviZ labels the rows of its summary; ``estimates`` has one chain
+    of one draw."""
+    labels: list[str] = []
+    values: list[float] = []
+    for name, var in estimates.data_vars.items():
+        arr = np.asarray(var.values).reshape(var.shape[len(_SAMPLE_DIMS) :])
+        if arr.ndim == 0:
+            labels.append(str(name))
+            values.append(float(arr))
+            continue
+        axes = [np.asarray(var.coords[d].values) for d in var.dims[len(_SAMPLE_DIMS) :]]
+        for idx in np.ndindex(*arr.shape):
+            labels.append(f"{name}[{', '.join(str(ax[i]) for ax, i in zip(axes, idx, strict=True))}]")
+            values.append(float(arr[idx]))
+    return pd.DataFrame({"estimate": values}, index=labels)
+
+
+def loo(idata: Any) -> pd.Series:
+    """PSIS-LOO of a converted posterior fit, as a labelled series.
+
+    Returns ``elpd_loo`` (expected log pointwise predictive density), its standard error ``se``,
+    the effective number of parameters ``p_loo``, ``n_samples``, ``n_data_points``,
+    ``max_pareto_k`` (the largest Pareto k-hat over items) and ``warning`` (ArviZ's flag that
+    some k-hat is too high for the estimate to be trusted), the same with either ArviZ line.
+    """
+    if LEGACY:
+        out = _az.loo(idata, pointwise=True)
+        elpd, p = float(out["elpd_loo"]), float(out["p_loo"])
+    else:
+        out = _stats.loo(idata, pointwise=True)
+        elpd, p = float(out.elpd), float(out.p)
+    return pd.Series(
+        {
+            "elpd_loo": elpd,
+            "se": float(out["se"] if LEGACY else out.se),
+            "p_loo": p,
+            "n_samples": int(out["n_samples"] if LEGACY else out.n_samples),
+            "n_data_points": int(out["n_data_points"] if LEGACY else out.n_data_points),
+            "max_pareto_k": float(np.max(np.asarray(out["pareto_k"] if LEGACY else out.pareto_k))),
+            "warning": bool(out["warning"] if LEGACY else out.warning),
+        },
+        name="loo",
+        dtype=object,
+    )
+
+
+#: arviz-stats' names of the comparison columns that ArviZ 0.x calls by the criterion.
+_COMPARE_COLUMNS = {"elpd": "elpd_loo", "p": "p_loo"}
+
+
 def compare(idatas: Mapping[str, Any], ic: str = "loo") -> pd.DataFrame:
-    """ArviZ's ranking of converted fits by ``ic`` ("loo", or "waic" with ArviZ 0.x)."""
+    """ArviZ's ranking of converted fits by ``ic`` ("loo", or "waic" with ArviZ 0.x); the
+    columns are named as ArviZ 0.x names them (``elpd_loo``, ``p_loo``) with either line."""
     if LEGACY:
         return pd.DataFrame(_az.compare(dict(idatas), ic=ic))
     if ic != "loo":
         raise ValueError(f"ic={ic!r}: arviz-stats compares by PSIS-LOO only; use ic='loo'.")
-    return pd.DataFrame(_stats.compare(dict(idatas)))
+    return pd.DataFrame(_stats.compare(dict(idatas))).rename(columns=_COMPARE_COLUMNS)
+
+
+def group_names(idata: Any) -> list[str]:
+    """Names of the groups of a converted fit (``InferenceData`` or ``DataTree``), in order."""
+    if LEGACY:
+        return list(idata.groups())
+    return list(idata.children)
 
 
 def pareto_khat(log_weights: np.ndarray) -> float:
@@ -238,6 +329,32 @@ class _Dims:
 
 
 # ------------------------------------------------------------------------- conversion
+def _labels(fit: Fit) -> tuple[_Dims | None, dict[str, np.ndarray], dict[str, list[str]]]:
+    """The dims traced on the fit's data (None without data), the observed data by name, and
+    the coordinates the data's column names give the feature dims."""
+    gm, data = fit.model, fit.data
+    if data is None:
+        return None, {}, {}
+    dims = _Dims(gm, data, fit.params)
+    observed = _numpy(observed_arrays(gm, data))
+    return dims, observed, _feature_coords(fit, observed, dims.group(observed, 0))
+
+
+def _estimates(fit: Fit) -> dict[str, np.ndarray]:
+    """The posterior draws, or the point estimates as one chain of one draw."""
+    if fit.posterior:
+        return _numpy(fit.posterior)
+    return _numpy({k: v[None, None] for k, v in fit.params.items()})
+
+
+def posterior_dataset(fit: Fit) -> xr.Dataset:
+    """The fit's posterior group alone (point estimates as one chain of one draw), its dims
+    named after the model's plates and the features labelled by the data's column names."""
+    dims, _, coords = _labels(fit)
+    draws = _estimates(fit)
+    return _dataset(draws, dims.group(draws, 2) if dims else {}, coords, _SAMPLE_DIMS)
+
+
 def log_likelihood_name(fit: Fit) -> str:
     """Variable name of the pointwise log-likelihood (the observed site, or ``"obs"``)."""
     observed = fit.model.roles(fit.data).observed_sites
@@ -339,10 +456,8 @@ def to_inference_data(
         raise TypeError(f"prior must be a bool; got {type(prior).__name__}.")
     gm, data = fit.model, fit.data
     point = not fit.posterior
-    posterior = (
-        _numpy(fit.posterior) if fit.posterior else _numpy({k: v[None, None] for k, v in fit.params.items()})
-    )
-    dims = _Dims(gm, data, fit.params) if data is not None else None
+    posterior = _estimates(fit)
+    dims, observed, coords = _labels(fit)
     roles = gm.roles(data) if data is not None else None
     attrs = {
         "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
@@ -350,9 +465,7 @@ def to_inference_data(
         "probgen_method": fit.method,
     }
     groups: dict[str, xr.Dataset] = {}
-    observed = _numpy(observed_arrays(gm, data)) if data is not None else {}
     observed_dims = dims.group(observed, 0) if dims is not None else {}
-    coords = _feature_coords(fit, observed, observed_dims)
 
     def add(
         group: str,

@@ -23,7 +23,7 @@ from probgen.state import isolated_state
 if TYPE_CHECKING:  # pragma: no cover
     from probgen.result import FitResult as Fit
 
-__all__ = ["check", "compare", "summary"]
+__all__ = ["check", "compare", "loo", "summary"]
 
 
 def _require_fit(fit: Any, argname: str = "fit") -> None:
@@ -36,28 +36,77 @@ def _require_fit(fit: Any, argname: str = "fit") -> None:
 def summary(fit: Fit, **kwargs: Any) -> pd.DataFrame:
     """Table of estimates: ArviZ's summary for posterior fits, point estimates otherwise.
 
+    Rows are labelled as ArviZ labels them, by site and by the coordinates of its dims; a fit
+    on a DataFrame names the feature dims after its columns (``locs[0, waiting]``), other dims
+    count from 0 (``weights[1]``).
+
     Parameters
     ----------
     fit : Fit
+        Result of `probgen.fit`, from any backend.
     **kwargs
-        Passed to ``arviz.summary`` for posterior fits (e.g. ``hdi_prob``).
+        Passed to ArviZ's summary for posterior fits (e.g. ``hdi_prob`` with ArviZ 0.x).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per element of each site: ArviZ's columns (mean, sd, HDI, ESS, R-hat) for
+        posterior fits, one column ``estimate`` for point fits.
+
+    Raises
+    ------
+    TypeError
+        If ``fit`` is not a probgen fit.
     """
     _require_fit(fit)
-    if fit.posterior:
-        with warnings.catch_warnings():
-            # constant elements (a Cholesky factor's unit diagonal) have no R-hat/ESS: NaN, not noise
-            warnings.simplefilter("ignore", RuntimeWarning)
-            posterior = {k: v.detach().cpu().numpy() for k, v in fit.posterior.items()}
-            return arviz_bridge.summary(posterior, **kwargs)
-    rows = []
-    for name, value in fit.params.items():
-        flat = value.detach().reshape(-1).cpu().numpy()
-        if flat.size == 1:
-            rows.append((name, float(flat[0])))
-            continue
-        for idx in np.ndindex(*value.shape):
-            rows.append((f"{name}[{', '.join(map(str, idx))}]", float(value[idx])))
-    return pd.DataFrame({"estimate": [r[1] for r in rows]}, index=[r[0] for r in rows])
+    draws = arviz_bridge.posterior_dataset(fit)
+    if not fit.posterior:
+        return arviz_bridge.point_summary(draws)
+    with warnings.catch_warnings():
+        # constant elements (a Cholesky factor's unit diagonal) have no R-hat/ESS: NaN, not noise
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return arviz_bridge.summary(draws, **kwargs)
+
+
+def loo(fit: Fit) -> pd.Series:
+    """Pareto-smoothed importance-sampling leave-one-out cross-validation of a posterior fit.
+
+    PSIS-LOO averages each item's likelihood over posterior draws, so it needs a fit with draws
+    (``"mcmc"``, ``"svi"``); a point fit (``"em"``, a MAP guide) is refused with a pointer to
+    `probgen.compare`, which ranks point fits by BIC.  The pointwise log-likelihood has discrete
+    latents summed out, as in ``fit.to_arviz()``.
+
+    Parameters
+    ----------
+    fit : Fit
+        A posterior fit whose model has a likelihood.
+
+    Returns
+    -------
+    pandas.Series
+        ``elpd_loo``, ``se``, ``p_loo``, ``n_samples``, ``n_data_points``, ``max_pareto_k`` and
+        ``warning`` (True when some Pareto k-hat is too high for the estimate to be trusted).
+
+    Raises
+    ------
+    TypeError
+        If ``fit`` is not a probgen fit.
+    ValueError
+        If ``fit`` is a point fit, has no data kept, or its model has no likelihood.
+    """
+    _require_fit(fit)
+    if not fit.posterior:
+        raise ValueError(
+            f"loo needs posterior draws, and this is a point fit (method={fit.method!r}): PSIS-LOO "
+            "averages each item's likelihood over draws, which one estimate does not have (ArviZ's "
+            "az.loo on its export fails for the same reason). Rank point fits by BIC with "
+            "probgen.compare(fits) or fit.bic(data), or refit with method='mcmc' or 'svi'."
+        )
+    if fit.data is None:
+        raise ValueError("loo needs the fit's training data, which this fit did not keep (streamed data).")
+    if fit.model.density == "none":
+        raise ValueError(f"loo needs a likelihood; {fit.model.name} is implicit (it only samples).")
+    return arviz_bridge.loo(to_inference_data(fit))
 
 
 def check(fit: Fit, *, max_rhat: float = 1.01, min_ess: float = 400.0) -> list[str]:
@@ -280,7 +329,10 @@ def compare(fits: Mapping[str, Fit], data: Any = None, *, ic: str | None = None)
     """Rank fits of competing models on the same data.
 
     Posterior fits are ranked by PSIS-LOO (``arviz.compare``); point fits by BIC (lower is
-    better), with AIC and log-likelihood alongside.
+    better), with AIC and log-likelihood alongside.  A dict that mixes point fits and posterior
+    fits is ranked by BIC, each fit at its ``params`` (the posterior mean for a posterior fit);
+    the ``method`` column says which backend made each fit, and LOO or WAIC on such a dict is
+    refused.
 
     Parameters
     ----------
@@ -290,6 +342,20 @@ def compare(fits: Mapping[str, Fit], data: Any = None, *, ic: str | None = None)
         Data to score point fits on (default: each fit's training data).
     ic : {"loo", "waic", "bic"}, optional
         Force the criterion.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per fit, best first: ArviZ's comparison table for LOO and WAIC; for BIC the
+        columns ``rank``, ``method``, ``log_lik``, ``n_params``, ``bic``, ``aic``, ``d_bic``.
+        ``table.attrs["criterion"]`` names the criterion used.
+
+    Raises
+    ------
+    TypeError
+        If a value of ``fits`` is not a probgen fit.
+    ValueError
+        If ``fits`` is empty, ``ic`` is unknown, or LOO/WAIC is asked of a point fit.
     """
     if not isinstance(fits, Mapping) or not fits:
         raise ValueError(f"fits must be a non-empty dict of name -> Fit; got {type(fits).__name__}.")
@@ -307,15 +373,24 @@ def compare(fits: Mapping[str, Fit], data: Any = None, *, ic: str | None = None)
                 "draws, which a point estimate does not have. Compare point fits by BIC (ic='bic', the "
                 "default when any fit is a point fit), or refit them with method='mcmc' or 'svi'."
             )
-        return arviz_bridge.compare({k: to_inference_data(f) for k, f in fits.items()}, ic=ic or "loo")
+        ranked = arviz_bridge.compare({k: to_inference_data(f) for k, f in fits.items()}, ic=ic or "loo")
+        ranked.attrs["criterion"] = ic or "loo"
+        return ranked
     rows = {}
     for name, f in fits.items():
         d = f._data(data)
         ll = f.log_likelihood(d)
         k = f.num_parameters(d)
         n = f.model.num_observations(d)
-        rows[name] = {"log_lik": ll, "n_params": k, "bic": -2 * ll + k * math.log(n), "aic": -2 * ll + 2 * k}
+        rows[name] = {
+            "method": f.method,
+            "log_lik": ll,
+            "n_params": k,
+            "bic": -2 * ll + k * math.log(n),
+            "aic": -2 * ll + 2 * k,
+        }
     table = pd.DataFrame.from_dict(rows, orient="index").sort_values("bic")
     table.insert(0, "rank", np.arange(len(table)))
     table["d_bic"] = table["bic"] - table["bic"].min()
+    table.attrs["criterion"] = "bic"
     return table
