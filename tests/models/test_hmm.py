@@ -350,10 +350,28 @@ def test_svi_gives_per_sequence_log_likelihood_and_replicates():
         HiddenMarkovModel(3, "categorical"), seqs, method="svi", num_steps=30, progress=False, seed=0
     )
     idata = fit.to_arviz(posterior_predictive=True, num_ppc_samples=4)
-    ll = idata.log_likelihood["obs"]
-    assert ll.shape[-1] == 3 and np.isfinite(ll.values).all()
+    ll = idata.log_likelihood["obs"].values.reshape(-1, 3)
+    post = {
+        k: idata.posterior[k].values.reshape((len(ll),) + idata.posterior[k].shape[2:])
+        for k in ("initial", "transition", "probs")
+    }
+    # each draw's log-likelihood of each sequence is hmmlearn's forward score under that draw
+    for d in (0, len(ll) // 2, len(ll) - 1):
+        ref.startprob_, ref.transmat_, ref.emissionprob_ = (
+            post["initial"][d],
+            post["transition"][d],
+            post["probs"][d],
+        )
+        np.testing.assert_allclose(ll[d], [ref.score(seq.reshape(-1, 1)) for seq in seqs], rtol=1e-9)
+    ref.startprob_, ref.transmat_, ref.emissionprob_ = (
+        fit.params[k].numpy() for k in ("initial", "transition", "probs")
+    )
     reps = idata.posterior_predictive["obs"].values
     assert reps.shape[-1] == 40 and reps.min() >= 0 and reps.max() < 5
+    # replicates come from the fitted emissions: their symbol frequencies follow the stationary mix
+    counts = np.bincount(reps.reshape(-1).astype(int), minlength=5) / reps.size
+    stationary = np.linalg.matrix_power(ref.transmat_, 200)[0]
+    assert np.abs(counts[: PROBS.shape[1]] - stationary @ ref.emissionprob_).max() < 0.15
 
 
 @pytest.mark.parametrize("n_states", [2, 3])

@@ -131,7 +131,8 @@ def test_held_out_iwae_equals_a_plain_pytorch_vae(digits):
     # measured: probgen -17.72, plain seeds -17.72 and -17.68; 300 steps instead of 1200 give -19.7
     spread = abs(plain[0] - plain[1])
     assert ours.mean().item() == pytest.approx(np.mean(plain), abs=max(0.3, 3 * spread))
-    assert ours.mean().item() > -30.0
+    # and trained as far as the plain loop: 300 steps instead of 1200 reach only about -19.7
+    assert ours.mean().item() > -19.0
     # fit.log_prob is the same estimator (fewer particles): equal within Monte Carlo noise
     assert fit.log_prob(test).mean().item() == pytest.approx(ours.mean().item(), abs=0.3)
 
