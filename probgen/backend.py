@@ -90,6 +90,10 @@ class Option:
         return f"``{self.name}`` ({self.default!r}): {self.help}"
 
 
+#: The section of a backend's docstring that lists its declared options (``pg.fit`` keywords).
+_OPTIONS_HEADER = "Other Parameters"
+
+
 @runtime_checkable
 class Backend(Protocol):
     """An inference backend: ``fit(model, data, seed=..., progress=..., **options) -> Fit``.
@@ -131,9 +135,10 @@ class BackendBase(abc.ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.options and cls.__doc__ is not None and "Declared options" not in cls.__doc__:
-            lines = "\n".join(f"    {o.describe()}" for o in cls.options)
-            cls.__doc__ = f"{cls.__doc__.rstrip()}\n\n    Declared options\n    ----------------\n{lines}\n"
+        if cls.options and cls.__doc__ is not None and _OPTIONS_HEADER not in cls.__doc__:
+            # the declared options as numpydoc's "Other Parameters": keyword options of ``pg.fit``
+            lines = "\n".join(f"    {o.name} : default {o.default!r}\n        {o.help}" for o in cls.options)
+            cls.__doc__ = f"{cls.__doc__.rstrip()}\n\n    {_OPTIONS_HEADER}\n    {'-' * len(_OPTIONS_HEADER)}\n{lines}\n"
 
     def supports(self, model: GenerativeModel, data: Any) -> str | None:
         """None when this backend can fit ``model``, else why not (naming missing capabilities)."""

@@ -30,7 +30,9 @@ def test_help_and_each_backend_docstring_list_every_option():
         assert isinstance(backend, BackendBase)
         for option in backend.options:
             assert f"``{option.name}``" in (pg.fit.__doc__ or ""), (name, option.name)
-            assert f"``{option.name}``" in (type(backend).__doc__ or ""), (name, option.name)
+            # numpydoc's "Other Parameters" of the backend class: "name : default value"
+            entry = f"    {option.name} : default {option.default!r}\n        {option.help}"
+            assert entry in (type(backend).__doc__ or ""), (name, option.name)
 
 
 def test_a_misspelt_option_is_refused_with_the_valid_names_and_the_closest():
