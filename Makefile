@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow lint format typecheck tutorials bench calibrate ci clean
+.PHONY: setup demo test test-slow test-arviz-base lint format typecheck tutorials docs bench calibrate ci clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,17 @@ typecheck: setup
 tutorials: setup
 	PROBGEN_FAST=1 MPLBACKEND=Agg $(BIN)/python tutorials/run_all.py
 
+# The ArviZ tests again on the arviz-base / arviz-stats line (installed beside arviz 0.23).
+ARVIZ_TESTS := tests/core/test_arviz.py tests/core/test_arviz_groups.py tests/core/test_arviz_export.py \
+	tests/core/test_labelled_outputs.py
+test-arviz-base: setup
+	PROBGEN_ARVIZ=base $(BIN)/python -m pytest -q -m "not slow" -n 2 $(ARVIZ_TESTS) $(PYTEST_ARGS)
+
+# The API reference and guides; tutorial pages show the figures `make tutorials` saved (none are
+# run here).  Warnings are errors.
+docs: setup
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
 calibrate: setup  # simulation-based calibration over models x backends; refreshes docs/calibration.md
 	$(BIN)/probgen calibrate --out docs/calibration.md $(CALIBRATE_ARGS)
 
@@ -50,4 +61,4 @@ bench: setup
 	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache docs/_build docs/tutorials
