@@ -27,7 +27,7 @@ test: setup
 	$(BIN)/python -m pytest -q -m "not slow" -n 2 $(PYTEST_ARGS)
 
 test-slow: setup
-	$(BIN)/python -m pytest -q -m slow -n 2 $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5: no slow tests collected
+	$(BIN)/python -m pytest -q -m slow -n 2 --durations=40 $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5: no slow tests collected
 
 lint: setup
 	$(BIN)/ruff check probgen models inference tests tutorials benchmarks

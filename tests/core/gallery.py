@@ -511,8 +511,15 @@ def ppca_marginal_by_hand(params, x):
     )
 
 
+def eight_schools_marginal_by_hand(params, y):
+    """eta integrated out: y_j ~ N(mu, sqrt(tau^2 + sigma_j^2))."""
+    p = _f64(params)
+    scale = torch.sqrt(p["tau"] ** 2 + torch.as_tensor(SIGMA8, dtype=torch.float64) ** 2)
+    return _normal_lp(y, p["mu"], scale)
+
+
 #: Exact marginal log-likelihoods of entries with per-item continuous latents (z integrated out).
-MARGINALS = {"amortised-ppca": ppca_marginal_by_hand}
+MARGINALS = {"amortised-ppca": ppca_marginal_by_hand, "local-latents": eight_schools_marginal_by_hand}
 
 
 GALLERY = {
