@@ -115,6 +115,7 @@ class EM(BackendBase):
     name = "em"
     label = "EM"
     accepts_chunks = True
+    accepts_missing = True  # the closed-form hooks of a MissingValues model read NaN as missing
     options = (
         Option(
             "max_iter", "int", 1000, "EM iterations at most (a family may set its own)", aliases=("n_iter",)

@@ -185,6 +185,11 @@ class _Covariance(abc.ABC):
         """Items of components ``z`` from standard normal noise ``eps`` ``(n, d)``."""
 
     @abc.abstractmethod
+    def from_full_moments(self, xx: Tensor) -> Tensor:
+        """The M-step's ``"xx"`` from ``(K, d, d)`` second moments per component (data with
+        missing cells: expected moments come as full matrices)."""
+
+    @abc.abstractmethod
     def component_prior(self, std: Tensor, d: int, lkj_concentration: float) -> dict[str, Tensor]:
         """Pyro sample sites inside the components plate."""
 
@@ -231,6 +236,9 @@ class _Independent(_Covariance):
 
     def covariance(self, stats: Mapping[str, Tensor], nk: Tensor, mu: Tensor, reg_covar: float) -> Tensor:
         return self.reduce(stats["xx"] / nk[:, None] - mu * mu + reg_covar)
+
+    def from_full_moments(self, xx: Tensor) -> Tensor:
+        return torch.diagonal(xx, dim1=1, dim2=2)
 
     @abc.abstractmethod
     def reduce(self, var: Tensor) -> Tensor:
@@ -381,6 +389,9 @@ class _Full(_Correlated):
         cov.diagonal(dim1=1, dim2=2).add_(reg_covar)
         return cov
 
+    def from_full_moments(self, xx: Tensor) -> Tensor:
+        return xx
+
     def sample(self, locs: Tensor, params: Mapping[str, Tensor], z: Tensor, eps: Tensor) -> Tensor:
         return locs[z] + torch.einsum("nde,ne->nd", _scale_tril(params)[z], eps)
 
@@ -437,6 +448,9 @@ class _Tied(_Correlated):
         cov = (stats["xx"] - (nk[:, None] * mu).T @ mu) / nk.sum()
         cov.diagonal().add_(reg_covar)
         return cov
+
+    def from_full_moments(self, xx: Tensor) -> Tensor:
+        return xx.sum(0)  # every item's moments, whatever its component
 
     def sample(self, locs: Tensor, params: Mapping[str, Tensor], z: Tensor, eps: Tensor) -> Tensor:
         return locs[z] + eps @ _scale_tril(params).T

@@ -19,8 +19,8 @@ from pyro.ops.indexing import Vindex
 from torch import Tensor
 
 from probgen.models import _mixture_plots
+from probgen.models._missing import _Patterns
 from probgen.models.mixture import (
-    _as_matrix,
     _check_positive_float,
     _check_positive_int,
     _Mixture,
@@ -143,16 +143,16 @@ class BernoulliMixture(_DiscreteMixture):
             "map_estimate": self.map_estimate,
         }
 
-    def prepare_data(self, data: Any) -> Tensor:
-        """Validate ``data`` as a float64 ``(n_items, n_features)`` tensor of 0/1 values.
-
-        Booleans are accepted.  Raises ``ValueError`` for values other than 0 and 1.
-        """
+    def _readable(self, data: Any) -> Any:
+        """Booleans as 0/1."""
         if isinstance(data, Tensor) and data.dtype == torch.bool:
-            data = data.to(torch.float64)
-        elif isinstance(data, np.ndarray) and data.dtype == bool:
-            data = data.astype(np.float64)
-        t = _as_matrix(data, self.name)
+            return data.to(torch.float64)
+        if isinstance(data, np.ndarray) and data.dtype == bool:
+            return data.astype(np.float64)
+        return data
+
+    def _check_values(self, t: Tensor) -> Tensor:
+        """Refuse values other than 0 and 1 (binarise first)."""
         bad = (t != 0) & (t != 1)
         if bad.any():
             vals = torch.unique(t[bad])[:5].tolist()
@@ -171,29 +171,41 @@ class BernoulliMixture(_DiscreteMixture):
     def _log_joint(self, data: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         p = params["probs"]
         log_w = torch.log(params["weights"])
+        x, seen = self._observed_cells(data)  # a missing cell contributes probability one
         if bool(((p == 0) | (p == 1)).any()):  # 0 log 0 is 0: item by item, never 0 * -inf
-            x = data[:, None, :]
-            return (torch.xlogy(x, p) + torch.xlogy(1 - x, 1 - p)).sum(-1) + log_w
+            terms = torch.xlogy(x[:, None, :], p) + torch.xlogy(1 - x[:, None, :], 1 - p)
+            return (terms if seen is None else terms * seen[:, None, :]).sum(-1) + log_w
         log_p, log_q = torch.log(p), torch.log1p(-p)
-        return data @ (log_p - log_q).T + log_q.sum(1) + log_w
+        absent = log_q.sum(1) if seen is None else seen @ log_q.T
+        return x @ (log_p - log_q).T + absent + log_w
 
-    def _m_step_counts(self, data: Tensor, resp: Tensor, nk: Tensor) -> dict[str, Tensor]:
+    def _m_step_counts(
+        self, data: Tensor, resp: Tensor, nk: Tensor, at: Mapping[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
         return self._m_step_stats(self._chunk_moments(data, resp), nk)
 
     def _chunk_moments(self, data: Tensor, resp: Tensor, params: Any = None) -> dict[str, Tensor]:
-        return {"x": resp.T @ data}  # (K, d) expected counts of ones
+        x, seen = self._observed_cells(data)
+        stats = {"x": resp.T @ x}  # (K, d) expected counts of ones
+        if seen is not None:
+            stats["seen"] = resp.T @ seen  # (K, d) expected items observed per feature
+        return stats
 
     def _m_step_stats(self, stats: Mapping[str, Tensor], nk: Tensor) -> dict[str, Tensor]:
         s = stats["x"]
+        seen = stats["seen"] if "seen" in stats else nk[:, None]
         if self.map_estimate:
             a, b = self.prior_a - 1.0 + self.reg, self.prior_b - 1.0 + self.reg
-            probs = ((s + a) / (nk[:, None] + a + b)).clamp(1e-12, 1 - 1e-12)
+            probs = ((s + a) / (seen + a + b)).clamp(1e-12, 1 - 1e-12)
         else:
-            probs = (s + self.reg) / (nk[:, None] + 2.0 * self.reg)
+            probs = (s + self.reg) / (seen + 2.0 * self.reg)
         return {"weights": self._weights_from_counts(nk), "probs": probs}
 
     def _sample_given(self, z: Tensor, params: Mapping[str, Tensor], generator: Any) -> Tensor:
         return torch.bernoulli(params["probs"][z], generator=generator)
+
+    def _component_means(self, params: Mapping[str, Tensor]) -> Tensor:
+        return params["probs"]
 
     def _component_table(self, params: Mapping[str, Tensor]) -> tuple[np.ndarray, str, float | None]:
         return params["probs"].numpy(), "p(x = 1)", 1.0
@@ -295,12 +307,8 @@ class CategoricalMixture(_DiscreteMixture):
             "map_estimate": self.map_estimate,
         }
 
-    def prepare_data(self, data: Any) -> Tensor:
-        """Validate ``data`` as integer codes ``(n_items, n_features)`` in ``0 .. n_categories-1``.
-
-        Returned as a float64 tensor of whole numbers (for Pyro, cast per use).
-        """
-        t = _as_matrix(data, self.name)
+    def _check_values(self, t: Tensor) -> Tensor:
+        """Refuse anything but whole codes ``0 .. n_categories - 1``."""
         _check_integral(t, self.name)
         if (t < 0).any():
             raise ValueError(
@@ -327,7 +335,7 @@ class CategoricalMixture(_DiscreteMixture):
             raise ValueError(
                 f"{self.name}: n_categories is unknown; pass it to the constructor to generate without data."
             )
-        return int(_per_data(self, "categories", data, lambda: max(int(data.max()) + 1, 2)))
+        return int(_per_data(self, "categories", data, lambda: max(int(data.nan_to_num(0.0).max()) + 1, 2)))
 
     def _site_names(self, data: Tensor) -> tuple[str, ...]:
         return ("weights", "probs")
@@ -340,13 +348,17 @@ class CategoricalMixture(_DiscreteMixture):
         c = self._c(data, params)
 
         def encode() -> Tensor:
-            top = int(data.max())
+            x, seen = self._observed_cells(data)
+            top = int(x.max())
             if top >= c:
                 raise ValueError(
                     f"{self.name}: data holds category code {top}, but the parameters have {c} categories "
                     f"(codes 0..{c - 1}); pass n_categories to the constructor to fit every code."
                 )
-            return torch.nn.functional.one_hot(data.long(), c).to(torch.float64).reshape(len(data), -1)
+            one_hot = torch.nn.functional.one_hot(x.long(), c).to(torch.float64)
+            if seen is not None:  # a missing cell indicates no category: it contributes nothing
+                one_hot = one_hot * seen[:, :, None]
+            return one_hot.reshape(len(data), -1)
 
         one_hot: Tensor = _per_data(self, "one_hot", data, encode, c)
         return one_hot
@@ -359,8 +371,14 @@ class CategoricalMixture(_DiscreteMixture):
         logp = torch.log(params["probs"]).clamp_min(-1e250).reshape(self.n_components, -1)
         return self._one_hot(data, params) @ logp.T + torch.log(params["weights"])
 
-    def _m_step_counts(self, data: Tensor, resp: Tensor, nk: Tensor) -> dict[str, Tensor]:
+    def _m_step_counts(
+        self, data: Tensor, resp: Tensor, nk: Tensor, at: Mapping[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
         return self._m_step_stats(self._chunk_moments(data, resp), nk)
+
+    def _conditional_mean(self, pats: _Patterns, params: Mapping[str, Tensor], resp: Tensor) -> Tensor:
+        """Codes have no mean: the most probable category of each cell given the observed ones."""
+        return torch.einsum("nk,kdc->ndc", resp, params["probs"]).argmax(-1).to(torch.float64)
 
     def _chunk_moments(
         self, data: Tensor, resp: Tensor, params: Mapping[str, Tensor] | None = None
@@ -487,9 +505,8 @@ class PoissonMixture(_DiscreteMixture):
             "map_estimate": self.map_estimate,
         }
 
-    def prepare_data(self, data: Any) -> Tensor:
-        """Validate ``data`` as non-negative whole-number counts ``(n_items, n_features)``, float64."""
-        t = _as_matrix(data, self.name)
+    def _check_values(self, t: Tensor) -> Tensor:
+        """Refuse anything but non-negative whole-number counts."""
         if (t < 0).any():
             raise ValueError(
                 f"{self.name}: data must be non-negative counts; got {int((t < 0).sum())} negative "
@@ -506,41 +523,55 @@ class PoissonMixture(_DiscreteMixture):
         return {"weights": (self.n_components,), "rates": (self.n_components, data.shape[1])}
 
     def _log_factorial(self, data: Tensor) -> Tensor:
-        log_factorial: Tensor = _per_data(
-            self, "log_factorial", data, lambda: torch.lgamma(data + 1.0).sum(1)
-        )
+        def compute() -> Tensor:
+            x, _ = self._observed_cells(data)  # a missing cell counts as 0: log 0! = 0
+            return torch.lgamma(x + 1.0).sum(1)
+
+        log_factorial: Tensor = _per_data(self, "log_factorial", data, compute)
         return log_factorial
 
     def _log_joint(self, data: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         r = params["rates"]
+        x, seen = self._observed_cells(data)  # a missing cell contributes probability one
         return (
-            data @ torch.log(r).clamp_min(-1e250).T  # a count of 0 at rate 0: 0, not 0 * -inf
-            - r.sum(1)
+            x @ torch.log(r).clamp_min(-1e250).T  # a count of 0 at rate 0: 0, not 0 * -inf
+            - (r.sum(1) if seen is None else seen @ r.T)
             - self._log_factorial(data)[:, None]
             + torch.log(params["weights"])
         )
 
-    def _m_step_counts(self, data: Tensor, resp: Tensor, nk: Tensor) -> dict[str, Tensor]:
+    def _m_step_counts(
+        self, data: Tensor, resp: Tensor, nk: Tensor, at: Mapping[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
         stats = self._chunk_moments(data, resp)
         stats["n"] = torch.tensor(float(len(data)), dtype=torch.float64)
         return self._m_step_stats(stats, nk)
 
     def _chunk_moments(self, data: Tensor, resp: Tensor, params: Any = None) -> dict[str, Tensor]:
         # (K, d) expected count sums, and the plain sums for the prior's data mean (MAP)
-        return {"x": resp.T @ data, "sum": data.sum(0)}
+        x, seen = self._observed_cells(data)
+        stats = {"x": resp.T @ x, "sum": x.sum(0)}
+        if seen is not None:  # expected items observed per feature, and per feature in all
+            stats["seen"] = resp.T @ seen
+            stats["count"] = seen.sum(0)
+        return stats
 
     def _m_step_stats(self, stats: Mapping[str, Tensor], nk: Tensor) -> dict[str, Tensor]:
         s = stats["x"]
+        seen = stats["seen"] if "seen" in stats else nk[:, None]
         if self.map_estimate:
-            mean = (stats["sum"] / stats["n"]).clamp_min(1e-6)
+            mean = (stats["sum"] / (stats["count"] if "count" in stats else stats["n"])).clamp_min(1e-6)
             a, b = self.prior_shape, self.prior_shape / mean
-            rates = ((s + a - 1.0) / (nk[:, None] + b)).clamp_min(0.0) + self.reg
+            rates = ((s + a - 1.0) / (seen + b)).clamp_min(0.0) + self.reg
         else:
-            rates = s / nk[:, None] + self.reg
+            rates = s / seen + self.reg
         return {"weights": self._weights_from_counts(nk), "rates": rates}
 
     def _sample_given(self, z: Tensor, params: Mapping[str, Tensor], generator: Any) -> Tensor:
         return torch.poisson(params["rates"][z], generator=generator)
+
+    def _component_means(self, params: Mapping[str, Tensor]) -> Tensor:
+        return params["rates"]
 
     def _component_table(self, params: Mapping[str, Tensor]) -> tuple[np.ndarray, str, float | None]:
         return params["rates"].numpy(), "rate", None
@@ -575,7 +606,7 @@ class PoissonMixture(_DiscreteMixture):
         k = self.n_components
         d = self._num_features(data, num_features)
         # the prior's mean rate: the data's (1 when generating without data)
-        mean = data.mean(0).clamp_min(1e-3) if data is not None else torch.ones(d, dtype=torch.float64)
+        mean = data.nanmean(0).clamp_min(1e-3) if data is not None else torch.ones(d, dtype=torch.float64)
         weights = self._sample_weights()
         with pyro.plate("components", k):
             shape = torch.full((d,), self.prior_shape, dtype=torch.float64)

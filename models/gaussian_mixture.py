@@ -21,7 +21,8 @@ from torch import Tensor
 
 from probgen.models import _mixture_plots
 from probgen.models._covariance import _COVARIANCES, _Covariance, _GaussianCache
-from probgen.models.mixture import _as_matrix, _check_positive_float, _Mixture
+from probgen.models._missing import _gaussian_fill, _gaussian_log_joint, _gaussian_moments, _Patterns
+from probgen.models.mixture import _check_positive_float, _Mixture
 from probgen.models.plotting import _axes, _colors, _index, _no_options
 from probgen.roles import slot
 
@@ -127,19 +128,8 @@ class GaussianMixture(_Mixture):
         }
 
     # ---------------------------------------------------------------------------- data
-    def prepare_data(self, data: Any) -> Tensor:
-        """Validate ``data`` as a float64 ``(n_items, n_features)`` tensor.
-
-        Accepts numpy arrays, torch tensors, nested lists and pandas DataFrames.
-
-        Raises
-        ------
-        TypeError
-            Non-numeric data or DataFrame columns.
-        ValueError
-            Missing values, NaN/inf, or data that is not 2-D (fewer items than components are refused when EM starts).
-        """
-        return _as_matrix(data, self.name)
+    def _check_values(self, t: Tensor) -> Tensor:
+        return t
 
     def event_dims(self, data: Any) -> dict[str, tuple[str | None, ...]]:
         """Names of the sites' event dims for ArviZ (the capability EventDims): the weights run
@@ -188,6 +178,10 @@ class GaussianMixture(_Mixture):
     # -------------------------------------------------------------------- log density
     def _log_joint(self, data: Tensor, params: Mapping[str, Tensor]) -> Tensor:
         """``log weights[k] + log N(x_i | locs[k], Sigma[k])``, shape ``(n, K)``."""
+        pats = self._patterns(data)
+        if pats is not None:
+            cov = self._full_covariances(params)
+            return _gaussian_log_joint(pats, params["locs"], cov, torch.log(params["weights"]))
         cache = self._cached(data)
         d = cache.xc.shape[1]
         locs = params["locs"] - cache.center
@@ -196,7 +190,16 @@ class GaussianMixture(_Mixture):
         return quad.mul_(-0.5).add_(const + log_det + torch.log(params["weights"]))
 
     # -------------------------------------------------------------------------- M-step
-    def _m_step_counts(self, data: Tensor, resp: Tensor, nk: Tensor) -> dict[str, Tensor]:
+    def _m_step_counts(
+        self, data: Tensor, resp: Tensor, nk: Tensor, at: Mapping[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
+        pats = self._patterns(data)
+        if pats is not None:  # expected moments: missing cells given the observed, under ``at``
+            p = None if at is None else self._point(at)
+            cov = None if p is None else self._full_covariances(p)
+            s1, s2 = _gaussian_moments(pats, resp, None if p is None else p["locs"], cov)
+            stats = {"x": s1, "xx": self._covariance.from_full_moments(s2)}
+            return self._m_step_stats(stats, nk, shift=pats.center)
         cache = self._cached(data)
         resp_t = resp.T.contiguous()  # (K, n): the GEMMs below run faster on this layout
         return self._m_step_stats(self._covariance.moments(cache, resp_t), nk, shift=cache.center)
@@ -235,6 +238,14 @@ class GaussianMixture(_Mixture):
         locs = params["locs"]
         eps = torch.randn(len(z), locs.shape[-1], generator=generator, dtype=torch.float64)
         return self._covariance.sample(locs, params, z, eps)
+
+    def _conditional_mean(self, pats: _Patterns, params: Mapping[str, Tensor], resp: Tensor) -> Tensor:
+        return _gaussian_fill(pats, params["locs"], self._full_covariances(params), resp, None, None)
+
+    def _conditional_draw(
+        self, pats: _Patterns, params: Mapping[str, Tensor], z: Tensor, generator: torch.Generator | None
+    ) -> Tensor:
+        return _gaussian_fill(pats, params["locs"], self._full_covariances(params), None, z, generator)
 
     def num_parameters(self, params: Mapping[str, Tensor], data: Any) -> int:
         """scikit-learn's ``_n_parameters``: covariance, mean and ``K - 1`` weight parameters."""
@@ -316,6 +327,12 @@ class GaussianMixture(_Mixture):
         (0 and 1 when generating without data)."""
         if data is None or data.shape[-1] != d:
             return torch.zeros(d, dtype=torch.float64), torch.ones(d, dtype=torch.float64)
+        pats = self._patterns(data)
+        if pats is not None:  # the observed cells' mean and spread, column by column
+            mean = pats.center
+            dev = torch.where(pats.observed, data - mean, torch.zeros((), dtype=torch.float64))
+            var = (dev * dev).sum(0) / pats.observed.sum(0).clamp_min(1)
+            return mean, torch.where(var > 0, var.sqrt(), torch.ones_like(var)).clamp_min(1e-6)
         mean = data.mean(0)
         std = data.std(0, unbiased=False) if len(data) > 1 else torch.ones(d, dtype=torch.float64)
         return mean, std.clamp_min(1e-6)

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from probgen.errors import ConvergenceWarning
 from probgen.model import GenerativeModel, as_tensor
+from probgen.models._missing import _check_finite_observed, _Patterns, _patterns_of
 from probgen.models.kmeans import _kmeans, _kmeanspp_indices
 from probgen.relabel import relabel
 from probgen.roles import slot
@@ -39,6 +40,11 @@ from probgen.validation import positive_int
 
 __all__: list[str] = []  # the families live in gaussian_mixture.py and discrete_mixture.py
 
+#: How every refusal of NaN names the option that accepts it.
+_MISSING_HINT = (
+    "or pass missing='marginalize' to probgen.fit (method='em') to read NaN as missing at random "
+    "and marginalise it."
+)
 _INIT_STRATEGIES = ("kmeans", "k-means++", "random", "random_from_data")
 _EPS = float(torch.finfo(torch.float64).eps)
 _DEFAULT_MAX_ITER = 1000
@@ -61,8 +67,9 @@ def _check_positive_float(value: Any, name: str, *, allow_zero: bool = False) ->
     return float(value)
 
 
-def _frame_to_array(data: Any) -> Any:
-    """Turn a pandas DataFrame into a numeric array with errors naming columns and rows."""
+def _frame_to_array(data: Any, missing: bool = False) -> Any:
+    """Turn a pandas DataFrame into a numeric array with errors naming columns and rows (missing
+    values kept as NaN when ``missing``)."""
     if not hasattr(data, "columns") or not hasattr(data, "isna"):
         return data
     non_numeric = [
@@ -73,26 +80,37 @@ def _frame_to_array(data: Any) -> Any:
             f"data must hold numeric columns only; got non-numeric column(s) {non_numeric}. "
             "Select the measurement columns, e.g. frame[[...]]."
         )
-    missing = data.isna().any(axis=1)
-    if bool(missing.any()):
-        rows = list(data.index[missing.to_numpy()][:5])
+    gaps = data.isna().any(axis=1)
+    if not missing and bool(gaps.any()):
+        rows = list(data.index[gaps.to_numpy()][:5])
         raise ValueError(
-            f"data has {int(missing.sum())} row(s) with missing values (first: {rows}); "
-            "drop or impute them before fitting, e.g. frame.dropna()."
+            f"data has {int(gaps.sum())} row(s) with missing values (first: {rows}); "
+            f"drop or impute them before fitting, e.g. frame.dropna(), {_MISSING_HINT}"
         )
-    return np.array(data.to_numpy(dtype=np.float64))  # a writable copy
+    return np.array(data.to_numpy(dtype=np.float64, na_value=np.nan))  # a writable copy
 
 
-def _as_matrix(data: Any, family: str) -> Tensor:
-    """Validate ``data`` as a 2-D float64 tensor ``(n_items, n_features)``."""
+def _as_matrix(data: Any, family: str, *, missing: bool = False) -> Tensor:
+    """Validate ``data`` as a 2-D float64 tensor ``(n_items, n_features)``.
+
+    NaN is refused with a message naming ``missing="marginalize"``, unless ``missing`` (then it
+    marks a missing cell); infinite values are always refused.
+    """
     if isinstance(data, str | bytes):
         raise TypeError(f"data must be a 2-D numeric array (n_items, n_features); got {type(data).__name__}.")
-    data = _frame_to_array(data)
+    data = _frame_to_array(data, missing)
     if hasattr(data, "to_numpy") and not isinstance(data, Tensor):  # pandas Series
         data = data.to_numpy()
     if isinstance(data, np.ndarray) and not data.flags.writeable:
         data = data.copy()  # torch cannot wrap read-only memory
-    t = as_tensor(data, "data", dtype=torch.float64)
+    t = as_tensor(data, "data", dtype=torch.float64, allow_nan=True)
+    gaps = torch.isnan(t)
+    if not missing and bool(gaps.any()):
+        raise ValueError(
+            f"{family}: data has {int(gaps.sum())} NaN value(s) in {int(gaps.reshape(len(t), -1).any(1).sum())} "
+            f"item(s); drop or impute them before fitting, {_MISSING_HINT}"
+        )
+    _check_finite_observed(t, "data")
     if t.dim() != 2:
         hint = " For a single feature pass data.reshape(-1, 1)." if t.dim() == 1 else ""
         raise ValueError(
@@ -193,6 +211,69 @@ class _Mixture(GenerativeModel, abc.ABC):
     def num_items(self, data: Any) -> int:
         return int(len(data))
 
+    def prepare_data(self, data: Any) -> Tensor:
+        """Validate ``data`` as a float64 ``(n_items, n_features)`` tensor of the family's values.
+
+        Accepts numpy arrays, torch tensors, nested lists and pandas DataFrames.
+
+        Raises
+        ------
+        TypeError
+            Non-numeric data or DataFrame columns.
+        ValueError
+            Missing values (NaN: the message names ``missing="marginalize"``), infinite values,
+            data that is not 2-D, or values outside the family's support.
+        """
+        return self._check_values(_as_matrix(self._readable(data), self.name))
+
+    def prepare_missing(self, data: Any) -> Tensor:
+        """As :meth:`prepare_data`, with NaN kept as the mark of a missing cell (the capability
+        :class:`probgen.capabilities.MissingValues`, used by ``missing="marginalize"``).
+
+        Every observed cell is checked as :meth:`prepare_data` checks it; a row may be wholly
+        missing (it then informs nothing but the weights' denominator).
+
+        Examples
+        --------
+        >>> from probgen.models import PoissonMixture
+        >>> PoissonMixture(2).prepare_missing([[0.0, float("nan")], [3.0, 1.0]]).isnan().sum().item()
+        1
+        """
+        t = _as_matrix(self._readable(data), self.name, missing=True)
+        pats = self._patterns(t)
+        if pats is None:
+            return self._check_values(t)
+        self._check_values(torch.where(pats.observed, t, self._fill_value(t, pats)))
+        return t
+
+    def _fill_value(self, t: Tensor, pats: _Patterns) -> Tensor:
+        """A valid value for the missing cells when checking the observed ones (the first observed
+        value of each column, so that a family's range checks see only real values)."""
+        first = pats.observed.to(torch.int8).argmax(0)
+        return pats.zero_filled[first, torch.arange(t.shape[1])]
+
+    def _readable(self, data: Any) -> Any:
+        """``data`` as :func:`_as_matrix` reads it (a family may convert, e.g. booleans)."""
+        return data
+
+    @abc.abstractmethod
+    def _check_values(self, t: Tensor) -> Tensor:
+        """``t`` after checking the family's support (binary, codes, counts), else a ValueError."""
+
+    def _observed_cells(self, data: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``data`` with missing cells set to 0, and ``(n, d)`` float 1/0 marks of the observed
+        cells (None when every cell is observed)."""
+        pats = self._patterns(data)
+        if pats is None:
+            return data, None
+        seen: Tensor = _per_data(self, "seen", data, lambda: pats.observed.to(data.dtype))
+        return pats.zero_filled, seen
+
+    def _patterns(self, data: Tensor) -> _Patterns | None:
+        """Missingness patterns of ``data`` (None when it has no NaN), kept per data tensor."""
+        found: _Patterns | None = _per_data(self, "patterns", data, lambda: _patterns_of(data))
+        return found
+
     def num_observations(self, data: Any) -> int:
         return int(len(data))
 
@@ -250,7 +331,8 @@ class _Mixture(GenerativeModel, abc.ABC):
         return _initial_resp(self._kmeans_space(data), self.n_components, init, generator)
 
     def _kmeans_space(self, data: Tensor) -> Tensor:
-        return data
+        pats = self._patterns(data)
+        return data if pats is None else pats.mean_filled
 
     def _init_from_dict(
         self, data: Tensor, init: dict[str, Any], generator: torch.Generator
@@ -298,31 +380,44 @@ class _Mixture(GenerativeModel, abc.ABC):
         return nk / nk.sum()
 
     # ----------------------------------------------------------------------- EM hooks
-    def e_step(self, data: Tensor, params: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], float]:
+    def e_step(self, data: Tensor, params: Mapping[str, Tensor]) -> tuple[dict[str, Any], float]:
         """Responsibilities and the total log-likelihood at ``params``.
+
+        Items with missing cells (NaN) are scored on their observed cells alone.
 
         Returns
         -------
         stats : dict
-            ``{"resp": (n, K) responsibilities, "log_prob": (n,) per-item log-likelihood}``.
+            ``{"resp": (n, K) responsibilities, "log_prob": (n,) per-item log-likelihood}``, and
+            with missing cells ``"at"``: ``params`` (the M-step's expectations of the missing
+            cells are taken under them).
         log_lik : float
             Sum of the per-item log-likelihoods.
         """
         norm, resp = _logsumexp_rows(self._log_joint(data, params))
-        return {"resp": resp, "log_prob": norm}, float(norm.sum())
+        stats: dict[str, Any] = {"resp": resp, "log_prob": norm}
+        if self._patterns(data) is not None:
+            stats["at"] = dict(params)
+        return stats, float(norm.sum())
 
-    def m_step(self, data: Tensor, stats: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def m_step(self, data: Tensor, stats: Mapping[str, Any]) -> dict[str, Tensor]:
         """Closed-form maximiser given the responsibilities of :meth:`e_step`."""
-        return self._m_step_resp(data, stats["resp"], log_prob=stats.get("log_prob"))
+        return self._m_step_resp(data, stats["resp"], log_prob=stats.get("log_prob"), at=stats.get("at"))
 
-    def _m_step_resp(self, data: Tensor, resp: Tensor, log_prob: Tensor | None) -> dict[str, Tensor]:
+    def _m_step_resp(
+        self,
+        data: Tensor,
+        resp: Tensor,
+        log_prob: Tensor | None,
+        at: Mapping[str, Tensor] | None = None,
+    ) -> dict[str, Tensor]:
         nk = resp.sum(0) + 10.0 * _EPS
         if log_prob is not None:
             empty = nk < 1e-6  # under a millionth of an item: the component has emptied
             if empty.any():
                 resp = _reseed(resp, log_prob, empty, self.name)
                 nk = resp.sum(0) + 10.0 * _EPS
-        return self._m_step_counts(data, resp, nk)
+        return self._m_step_counts(data, resp, nk, at)
 
     # ------------------------------------------------------- EM over data in chunks
     def chunk_stats(self, data: Tensor, params: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], float]:
@@ -446,6 +541,69 @@ class _Mixture(GenerativeModel, abc.ABC):
         z = torch.multinomial(params["weights"], int(n), replacement=True, generator=generator)
         return {"data": self._sample_given(z, params, generator), "z": z}
 
+    def impute_items(
+        self,
+        data: Tensor,
+        params: Mapping[str, Tensor],
+        *,
+        method: str = "mean",
+        num_samples: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """``(num_samples, n, d)`` copies of ``data`` with the missing cells (NaN) filled (the
+        capability :class:`probgen.capabilities.Imputes`).
+
+        ``"mean"``: the conditional mean given the item's observed cells,
+        ``sum_k p(k | x_o) E[x_m | x_o, k]`` (one copy).  ``"sample"``: draws of the missing
+        cells given the observed ones, a component from ``p(k | x_o)`` then the cells from it.
+        Observed cells are returned unchanged.
+
+        Parameters
+        ----------
+        data : Tensor
+            Prepared items ``(n, d)``, NaN where a cell is missing.
+        params : dict of str to Tensor
+            Parameters (``fit.params``).
+        method : {"mean", "sample"}, default "mean"
+        num_samples : int, default 1
+            Copies drawn (``"sample"`` only).
+        generator : torch.Generator, optional
+            Source of randomness of ``"sample"``.
+
+        Returns
+        -------
+        Tensor
+        """
+        params = self._point(params)
+        pats = self._patterns(data)
+        if pats is None:
+            return data.expand(num_samples, *data.shape).clone()
+        resp = _logsumexp_rows(self._log_joint(data, params))[1]
+        if method == "mean":
+            copies = [self._conditional_mean(pats, params, resp)]
+        else:
+            copies = []
+            for _ in range(num_samples):
+                z = torch.multinomial(resp, 1, generator=generator).squeeze(1)
+                copies.append(self._conditional_draw(pats, params, z, generator))
+        return torch.stack([torch.where(pats.observed, data, c) for c in copies])
+
+    def _conditional_mean(self, pats: _Patterns, params: Mapping[str, Tensor], resp: Tensor) -> Tensor:
+        """``(n, d)`` ``sum_k resp[i, k] E[x_ij | k]`` (features independent given the component);
+        only the missing cells are read."""
+        return resp @ self._component_means(params)
+
+    def _conditional_draw(
+        self, pats: _Patterns, params: Mapping[str, Tensor], z: Tensor, generator: torch.Generator | None
+    ) -> Tensor:
+        """``(n, d)`` items drawn from the components ``z`` (features independent given the
+        component); only the missing cells are read."""
+        return self._sample_given(z, params, generator)
+
+    def _component_means(self, params: Mapping[str, Tensor]) -> Tensor:
+        """``(K, d)`` mean of each feature under each component."""
+        raise ValueError(f"{self.name} has no conditional mean of its cells; use method='sample'.")
+
     @staticmethod
     def _point(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return {k: torch.as_tensor(v, dtype=torch.float64) for k, v in params.items()}
@@ -530,8 +688,11 @@ class _Mixture(GenerativeModel, abc.ABC):
         """``(n, K)`` log p(x_i, z_i = k) at ``params``."""
 
     @abc.abstractmethod
-    def _m_step_counts(self, data: Tensor, resp: Tensor, nk: Tensor) -> dict[str, Tensor]:
-        """Closed-form component parameters from responsibilities and counts."""
+    def _m_step_counts(
+        self, data: Tensor, resp: Tensor, nk: Tensor, at: Mapping[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
+        """Closed-form component parameters from responsibilities and counts (``at``: the
+        parameters of the E-step, under which missing cells are expected; None at the start)."""
 
     @abc.abstractmethod
     def _sample_given(self, z: Tensor, params: Mapping[str, Tensor], generator: Any) -> Tensor:

@@ -121,7 +121,7 @@ class BackendBase(abc.ABC):
 
     Class attributes: ``name``; ``requires`` (capabilities a model must offer); ``likelihood``
     (False for backends that serve models without a normalised likelihood); ``options``;
-    ``accepts_chunks``/``accepts_streams``.
+    ``accepts_chunks``/``accepts_streams``/``accepts_missing``.
     """
 
     name: str = ""
@@ -132,6 +132,9 @@ class BackendBase(abc.ABC):
     options: tuple[Option, ...] = ()
     accepts_chunks: bool = False
     accepts_streams: bool = False
+    #: Whether it fits data prepared with ``missing="marginalize"`` (NaN cells marginalised by the
+    #: model's own scores and hooks).
+    accepts_missing: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -20,6 +20,8 @@ capability                  who uses it
 :class:`Implicit`           ``"adversarial"``: generator and discriminator networks
 :class:`Exchangeable`       posterior tools: components that may swap labels
 :class:`AlignsPosterior`    posterior tools: the family relabels its own draws
+:class:`MissingValues`      ``probgen.fit(..., missing="marginalize")``: NaN read as missing
+:class:`Imputes`            ``fit.impute``: missing cells filled given the observed ones
 :class:`Plottable`          ``fit.plot``
 :class:`DataArrays`         ``fit.save``/``probgen.load``: prepared data that are not one tensor
 :class:`PreparesLike`       every tool of a fit: new data read as the training data were
@@ -47,6 +49,8 @@ __all__ = [
     "Exchangeable",
     "FreeEnergyGradient",
     "Implicit",
+    "Imputes",
+    "MissingValues",
     "ObservedArrays",
     "OwnSVIObjective",
     "Plottable",
@@ -222,6 +226,48 @@ class AlignsPosterior(Protocol):
         data: Any = None,
         params: Mapping[str, Tensor] | None = None,
     ) -> dict[str, Tensor]: ...
+
+
+@runtime_checkable
+class MissingValues(Protocol):
+    """NaN in the data read as a cell missing at random, marginalised out of every score.
+
+    ``probgen.fit(model, X, method="em", missing="marginalize")`` prepares the data with
+    ``prepare_missing`` instead of ``prepare_data``, and the fit prepares new data the same way;
+    the model's scores (``log_prob_items``, ``latent_posterior``, ...) and its EM hooks then treat
+    a NaN cell as missing.  A minimal implementation::
+
+        class Coins(GenerativeModel):
+            def prepare_missing(self, data):
+                t = torch.as_tensor(data, dtype=torch.float64)
+                if torch.isinf(t).any():
+                    raise ValueError("data has infinite values; NaN marks a missing cell.")
+                return t  # every score skips NaN cells (they contribute probability one)
+    """
+
+    def prepare_missing(self, data: Any) -> Any:
+        """``data`` validated as :meth:`~probgen.GenerativeModel.prepare_data` does, NaN kept."""
+        ...
+
+
+@runtime_checkable
+class Imputes(Protocol):
+    """Missing cells (NaN) filled given the observed cells of their item (``fit.impute``).
+
+    ``impute_items`` returns ``(num_samples, *data.shape)`` copies of the prepared ``data``, the
+    observed cells unchanged: ``method="mean"`` the conditional means (one copy),
+    ``method="sample"`` draws from the conditional distribution of the missing cells.
+    """
+
+    def impute_items(
+        self,
+        data: Any,
+        params: Mapping[str, Tensor],
+        *,
+        method: str = "mean",
+        num_samples: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> Tensor: ...
 
 
 @runtime_checkable

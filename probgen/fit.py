@@ -32,7 +32,7 @@ from probgen.backend import (
     options_table,
     register_backend,
 )
-from probgen.capabilities import Plottable
+from probgen.capabilities import MissingValues, Plottable
 from probgen.diagnostics import summary as _summary
 from probgen.errors import ModelNotSupportedError
 from probgen.model import GenerativeModel, registered_model
@@ -123,6 +123,12 @@ def fit(
 
         {options}
 
+    Missing values: ``missing="raise"`` (default) refuses NaN in the data; ``missing="marginalize"``
+    reads NaN as a cell missing at random and marginalises it out of the likelihood, for models
+    that offer it (the mixtures, with ``method="em"``: exact EM with the missing cells' conditional
+    expectations).  The fit keeps the choice: its ``log_prob``, ``predict``, ``predict_proba`` and
+    ``impute`` read NaN in new data as missing too.
+
     Scale options: ``num_items`` (streamed data: a ``DataLoader`` or re-iterable of minibatches,
     SVI only; the items in the whole data set, default the loader's sampler length),
     ``chunk_size`` (closed-form EM over an array or numpy memmap, chunk by chunk), ``device``
@@ -159,6 +165,7 @@ def fit(
             raise TypeError(f"model must be a probgen model or a Pyro function; got {type(model).__name__}.")
         num_items = options.pop("num_items", None)
         chunk_size = options.pop("chunk_size", None)
+        missing = check_missing(options.pop("missing", "raise"), gm, backend, chunk_size, num_items, data)
         device = _check_device(options.pop("device", None))
         own_threads = any(o.name == "num_threads" for o in getattr(backend, "options", ()))
         threads = (
@@ -195,6 +202,10 @@ def fit(
                     ) from None
             prepared = StreamingData(data, num_items, gm.prepare_data)
             example = prepared.first
+        elif missing == "marginalize":
+            assert isinstance(gm, MissingValues)  # check_missing refused any other model
+            prepared = gm.prepare_missing(data)
+            example = prepared
         else:
             prepared = gm.prepare_data(data)
             example = prepared
@@ -230,6 +241,8 @@ def fit(
                 summarised = [k for k in params if k in posterior and k in roles.continuous_sites]
                 params.update(posterior_means(gm, example, posterior, summarised, fixed))
         extras = dict(result.extras)
+        if missing == "marginalize":  # the fit's tools read NaN in new data as missing too
+            extras["missing"] = missing
         if isinstance(data, pd.DataFrame) and not isinstance(example, ModelArgs):
             # the column names, for labelled outputs (ArviZ's feature coords, summaries, the CLI)
             extras.setdefault("feature_names", json.dumps([str(c) for c in data.columns]))
@@ -278,6 +291,40 @@ def _numel(obj: Any, depth: int) -> int | None:
         return None
     found = [p for p in parts if p is not None]
     return sum(found) if found else None
+
+
+#: The values of ``probgen.fit(..., missing=...)``.
+MISSING_CHOICES = ("raise", "marginalize")
+
+
+def check_missing(
+    missing: Any, gm: GenerativeModel, backend: Backend, chunk_size: Any, num_items: Any, data: Any
+) -> str:
+    """Validate ``missing=`` against the model, the backend and the form of the data."""
+    if not isinstance(missing, str) or missing not in MISSING_CHOICES:
+        raise ValueError(
+            f"missing must be one of {', '.join(repr(c) for c in MISSING_CHOICES)}; got {missing!r}."
+        )
+    if missing == "raise":
+        return missing
+    if not isinstance(gm, MissingValues):
+        raise TypeError(
+            f"missing='marginalize' needs a model that marginalises missing cells (the capability "
+            f"MissingValues: prepare_missing); {gm.name} does not offer it. Drop or impute the "
+            "missing values before fitting."
+        )
+    if not getattr(backend, "accepts_missing", False):
+        able = [m for m in available_methods() if getattr(get_backend(m), "accepts_missing", False)]
+        raise ValueError(
+            f"missing='marginalize' is served by method={' or '.join(repr(m) for m in able) or 'none'}; "
+            f"method={backend.name!r} does not marginalise missing cells."
+        )
+    if chunk_size is not None or num_items is not None or is_stream_source(data):
+        raise ValueError(
+            "missing='marginalize' fits data held in memory; data read in chunks (chunk_size=) or "
+            "streamed in minibatches are not supported with it."
+        )
+    return missing
 
 
 def fit_class(gm: GenerativeModel) -> type[Fit]:
@@ -359,6 +406,7 @@ class Fit(FitResult):
         num_ppc_samples: int | None = None,
         prior: bool = False,
         num_prior_samples: int | None = None,
+        warmup: bool = False,
     ) -> Any:
         """ArviZ ``InferenceData`` (a ``DataTree`` with the arviz-base line) of this fit.
 
@@ -385,6 +433,10 @@ class Fit(FitResult):
             the model's prior with Pyro's ``Predictive``.
         num_prior_samples : int, optional
             Prior draws (default 500).
+        warmup : bool, default False
+            Add ``warmup_posterior`` and ``warmup_sample_stats``: the warm-up draws of an MCMC fit
+            run with ``save_warmup=True`` (others raise ``ValueError``), named as ArviZ names
+            them (``arviz.from_cmdstanpy(save_warmup=True)``).
         """
         return to_inference_data(
             self,
@@ -392,6 +444,7 @@ class Fit(FitResult):
             num_ppc_samples=num_ppc_samples,
             prior=prior,
             num_prior_samples=num_prior_samples,
+            warmup=warmup,
         )
 
     def plot(self, data: Any = None, *, ax: Any = None, **kwargs: Any) -> Any:

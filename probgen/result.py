@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from probgen.arguments import ModelArgs
-from probgen.capabilities import PreparesLike
+from probgen.capabilities import Imputes, MissingValues, PreparesLike
 from probgen.marginal import marginal_log_likelihood
 from probgen.model import GenerativeModel, _FunctionModel, scores_local_latents_generically
 from probgen.posterior import (
@@ -67,6 +67,24 @@ def _proba_frame(proba: Any, site: str, data: Any) -> pd.DataFrame:
             )
         )
     return pd.concat(frames)
+
+
+_IMPUTE_METHODS = ("mean", "sample")
+
+
+def _like_input(given: Any, filled: Tensor) -> Any:
+    """``filled`` in the form ``given`` came in: a DataFrame with its index and columns, a numpy
+    array (lists too) or a tensor of its floating dtype."""
+    if isinstance(given, pd.DataFrame):
+        return pd.DataFrame(filled.detach().cpu().numpy(), index=given.index, columns=given.columns)
+    if isinstance(given, Tensor):
+        return filled.to(given.dtype if given.is_floating_point() else filled.dtype)
+    if given is None:  # the training data: prepared tensors
+        return filled
+    out = filled.detach().cpu().numpy()
+    if isinstance(given, np.ndarray) and given.dtype.kind == "f":
+        return out.astype(given.dtype, copy=False)
+    return out
 
 
 class FrozenDict(dict[str, Any]):
@@ -182,7 +200,9 @@ class FitResult:
                     f"data has items of shape {shape[1:]}; {self.model.name} was fitted on "
                     f"{_describe_items(train)}."
                 )
-        if isinstance(model, PreparesLike) and train is not None:
+        if self.extras.get("missing") == "marginalize" and isinstance(model, MissingValues):
+            prepared = model.prepare_missing(data)
+        elif isinstance(model, PreparesLike) and train is not None:
             prepared = model.prepare_like(data, train)
         else:
             prepared = model.prepare_data(data)
@@ -474,6 +494,106 @@ class FitResult:
             return self.model.latent_posterior(d, self.params)
         return self._mean_latent_posterior(d, 200)
 
+    # ------------------------------------------------------------------ imputation
+    def impute(
+        self,
+        data: Any = None,
+        *,
+        method: str = "mean",
+        num_samples: int = 1,
+        seed: int | None = None,
+        max_draws: int = 200,
+    ) -> Any:
+        """Fill the missing cells (NaN) of ``data`` given each item's observed cells.
+
+        Works whether or not the fit was made with ``missing="marginalize"``: a model fitted on
+        complete data imputes new items too.  Point fits impute at :attr:`params`; posterior fits
+        average the conditional means over (up to ``max_draws``) draws, or draw each copy's
+        parameters from the posterior.
+
+        Parameters
+        ----------
+        data : array-like, optional
+            Items with NaN where a cell is missing (default: the training data).
+        method : {"mean", "sample"}, default "mean"
+            ``"mean"``: the conditional mean of each missing cell given the observed cells of its
+            item (for a mixture, the components' conditional means weighted by the component
+            probabilities given the observed cells; categorical codes take their most probable
+            category); ``"sample"``: draws from the conditional distribution.
+        num_samples : int, default 1
+            Completed copies drawn (``method="sample"`` only).
+        seed : int, optional
+            Seed of ``"sample"`` (default: fresh draws each call).
+        max_draws : int, default 200
+            Posterior draws averaged over by ``"mean"`` (posterior fits).
+
+        Returns
+        -------
+        numpy.ndarray, pandas.DataFrame, Tensor, or a list of them
+            ``data`` of the type and shape given (a DataFrame keeps its index and columns; a
+            list is returned as a numpy array), observed cells unchanged; with
+            ``num_samples > 1`` a list of ``num_samples`` completed copies.
+
+        Raises
+        ------
+        TypeError
+            The model cannot impute (it lacks the capability ``Imputes``).
+        ValueError
+            Unknown ``method``, ``num_samples > 1`` with ``"mean"``, or bad data.
+
+        Examples
+        --------
+        >>> import numpy as np, probgen as pg
+        >>> from probgen.models import GaussianMixture
+        >>> x = np.random.default_rng(0).normal(size=(200, 2)) @ [[1.0, 0.9], [0.0, 0.4]]
+        >>> x[:5, 1] = np.nan
+        >>> fit = pg.fit(GaussianMixture(1), x, method="em", missing="marginalize", progress=False)
+        >>> filled = fit.impute(x)
+        >>> bool(np.isnan(filled).any()), filled.shape
+        (False, (200, 2))
+        """
+        if method not in _IMPUTE_METHODS:
+            raise ValueError(
+                f"method must be one of {', '.join(repr(m) for m in _IMPUTE_METHODS)}; got {method!r}."
+            )
+        positive_int(num_samples, "num_samples")
+        if method == "mean" and num_samples != 1:
+            raise ValueError(
+                f"num_samples={num_samples} applies to method='sample'; method='mean' gives one copy."
+            )
+        check_seed(seed, allow_none=True)
+        positive_int(max_draws, "max_draws")
+        model = self.model
+        if not isinstance(model, Imputes):
+            raise TypeError(
+                f"{model.name} cannot impute missing cells: it does not offer the capability Imputes "
+                "(impute_items)."
+            )
+        if data is None:
+            d = self._data(None)
+        elif isinstance(model, MissingValues):
+            d = model.prepare_missing(data)
+        else:
+            d = self._data(data)
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,)))
+        gen = torch.Generator().manual_seed(int(seed))
+        sets = self._draw_params() if self.posterior else [dict(self.params)]
+        if method == "mean":
+            if len(sets) > max_draws:
+                idx = torch.linspace(0, len(sets) - 1, max_draws).round().long().tolist()
+                sets = [sets[i] for i in idx]
+            means = [model.impute_items(d, {**self.params, **p})[0] for p in sets]
+            filled = [torch.stack(means).mean(0)]
+        else:
+            which = torch.randint(len(sets), (int(num_samples),), generator=gen).tolist()
+            filled = [
+                model.impute_items(d, {**self.params, **sets[i]}, method="sample", generator=gen)[0]
+                for i in which
+            ]
+        copies = [_like_input(data, f) for f in filled]
+        return copies[0] if num_samples == 1 else copies
+
     # ----------------------------------------------------------------- generation
     def sample(
         self,
@@ -632,6 +752,7 @@ for _name in (
     "aic",
     "predict",
     "predict_proba",
+    "impute",
     "marginals",
     "sample",
     "posterior_predictive",
