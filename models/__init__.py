@@ -4,6 +4,7 @@ from probgen.models._vae_base import LabelledVAEFit, VAEFit
 from probgen.models.bayesnet import BayesianNetwork, NetworkFit
 from probgen.models.bif import read_bif, write_bif
 from probgen.models.char_rnn import CharRNN, CharRNNFit
+from probgen.models.char_transformer import CharTransformer, CharTransformerFit
 from probgen.models.discrete_mixture import BernoulliMixture, CategoricalMixture, PoissonMixture
 from probgen.models.gan import GAN, GANFit
 from probgen.models.gaussian_mixture import GaussianMixture
@@ -19,6 +20,8 @@ __all__ = [
     "CategoricalMixture",
     "CharRNN",
     "CharRNNFit",
+    "CharTransformer",
+    "CharTransformerFit",
     "ConditionalVAE",
     "GAN",
     "GANFit",

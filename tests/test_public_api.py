@@ -78,6 +78,8 @@ PINNED = {
         "CategoricalMixture",
         "CharRNN",
         "CharRNNFit",
+        "CharTransformer",
+        "CharTransformerFit",
         "ConditionalVAE",
         "GAN",
         "GANFit",
