@@ -218,6 +218,15 @@ class _CharModel(GenerativeModel):
         )
         return out
 
+    def _bound(self, params: Mapping[str, Tensor]) -> nn.Module:
+        """A fresh network holding the fit's weights, in evaluation mode: for many calls in a row
+        (sampling, one call per character), without swapping the weights in at every call."""
+        vocab_size = int(params[f"{self._net_name}{_SEP}head.bias"].shape[0])
+        with isolated_rng(0):
+            net = self._new_net(vocab_size).eval()
+        net.load_state_dict(self._weights(params))
+        return net
+
     # ------------------------------------------------------------------ Pyro pair
     def model(self, data: _Texts | None = None, subsample_size: int | None = None) -> Tensor:
         vocab = self._vocab(data)
@@ -424,11 +433,12 @@ class _CharModel(GenerativeModel):
         chars = torch.empty(n, length, dtype=torch.long)
         chars[:, : len(given)] = given
         chunk = self._time_chunk()
+        net = self._bound(params)
         with torch.no_grad():
             inputs = torch.cat([torch.tensor([len(vocab)]), given]).expand(n, -1)
             state = None
             for t in range(0, inputs.shape[1], chunk):
-                logits, state = self._call(params, inputs[:, t : t + chunk], state)
+                logits, state = net(inputs[:, t : t + chunk], state)
             last = logits[:, -1]
             for t in range(len(given), length):
                 if temperature == 0:
@@ -438,7 +448,7 @@ class _CharModel(GenerativeModel):
                     c = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
                 chars[:, t] = c
                 if t + 1 < length:
-                    logits, state = self._call(params, c.unsqueeze(-1), state)
+                    logits, state = net(c.unsqueeze(-1), state)
                     last = logits[:, -1]
         return {"data": ["".join(vocab[i] for i in row) for row in chars.tolist()]}
 

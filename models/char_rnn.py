@@ -99,7 +99,7 @@ class CharRNN(_CharModel):
     >>> text = "abcabcabd " * 30
     >>> fit = pg.fit(CharRNN(hidden_size=16, seq_len=20), text, method="svi",
     ...              num_steps=30, subsample_size=8, progress=False)
-    >>> fit.model.vocabulary
+    >>> fit.vocabulary
     ' abcd'
     >>> [len(s) for s in fit.sample(2, length=12, prompt="ab", seed=0)]
     [12, 12]
