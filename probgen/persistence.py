@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from probgen.arguments import ModelArgs
-from probgen.capabilities import DataArrays
+from probgen.capabilities import DataArrays, MissingValues
 from probgen.result import FitResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,8 +45,11 @@ def data_to_arrays(gm: GenerativeModel, data: Any) -> dict[str, torch.Tensor]:
     return {"data": data} if isinstance(data, torch.Tensor) else {}
 
 
-def data_from_arrays(gm: GenerativeModel, arrays: dict[str, torch.Tensor]) -> Any:
-    """Prepared data rebuilt from :func:`data_to_arrays`' tensors (``None`` when absent)."""
+def data_from_arrays(gm: GenerativeModel, arrays: dict[str, torch.Tensor], *, missing: bool = False) -> Any:
+    """Prepared data rebuilt from :func:`data_to_arrays`' tensors (``None`` when absent);
+    ``missing``: the fit was made with ``missing="marginalize"`` (NaN kept as missing cells)."""
+    if missing and isinstance(gm, MissingValues) and "data" in arrays:
+        return gm.prepare_missing(arrays["data"])
     if isinstance(gm, DataArrays):
         return gm.data_from_arrays(arrays)
     if any(k.startswith(("arg:", "scalar:")) for k in arrays):
@@ -221,15 +224,16 @@ class Saved:
     def fields(self, gm: GenerativeModel) -> dict[str, Any]:
         """The fit's fields (all but ``model``) for the model ``gm`` the fit is rebuilt with."""
         meta, files = self.meta, self.files
+        extras: dict[str, Any] = {}
+        for key, value in meta.get("extras", {}).items():
+            extras[key] = self._tensors(f"extras.{key}", value) if isinstance(value, list) else value
+        missing = extras.get("missing") == "marginalize"
         if isinstance(meta.get("data"), list):
-            data = data_from_arrays(gm, self._tensors("data", meta["data"]) or {})
+            data = data_from_arrays(gm, self._tensors("data", meta["data"]) or {}, missing=missing)
         elif meta.get("has_data") and "data" in files:  # files written before data were named arrays
             data = gm.prepare_data(files["data"])
         else:
             data = None
-        extras: dict[str, Any] = {}
-        for key, value in meta.get("extras", {}).items():
-            extras[key] = self._tensors(f"extras.{key}", value) if isinstance(value, list) else value
         stats = meta.get("sample_stats")
         if data is not None:
             gm.roles(data)

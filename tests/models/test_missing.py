@@ -349,3 +349,14 @@ def test_discrete_em_with_missing_values_reaches_a_stationary_point(family):
     site = "probs" if family == "bernoulli" else "rates"
     expected = (resp.T @ xs) / (resp.T @ seen)
     np.testing.assert_allclose(fit.params[site].numpy(), expected, atol=1e-5)
+
+
+def test_a_fit_with_missing_values_saves_and_loads(tmp_path):
+    x = _remove(_blobs(), 0.2, 6)
+    fit = pg.fit(GaussianMixture(2), x, method="em", missing="marginalize", progress=False)
+    fit.save(tmp_path / "fit.npz")
+    back = pg.load(tmp_path / "fit.npz")
+    assert back.extras["missing"] == "marginalize"
+    np.testing.assert_allclose(back.log_prob().numpy(), fit.log_prob(x).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(back.impute(x), fit.impute(x), rtol=1e-12)
+    assert fit.to_arviz().log_likelihood["obs"].shape == (1, 1, len(x))
