@@ -318,6 +318,7 @@ def _run_chees(
                 num_samples=o["num_samples"],
                 target_accept_prob=o["target_accept_prob"],
                 max_tree_depth=o["max_tree_depth"],
+                dense_mass=o["dense_mass"],
                 progress=progress,
             )
         return run_chees(
@@ -352,7 +353,10 @@ def _run_chees(
     info = {
         "step_size": result.step_size,
         "trajectory_length": result.trajectory_length,
-        "inverse_mass": {k: v[0] for k, v in pot.unflatten(result.inverse_mass[None]).items()},
+        # per site (diagonal), or the whole (chain, dim, dim) matrix over the flattened sites (dense)
+        "inverse_mass": result.inverse_mass
+        if result.inverse_mass.dim() == 3
+        else {k: v[0] for k, v in pot.unflatten(result.inverse_mass[None]).items()},
         "compiled": compiled,
         "vectorised": why_not is None,
         "why_not_vectorised": why_not,
@@ -483,6 +487,11 @@ class MCMC(BackendBase):
         Step-size adaptation target.
     ``max_tree_depth`` : int, default 10
         NUTS; "chees" caps its leapfrog steps per draw at ``2**max_tree_depth``.
+    ``dense_mass`` : bool, default False
+        "nuts", "pyro_nuts", "hmc": adapt a dense inverse mass matrix (the covariance of each
+        chain's draws in Stan's windows; Pyro's ``full_mass``) instead of a diagonal one, for
+        strongly correlated posteriors (``O(D**2)`` work per leapfrog step).  "chees" keeps a
+        diagonal one and refuses ``dense_mass=True``.
     ``step_size`` : float, default 1.0
         Initial step size (adapted during warmup).
     ``num_steps`` : int, default None
@@ -551,6 +560,7 @@ class MCMC(BackendBase):
         ),
         Option("target_accept_prob", "any", 0.8, "step-size adaptation target"),
         Option("max_tree_depth", "int", 10, "NUTS tree depth at most"),
+        Option("dense_mass", "any", False, "adapt a dense mass matrix (NUTS, HMC)"),
         Option("step_size", "any", 1.0, "initial step size"),
         Option("num_steps", "any", None, "HMC: leapfrog steps per trajectory"),
         Option("init", "any", "auto", '"auto", "uniform", "median", "sample" or a dict of values'),
@@ -607,6 +617,13 @@ class MCMC(BackendBase):
             raise ValueError(
                 "kernel='chees' adapts its trajectory length from the spread across chains; num_chains "
                 f"must be at least 2 (16 to 64 adapt best); got {o['num_chains']}."
+            )
+        if o["dense_mass"] not in (True, False):
+            raise ValueError(f"dense_mass must be True or False; got {o['dense_mass']!r}.")
+        if o["kernel"] == "chees" and o["dense_mass"]:
+            raise ValueError(
+                "kernel='chees' adapts a diagonal mass matrix only; leave dense_mass=False or use "
+                "kernel='nuts' for a dense one."
             )
         if not 0 < o["target_accept_prob"] < 1:
             raise ValueError(f"target_accept_prob must be in (0, 1); got {o['target_accept_prob']!r}.")
@@ -712,7 +729,11 @@ class MCMC(BackendBase):
         nuts = o["kernel"] in ("nuts", "pyro_nuts")
 
         def make_kernel(potential_fn: Callable[[_State], torch.Tensor]) -> Any:
-            common = {"step_size": o["step_size"], "target_accept_prob": o["target_accept_prob"]}
+            common = {
+                "step_size": o["step_size"],
+                "target_accept_prob": o["target_accept_prob"],
+                "full_mass": o["dense_mass"],
+            }
             if nuts:
                 return _RecordingNUTS(potential_fn=potential_fn, max_tree_depth=o["max_tree_depth"], **common)
             return _RecordingHMC(potential_fn=potential_fn, num_steps=o["num_steps"], **common)

@@ -27,11 +27,13 @@ that is safe).
 - A leaf whose energy error ``H - H0`` exceeds 1000, or is not finite, is a divergence; the
   subtree it belongs to is rejected and the trajectory stops.
 - Warm-up as Stan's: dual averaging of each chain's log step size towards a mean acceptance
-  statistic of ``target_accept_prob``; a diagonal inverse mass matrix per chain, the variance of
-  the chain's draws in Stan's windows (75 iterations of initial buffer, windows of 25, 50, 100,
-  ... doubling, 50 iterations of terminal buffer) by Welford's algorithm, regularised towards
-  ``1e-3`` as Stan does, with the step size found afresh (Stan's heuristic) and dual averaging
-  restarted after each window.
+  statistic of ``target_accept_prob``; an inverse mass matrix per chain, diagonal (the variance of
+  the chain's draws) or dense (``dense_mass=True``: their covariance), estimated in Stan's windows
+  (75 iterations of initial buffer, windows of 25, 50, 100, ... doubling, 50 iterations of
+  terminal buffer) by Welford's algorithm, regularised towards ``1e-3`` (times the identity) as
+  Stan does, with the step size found afresh (Stan's heuristic) and dual averaging restarted
+  after each window.  With a dense matrix ``M^-1`` the momentum is drawn from ``N(0, M)``, the
+  kinetic energy is ``p' M^-1 p / 2`` and positions move along ``M^-1 p``.
 
 Per draw (``NUTSResult.stats``, named as ``arviz.from_numpyro`` names them): ``lp`` (minus the
 potential energy of the draw), ``energy`` (its Hamiltonian with the momentum it was drawn with),
@@ -77,7 +79,7 @@ class NUTSResult:
     ``draws``: unconstrained states ``(C, S, D)``; ``stats``: arrays ``(C, S)`` by name;
     ``step_size``: each chain's step size after warm-up ``(C,)``; ``trajectory_length``: the
     mean integration time ``step_size * n_steps`` of the draws; ``inverse_mass``: each chain's
-    diagonal inverse mass matrix ``(C, D)``; ``momentum``: the momentum each draw was drawn with
+    inverse mass matrix, its diagonal ``(C, D)`` or, with ``dense_mass=True``, whole ``(C, D, D)``; ``momentum``: the momentum each draw was drawn with
     ``(C, S, D)`` when asked for (``keep_momentum=True``), else None.
     """
 
@@ -130,21 +132,102 @@ def _numpy_potential(potential: BatchedPotential) -> _ValueAndGrad:
     return value_and_grad
 
 
-def _kinetic(p: np.ndarray, inv_mass: np.ndarray) -> np.ndarray:
-    return 0.5 * (p * p * inv_mass).sum(-1)
+class _DiagonalMetric:
+    """A diagonal inverse mass matrix per chain, ``(C, D)``; momenta of any leading dims ``(..., C, D)``."""
+
+    def __init__(self, inv_mass: np.ndarray) -> None:
+        self.matrix = inv_mass
+        self._sd = np.sqrt(inv_mass)
+
+    @classmethod
+    def identity(cls, C: int, D: int, dtype: Any) -> _DiagonalMetric:
+        return cls(np.ones((C, D), dtype=dtype))
+
+    def velocity(self, p: np.ndarray) -> np.ndarray:
+        """``M^-1 p``."""
+        return self.matrix * p
+
+    def move(self, step: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """``step M^-1 p``, each chain's signed step ``(C, 1)``."""
+        return step * self.matrix * p
+
+    def kinetic(self, p: np.ndarray) -> np.ndarray:
+        return 0.5 * (p * p * self.matrix).sum(-1)
+
+    def momentum(self, rng: np.random.Generator) -> np.ndarray:
+        """One draw of ``N(0, M)`` per chain."""
+        return rng.standard_normal(self.matrix.shape).astype(self.matrix.dtype) / self._sd
+
+    @staticmethod
+    def moment(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        """Welford's update of the window's second moment from ``z - mean`` before and after."""
+        return before * after
+
+    @classmethod
+    def from_window(cls, count: int, m2: np.ndarray) -> _DiagonalMetric:
+        """The window's regularised variance (Stan's): ``(n var + 5e-3) / (n + 5)``."""
+        var = m2 / (count - 1) if count > 1 else np.ones_like(m2)
+        w = count / (count + _MASS_PRIOR_WEIGHT)
+        return cls((w * var + (1 - w) * _MASS_PRIOR).astype(m2.dtype))
 
 
-def _turned(p_begin: np.ndarray, p_end: np.ndarray, rho: np.ndarray, inv_mass: np.ndarray) -> np.ndarray:
+class _DenseMetric:
+    """A dense inverse mass matrix per chain, ``(C, D, D)``; momenta ``(..., C, D)``."""
+
+    def __init__(self, inv_mass: np.ndarray) -> None:
+        self.matrix = inv_mass
+        # p ~ N(0, M) as L e with M = L L' (the mass matrix is the inverse's inverse)
+        self._chol = np.linalg.cholesky(np.linalg.inv(inv_mass.astype(np.float64))).astype(inv_mass.dtype)
+
+    @classmethod
+    def identity(cls, C: int, D: int, dtype: Any) -> _DenseMetric:
+        return cls(np.broadcast_to(np.eye(D, dtype=dtype), (C, D, D)).copy())
+
+    def velocity(self, p: np.ndarray) -> np.ndarray:
+        """``M^-1 p``."""
+        return (self.matrix @ p[..., None])[..., 0]
+
+    def move(self, step: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """``step M^-1 p``, each chain's signed step ``(C, 1)``."""
+        return step * self.velocity(p)
+
+    def kinetic(self, p: np.ndarray) -> np.ndarray:
+        return 0.5 * (p * self.velocity(p)).sum(-1)
+
+    def momentum(self, rng: np.random.Generator) -> np.ndarray:
+        """One draw of ``N(0, M)`` per chain."""
+        e = rng.standard_normal(self.matrix.shape[:2]).astype(self.matrix.dtype)
+        return (self._chol @ e[..., None])[..., 0]
+
+    @staticmethod
+    def moment(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        """Welford's update of the window's co-moment from ``z - mean`` before and after."""
+        return before[..., :, None] * after[..., None, :]
+
+    @classmethod
+    def from_window(cls, count: int, m2: np.ndarray) -> _DenseMetric:
+        """The window's regularised covariance (Stan's): ``(n cov + 5e-3 I) / (n + 5)``."""
+        eye = np.eye(m2.shape[-1], dtype=m2.dtype)
+        cov = m2 / (count - 1) if count > 1 else np.broadcast_to(eye, m2.shape)
+        w = count / (count + _MASS_PRIOR_WEIGHT)
+        cov = w * cov + (1 - w) * _MASS_PRIOR * eye
+        return cls((0.5 * (cov + np.swapaxes(cov, -1, -2))).astype(m2.dtype))
+
+
+_Metric = _DiagonalMetric | _DenseMetric
+
+
+def _turned(p_begin: np.ndarray, p_end: np.ndarray, rho: np.ndarray, metric: _Metric) -> np.ndarray:
     """Per chain, whether the generalised no-U-turn criterion fails for a span of momenta summing
     to ``rho`` that begins with momentum ``p_begin`` and ends with ``p_end`` (any leading dims)."""
-    sharp_rho = inv_mass * rho
+    sharp_rho = metric.velocity(rho)
     return ~(((p_begin * sharp_rho).sum(-1) > 0) & ((p_end * sharp_rho).sum(-1) > 0))
 
 
 _Span = tuple[np.ndarray, np.ndarray, np.ndarray]  # first momentum, last momentum, sum of momenta
 
 
-def _merge_turned(left: _Span, right: _Span, inv_mass: np.ndarray) -> np.ndarray:
+def _merge_turned(left: _Span, right: _Span, metric: _Metric) -> np.ndarray:
     """The U-turn checks of Stan 2.x when two adjacent spans merge (in the order they were built):
     the merged span, the left span extended by the right's first state, and the right span
     extended by the left's last state; all three in one batched evaluation."""
@@ -152,7 +235,7 @@ def _merge_turned(left: _Span, right: _Span, inv_mass: np.ndarray) -> np.ndarray
     begins = np.stack((lb, lb, le))
     ends = np.stack((re, rb, re))
     rhos = np.stack((lr + rr, lr + rb, rr + le))
-    return np.asarray(_turned(begins, ends, rhos, inv_mass).any(0))
+    return np.asarray(_turned(begins, ends, rhos, metric).any(0))
 
 
 def _leapfrog(
@@ -161,11 +244,11 @@ def _leapfrog(
     p: np.ndarray,
     grad: np.ndarray,
     step: np.ndarray,
-    inv_mass: np.ndarray,
+    metric: _Metric,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One leapfrog step of every chain, each with its own signed step ``(C, 1)``."""
     p = p - 0.5 * step * grad
-    z = z + step * inv_mass * p
+    z = z + metric.move(step, p)
     pe, grad = value_and_grad(z)
     return z, p - 0.5 * step * grad, pe, grad
 
@@ -175,7 +258,7 @@ def _initial_step_size(
     z: np.ndarray,
     pe: np.ndarray,
     grad: np.ndarray,
-    inv_mass: np.ndarray,
+    metric: _Metric,
     eps: np.ndarray,
     rng: np.random.Generator,
 ) -> np.ndarray:
@@ -183,11 +266,10 @@ def _initial_step_size(
     one leapfrog step from ``z`` (a fresh momentum each try) crosses 0.8."""
     direction = np.zeros_like(eps)
     settled = np.zeros(eps.shape, dtype=bool)
-    scale = 1.0 / np.sqrt(inv_mass)
     for _ in range(100):
-        p = rng.standard_normal(z.shape).astype(z.dtype) * scale
-        _, p1, pe1, _ = _leapfrog(value_and_grad, z, p, grad, eps[:, None], inv_mass)
-        log_accept = (pe + _kinetic(p, inv_mass)) - (pe1 + _kinetic(p1, inv_mass))
+        p = metric.momentum(rng)
+        _, p1, pe1, _ = _leapfrog(value_and_grad, z, p, grad, eps[:, None], metric)
+        log_accept = (pe + metric.kinetic(p)) - (pe1 + metric.kinetic(p1))
         up = np.nan_to_num(log_accept, nan=-np.inf) > math.log(_HEURISTIC_ACCEPT)
         now = np.where(up, 1.0, -1.0)
         direction = np.where(direction == 0, now, direction)
@@ -219,7 +301,7 @@ def _transition(
     pe: np.ndarray,
     grad: np.ndarray,
     eps: np.ndarray,
-    inv_mass: np.ndarray,
+    metric: _Metric,
     max_depth: int,
     rng: np.random.Generator,
 ) -> _Draw:
@@ -232,8 +314,8 @@ def _transition(
     C, D = z.shape
     dtype = z.dtype
     Z, P, G, PE, H = slice(0, D), slice(D, 2 * D), slice(2 * D, 3 * D), 3 * D, 3 * D + 1
-    p0 = rng.standard_normal(z.shape).astype(dtype) / np.sqrt(inv_mass)
-    h0 = pe + _kinetic(p0, inv_mass)
+    p0 = metric.momentum(rng)
+    h0 = pe + metric.kinetic(p0)
     start = np.concatenate((z, p0, grad, pe[:, None], h0[:, None]), -1)
     left, right_end, proposal = start, start, start  # the trajectory's two ends, the proposal
     rho = p0  # the trajectory's sum of momenta
@@ -250,7 +332,7 @@ def _transition(
         depth = depth + active
         right = np.less(rng.random(C), 0.5)
         step = np.where(right, eps, -eps)[:, None]
-        half_step, step_inv_mass = 0.5 * step, step * inv_mass
+        half_step = 0.5 * step
         # extend from the end in each chain's direction
         front = np.where(right[:, None], right_end, left)
         p_far, p_near = np.where(right[:, None], left[:, P], right_end[:, P]), front[:, P]
@@ -266,12 +348,13 @@ def _transition(
                 break
             zf = front[:, Z]
             p_half = front[:, P] - half_step * front[:, G]
-            z1 = np.where(live[:, None], zf + step_inv_mass * p_half, zf)  # waiting chains stay put
+            z1 = np.where(live[:, None], zf + metric.move(step, p_half), zf)  # waiting chains stay put
             pe1, g1 = value_and_grad(z1)
             p1 = p_half - half_step * g1
-            h1 = pe1 + _kinetic(p1, inv_mass)
+            h1 = pe1 + metric.kinetic(p1)
             leaf = np.concatenate((z1, p1, g1, pe1[:, None], h1[:, None]), -1)
-            delta = np.nan_to_num(h1 - h0, nan=np.inf, posinf=np.inf, neginf=-np.inf)
+            delta = h1 - h0
+            delta[np.isnan(delta)] = np.inf
             div = live & ~((delta <= _MAX_ENERGY_ERROR) & np.isfinite(g1).all(-1))
             ok = live & ~div
             n_steps = n_steps + live
@@ -295,9 +378,9 @@ def _transition(
                     sibling = pending[j]
                     assert sibling is not None
                     if j == 0:  # two single states: the extra checks are the merged one
-                        now = _turned(sibling[0], p1, sibling[2] + p1, inv_mass)
+                        now = _turned(sibling[0], p1, sibling[2] + p1, metric)
                     else:
-                        now = _merge_turned(sibling, node, inv_mass)
+                        now = _merge_turned(sibling, node, metric)
                     turned = now if turned is None else turned | now
                     node = (sibling[0], node[1], sibling[2] + node[2])
                 else:
@@ -313,7 +396,7 @@ def _transition(
         log_w = np.where(valid, np.logaddexp(log_w, sub_w), log_w)
         right_end = np.where((valid & right)[:, None], front, right_end)
         left = np.where((valid & ~right)[:, None], front, left)
-        turned_all = _merge_turned((p_far, p_near, rho), (p_first, front[:, P], sub_rho), inv_mass)
+        turned_all = _merge_turned((p_far, p_near, rho), (p_first, front[:, P], sub_rho), metric)
         rho = np.where(valid[:, None], rho + sub_rho, rho)
         done = done | ~valid | turned_all
     accept = (sum_accept / np.maximum(n_steps, 1)).astype(dtype)
@@ -341,6 +424,7 @@ def run_nuts(
     initial_step_size: float | None = None,
     progress: bool = False,
     keep_momentum: bool = False,
+    dense_mass: bool = False,
 ) -> NUTSResult:
     """Warm up and sample every chain of ``potential`` in lockstep from ``init`` ``(C, D)``.
 
@@ -365,6 +449,11 @@ def run_nuts(
     keep_momentum : bool, default False
         Keep each draw's momentum in ``NUTSResult.momentum`` (``energy`` is the draw's potential
         energy plus its kinetic energy under that chain's ``inverse_mass``).
+    dense_mass : bool, default False
+        Adapt a dense inverse mass matrix per chain (the windowed covariance of its draws)
+        instead of a diagonal one (their variances): for posteriors with strong correlations,
+        at ``O(D**2)`` work per leapfrog step (as Pyro's ``full_mass`` and NumPyro's
+        ``dense_mass``).
 
     Returns
     -------
@@ -399,6 +488,7 @@ def run_nuts(
             initial_step_size,
             progress,
             keep_momentum,
+            dense_mass,
         )
 
 
@@ -412,6 +502,7 @@ def _run(
     initial_step_size: float | None,
     progress: bool,
     keep_momentum: bool,
+    dense_mass: bool,
 ) -> NUTSResult:
     C, D = init.shape
     # one numpy generator for the run, seeded from torch's global generator
@@ -426,10 +517,11 @@ def _run(
             f"chain(s) {np.flatnonzero(bad).tolist()} start at a point of zero density or with a "
             "non-finite gradient; give other starting points"
         )
-    inv_mass = np.ones((C, D), dtype=dtype)
+    kind = _DenseMetric if dense_mass else _DiagonalMetric
+    metric: _Metric = kind.identity(C, D, dtype)
     eps = np.full(C, initial_step_size or 1.0, dtype=dtype)
     if initial_step_size is None:
-        eps = _initial_step_size(value_and_grad, z, pe, grad, inv_mass, eps, rng)
+        eps = _initial_step_size(value_and_grad, z, pe, grad, metric, eps, rng)
     da = _DualAveraging(eps, target)
     eps_final = eps
     buffer, ends = _stan_windows(num_warmup)
@@ -437,7 +529,7 @@ def _run(
     last_end = ends[-1] if ends else 0
     count = 0
     mean = np.zeros((C, D), dtype=dtype)
-    m2 = np.zeros((C, D), dtype=dtype)
+    m2 = np.zeros(metric.matrix.shape, dtype=dtype)
 
     keep = np.empty((C, num_samples, D), dtype=dtype)
     momenta = np.empty((C, num_samples, D), dtype=dtype) if keep_momentum else None
@@ -447,24 +539,20 @@ def _run(
     for it in bar:
         warm = it < num_warmup
         step = eps if warm else eps_final
-        draw = _transition(value_and_grad, z, pe, grad, step, inv_mass, max_depth, rng)
+        draw = _transition(value_and_grad, z, pe, grad, step, metric, max_depth, rng)
         z, pe, grad = draw.z, draw.pe, draw.grad
         if warm:
             warm_div += int(draw.diverging.sum())
             eps = da.update(draw.accept).astype(dtype)
-            if buffer <= it < last_end:  # Welford's running variance of the window's draws
+            if buffer <= it < last_end:  # Welford's running (co)variance of the window's draws
                 count += 1
                 delta = z - mean
                 mean = mean + delta / count
-                m2 = m2 + delta * (z - mean)
+                m2 = m2 + kind.moment(delta, z - mean)
             if it + 1 in window_ends:
-                var = m2 / (count - 1) if count > 1 else np.ones_like(m2)
-                inv_mass = (count / (count + _MASS_PRIOR_WEIGHT)) * var + _MASS_PRIOR * (
-                    _MASS_PRIOR_WEIGHT / (count + _MASS_PRIOR_WEIGHT)
-                )
-                inv_mass = inv_mass.astype(dtype)
+                metric = kind.from_window(count, m2)
                 count, mean, m2 = 0, np.zeros_like(mean), np.zeros_like(m2)
-                eps = _initial_step_size(value_and_grad, z, pe, grad, inv_mass, eps, rng)
+                eps = _initial_step_size(value_and_grad, z, pe, grad, metric, eps, rng)
                 da.restart(eps)
             if it + 1 == num_warmup:
                 eps_final = da.final(eps).astype(dtype)
@@ -490,7 +578,7 @@ def _run(
         stats=stats,
         step_size=torch.from_numpy(eps_final.copy()),
         trajectory_length=length,
-        inverse_mass=torch.from_numpy(inv_mass.copy()),
+        inverse_mass=torch.from_numpy(metric.matrix.copy()),
         momentum=None if momenta is None else torch.from_numpy(momenta),
         extra={"warmup_divergences": warm_div},
     )
