@@ -1,26 +1,43 @@
-"""Effective samples per second: probgen's ChEES-HMC (and its NUTS) against NumPyro's NUTS.
+"""Effective samples per second: probgen's default MCMC against NumPyro's NUTS, on one thread.
 
-Two posteriors:
+The protocol:
 
-* eight schools, non-centred (the classic data);
-* a three-component 1-D Gaussian mixture (500 points, Dirichlet weights, Normal(0, 10) locations,
-  unit scale) with the labels summed out.  Both sides start every chain from the same locations
-  (-3, 0, 3), so the chains keep one labelling; probgen's relabelling of draws is turned off here so
-  both sides report the draws as sampled.
+* **The calls users make.**  probgen: ``pg.fit(model, data, method="mcmc", seed=seed)`` with every
+  sampler option at its default (probgen's batched NUTS, 4 chains, 1,000 warm-up and 1,000 kept
+  draws each).  NumPyro: ``MCMC(NUTS(model), num_warmup=1000, num_samples=1000, num_chains=4,
+  chain_method="vectorized")`` run with ``jax.random.PRNGKey(seed)``.  Both start from their
+  defaults (uniform in (-2, 2) on the unconstrained space).
+* **What is timed.**  The whole fit, compilation (probgen's traced potential, JAX's jit) and
+  warm-up included; not the imports.  Every run is a fresh process (``sys.executable``, this
+  environment), so neither side reuses a cache of an earlier run; the two sides alternate.
+* **One thread each.**  probgen: ``torch.set_num_threads(1)`` (and ``OMP_NUM_THREADS=1``).
+  JAX: ``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"`` and
+  ``JAX_PLATFORMS=cpu``.
+* **The figure.**  The smallest bulk ESS (``arviz.ess(method="bulk")``) over every scalar of every
+  latent site, divided by the wall time; per seed (0, 1, 2), their median and the worst; the ratio
+  probgen / NumPyro of the medians per model.
+* **The same posterior.**  Before a figure is reported, every scalar's posterior mean is compared
+  across the sides: ``|mean_pg - mean_np| <= 4 sqrt(mcse_pg**2 + mcse_np**2)`` (ArviZ's MCSE of the
+  mean), per seed; a model that fails is flagged in the table (``SAME POSTERIOR?`` column).
 
-Each side runs 4 chains of 1000 warm-up and 1000 kept draws on one thread
-(``torch.set_num_threads(1)``; for JAX ``XLA_FLAGS=--xla_force_host_platform_device_count=1``,
-``OMP_NUM_THREADS=1`` and ``chain_method="vectorized"``).  The wall time of the whole fit
-(compilation and warm-up included) is timed; the figure is the smallest bulk ESS over every
-parameter element (``arviz.ess``) per second; medians of ``--repeats`` runs.
+Models (each written once per side, in the form users write):
 
-NumPyro is not a dependency of probgen: its side runs as a subprocess of a separate environment's
-python (``--numpyro-python``, default ``/tmp/npvenv/bin/python``; make one with
-``python -m venv /tmp/npvenv && /tmp/npvenv/bin/pip install numpyro jax arviz funsor``;
-funsor is NumPyro's enumeration engine), given the same
-data as JSON, and prints its figures as JSON.  Without it only probgen's figures are printed.
+* ``schools``: eight schools, non-centred (``mu ~ N(0, 5)``, ``tau ~ HalfCauchy(5)``,
+  ``eta ~ N(0, 1)`` per school); 10 scalars.
+* ``mixture``: a three-component 1-D Gaussian mixture over 1,000 overlapping points (components at
+  -1.5, 0 and 2 with sds 1, 0.7 and 1.2, weights 0.3, 0.4, 0.3), ``weights ~ Dirichlet(1)``,
+  ``locs ~ N(0, 10)``, ``scales ~ LogNormal(0, 1)``, the labels ``z ~ Categorical(weights)`` summed
+  out by enumeration on both sides (probgen: its batched potential's tensor variable
+  elimination; NumPyro: ``config_enumerate`` with funsor, NumPyro's own route).  The components
+  are exchangeable, so both sides' draws are sorted by location, draw by draw, before anything
+  is measured (a function of the unordered draw: the same post-processing for both); 9 scalars.
+* ``logistic``: logistic regression on scikit-learn's breast-cancer data (569 rows), the 30
+  covariates standardised, ``intercept ~ N(0, 5)``, ``coef ~ N(0, 1)`` each; written with
+  covariates, ``model(x, y=None)``, fitted as ``pg.fit(model, {"x": X, "y": y})``; 31 scalars.
 
-Run: ``python benchmarks/mcmc_vs_numpyro.py``.
+Install both sides with ``pip install -e ".[bench]"`` (numpyro, jax and funsor are in the bench
+extra).  Run: ``python benchmarks/mcmc_vs_numpyro.py`` (3 seeds x 3 models x 2 sides: about half an
+hour on one core), or ``--quick`` for a smoke run (seed 0, 200 warm-up + 200 draws).
 """
 
 from __future__ import annotations
@@ -31,196 +48,259 @@ import os
 import statistics
 import subprocess
 import sys
-import textwrap
+import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
-import arviz as az
 import numpy as np
-import pyro
-import pyro.distributions as dist
-import torch
-from pyro.ops.indexing import Vindex
 
-import probgen as pg
-import probgen.inference.mcmc  # noqa: F401  (registers the backend)
-
+MODELS = ("schools", "mixture", "logistic")
+SIDES = ("probgen", "numpyro")
+CHAINS, WARMUP, SAMPLES = 4, 1000, 1000
+QUICK_WARMUP, QUICK_SAMPLES = 200, 200
 Y8 = [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0]
 S8 = [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]
-LOCS0 = [-3.0, 0.0, 3.0]
-CHAINS, WARMUP, SAMPLES = 4, 1000, 1000
+#: JAX on one thread (XLA's CPU client reads these at import).
+XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+#: Posterior means must agree within this many combined Monte Carlo standard errors.
+MAX_Z = 4.0
 
 
-def mixture_data() -> list[float]:
-    """500 points from three unit-variance components at -4, 0 and 5 (weights 0.3, 0.3, 0.4)."""
+def mixture_data() -> np.ndarray:
+    """1,000 points from three overlapping components (float32)."""
     rng = np.random.default_rng(1)
-    labels = rng.choice(3, size=500, p=[0.3, 0.3, 0.4])
-    return (np.array([-4.0, 0.0, 5.0])[labels] + rng.standard_normal(500)).tolist()
+    labels = rng.choice(3, size=1000, p=[0.3, 0.4, 0.3])
+    x = np.array([-1.5, 0.0, 2.0])[labels] + np.array([1.0, 0.7, 1.2])[labels] * rng.standard_normal(1000)
+    return x.astype(np.float32)
 
 
-def min_bulk_ess(draws: dict[str, np.ndarray]) -> float:
-    """Smallest bulk ESS over every element of every site; draws are ``(chain, draw, ...)``."""
-    ess = az.ess(az.convert_to_dataset(draws), method="bulk")
-    return min(float(np.min(ess[k].values)) for k in draws)
+def breast_cancer() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's breast-cancer covariates, standardised, and the 0/1 labels (float32)."""
+    from sklearn.datasets import load_breast_cancer
+
+    x, y = load_breast_cancer(return_X_y=True)
+    x = (x - x.mean(0)) / x.std(0)
+    return x.astype(np.float32), y.astype(np.float32)
 
 
-# ----------------------------------------------------------------------------------------- probgen
-_S8 = torch.tensor(S8)
+# ------------------------------------------------------------------------------------ the two sides
+def run_probgen(name: str, seed: int, warmup: int | None, samples: int | None) -> dict[str, np.ndarray]:
+    """One probgen fit in this process; returns the draws ``(chain, draw, ...)`` and the seconds."""
+    import pyro
+    import pyro.distributions as dist
+    import torch
+    from pyro.ops.indexing import Vindex
 
+    import probgen as pg
 
-@pg.model
-def schools(data: Any = None) -> None:
-    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
-    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
-    with pyro.plate("schools", 8):
-        eta = pyro.sample("eta", dist.Normal(0.0, 1.0))
-        pyro.sample("obs", dist.Normal(mu + tau * eta, _S8), obs=data)
+    torch.set_num_threads(1)
+    s8 = torch.tensor(S8)
 
+    def schools(y: Any = None) -> None:
+        mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+        tau = pyro.sample("tau", dist.HalfCauchy(5.0))
+        with pyro.plate("schools", 8):
+            eta = pyro.sample("eta", dist.Normal(0.0, 1.0))
+            pyro.sample("obs", dist.Normal(mu + tau * eta, s8), obs=y)
 
-@pg.model
-def mixture(data: Any = None) -> None:
-    weights = pyro.sample("weights", dist.Dirichlet(torch.ones(3)))
-    locs = pyro.sample("locs", dist.Normal(0.0, 10.0).expand([3]).to_event(1))
-    with pyro.plate("data", 500 if data is None else len(data)):
-        z = pyro.sample("z", dist.Categorical(weights))
-        pyro.sample("obs", dist.Normal(Vindex(locs)[..., z], 1.0), obs=data)
+    def mixture(x: Any = None) -> None:
+        weights = pyro.sample("weights", dist.Dirichlet(torch.ones(3)))
+        locs = pyro.sample("locs", dist.Normal(0.0, 10.0).expand([3]).to_event(1))
+        scales = pyro.sample("scales", dist.LogNormal(0.0, 1.0).expand([3]).to_event(1))
+        with pyro.plate("data", 1000 if x is None else len(x)):
+            z = pyro.sample("z", dist.Categorical(weights))
+            pyro.sample("obs", dist.Normal(Vindex(locs)[..., z], Vindex(scales)[..., z]), obs=x)
 
+    def logistic(x: Any, y: Any = None) -> None:
+        intercept = pyro.sample("intercept", dist.Normal(0.0, 5.0))
+        coef = pyro.sample("coef", dist.Normal(0.0, 1.0).expand([x.shape[-1]]).to_event(1))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("y", dist.Bernoulli(logits=intercept + x @ coef), obs=y)
 
-mixture.align_posterior = lambda posterior, data=None, params=None: dict(posterior)  # type: ignore[method-assign]
-
-
-def run_probgen(case: str, kernel: str, seed: int) -> tuple[float, float]:
-    """(seconds, min bulk ESS) of one probgen fit."""
-    init: Any = "auto"
-    if case == "schools":
-        model, data = schools, torch.tensor(Y8)
+    data: Any
+    if name == "schools":
+        fn, data = schools, torch.tensor(Y8)
+    elif name == "mixture":
+        fn, data = mixture, torch.from_numpy(mixture_data())
     else:
-        model, data = mixture, torch.tensor(mixture_data())
-        init = {"locs": torch.tensor(LOCS0), "weights": torch.ones(3) / 3}
+        x, y = breast_cancer()
+        fn, data = logistic, {"x": torch.from_numpy(x), "y": torch.from_numpy(y)}
+    sizes = {} if warmup is None else {"warmup_steps": warmup, "num_samples": samples}
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fit = pg.fit(
-            model,
-            data,
-            method="mcmc",
-            kernel=kernel,
-            num_chains=CHAINS,
-            warmup_steps=WARMUP,
-            num_samples=SAMPLES,
-            init=init,
-            seed=seed,
-            progress=False,
-        )
+    fit = pg.fit(pg.model(fn), data, method="mcmc", seed=seed, progress=False, **sizes)
     seconds = time.perf_counter() - start
-    return seconds, min_bulk_ess({k: v.numpy() for k, v in (fit.posterior or {}).items()})
+    draws = {k: v.numpy() for k, v in (fit.posterior or {}).items()}
+    return {**draws, "_seconds": np.array(seconds)}
 
 
-# ----------------------------------------------------------------------------------------- NumPyro
-NUMPYRO_SIDE = textwrap.dedent(
-    """
-    import json, sys, time
-    import numpy as np
-    import arviz as az
-    import jax, jax.numpy as jnp
-    import numpyro, numpyro.distributions as dist
-    from numpyro.infer import MCMC, NUTS, init_to_value
-    from numpyro.ops.indexing import Vindex
+def run_numpyro(name: str, seed: int, warmup: int | None, samples: int | None) -> dict[str, np.ndarray]:
+    """One NumPyro fit in this process (JAX's threads set before it is imported)."""
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
     from numpyro.contrib.funsor import config_enumerate
+    from numpyro.infer import MCMC, NUTS
+    from numpyro.ops.indexing import Vindex
 
-    args = json.loads(sys.argv[1])
-    S8 = jnp.array(args["S8"])
+    s8 = jnp.array(S8)
 
-    def schools(y):
+    def schools(y: Any = None) -> None:
         mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
         tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
         with numpyro.plate("schools", 8):
             eta = numpyro.sample("eta", dist.Normal(0.0, 1.0))
-            numpyro.sample("obs", dist.Normal(mu + tau * eta, S8), obs=y)
+            numpyro.sample("obs", dist.Normal(mu + tau * eta, s8), obs=y)
 
     @config_enumerate
-    def mixture(x):
+    def mixture(x: Any = None) -> None:
         weights = numpyro.sample("weights", dist.Dirichlet(jnp.ones(3)))
         locs = numpyro.sample("locs", dist.Normal(0.0, 10.0).expand([3]).to_event(1))
-        with numpyro.plate("data", x.shape[0]):
+        scales = numpyro.sample("scales", dist.LogNormal(0.0, 1.0).expand([3]).to_event(1))
+        with numpyro.plate("data", 1000 if x is None else len(x)):
             z = numpyro.sample("z", dist.Categorical(weights))
-            numpyro.sample("obs", dist.Normal(Vindex(locs)[..., z], 1.0), obs=x)
+            numpyro.sample("obs", dist.Normal(Vindex(locs)[..., z], Vindex(scales)[..., z]), obs=x)
 
-    if args["case"] == "schools":
-        model, data, init = schools, jnp.array(args["Y8"]), {}
+    def logistic(x: Any, y: Any = None) -> None:
+        intercept = numpyro.sample("intercept", dist.Normal(0.0, 5.0))
+        coef = numpyro.sample("coef", dist.Normal(0.0, 1.0).expand([x.shape[-1]]).to_event(1))
+        with numpyro.plate("data", x.shape[0]):
+            numpyro.sample("y", dist.Bernoulli(logits=intercept + x @ coef), obs=y)
+
+    args: tuple[Any, ...]
+    if name == "schools":
+        fn, args = schools, (jnp.array(Y8),)
+    elif name == "mixture":
+        fn, args = mixture, (jnp.asarray(mixture_data()),)
     else:
-        model, data = mixture, jnp.array(args["X"])
-        init = {"init_strategy": init_to_value(values={"locs": jnp.array(args["LOCS0"]),
-                                                      "weights": jnp.ones(3) / 3})}
+        x, y = breast_cancer()
+        fn, args = logistic, (jnp.asarray(x), jnp.asarray(y))
     start = time.perf_counter()
-    mcmc = MCMC(NUTS(model, **init), num_warmup=args["warmup"], num_samples=args["samples"],
-                num_chains=args["chains"], chain_method="vectorized", progress_bar=False)
-    mcmc.run(jax.random.PRNGKey(args["seed"]), data)
+    mcmc = MCMC(
+        NUTS(fn),
+        num_warmup=WARMUP if warmup is None else warmup,
+        num_samples=SAMPLES if samples is None else samples,
+        num_chains=CHAINS,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.PRNGKey(seed), *args)
     draws = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     seconds = time.perf_counter() - start
-    ess = az.ess(az.convert_to_dataset(draws), method="bulk")
-    print(json.dumps({"seconds": seconds, "ess": min(float(np.min(ess[k].values)) for k in draws)}))
-    """
-)
+    return {**draws, "_seconds": np.array(seconds)}
 
 
-def run_numpyro(python: str, case: str, seed: int) -> tuple[float, float]:
-    """(seconds, min bulk ESS) of one NumPyro fit, in a subprocess of ``python``."""
-    args = {
-        "case": case,
-        "Y8": Y8,
-        "S8": S8,
-        "X": mixture_data(),
-        "LOCS0": LOCS0,
-        "chains": CHAINS,
-        "warmup": WARMUP,
-        "samples": SAMPLES,
-        "seed": seed,
-    }
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
-        "OMP_NUM_THREADS": "1",
-        "JAX_PLATFORMS": "cpu",
-    }
-    out = subprocess.run(
-        [python, "-c", NUMPYRO_SIDE, json.dumps(args)], capture_output=True, text=True, env=env
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"the NumPyro side failed:\n{out.stderr[-2000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    return float(result["seconds"]), float(result["ess"])
+def child(side: str, name: str, seed: int, quick: bool, out: str) -> None:
+    """Run one fit (this process is fresh) and save its draws and seconds to ``out`` (npz)."""
+    warmup, samples = (QUICK_WARMUP, QUICK_SAMPLES) if quick else (None, None)
+    run = run_probgen if side == "probgen" else run_numpyro
+    np.savez(out, **run(name, seed, warmup, samples))
+
+
+def spawn(side: str, name: str, seed: int, quick: bool) -> dict[str, np.ndarray]:
+    """One fit in a fresh process on one thread; its draws and ``_seconds``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if side == "numpyro":
+        env.update({"XLA_FLAGS": XLA_ONE_THREAD, "JAX_PLATFORMS": "cpu"})
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "draws.npz")
+        cmd = [sys.executable, __file__, "--child", side, name, str(seed), out] + (
+            ["--quick"] if quick else []
+        )
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            raise RuntimeError(f"the {side} side failed on {name}, seed {seed}:\n{done.stderr[-3000:]}")
+        with np.load(out) as f:
+            return {k: f[k] for k in f.files}
+
+
+# ------------------------------------------------------------------------------------- measurement
+def scalars(draws: dict[str, np.ndarray], name: str) -> dict[str, np.ndarray]:
+    """Every latent scalar as ``(chain, draw)``; a mixture's components sorted by location."""
+    sites = {k: v for k, v in draws.items() if not k.startswith("_")}
+    if name == "mixture":
+        order = np.argsort(sites["locs"], axis=-1)
+        sites = {k: np.take_along_axis(sites[k], order, -1) for k in ("weights", "locs", "scales")}
+    out = {}
+    for k, v in sites.items():
+        flat = v.reshape(v.shape[:2] + (-1,))
+        for i in range(flat.shape[-1]):
+            out[f"{k}[{i}]" if flat.shape[-1] > 1 or v.ndim > 2 else k] = flat[..., i].astype(np.float64)
+    return out
+
+
+def min_bulk_ess(x: dict[str, np.ndarray]) -> tuple[float, str]:
+    import arviz as az
+
+    ess = {k: float(az.ess(v, method="bulk")) for k, v in x.items()}
+    worst = min(ess, key=lambda k: ess[k])
+    return ess[worst], worst
+
+
+def largest_z(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> tuple[float, str]:
+    """The largest ``|mean_a - mean_b| / sqrt(mcse_a**2 + mcse_b**2)`` over the scalars."""
+    import arviz as az
+
+    z = {}
+    for k in a:
+        se = np.hypot(
+            float(np.ravel(az.mcse(a[k], method="mean"))[0]), float(np.ravel(az.mcse(b[k], method="mean"))[0])
+        )
+        z[k] = abs(a[k].mean() - b[k].mean()) / se
+    worst = max(z, key=lambda k: z[k])
+    return z[worst], worst
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--numpyro-python", default="/tmp/npvenv/bin/python")
-    parser.add_argument("--no-nuts", action="store_true", help="skip probgen's (slow) sequential NUTS")
+    parser.add_argument("--quick", action="store_true", help="smoke run: seed 0, 200 + 200 draws")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2 (--quick: 0)")
+    parser.add_argument("--json", default=None, help="also write every run's figures to this file")
+    parser.add_argument("--child", nargs=4, metavar=("SIDE", "MODEL", "SEED", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    have_numpyro = Path(args.numpyro_python).exists()
-    if not have_numpyro:
-        print(f"NumPyro's python {args.numpyro_python} not found: probgen's figures only", file=sys.stderr)
-    print(f"{'case':10s} {'sampler':22s} {'seconds':>8s} {'min ESS':>8s} {'ESS/s':>8s}")
-    for case in ("schools", "mixture"):
-        rows: dict[str, list[tuple[float, float]]] = {}
-        for r in range(args.repeats):
-            rows.setdefault("probgen chees", []).append(run_probgen(case, "chees", r))
-            if have_numpyro:
-                rows.setdefault("numpyro nuts", []).append(run_numpyro(args.numpyro_python, case, r))
-        if not args.no_nuts:  # one run: the sequential path takes minutes
-            rows["probgen nuts (1 run)"] = [run_probgen(case, "nuts", 0)]
-        rate = {}
-        for name, runs in rows.items():
-            seconds = statistics.median(s for s, _ in runs)
-            ess = statistics.median(e for _, e in runs)
-            rate[name] = statistics.median(e / s for s, e in runs)
-            print(f"{case:10s} {name:22s} {seconds:8.2f} {ess:8.0f} {rate[name]:8.1f}")
-        if "numpyro nuts" in rate:
-            print(f"{case:10s} ratio chees / numpyro: {rate['probgen chees'] / rate['numpyro nuts']:.2f}")
+    if args.child:
+        side, name, seed, out = args.child
+        child(side, name, int(seed), args.quick, out)
+        return
+    seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
+    runs: list[dict[str, Any]] = []
+    print(
+        f"{'model':9s} {'seed':>4s} {'side':8s} {'seconds':>8s} {'min ESS':>8s} {'ESS/s':>8s}  worst scalar"
+    )
+    for name in args.models:
+        for seed in seeds:
+            # alternate which side runs first, seed by seed
+            order = SIDES if seed % 2 == 0 else SIDES[::-1]
+            got = {side: spawn(side, name, seed, args.quick) for side in order}
+            x = {side: scalars(got[side], name) for side in SIDES}
+            z, z_at = largest_z(x["probgen"], x["numpyro"])
+            for side in SIDES:
+                seconds = float(got[side]["_seconds"])
+                ess, at = min_bulk_ess(x[side])
+                runs.append(
+                    {"model": name, "seed": seed, "side": side, "seconds": seconds, "ess": ess, "z": z}
+                )
+                print(f"{name:9s} {seed:4d} {side:8s} {seconds:8.2f} {ess:8.0f} {ess / seconds:8.1f}  {at}")
+            flag = "ok" if z <= MAX_Z else "DIFFERENT"
+            print(f"{name:9s} {seed:4d} same posterior: largest |z| {z:.2f} at {z_at} ({flag})")
+    print()
+    print(f"{'model':9s} {'side':8s} {'median ESS/s':>12s} {'worst ESS/s':>11s}  per seed")
+    for name in args.models:
+        median = {}
+        for side in SIDES:
+            rates = [r["ess"] / r["seconds"] for r in runs if r["model"] == name and r["side"] == side]
+            median[side] = statistics.median(rates)
+            per_seed = " ".join(f"{v:.1f}" for v in rates)
+            print(f"{name:9s} {side:8s} {median[side]:12.1f} {min(rates):11.1f}  {per_seed}")
+        same = all(r["z"] <= MAX_Z for r in runs if r["model"] == name)
+        print(
+            f"{name:9s} ratio probgen / NumPyro (medians): {median['probgen'] / median['numpyro']:.2f}x"
+            f"{'' if same else '  (SAME POSTERIOR? means differ by more than 4 MCSE)'}"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(runs, indent=1))
 
 
 if __name__ == "__main__":
