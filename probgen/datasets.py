@@ -21,6 +21,12 @@ licences:
   *Microeconometrics: Methods and Applications*, Cambridge University Press, as distributed with
   statsmodels (``statsmodels.datasets.randhie``, the column ``mdvis``, rows in its order).
   Public domain.
+* ``sp500``: the last 100 daily log returns of the S&P 500 index in 2018 (8 August to 31
+  December), in percent (``return = 100 * log(close_t / close_{t-1})``, the first from the close
+  of 7 August), with the adjusted close they come from, a real series with a volatility burst in
+  its last weeks.  Daily index values from Yahoo Finance, as shipped by the ``arch`` package
+  (Sheppard, K., ``arch.data.sp500``, version 8.0.0, NCSA licence); the last 101 closes of its
+  file.  Index levels are published market facts.
 * ``shakespeare`` (a text, :func:`load_text`): 199,994 characters (62 distinct: ASCII letters,
   punctuation, spaces and newlines) of William Shakespeare's plays as speeches, each headed by
   its speaker: *The Tragedy of Coriolanus* (c. 1608) and the opening of *King Richard III*
@@ -43,6 +49,7 @@ __all__ = [
     "load_old_faithful",
     "load_penguins",
     "load_shakespeare",
+    "load_sp500",
     "load_text",
 ]
 
@@ -51,6 +58,7 @@ _FILES = {
     "geyser": "geyser.csv",
     "penguins": "penguins.csv",
     "doctor_visits": "doctor_visits.csv",
+    "sp500": "sp500.csv",
 }
 _TEXTS = {"shakespeare": "shakespeare.txt"}
 
@@ -104,6 +112,19 @@ def load_penguins(dropna: bool = False) -> pd.DataFrame:
 def load_doctor_visits() -> pd.DataFrame:
     """RAND Health Insurance Experiment: 20,190 yearly counts of doctor visits, column ``mdvis``."""
     return _read("doctor_visits")
+
+
+def load_sp500() -> pd.DataFrame:
+    """S&P 500, the last 100 trading days of 2018: ``date``, ``close`` and ``return`` (percent log return).
+
+    Examples
+    --------
+    >>> from probgen.datasets import load_sp500
+    >>> frame = load_sp500()
+    >>> len(frame), frame["date"].iloc[-1]
+    (100, '2018-12-31')
+    """
+    return _read("sp500")
 
 
 def list_texts() -> list[str]:
