@@ -441,12 +441,15 @@ def run_chees(
     initial_step_size: float | None,
     generator_seed: int,
     progress: bool = False,
+    keep_warmup: bool = False,
 ) -> ChEESResult:
     """Warm up and sample every chain of ``potential`` in lockstep from ``init`` ``(C, D)``.
 
     Returns a :class:`ChEESResult`; ``stats`` holds ``diverging``, ``step_size``, ``n_steps``,
     ``acceptance_rate``, ``lp`` (minus the potential of the state drawn), ``energy`` (the
     Hamiltonian of the state drawn, with its momentum) and ``trajectory_length`` per post-warm-up draw.
+    ``keep_warmup=True`` keeps the warm-up iterations too, in ``extra["warmup_draws"]`` ``(C,
+    num_warmup, D)`` and ``extra["warmup_stats"]``.
     """
     C, D = init.shape
     z = init.detach().clone()
@@ -475,6 +478,8 @@ def run_chees(
     keep = torch.empty(C, num_samples, D, dtype=z.dtype)
     names = ("diverging", "step_size", "n_steps", "acceptance_rate", "lp", "energy", "trajectory_length")
     stats = {k: np.zeros((C, num_samples)) for k in names}
+    warm_keep = torch.empty(C, num_warmup if keep_warmup else 0, D, dtype=z.dtype)
+    warm_stats = {k: np.zeros((C, warm_keep.shape[1])) for k in names}
     total = num_warmup + num_samples
     bar = tqdm(range(total), disable=not progress, desc="chees")
     n_warm_div = 0
@@ -498,6 +503,16 @@ def run_chees(
         z = torch.where(accepted[:, None], z1, z)
         pe = torch.where(accepted, pe1, pe)
         grad = torch.where(accepted[:, None], grad1, grad)
+        if keep_warmup or not warm:
+            out, out_stats, s = (warm_keep, warm_stats, it) if warm else (keep, stats, it - num_warmup)
+            out[:, s] = z
+            out_stats["diverging"][:, s] = diverging.numpy()
+            out_stats["step_size"][:, s] = step
+            out_stats["n_steps"][:, s] = n_steps
+            out_stats["acceptance_rate"][:, s] = accept_prob.numpy()
+            out_stats["lp"][:, s] = (-pe).numpy()
+            out_stats["energy"][:, s] = torch.where(accepted, h1, h0).numpy()
+            out_stats["trajectory_length"][:, s] = T
         if warm:
             n_warm_div += int(diverging.sum())
             ok = ~diverging
@@ -539,16 +554,6 @@ def run_chees(
                 eps_avg_log = math.log(eps)
             if it + 1 == num_warmup:
                 eps_avg_log = da.log_x_bar if da.t else math.log(eps)
-        else:
-            s = it - num_warmup
-            keep[:, s] = z
-            stats["diverging"][:, s] = diverging.numpy()
-            stats["step_size"][:, s] = step
-            stats["n_steps"][:, s] = n_steps
-            stats["acceptance_rate"][:, s] = accept_prob.numpy()
-            stats["lp"][:, s] = (-pe).numpy()
-            stats["energy"][:, s] = torch.where(accepted, h1, h0).numpy()
-            stats["trajectory_length"][:, s] = T
     bar.close()
     return ChEESResult(
         draws=keep,
@@ -556,5 +561,6 @@ def run_chees(
         step_size=math.exp(eps_avg_log),
         trajectory_length=math.exp(T_avg_log),
         inverse_mass=inv_mass,
-        extra={"warmup_divergences": n_warm_div},
+        extra={"warmup_divergences": n_warm_div}
+        | ({"warmup_draws": warm_keep, "warmup_stats": warm_stats} if keep_warmup else {}),
     )

@@ -46,13 +46,20 @@ import torch
 from pyro.infer import HMC, NUTS, config_enumerate
 from pyro.infer import MCMC as PyroMCMC
 from pyro.infer.autoguide.initialization import init_to_median, init_to_sample, init_to_uniform
-from pyro.infer.mcmc.util import initialize_model
-from pyro.ops.integrator import potential_grad
 
 from probgen import arviz_bridge
 from probgen.backend import BackendBase, Option, register_backend
 from probgen.capabilities import ClosedFormEM, StartingValues
 from probgen.fit import Fit
+from probgen.inference._mcmc_draws import typed_stats, warmup_groups
+from probgen.inference._mcmc_starts import (
+    ChainStart,
+    GivenValues,
+    find_start,
+    find_starts,
+    nearby,
+    run_chains_apart,
+)
 from probgen.inference.chees import BatchedPotential, run_chees
 from probgen.inference.nuts import run_nuts
 from probgen.model import GenerativeModel
@@ -72,9 +79,6 @@ _INITS: dict[str, Callable[..., Any]] = {
 _MAX_RHAT = 1.01
 #: Smallest bulk effective sample size per chain of a converged fit (Vehtari et al. 2021: 100 per chain).
 _MIN_ESS_PER_CHAIN = 100
-#: Chains after the first start this far (uniformly, in the unconstrained space) from a given
-#: starting point, as PyMC's "jitter+adapt_diag".
-_INIT_JITTER = 1.0
 #: Offset between the seeds of successive chains.
 _CHAIN_SEED_STRIDE = 7919
 
@@ -214,45 +218,6 @@ class _DrawStats:
         self.rows.append(row)
 
 
-def _values_strategy(values: Mapping[str, torch.Tensor]) -> Callable[[Any], torch.Tensor]:
-    """Pyro init strategy: the given values where named, a uniform draw elsewhere."""
-
-    def init_strategy(site: Any) -> torch.Tensor:
-        fallback = init_to_uniform(site)
-        if site["name"] not in values:
-            return fallback
-        return values[site["name"]].to(fallback.dtype).expand(fallback.shape)
-
-    return init_strategy
-
-
-def _jitter(params: _State, potential_fn: Callable[[_State], torch.Tensor], scale: float) -> _State:
-    """``params`` moved uniformly by up to ``scale`` per coordinate, to a point of finite energy."""
-    for _ in range(10):
-        moved = {k: v + scale * (2.0 * torch.rand_like(v) - 1.0) for k, v in params.items()}
-        grads, pe = potential_grad(potential_fn, moved)
-        if torch.isfinite(pe) and all(bool(torch.isfinite(g).all()) for g in grads.values()):
-            return {k: v.detach() for k, v in moved.items()}
-        scale /= 2.0
-    return params
-
-
-def _start(
-    model_fn: Callable[..., Any], data: Any, roles: Any, strategy: tuple[Callable[..., Any], bool]
-) -> tuple[_State, Callable[[_State], torch.Tensor], dict[str, Any]]:
-    """One chain's unconstrained starting point, Pyro's one-state potential and the transforms."""
-    init_strategy, jitter = strategy
-    z0, potential_fn, transforms, _ = initialize_model(
-        model_fn,
-        model_args=(data,),
-        max_plate_nesting=roles.max_plate_nesting,
-        init_strategy=init_strategy,
-    )
-    if jitter:
-        z0 = _jitter(z0, potential_fn, _INIT_JITTER)
-    return z0, potential_fn, transforms
-
-
 #: Relative tolerance of the check that the batched potential equals Pyro's one-state potential.
 _BATCH_RTOL = {torch.float64: 1e-8, torch.float32: 2e-4}
 
@@ -261,7 +226,7 @@ def _run_chees(
     model_fn: Callable[..., Any],
     data: Any,
     roles: Any,
-    strategies: list[tuple[Callable[..., Any], bool]],
+    starts: list[ChainStart],
     o: dict[str, Any],
     seed: int,
     progress: bool,
@@ -270,27 +235,20 @@ def _run_chees(
     """All chains of ChEES-HMC (or of NUTS: ``sampler="nuts_batched"``) in lockstep; draws
     ``(chain, draw, ...)`` and sampler statistics."""
     C = o["num_chains"]
-    starts: list[_State] = []
-    potentials = []
-    transforms: dict[str, Any] = {}
-    for c in range(C):
-        seed_everything(seed + _CHAIN_SEED_STRIDE * c)
-        z0, potential_fn, transforms = _start(model_fn, data, roles, strategies[c])
-        starts.append({k: v.detach() for k, v in z0.items()})
-        potentials.append(potential_fn)
+    potentials = [s.potential_fn for s in starts]
     pot = BatchedPotential(
         model_fn,
         data,
-        transforms,
-        starts[0],
+        starts[0].transforms,
+        starts[0].z,
         C,
         roles.max_plate_nesting,
         enumerate_discrete=bool(roles.discrete_sites),
         one_state=potentials[0],
     )
-    flat = pot.flatten({k: torch.stack([z[k] for z in starts]) for k in pot.names})
+    flat = pot.flatten({k: torch.stack([s.z[k] for s in starts]) for k in pot.names})
     seed_everything(seed)
-    moved = flat + 0.1 * torch.randn_like(flat)
+    moved = nearby(flat, pot.unflatten_rows, potentials[0])
     rtol = _BATCH_RTOL.get(pot.dtype, 2e-4)
     why_not = None
     for points in (flat, moved):
@@ -320,6 +278,7 @@ def _run_chees(
                 max_tree_depth=o["max_tree_depth"],
                 dense_mass=o["dense_mass"],
                 progress=progress,
+                keep_warmup=o["save_warmup"],
             )
         return run_chees(
             pot,
@@ -331,6 +290,7 @@ def _run_chees(
             initial_step_size=None,
             generator_seed=seed,
             progress=progress,
+            keep_warmup=o["save_warmup"],
         )
 
     result = run()
@@ -362,6 +322,7 @@ def _run_chees(
         "why_not_vectorised": why_not,
         "warmup_divergences": int(result.extra.get("warmup_divergences", 0)),
     }
+    info.update(warmup_groups(pot, result.extra))  # save_warmup
     return draws, stats, inits, info
 
 
@@ -504,8 +465,16 @@ class MCMC(BackendBase):
         by site name (sites left out start uniformly).  Every chain gets its own starting point:
         with "auto" hooks and dicts, chain 0 starts at the values themselves and each later chain
         at the values moved uniformly by up to 1.0 per coordinate (as PyMC's "jitter") in the
-        unconstrained space.  The starting values are returned in ``fit.extras["init"]``
-        (``(chain, ...)`` per site).
+        unconstrained space; a value with one more leading dim than its site gives each chain its
+        own (not jittered).  Every start is checked (finite potential and gradient) and redrawn
+        when not (:mod:`probgen.inference._mcmc_starts`): given values that fail are replaced by
+        uniform draws with a ``StartWarning``.  The starting values are returned in
+        ``fit.extras["init"]`` (``(chain, ...)`` per site), the rejected candidates per chain in
+        ``fit.extras["init_redraws"]``.
+    ``save_warmup`` : bool, default False
+        Keep the warm-up draws ("nuts" and "chees"): ``fit.extras["warmup_posterior"]`` and
+        ``["warmup_sample_stats"]``, ``(chain, warmup_steps, ...)``, exported by
+        ``fit.to_arviz(warmup=True)`` as ArviZ's ``warmup_posterior`` and ``warmup_sample_stats``.
     ``recover_discrete`` : bool, default False
         Draw the discrete latents for every posterior draw: ``fit.extras["discrete"]`` is a dict
         of discrete site -> integer draws of shape ``(chain, draw, *plate shape)`` (``(chain,
@@ -575,6 +544,7 @@ class MCMC(BackendBase):
         Option(
             "num_threads", "int", None, "torch threads during sampling (None: torch's setting)", none=True
         ),
+        Option("save_warmup", "bool", False, "keep the warm-up draws (fit.to_arviz(warmup=True))"),
     )
 
     def refusal(self, model: GenerativeModel, data: Any) -> str | None:
@@ -625,6 +595,11 @@ class MCMC(BackendBase):
                 "kernel='chees' adapts a diagonal mass matrix only; leave dense_mass=False or use "
                 "kernel='nuts' for a dense one."
             )
+        if o["save_warmup"] and o["kernel"] not in ("chees", "nuts_batched"):
+            raise ValueError(
+                "save_warmup=True keeps the warm-up draws of kernel='nuts' (run in this process) and "
+                f"kernel='chees'; got kernel={o['kernel']!r} with chain_method={o['chain_method']!r}."
+            )
         if not 0 < o["target_accept_prob"] < 1:
             raise ValueError(f"target_accept_prob must be in (0, 1); got {o['target_accept_prob']!r}.")
         roles = model.roles(data)
@@ -639,11 +614,16 @@ class MCMC(BackendBase):
             torch.set_num_threads(int(nt))
         try:
             if o["kernel"] in ("chees", "nuts_batched"):
+                seeds = [seed + _CHAIN_SEED_STRIDE * c for c in range(o["num_chains"])]
+                starts = find_starts(model_fn, data, roles.max_plate_nesting, strategies, seeds)
+                extras["init_redraws"] = [s.redraws for s in starts]
                 draws, sample_stats, inits, extras[o["kernel"]] = _run_chees(
-                    model_fn, data, roles, strategies, o, seed, progress, sampler=o["kernel"]
+                    model_fn, data, roles, starts, o, seed, progress, sampler=o["kernel"]
                 )
             else:
-                chains, stats, inits = self._run_chains(model_fn, data, roles, strategies, o, seed, progress)
+                chains, stats, inits = self._run_chains(
+                    model_fn, data, roles, strategies, o, seed, progress, extras
+                )
                 draws = {k: torch.stack([ch[k] for ch in chains]) for k in chains[0]}
                 sample_stats = {
                     k: np.asarray([[row[k] for row in rows] for rows in stats]) for k in stats[0][0]
@@ -653,19 +633,16 @@ class MCMC(BackendBase):
                 torch.set_num_threads(threads)
 
         posterior = _aligned(model, data, draws)
-        sample_stats["diverging"] = sample_stats["diverging"].astype(bool)  # ArviZ indexes draws with it
-        if "n_steps" in sample_stats and "tree_depth" not in sample_stats:
-            # as arviz.from_numpyro derives it for every kernel: floor(log2(n_steps)) + 1
-            steps = np.maximum(np.asarray(sample_stats["n_steps"], dtype=np.int64), 1)
-            sample_stats["tree_depth"] = np.floor(np.log2(steps)).astype(np.int64) + 1
-        for key in ("tree_depth", "n_steps"):
-            if key in sample_stats:
-                sample_stats[key] = sample_stats[key].astype(np.int64)
+        sample_stats = typed_stats(sample_stats)
         params = posterior_means(model, data, posterior, roles.global_sites, supports=supports)
         problems = _convergence_problems(
             posterior, int(sample_stats["diverging"].sum()), target_accept_prob=o["target_accept_prob"]
         )
         extras.update({"convergence": problems, "init": inits})
+        if o["save_warmup"]:
+            info = extras[o["kernel"]]
+            extras["warmup_posterior"] = info.pop("warmup_posterior")
+            extras["warmup_sample_stats"] = info.pop("warmup_sample_stats")
         if o["recover_discrete"] and roles.discrete_sites:
             extras["discrete"] = self._recover(model, data, posterior, roles)
         return Fit(
@@ -684,8 +661,9 @@ class MCMC(BackendBase):
     @staticmethod
     def _init_strategies(
         model: GenerativeModel, data: Any, roles: Any, init: Any, seed: int, num_chains: int
-    ) -> list[tuple[Callable[..., Any], bool]]:
-        """Per chain: a Pyro init strategy and whether to jitter the point it gives."""
+    ) -> list[tuple[Callable[..., Any], bool, bool]]:
+        """Per chain: a Pyro init strategy, whether to jitter the point it gives and whether it
+        repeats given values."""
         if isinstance(init, str) and init == "auto":
             if isinstance(model, StartingValues):
                 # A model that offers starting values (the EM hook) starts there: NUTS from a
@@ -699,7 +677,7 @@ class MCMC(BackendBase):
                     gen = torch.Generator().manual_seed(seed + c)
                     start = model.init_params(data, init=strategy, generator=gen)
                     values = {k: torch.as_tensor(v) for k, v in start.items() if k in roles.continuous_sites}
-                    out.append((_values_strategy(values), c > 0))
+                    out.append((GivenValues(values, c), c > 0, True))
                 return out
             init = "uniform"
         if isinstance(init, Mapping):
@@ -709,9 +687,9 @@ class MCMC(BackendBase):
                     f"init names unknown site(s) {sorted(unknown_sites)}; latent sites are {list(roles.continuous_sites)}."
                 )
             values = {k: torch.as_tensor(v) for k, v in init.items()}
-            return [(_values_strategy(values), c > 0) for c in range(num_chains)]
+            return [(GivenValues(values, c), c > 0, True) for c in range(num_chains)]
         if isinstance(init, str) and init in _INITS:
-            return [(_INITS[init], False) for _ in range(num_chains)]  # drawn afresh per chain
+            return [(_INITS[init], False, False) for _ in range(num_chains)]  # drawn afresh per chain
         raise ValueError(
             f"init={init!r} is not known; expected a dict of values or one of: auto, {', '.join(_INITS)}."
         )
@@ -721,10 +699,11 @@ class MCMC(BackendBase):
         model_fn: Callable[..., Any],
         data: Any,
         roles: Any,
-        strategies: list[tuple[Callable[..., Any], bool]],
+        strategies: list[tuple[Callable[..., Any], bool, bool]],
         o: dict[str, Any],
         seed: int,
         progress: bool,
+        extras: dict[str, Any],
     ) -> tuple[list[_State], list[list[dict[str, float]]], dict[str, torch.Tensor]]:
         nuts = o["kernel"] in ("nuts", "pyro_nuts")
 
@@ -738,30 +717,21 @@ class MCMC(BackendBase):
                 return _RecordingNUTS(potential_fn=potential_fn, max_tree_depth=o["max_tree_depth"], **common)
             return _RecordingHMC(potential_fn=potential_fn, num_steps=o["num_steps"], **common)
 
-        def start(c: int) -> tuple[_State, Callable[[_State], torch.Tensor], dict[str, Any]]:
-            return _start(model_fn, data, roles, strategies[c])
+        def constrained(starts: list[ChainStart]) -> dict[str, torch.Tensor]:
+            t = starts[0].transforms
+            return {k: torch.stack([t[k].inv(s.z[k]) for s in starts]) for k in starts[0].z}
 
-        def constrained(starts: list[_State], transforms: dict[str, Any]) -> dict[str, torch.Tensor]:
-            return {k: torch.stack([transforms[k].inv(z[k]) for z in starts]) for k in starts[0]}
-
-        chains: list[_State] = []
-        stats: list[list[dict[str, float]]] = []
-        starts: list[_State] = []
-        transforms: dict[str, Any] = {}
+        seeds = [seed + _CHAIN_SEED_STRIDE * c for c in range(o["num_chains"])]
         if o["chain_method"] == "parallel" and o["num_chains"] > 1:
-            potentials = []
-            for c in range(o["num_chains"]):
-                seed_everything(seed + _CHAIN_SEED_STRIDE * c)
-                z0, potential_fn, transforms = start(c)
-                starts.append(z0)
-                potentials.append(potential_fn)
+            starts = find_starts(model_fn, data, roles.max_plate_nesting, strategies, seeds)
+            extras["init_redraws"] = [s.redraws for s in starts]
             runner = PyroMCMC(
-                make_kernel(potentials[0]),  # the same potential for every chain
+                make_kernel(starts[0].potential_fn),  # the same potential for every chain
                 o["num_samples"],
                 o["warmup_steps"],
-                initial_params={k: torch.stack([z[k] for z in starts]) for k in starts[0]},
+                initial_params={k: torch.stack([s.z[k] for s in starts]) for k in starts[0].z},
                 num_chains=o["num_chains"],
-                transforms=transforms,
+                transforms=starts[0].transforms,
                 disable_progbar=not progress,
             )
             runner.run()
@@ -772,26 +742,30 @@ class MCMC(BackendBase):
                 [{"diverging": float(i in div[f"chain {c}"])} for i in range(o["num_samples"])]
                 for c in range(o["num_chains"])
             ]
-            return chains, stats, constrained(starts, transforms)
-        for c in range(o["num_chains"]):
-            seed_everything(seed + _CHAIN_SEED_STRIDE * c)
-            z0, potential_fn, transforms = start(c)
-            starts.append(z0)
-            potential = _CountingPotential(potential_fn)
+            return chains, stats, constrained(starts)
+
+        def run_one(c: int) -> tuple[_State, list[dict[str, float]], ChainStart]:
+            seed_everything(seeds[c])
+            start = find_start(model_fn, data, roles.max_plate_nesting, strategies[c], c)
+            potential = _CountingPotential(start.potential_fn)
             recorder = _DrawStats(potential, nuts)
             runner = PyroMCMC(
                 make_kernel(potential),
                 o["num_samples"],
                 o["warmup_steps"],
-                initial_params=z0,
-                transforms=transforms,
+                initial_params=start.z,
+                transforms=start.transforms,
                 disable_progbar=not progress,
                 hook_fn=recorder,
             )
             runner.run()
-            chains.append(runner.get_samples())
-            stats.append(recorder.rows)
-        return chains, stats, constrained(starts, transforms)
+            return runner.get_samples(), recorder.rows, start
+
+        ran, failed = run_chains_apart(run_one, o["num_chains"])
+        if failed:
+            extras["failed_chains"] = failed
+        extras["init_redraws"] = [r[2].redraws for r in ran]
+        return [r[0] for r in ran], [r[1] for r in ran], constrained([r[2] for r in ran])
 
     @staticmethod
     def _recover(

@@ -425,6 +425,7 @@ def run_nuts(
     progress: bool = False,
     keep_momentum: bool = False,
     dense_mass: bool = False,
+    keep_warmup: bool = False,
 ) -> NUTSResult:
     """Warm up and sample every chain of ``potential`` in lockstep from ``init`` ``(C, D)``.
 
@@ -454,6 +455,9 @@ def run_nuts(
         instead of a diagonal one (their variances): for posteriors with strong correlations,
         at ``O(D**2)`` work per leapfrog step (as Pyro's ``full_mass`` and NumPyro's
         ``dense_mass``).
+    keep_warmup : bool, default False
+        Keep the warm-up iterations too: ``NUTSResult.extra["warmup_draws"]`` ``(C, num_warmup,
+        D)`` and ``extra["warmup_stats"]`` (the same statistics as ``stats``).
 
     Returns
     -------
@@ -489,6 +493,7 @@ def run_nuts(
             progress,
             keep_momentum,
             dense_mass,
+            keep_warmup,
         )
 
 
@@ -503,6 +508,7 @@ def _run(
     progress: bool,
     keep_momentum: bool,
     dense_mass: bool,
+    keep_warmup: bool = False,
 ) -> NUTSResult:
     C, D = init.shape
     # one numpy generator for the run, seeded from torch's global generator
@@ -535,6 +541,8 @@ def _run(
     momenta = np.empty((C, num_samples, D), dtype=dtype) if keep_momentum else None
     stats = {k: np.zeros((C, num_samples)) for k in _STAT_NAMES}
     warm_div = 0
+    warm_keep = np.empty((C, num_warmup if keep_warmup else 0, D), dtype=dtype)
+    warm_stats = {k: np.zeros((C, warm_keep.shape[1])) for k in _STAT_NAMES}
     bar = tqdm(range(num_warmup + num_samples), disable=not progress, desc="nuts")
     for it in bar:
         warm = it < num_warmup
@@ -543,6 +551,10 @@ def _run(
         z, pe, grad = draw.z, draw.pe, draw.grad
         if warm:
             warm_div += int(draw.diverging.sum())
+            if keep_warmup:
+                warm_keep[:, it] = z
+                for key, value in zip(_STAT_NAMES, _draw_stats(draw, step), strict=True):
+                    warm_stats[key][:, it] = value
             eps = da.update(draw.accept).astype(dtype)
             if buffer <= it < last_end:  # Welford's running (co)variance of the window's draws
                 count += 1
@@ -580,5 +592,11 @@ def _run(
         trajectory_length=length,
         inverse_mass=torch.from_numpy(metric.matrix.copy()),
         momentum=None if momenta is None else torch.from_numpy(momenta),
-        extra={"warmup_divergences": warm_div},
+        extra={"warmup_divergences": warm_div}
+        | ({"warmup_draws": torch.from_numpy(warm_keep), "warmup_stats": warm_stats} if keep_warmup else {}),
     )
+
+
+def _draw_stats(draw: _Draw, step: np.ndarray) -> tuple[np.ndarray, ...]:
+    """One iteration's statistics of every chain, in the order of ``_STAT_NAMES``."""
+    return (-draw.pe, draw.energy, step, draw.n_steps, draw.depth, draw.accept, draw.diverging)

@@ -434,6 +434,7 @@ def to_inference_data(
     num_ppc_samples: int | None = None,
     prior: bool = False,
     num_prior_samples: int | None = None,
+    warmup: bool = False,
 ) -> Any:
     """Convert ``fit`` to ArviZ (``InferenceData`` with ArviZ 0.x, ``DataTree`` with 1.x).
 
@@ -442,7 +443,8 @@ def to_inference_data(
     its own, ``step`` for SVI's loss, ``iteration`` for EM's log-likelihood), ``log_likelihood``
     (chain, draw, item) with discrete latents summed out, ``observed_data``, ``constant_data``
     (the covariates of a model of several arguments), ``posterior_predictive`` when asked, and
-    ``prior`` with ``prior_predictive`` when ``prior=True``.  Dims are named after the model's
+    ``prior`` with ``prior_predictive`` when ``prior=True``, ``warmup_posterior`` with
+    ``warmup_sample_stats`` when ``warmup=True`` (an MCMC fit run with ``save_warmup=True``).  Dims are named after the model's
     plates (the item dim after the data plate), event dims by the family where it names them
     (else ``<var>_dim_<k>``); the data's column names are the coordinates of the feature dim.
     """
@@ -454,6 +456,13 @@ def to_inference_data(
         raise ValueError(f"num_prior_samples must be a positive int; got {num_prior_samples!r}.")
     if not isinstance(prior, bool):
         raise TypeError(f"prior must be a bool; got {type(prior).__name__}.")
+    if not isinstance(warmup, bool):
+        raise TypeError(f"warmup must be a bool; got {type(warmup).__name__}.")
+    if warmup and "warmup_posterior" not in fit.extras:
+        raise ValueError(
+            f"warmup=True needs the warm-up draws, which this {fit.method!r} fit did not keep; fit with "
+            "method='mcmc' and save_warmup=True."
+        )
     gm, data = fit.model, fit.data
     point = not fit.posterior
     posterior = _estimates(fit)
@@ -483,6 +492,10 @@ def to_inference_data(
         latents, predicted = _prior(fit, num_prior_samples or _PRIOR_SAMPLES, dims)
         add("prior", latents, dims.group(latents, 2), _SAMPLE_DIMS)
         add("prior_predictive", predicted, dims.group(predicted, 2), _SAMPLE_DIMS)
+    if warmup:
+        warm = _numpy(fit.extras["warmup_posterior"])
+        add("warmup_posterior", warm, dims.group(warm, 2) if dims else {}, _SAMPLE_DIMS)
+        add("warmup_sample_stats", _numpy(fit.extras["warmup_sample_stats"]), {}, _SAMPLE_DIMS)
     if fit.sample_stats:
         add("sample_stats", _numpy(fit.sample_stats), {}, _SAMPLE_DIMS)
     else:
@@ -534,6 +547,8 @@ def to_inference_data(
         "prior_predictive",
         "observed_data",
         "constant_data",
+        "warmup_posterior",
+        "warmup_sample_stats",
     )
     return _assemble({g: groups[g] for g in order if g in groups})
 

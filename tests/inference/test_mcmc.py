@@ -14,6 +14,7 @@ from pyro.infer import NUTS
 import probgen as pg
 import probgen.inference.mcmc as mcmc_backend
 from probgen.errors import ModelNotSupportedError
+from probgen.inference._mcmc_starts import INIT_JITTER
 from probgen.inference.mcmc import _MAX_RHAT, _MIN_ESS_PER_CHAIN, _convergence_problems
 from probgen.model import GenerativeModel
 
@@ -110,7 +111,7 @@ def test_a_dict_start_is_kept_for_chain_0_and_jittered_for_the_others():
     starts = fit.extras["init"]["sigma"]
     assert starts[0].item() == pytest.approx(3.0, abs=1e-6)
     moved = (starts[1:].log() - math.log(3.0)).abs()  # jitter is uniform in the unconstrained space
-    assert (moved > 0).all() and (moved <= mcmc_backend._INIT_JITTER).all()
+    assert (moved > 0).all() and (moved <= INIT_JITTER).all()
     assert starts[1] != starts[2]
 
 
