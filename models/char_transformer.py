@@ -2,7 +2,9 @@
 
 The same model of text as ``CharRNN`` (a start token, then ``p(c_t | c_1 .. c_{t-1})`` for every
 character, no end token; the vocabulary learned from the training text or given), with a stack
-of pre-LayerNorm transformer blocks in place of the recurrence: character embedding, then per
+of pre-LayerNorm transformer blocks in place of the recurrence: character embedding (plus a
+learned mix of the embeddings of the ``shift`` characters before: a short causal convolution that
+hands the first block the local n-gram at once, which speeds early learning), then per
 block ``x + attention(LayerNorm(x))`` and ``x + feedforward(LayerNorm(x))`` (GELU), a final
 LayerNorm and a linear head.  Attention is causal, multi-head, by
 ``torch.nn.functional.scaled_dot_product_attention``; positions enter by rotary embeddings (each
@@ -46,9 +48,11 @@ _ROTARY_BASE = 10000.0
 
 class _Cache(NamedTuple):
     """What the network keeps between calls: per block the last ``seq_len - 1`` keys and values
-    (``(batch, heads, time, head_dim)``, already rotated), and the position of the next character."""
+    (``(batch, heads, time, head_dim)``, already rotated), the embeddings of the last ``shift``
+    inputs (``(batch, shift, d_model)``), and the position of the next character."""
 
     layers: tuple[tuple[Tensor, Tensor], ...]
+    recent: Tensor
     position: int
 
 
@@ -134,12 +138,15 @@ class _Net(nn.Module):
         dim_feedforward: int,
         dropout: float,
         window: int,
+        shift: int,
     ):
         super().__init__()
-        self.dropout = dropout
+        self.dropout, self.shift = dropout, shift
         self.freq: Tensor
         self.register_buffer("freq", _frequencies(d_model // n_heads), persistent=False)
         self.embedding = nn.Embedding(vocab_size + 1, d_model, dtype=_DTYPE)
+        if shift:  # the previous characters' embeddings, mixed into each input
+            self.mix = nn.Linear(shift * d_model, d_model, bias=False, dtype=_DTYPE)
         self.blocks = nn.ModuleList(
             _Block(d_model, n_heads, dim_feedforward, dropout, window) for _ in range(n_layers)
         )
@@ -157,13 +164,21 @@ class _Net(nn.Module):
         position = 0 if state is None else state.position
         cos, sin = _rotation(position, inputs.shape[1], self.freq)
         x = self.embedding(inputs)
+        b, t, d = x.shape
+        recent = x.new_zeros(b, 0, d)
+        if self.shift:  # a causal convolution over the embeddings: zeros before the start token
+            before = x.new_zeros(b, self.shift, d) if state is None else state.recent
+            padded = torch.cat([before, x], 1)
+            shifted = [padded[:, self.shift - j : self.shift - j + t] for j in range(1, self.shift + 1)]
+            x = x + self.mix(torch.cat(shifted, -1))
+            recent = padded[:, t:]
         if self.dropout and self.training:
             x = F.dropout(x, self.dropout)
         kept = []
         for i, block in enumerate(self.blocks):
             x, kv = block(x, None if state is None else state.layers[i], cos, sin)
             kept.append(kv)
-        return self.head(self.norm(x)), _Cache(tuple(kept), position + inputs.shape[1])
+        return self.head(self.norm(x)), _Cache(tuple(kept), recent, position + t)
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
@@ -184,7 +199,7 @@ class CharTransformer(_CharModel):
     ``fit.sample(n, length=200, prompt="", temperature=1.0)`` generates with a key/value cache.
 
     SVI defaults for this model (:meth:`svi_defaults`): ``subsample_size=64`` windows (fewer on
-    a short text), ``lr=0.003``, ``num_steps=2000``.
+    a short text), ``lr=0.005``, ``num_steps=2000``.
 
     Parameters
     ----------
@@ -197,6 +212,10 @@ class CharTransformer(_CharModel):
         Transformer blocks.
     dim_feedforward : int, optional
         Hidden width of each block's feedforward network; default ``4 * d_model``.
+    shift : int, default 2
+        Previous characters whose embeddings are mixed into each position's input by a learned
+        linear map (a causal convolution of width ``shift + 1`` over the embeddings; zeros
+        before the start token); 0 turns it off.
     dropout : float, default 0.0
         Dropout on the embeddings, the attention weights and each residual branch, in training
         only; in ``[0, 1)``.
@@ -231,7 +250,7 @@ class CharTransformer(_CharModel):
 
     fit_class: ClassVar[type[CharTransformerFit]] = CharTransformerFit
     _net_name = "transformer"  # the network's name in Pyro's param store
-    _lr = 0.003
+    _lr = 0.005
 
     def __init__(
         self,
@@ -241,9 +260,12 @@ class CharTransformer(_CharModel):
         dim_feedforward: int | None = None,
         dropout: float = 0.0,
         seq_len: int = 128,
+        shift: int = 2,
         vocabulary: str | None = None,
     ) -> None:
         _check_positive(d_model=d_model, n_heads=n_heads, n_layers=n_layers, seq_len=seq_len)
+        if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
+            raise ValueError(f"shift must be an int >= 0; got {shift!r}.")
         if dim_feedforward is not None:
             _check_positive(dim_feedforward=dim_feedforward)
         if d_model % 2:
@@ -260,7 +282,7 @@ class CharTransformer(_CharModel):
         self.vocabulary: str | None = _check_vocabulary(vocabulary)
         self.d_model, self.n_heads, self.n_layers = int(d_model), int(n_heads), int(n_layers)
         self.dim_feedforward = 4 * self.d_model if dim_feedforward is None else int(dim_feedforward)
-        self.dropout, self.seq_len = float(dropout), int(seq_len)
+        self.dropout, self.seq_len, self.shift = float(dropout), int(seq_len), int(shift)
 
     def _new_net(self, vocab_size: int) -> _Net:
         """A network with weights drawn from torch's generator (inside a fit: seeded by it)."""
@@ -272,6 +294,7 @@ class CharTransformer(_CharModel):
             self.dim_feedforward,
             self.dropout,
             self.seq_len,
+            self.shift,
         )
 
     def _time_chunk(self) -> int:
@@ -286,6 +309,7 @@ class CharTransformer(_CharModel):
             "dim_feedforward": self.dim_feedforward,
             "dropout": self.dropout,
             "seq_len": self.seq_len,
+            "shift": self.shift,
             "vocabulary": self.vocabulary,
         }
 
@@ -293,7 +317,7 @@ class CharTransformer(_CharModel):
         vocab = "learned" if self.vocabulary is None else f"{len(self.vocabulary)} characters"
         return (
             f"CharTransformer(d_model={self.d_model}, n_heads={self.n_heads}, n_layers={self.n_layers}, "
-            f"dim_feedforward={self.dim_feedforward}, dropout={self.dropout}, seq_len={self.seq_len}, "
+            f"dim_feedforward={self.dim_feedforward}, dropout={self.dropout}, seq_len={self.seq_len}, shift={self.shift}, "
             f"vocabulary={vocab})"
         )
 

@@ -30,13 +30,21 @@ def small_fit():
 
 
 # ------------------------------------------------------------- an independent forward pass
-def _hand_log_probs(params, vocab, text, n_heads, n_layers, window):
-    """``log p(c_t | ...)`` of every character, written out in float64 from the formulas: pre-LN
-    blocks, rotary positions, each position attending to the ``window`` positions ending at it."""
+def _hand_log_probs(params, vocab, text, n_heads, n_layers, window, shift=2):
+    """``log p(c_t | ...)`` of every character, written out in float64 from the formulas: the
+    embeddings of the ``shift`` previous inputs mixed in, pre-LN blocks, rotary positions, each
+    position attending to the ``window`` positions ending at it."""
     w = {k.split("$$$")[1]: v.double() for k, v in params.items()}
     codes = torch.tensor([vocab.index(c) for c in text])
-    x = w["embedding.weight"][torch.cat([torch.tensor([len(vocab)]), codes[:-1]])]
-    t, d = x.shape
+    e = w["embedding.weight"][torch.cat([torch.tensor([len(vocab)]), codes[:-1]])]
+    t, d = e.shape
+    x = e.clone()
+    for s in range(t):
+        before = [
+            e[s - j] if s - j >= 0 else torch.zeros(d, dtype=torch.float64) for j in range(1, shift + 1)
+        ]
+        if shift:
+            x[s] += w["mix.weight"] @ torch.cat(before)
     dh = d // n_heads
     half = dh // 2
     angle = torch.arange(t, dtype=torch.float64)[:, None] * 10000.0 ** (-torch.arange(half) / half)
@@ -80,6 +88,14 @@ def test_log_prob_equals_a_plain_forward_pass_of_the_same_weights(small_fit):
     torch.testing.assert_close(
         per_char, -_hand_log_probs(small_fit.params, vocab, long, 2, 2, 12), atol=1e-4, rtol=1e-5
     )
+
+
+def test_without_the_shift_the_network_is_a_plain_transformer():
+    fit = _fit(CharTransformer(shift=0, **SIZES), TEXT, num_steps=5)
+    assert not any("mix" in k for k in fit.params)
+    text = "hat; the cat sat on the rat.\nthe bat"
+    hand = _hand_log_probs(fit.params, fit.vocabulary, text, 2, 2, 12, shift=0).sum()
+    assert float(fit.log_prob([text])) == pytest.approx(float(hand), rel=1e-5, abs=1e-4)
 
 
 def test_the_key_value_cache_gives_the_logits_of_a_full_forward_pass(small_fit):
@@ -187,6 +203,7 @@ def test_the_picture_draws_one_bar_per_character(small_fit):
         ({"d_model": 15, "n_heads": 3}, ValueError, "d_model=15 must be even"),
         ({"d_model": 64, "n_heads": 3}, ValueError, "n_heads=3 must divide d_model=64.*n_heads=4"),
         ({"d_model": 12, "n_heads": 4}, ValueError, "heads of even width"),
+        ({"shift": -1}, ValueError, "shift must be an int >= 0; got -1"),
         ({"dropout": 1.0}, ValueError, r"dropout must be in \[0, 1\); got 1.0"),
         ({"dropout": "0.1"}, TypeError, "dropout must be a number"),
         ({"vocabulary": "abca"}, ValueError, "repeats the characters 'a'"),
