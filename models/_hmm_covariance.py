@@ -132,6 +132,10 @@ class _Covariance(abc.ABC):
         """hmmlearn's covariance update, ``prior`` (``covars_prior``) added to the numerators."""
 
     @abc.abstractmethod
+    def second_moments(self, second: Tensor) -> Stats:
+        """The second-moment statistics :meth:`m_step` reads, from full ``(K, d, d)`` moments."""
+
+    @abc.abstractmethod
     def from_matrices(self, cov: Tensor) -> dict[str, Tensor]:
         """The site for per-state covariance matrices ``(K, d, d)``."""
 
@@ -251,6 +255,9 @@ class _CholeskyCovariance(_Covariance):
             data.cache[key] = torch.cat([X, X[:, i] * X[:, j]], 1)
         both = G.T @ data.cache[key]  # first and second moments in one product
         return {"obs": both[:, :d], "obs_outer": _symmetric(both[:, d:], d)}
+
+    def second_moments(self, second: Tensor) -> Stats:
+        return {"obs_outer": second}
 
     def raw_second(self, second: Tensor, first: Tensor, post: Tensor, center: Tensor) -> Stats:
         cross = first[:, :, None] * center[None, None, :]
@@ -410,6 +417,9 @@ class _ScaleCovariance(_Covariance):
 
     def moments(self, G: Tensor, X: Tensor, data: SequenceData, block_length: int) -> Stats:
         return {"obs": G.T @ X, "obs_sq": G.T @ (X * X)}
+
+    def second_moments(self, second: Tensor) -> Stats:
+        return {"obs_sq": torch.diagonal(second, dim1=-2, dim2=-1)}
 
     def raw_second(self, second: Tensor, first: Tensor, post: Tensor, center: Tensor) -> Stats:
         return {"obs_sq": second + 2.0 * first * center + post[:, None] * center * center}

@@ -160,11 +160,12 @@ class _BaumWelch(_SequenceModel):
         data = self._prepared(data)
         self._check_params(data, params)
         chain = {"prev_initial": params["initial"], "prev_transition": params["transition"]}
-        done = self._emissions.compiled_e_step(data, params, few_sequences=self._few_sequences(data))
-        if done is None:
-            done = self._e_step_state_major(data, params)
-        if done is not None:
-            return {**done[0], **chain}, done[1]
+        if data.observed is None:  # the fast paths read complete data only
+            done = self._emissions.compiled_e_step(data, params, few_sequences=self._few_sequences(data))
+            if done is None:
+                done = self._e_step_state_major(data, params)
+            if done is not None:
+                return {**done[0], **chain}, done[1]
         lay, vals, ll, gamma, xi = self._run_forward_backward(data, params, posteriors=True)
         assert gamma is not None and xi is not None
         K = self.n_states
@@ -174,9 +175,26 @@ class _BaumWelch(_SequenceModel):
             "trans": xi,
             "post": G.sum(0),
             **chain,
-            **self._emissions.statistics(data, vals, G, lay, params),
+            **self._emission_statistics(data, vals, G, lay, params),
         }
         return stats, float(ll.sum())
+
+    def _emission_statistics(
+        self, data: SequenceData, vals: Tensor, G: Tensor, lay: _Layout, params: Mapping[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """The emissions' expected statistics; with missing cells, from the observed cells only
+        (Gaussian: the missing features' conditional moments, exact EM)."""
+        if data.observed is None:
+            return self._emissions.statistics(data, vals, G, lay, params)
+        observed = self._blocked_observed(data, lay)
+        if vals.dim() == 2:  # categorical: one symbol a step
+            return self._emissions.statistics_missing(vals.reshape(-1), observed.reshape(-1), G, params)
+        d = data.n_features
+        return self._emissions.statistics_missing(vals.reshape(-1, d), observed.reshape(-1, d), G, params)
+
+    @abc.abstractmethod
+    def _blocked_observed(self, data: SequenceData, lay: _Layout) -> Tensor:
+        """:attr:`SequenceData.observed` in the block layout ``lay``."""
 
     def _e_step_state_major(
         self, data: SequenceData, params: Mapping[str, Tensor]

@@ -103,6 +103,16 @@ def _centers(X: Tensor, K: int, strategy: str, generator: torch.Generator) -> Te
     return centers
 
 
+def _observed_steps(data: SequenceData) -> Tensor:
+    """The real steps ``(n, d)``; missing cells at their feature's mean over the observed cells."""
+    X = data.values[data.mask]
+    if data.observed is None:
+        return X
+    seen = data.observed[data.mask]
+    mean = (X * seen).sum(0) / seen.sum(0)
+    return torch.where(seen, X, mean)
+
+
 # --------------------------------------------------------------------------- the contract
 @dataclass(frozen=True)
 class _Emission(abc.ABC):
@@ -212,6 +222,24 @@ class _Emission(abc.ABC):
     @abc.abstractmethod
     def validate_init(self, name: str, value: Tensor, data: SequenceData) -> dict[str, Tensor]:
         """Check a starting value the user gave for site ``name``; the sites it sets."""
+
+    # ------------------------------------------------------------------- missing cells
+    @abc.abstractmethod
+    def log_density_missing(self, values: Tensor, observed: Tensor, params: Params) -> Tensor:
+        """Log-densities ``(..., K)`` of the observed cells of ``values`` (``observed`` marks
+        them, same shape): the missing cells marginalised, zero for a step missing whole."""
+
+    @abc.abstractmethod
+    def statistics_missing(self, X: Tensor, observed: Tensor, G: Tensor, params: Params) -> Stats:
+        """:meth:`statistics` of the steps ``X`` ``(n, d)`` (categorical ``(n,)``) whose cells
+        ``observed`` marks, under the marginals ``G`` ``(n, K)``: what :meth:`m_step` needs for
+        exact EM with the missing cells marginalised."""
+
+    @abc.abstractmethod
+    def impute_mean(self, X: Tensor, observed: Tensor, G: Tensor, params: Params) -> Tensor:
+        """``X`` with its missing cells at their conditional means given the step's observed
+        cells and the state marginals ``G`` ``(n, K)``: ``sum_k G[t, k] E[x_t | z_t = k, x_o]``
+        (categorical: the most probable symbol)."""
 
     # ------------------------------------------------------------------------ Viterbi
     def viterbi_compiled(
@@ -447,6 +475,20 @@ class _CategoricalEmission(_Emission):
     def m_step(self, stats: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return {"probs": _normalise(stats["counts"].clamp_min(0), stats["prev_probs"])}
 
+    def log_density_missing(self, values: Tensor, observed: Tensor, params: Params) -> Tensor:
+        log_e = self.log_density(values, params)
+        return torch.where(observed[..., None], log_e, 0.0)
+
+    def statistics_missing(self, X: Tensor, observed: Tensor, G: Tensor, params: Params) -> Stats:
+        M = params["probs"].shape[-1]
+        seen = G * observed[:, None]  # a missing step counts no symbol
+        counts = torch.zeros((M, self.n_states), dtype=_F64).index_add_(0, X, seen).T
+        return {"counts": counts, "prev_probs": params["probs"]}
+
+    def impute_mean(self, X: Tensor, observed: Tensor, G: Tensor, params: Params) -> Tensor:
+        likely = (G @ params["probs"].to(_F64)).argmax(-1)
+        return torch.where(observed, X, likely)
+
     def init_params(
         self, data: SequenceData, strategy: str, given: Mapping[str, Any], generator: torch.Generator
     ) -> dict[str, Tensor]:
@@ -534,7 +576,7 @@ class _VectorEmission(_Emission):
         self, data: SequenceData, strategy: str, given: Mapping[str, Any], generator: torch.Generator
     ) -> dict[str, Tensor]:
         """Means from k-means++ and Lloyd iterations on all steps (``"kmeans"``) or drawn from them."""
-        X = data.values[data.mask]  # (n_steps, d)
+        X = _observed_steps(data)  # (n_steps, d)
         params: dict[str, Tensor] = {}
         if self.mean_site not in given:
             params[self.mean_site] = self.means_from_centers(_centers(X, self.n_states, strategy, generator))
@@ -552,7 +594,7 @@ class _VectorEmission(_Emission):
         """Centre and spread of the data per feature, which scale the priors."""
         if data is None:
             return torch.zeros(1, dtype=_F64), torch.ones(1, dtype=_F64)
-        X = data.values[data.mask]
+        X = _observed_steps(data)
         center = X.mean(0)
         spread = X.std(0) if X.shape[0] > 1 else torch.ones_like(center)
         spread = torch.where(spread > 0, spread, 1e-3 * (1.0 + center.abs()))
@@ -600,7 +642,27 @@ class _PoissonEmission(_VectorEmission):
         return out.view(values.shape[:-1] + (self.n_states,))
 
     def m_step(self, stats: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        return {"rates": stats["obs"] / stats["post"][:, None]}
+        # with missing cells, each feature's occupancy counts the steps where it is observed
+        post = stats["post_obs"] if "post_obs" in stats else stats["post"][:, None]
+        return {"rates": stats["obs"] / post}
+
+    def log_density_missing(self, values: Tensor, observed: Tensor, params: Params) -> Tensor:
+        d = values.shape[-1]
+        X, seen = values.reshape(-1, d), observed.reshape(-1, d).to(_F64)
+        rates = params["rates"].to(_F64)
+        out = (
+            (seen * X) @ torch.log(rates).clamp_min(-1e250).T
+            - seen @ rates.T
+            - (torch.lgamma(X + 1.0) * seen).sum(-1, keepdim=True)
+        )
+        return out.view(values.shape[:-1] + (self.n_states,))
+
+    def statistics_missing(self, X: Tensor, observed: Tensor, G: Tensor, params: Params) -> Stats:
+        seen = observed.to(_F64)  # the features factorise: each rate from the steps observing it
+        return {"obs": G.T @ (seen * X), "post_obs": G.T @ seen}
+
+    def impute_mean(self, X: Tensor, observed: Tensor, G: Tensor, params: Params) -> Tensor:
+        return torch.where(observed, X, G @ params["rates"].to(_F64))
 
     def means_from_centers(self, centers: Tensor) -> Tensor:
         return centers.clamp_min(1e-3)

@@ -26,6 +26,7 @@ from probgen.models._hmm_emissions import (
 )
 from probgen.models._hmm_engine import _forward_backward
 from probgen.models._hmm_layout import SequenceData, _Layout, _layout, _pad_time, _padded_length, _scratch
+from probgen.models._hmm_missing import gaussian_completed, gaussian_log_density, gaussian_moments
 from probgen.models._hmm_viterbi import _ViterbiEmission
 
 __all__: list[str] = []
@@ -183,6 +184,26 @@ class _GaussianEmission(_VectorEmission):
         post = stats["post"]
         means = stats["obs"] / post[:, None]
         return {"locs": means, **self.covariance.m_step(stats, means, post, self.covars_prior)}
+
+    def log_density_missing(self, values: Tensor, observed: Tensor, params: Params) -> Tensor:
+        d = values.shape[-1]
+        locs, cov = self._moments(params, d)
+        out = gaussian_log_density(values.reshape(-1, d), observed.reshape(-1, d), locs, cov)
+        return out.view(values.shape[:-1] + (self.n_states,))
+
+    def statistics_missing(self, X: Tensor, observed: Tensor, G: Tensor, params: Params) -> Stats:
+        locs, cov = self._moments(params, X.shape[-1])
+        first, second = gaussian_moments(X, observed, G, locs, cov)
+        return {"obs": first, **self.covariance.second_moments(second)}
+
+    def impute_mean(self, X: Tensor, observed: Tensor, G: Tensor, params: Params) -> Tensor:
+        locs, cov = self._moments(params, X.shape[-1])
+        full, _ = gaussian_completed(X, observed, locs, cov)
+        return torch.where(observed, X, (G[:, :, None] * full).sum(1))
+
+    def _moments(self, params: Params, d: int) -> tuple[Tensor, Tensor]:
+        """Means ``(K, d)`` and full covariance matrices ``(K, d, d)`` of the states."""
+        return params["locs"].to(_F64), self.covariance.matrices(self._value(params), self.n_states, d)
 
     def init_spread(self, X: Tensor, given: Mapping[str, Any]) -> dict[str, Tensor]:
         """Every state's covariance the data covariance plus ``min_covar`` (hmmlearn)."""

@@ -40,6 +40,11 @@ class SequenceData:
         ``(n_sequences,)`` int64 lengths.
     single : bool
         True when one sequence was given (tools then return its result unwrapped).
+    observed : Tensor or None
+        With ``missing="marginalize"``: ``(n_sequences, max_length, n_features)`` bool
+        (categorical: ``(n_sequences, max_length)``), True on the observed cells; the missing
+        cells of ``values`` hold a placeholder (zero or the column's first observed value).
+        ``None`` when every cell is observed.
     cache : dict
         Arrays derived from the data alone (block layout, products of features), filled by
         users of the engine and kept across EM iterations; empty on construction.
@@ -48,6 +53,7 @@ class SequenceData:
     values: Tensor
     lengths: Tensor
     single: bool = False
+    observed: Tensor | None = None
     cache: dict[str, Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property

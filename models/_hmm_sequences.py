@@ -66,6 +66,64 @@ class _SequenceModel(GenerativeModel):
         values = _pad_time(values, _padded_length(values.shape[1]), 0.0)
         return SequenceData(self._emissions.prepare_values(values, argname), lengths, single)
 
+    def prepare_missing(self, data: Any, argname: str = "data") -> SequenceData:
+        """As :meth:`prepare_data`, with NaN read as a missing cell (the capability
+        :class:`probgen.capabilities.MissingValues`, used by ``missing="marginalize"``).
+
+        A step may be missing whole (it then emits with probability one in every state) or, for
+        Gaussian and Poisson emissions of several features, in part.  The observed cells are
+        checked as :meth:`prepare_data` checks them; the missing ones hold a placeholder in
+        :attr:`SequenceData.values` and are marked in :attr:`SequenceData.observed`.
+
+        Parameters
+        ----------
+        data : array-like, list of array-like, or SequenceData
+            One sequence ``(T,)`` or ``(T, d)``, or a list of them, NaN where a cell is missing.
+
+        Returns
+        -------
+        SequenceData
+            With ``observed`` set when some cell is missing (``None`` otherwise).
+
+        Raises
+        ------
+        ValueError
+            As :meth:`prepare_data` (infinite values among them), or a feature never observed.
+
+        Examples
+        --------
+        >>> from probgen.models import HiddenMarkovModel
+        >>> d = HiddenMarkovModel(2).prepare_missing([1.0, float("nan"), 3.0])
+        >>> d.observed[0, :3, 0].tolist()
+        [True, False, True]
+        """
+        if isinstance(data, SequenceData):
+            return self.prepare_data(data, argname)
+        tensors, single = _sequence_tensors(data, argname, missing=True)
+        lengths = torch.tensor([t.shape[0] for t in tensors], dtype=torch.long)
+        values = torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True)
+        values = _pad_time(values, _padded_length(values.shape[1]), 0.0)
+        seen = ~torch.isnan(values)
+        if bool(seen.all()):
+            return SequenceData(self._emissions.prepare_values(values, argname), lengths, single)
+        real = torch.arange(values.shape[1])[None, :] < lengths[:, None]
+        observed = seen & real[:, :, None]
+        never = ~(observed.any((0, 1)))
+        if bool(never.any()):
+            raise ValueError(
+                f"{argname} has no observed value of feature(s) {never.nonzero()[:, 0].tolist()}; "
+                "every feature needs an observed value somewhere."
+            )
+        # placeholder: each feature's first observed value, so the emissions' range checks see real values
+        d = values.shape[-1]
+        first = observed.reshape(-1, d).to(torch.int8).argmax(0)
+        cols = values.reshape(-1, d)[first, torch.arange(d)]
+        filled = torch.where(seen, values, cols)
+        prepared = self._emissions.prepare_values(filled, argname)
+        if prepared.dim() == 2:  # categorical: one symbol a step
+            observed = observed[..., 0]
+        return SequenceData(prepared, lengths, single, observed)
+
     def num_items(self, data: Any) -> int:
         """Number of sequences."""
         return len(self._prepared(data))
@@ -77,13 +135,22 @@ class _SequenceModel(GenerativeModel):
     def data_to_arrays(self, data: Any) -> dict[str, Tensor]:
         """Padded values and lengths (for saving a fit with its training sequences)."""
         d = self._prepared(data)
-        return {"values": d.values, "lengths": d.lengths, "single": torch.tensor(int(d.single))}
+        arrays = {"values": d.values, "lengths": d.lengths, "single": torch.tensor(int(d.single))}
+        if d.observed is not None:
+            arrays["observed"] = d.observed
+        return arrays
 
     def data_from_arrays(self, arrays: Mapping[str, Tensor]) -> SequenceData | None:
         """The :class:`SequenceData` that :meth:`data_to_arrays` saved."""
         if "values" not in arrays:
             return None
-        return SequenceData(arrays["values"], arrays["lengths"], bool(arrays["single"]))
+        observed = arrays.get("observed")
+        return SequenceData(
+            arrays["values"],
+            arrays["lengths"],
+            bool(arrays["single"]),
+            None if observed is None else observed.bool(),
+        )
 
     def observed_arrays(self, data: Any) -> dict[str, Tensor]:
         """Observed data for ArviZ: the padded values (padded steps hold zeros)."""
@@ -161,7 +228,8 @@ class _SequenceModel(GenerativeModel):
         n = _index(sequence, "sequence", len(data), "sequences")
         f = _index(feature, "feature", data.n_features, "features")
         T = int(data.lengths[n])
-        one = SequenceData(data.values[n : n + 1, :T], data.lengths[n : n + 1], single=True)
+        seen = None if data.observed is None else data.observed[n : n + 1, :T]
+        one = SequenceData(data.values[n : n + 1, :T], data.lengths[n : n + 1], True, seen)
         lo, hi = _window(window, T)
         path = self.latent_map(one, params)["states"].numpy()[lo:hi]
         ax = _axes(ax, figsize=(10.0, 4.5))
@@ -196,11 +264,12 @@ def _is_scalar(x: Any) -> bool:
     return isinstance(x, int | float | np.number)
 
 
-def _sequence_tensors(data: Any, argname: str) -> tuple[list[Tensor], bool]:
+def _sequence_tensors(data: Any, argname: str, *, missing: bool = False) -> tuple[list[Tensor], bool]:
     """The sequences of ``data`` as ``(T_i, d)`` float64 tensors, and whether it held one sequence.
 
-    Raises ``ValueError`` on ``None``, empty lists or sequences, NaN/inf, a wrong dimension or
-    differing feature counts; ``TypeError`` on non-numeric data.
+    Raises ``ValueError`` on ``None``, empty lists or sequences, NaN (kept with ``missing``;
+    otherwise the message names ``missing="marginalize"``), inf, a wrong dimension or differing
+    feature counts; ``TypeError`` on non-numeric data.
     """
     if data is None:
         raise ValueError(f"{argname} is None; expected a sequence (T,) or (T, d), or a list of them.")
@@ -220,13 +289,22 @@ def _sequence_tensors(data: Any, argname: str) -> tuple[list[Tensor], bool]:
         if isinstance(s, np.ndarray) and not s.flags.writeable:
             s = s.copy()
         try:
-            t = as_tensor(s, name, dtype=_F64)
+            t = as_tensor(s, name, dtype=_F64, allow_nan=True)
         except ValueError as err:
             if "empty" in str(err):
                 raise ValueError(
                     f"{name} is an empty sequence (length 0); every sequence needs at least one time step."
                 ) from None
             raise
+        if bool(torch.isinf(t).any()):
+            raise ValueError(
+                f"{name} has {int(torch.isinf(t).sum())} infinite values; drop or impute them before fitting."
+            )
+        if not missing and bool(torch.isnan(t).any()):
+            raise ValueError(
+                f"{name} has {int(torch.isnan(t).sum())} NaN values; drop or impute them before fitting, "
+                "or pass missing='marginalize' to probgen.fit (method='em') to read NaN as missing at random."
+            )
         if t.dim() == 1:
             t = t[:, None]
         elif t.dim() != 2:

@@ -29,10 +29,10 @@ from torch import Tensor
 from probgen.models._hmm_covariance import _COVARIANCES
 from probgen.models._hmm_em import _BaumWelch
 from probgen.models._hmm_emissions import _CategoricalEmission, _Emission, _PoissonEmission
-from probgen.models._hmm_engine import _small_problem
+from probgen.models._hmm_engine import _forward_backward_log, _small_problem
 from probgen.models._hmm_gaussian import _GaussianEmission
 from probgen.models._hmm_layout import SequenceData, _Layout, _layout, _pad_time, _padded_length
-from probgen.models._hmm_viterbi import _LOG_FLOOR, _viterbi, _viterbi_block_length
+from probgen.models._hmm_viterbi import _LOG_FLOOR, _viterbi, _viterbi_block_length, _ViterbiEmission
 from probgen.validation import positive_int
 
 # The compiled categorical E-step runs on up to this many sequences per squared state (whatever
@@ -328,7 +328,7 @@ class HiddenMarkovModel(_BaumWelch):
         self, data: SequenceData, params: Mapping[str, Tensor], *, posteriors: bool
     ) -> tuple[Tensor, Tensor] | None:
         """Scores and marginals ``(N, T, K)`` by the emissions' compiled kernel, or ``None``."""
-        if not self._few_sequences(data):
+        if not self._few_sequences(data) or data.observed is not None:
             return None
         return self._emissions.compiled_forward_backward(data, params, posteriors=posteriors)
 
@@ -338,8 +338,21 @@ class HiddenMarkovModel(_BaumWelch):
         """Forward-backward in block layout: the layout, blocked values, log-likelihoods, and
         with ``posteriors`` the marginals and transition counts (``params`` checked)."""
         lay, vals = self._blocked(data)
+        if data.observed is not None:  # missing cells marginalised: the general route
+            log_e = self._emissions.log_density_missing(vals, self._blocked_observed(data, lay), params)
+            initial, transition = params["initial"].to(_F64), params["transition"].to(_F64)
+            ll, gamma, xi = _forward_backward_log(log_e, lay, initial, transition, posteriors=posteriors)
+            return lay, vals, ll, gamma, xi
         ll, gamma, xi = self._emissions.forward_backward(data, vals, lay, params, posteriors=posteriors)
         return lay, vals, ll, gamma, xi
+
+    def _blocked_observed(self, data: SequenceData, lay: _Layout) -> Tensor:
+        """:attr:`SequenceData.observed` in the block layout ``lay`` (cached per data)."""
+        assert data.observed is not None
+        key = f"observed/{lay.L}/{lay.Tp}"
+        if key not in data.cache:
+            data.cache[key] = lay.to_blocks(_pad_time(data.observed, lay.Tp, False))
+        return data.cache[key]
 
     # ---------------------------------------------------------------------- fit tools
     def log_prob_items(self, data: Any, params: Mapping[str, Tensor]) -> Tensor:
@@ -386,6 +399,8 @@ class HiddenMarkovModel(_BaumWelch):
         """Viterbi paths and their joint log-probabilities ``log p(x, z*)`` per sequence."""
         data = self._prepared(data)
         self._check_params(data, params)
+        if data.observed is not None:
+            return self._viterbi_missing(data, params)
         if data.values.device.type == "cpu":
             return self._viterbi_compiled(data, params)
         # Viterbi's own blocking (not forward-backward's), whole blocks straight from the data
@@ -401,6 +416,96 @@ class HiddenMarkovModel(_BaumWelch):
             block_length=L,
         )
         return [paths[i, : int(n)] for i, n in enumerate(data.lengths)], scores
+
+    def _viterbi_missing(
+        self, data: SequenceData, params: Mapping[str, Tensor]
+    ) -> tuple[list[Tensor], Tensor]:
+        """:meth:`viterbi` with missing cells marginalised out of the emissions (a step missing
+        whole emits with probability one in every state)."""
+        assert data.observed is not None
+        log_e = self._emissions.log_density_missing(data.values, data.observed, params)
+        log_pi = torch.log(params["initial"].to(_F64)).clamp_min(_LOG_FLOOR)
+        log_A = torch.log(params["transition"].to(_F64)).clamp_min(_LOG_FLOOR)
+        if data.values.device.type == "cpu":
+            # the compiled kernels load on first use: importing numba costs about a second
+            from probgen.models._hmm_kernels import viterbi_dense
+
+            lengths = data.lengths.tolist()
+            paths = np.empty(sum(lengths), dtype=np.int64)
+            scores = np.empty(len(lengths))
+            le = log_e.clamp_min(_LOG_FLOOR).contiguous().numpy()
+            viterbi_dense(le, data.lengths.numpy(), log_pi.numpy(), log_A.contiguous().numpy(), paths, scores)
+            return list(torch.from_numpy(paths).split(lengths)), torch.from_numpy(scores)
+        L = _viterbi_block_length(data.values.shape[1], float(data.lengths.sum()) * self.n_states**2)
+        Tp = _padded_length(data.values.shape[1], L)
+        lay = _layout(data.lengths, Tp, L)
+        blocked = lay.to_blocks(_pad_time(log_e, Tp, 0.0))
+        paths, scores = _viterbi(
+            _ViterbiEmission.from_array(blocked.transpose(1, 2), lay), lay, log_pi, log_A, block_length=L
+        )
+        return [paths[i, : int(n)] for i, n in enumerate(data.lengths)], scores
+
+    def impute_items(
+        self,
+        data: Any,
+        params: Mapping[str, Tensor],
+        *,
+        method: str = "mean",
+        num_samples: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Missing cells filled with their conditional means given the whole sequence (the
+        capability :class:`probgen.capabilities.Imputes`).
+
+        A missing cell of step ``t`` becomes ``sum_k gamma_t(k) E[x_t | z_t = k, observed cells
+        of x_t]`` with the smoothing marginals ``gamma`` of forward-backward; a categorical step
+        its most probable symbol.
+
+        Returns
+        -------
+        Tensor
+            ``(1, *data.values.shape)``: one completed copy of the padded values.
+
+        Raises
+        ------
+        ValueError
+            ``method="sample"``: HMMs impute conditional means only for now.
+        """
+        if method != "mean":
+            raise ValueError(
+                f"method={method!r} is not available for HiddenMarkovModel; impute with method='mean' "
+                "(the posterior-weighted conditional means)."
+            )
+        data = self.prepare_missing(data) if not isinstance(data, SequenceData) else data
+        self._check_params(data, params)
+        if data.observed is None:
+            filled = data.values
+        else:
+            lay, _, _, blocked, _ = self._run_forward_backward(data, params, posteriors=True)
+            assert blocked is not None
+            K = self.n_states
+            Tp = data.values.shape[1]
+            G = lay.from_blocks(blocked)[:, :Tp].reshape(-1, K)
+            if data.values.dim() == 2:  # categorical
+                X, seen = data.values.reshape(-1), data.observed.reshape(-1)
+            else:
+                X, seen = data.values.reshape(-1, data.n_features), data.observed.reshape(-1, data.n_features)
+            filled = self._emissions.impute_mean(X, seen, G, params).view(data.values.shape)
+        return filled[None].to(_F64)  # categorical symbols too: NaN came in floating arrays
+
+    def imputed_like(self, given: Any, data: SequenceData, filled: Tensor) -> Any:
+        """The padded values ``filled`` as sequences in the form ``given`` came in (``fit.impute``):
+        a list of sequences for a list, one sequence otherwise; numpy arrays unless tensors were
+        given, ``(T,)`` when one feature was given that way."""
+        seqs = [filled[i, : int(n)] for i, n in enumerate(data.lengths)]
+        first = given[0] if isinstance(given, list | tuple) and not data.single else given
+        if filled.dim() == 3 and data.n_features == 1 and np.ndim(first) == 1:
+            seqs = [q[:, 0] for q in seqs]
+        if not isinstance(first, Tensor):
+            out: list[Any] = [q.numpy() for q in seqs]
+        else:
+            out = [q.to(first.dtype) if first.is_floating_point() else q for q in seqs]
+        return out[0] if data.single else out
 
     def latent_map(self, data: Any, params: Mapping[str, Tensor]) -> dict[str, Any]:
         """``{"states": [Viterbi path per sequence]}`` (the path itself if one sequence)."""

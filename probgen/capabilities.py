@@ -256,7 +256,9 @@ class Imputes(Protocol):
 
     ``impute_items`` returns ``(num_samples, *data.shape)`` copies of the prepared ``data``, the
     observed cells unchanged: ``method="mean"`` the conditional means (one copy),
-    ``method="sample"`` draws from the conditional distribution of the missing cells.
+    ``method="sample"`` draws from the conditional distribution of the missing cells.  A model
+    whose items are not rows of a matrix (sequences) may add ``imputed_like(given, prepared,
+    filled)``, returning a completed copy in the form the user gave.
     """
 
     def impute_items(

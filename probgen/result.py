@@ -591,7 +591,8 @@ class FitResult:
                 model.impute_items(d, {**self.params, **sets[i]}, method="sample", generator=gen)[0]
                 for i in which
             ]
-        copies = [_like_input(data, f) for f in filled]
+        restore = getattr(model, "imputed_like", None)  # items that are not rows (sequences)
+        copies = [restore(data, d, f) if restore is not None else _like_input(data, f) for f in filled]
         return copies[0] if num_samples == 1 else copies
 
     # ----------------------------------------------------------------- generation
