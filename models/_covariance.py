@@ -313,7 +313,15 @@ class _Correlated(_Covariance):
         return tril @ tril.transpose(-1, -2)
 
     def to_sites(self, cov: Tensor, d: int) -> dict[str, Tensor]:
-        chol = torch.linalg.cholesky(cov)
+        chol, info = torch.linalg.cholesky_ex(cov)
+        if bool((info != 0).any()) or not bool(torch.isfinite(chol).all()):
+            raise ValueError(
+                f"a {self.name} covariance computed from the data is not positive definite (or not "
+                "finite): the data are degenerate for this model (repeated or constant items, a feature "
+                "with no spread, or values so large that their squares overflow). Raise the covariance "
+                "floor (reg_covar / min_covar), use covariance_type='diag', rescale the data, or fit "
+                "fewer components or states."
+            )
         scale = torch.linalg.vector_norm(chol, dim=-1)
         out = {"scale": scale}
         if d > 1:

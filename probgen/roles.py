@@ -200,9 +200,13 @@ def _check_observed_shapes(observed: list[dict[str, Any]]) -> None:
         if not isinstance(value, Tensor):
             continue
         expected = tuple(fn.batch_shape + fn.event_shape)
+        in_plate = any(f.vectorized for f in s["cond_indep_stack"])
         try:
-            torch.broadcast_shapes(tuple(value.shape), expected)
+            fits = torch.broadcast_shapes(tuple(value.shape), expected) == expected or not in_plate
         except RuntimeError:
+            fits = False
+        # in a plate, data with more dims than the site would make the plate index the wrong axis
+        if not fits:
             raise ValueError(
                 f"data: the observed site {s['name']!r} generates values of shape {expected} here, "
                 f"but the data give it shape {tuple(value.shape)}; pass data shaped like the site "

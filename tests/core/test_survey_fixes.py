@@ -80,11 +80,11 @@ def test_a_covariance_that_becomes_singular_is_a_clear_error():
 
     rng = np.random.default_rng(0)
     repeated = np.repeat(rng.normal(size=(5, 2)), 10, 0)
-    with pytest.raises(ValueError, match="became singular during EM.*reg_covar"):
+    with pytest.raises(ValueError, match="(became singular during EM|not positive definite).*reg_covar"):
         pg.fit(
             GaussianMixture(2, covariance_type="full", reg_covar=0.0), repeated, method="em", progress=False
         )
-    with pytest.raises(ValueError, match="became singular during EM.*min_covar"):
+    with pytest.raises(ValueError, match="(became singular during EM|not positive definite).*min_covar"):
         pg.fit(
             HiddenMarkovModel(2, emission="gaussian", covariance_type="full"),
             np.ones((50, 2)),
@@ -168,3 +168,27 @@ def test_two_dimensional_data_into_a_one_dimensional_user_model_names_the_site_a
     assert (
         err.traceback[-1].path.name == "roles.py"
     )  # raised by probgen before any step, not by Pyro's log_prob
+
+
+def test_a_covariance_that_overflows_at_svis_start_is_a_clear_error():
+    huge = np.random.default_rng(0).normal(size=(2, 2)) * 1e150
+    with pytest.raises(ValueError, match="not positive definite \\(or not finite\\).*rescale the data"):
+        pg.fit(GaussianMixture(2), huge, method="svi", num_steps=5, progress=False)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_items_with_an_extra_dim_in_a_plate_are_refused_whatever_they_broadcast_to(n):
+    import pyro
+    import pyro.distributions as dist
+
+    def model(x=None):
+        loc = pyro.sample("loc", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", 5 if x is None else len(x)):
+            pyro.sample("x", dist.Normal(loc, 1.0), obs=x)
+
+    # (2, 2) broadcasts against the plate's (2,) and would make the plate index the features
+    data = np.random.default_rng(0).normal(size=(n, 2))
+    with pytest.raises(
+        ValueError, match=rf"generates values of shape \({n},\) here, but the data give it shape \({n}, 2\)"
+    ):
+        pg.fit(pg.model(model), data, method="svi", num_steps=5, progress=False)
