@@ -1,0 +1,287 @@
+"""The potential of every chain at once, for the samplers that move chains in lockstep.
+
+The model is traced once with the chains as an extra plate left of its own plates, every
+continuous site conditioned on a ``(chains, ...)`` value; discrete latents are summed out by tensor
+variable elimination down to the chains plate (``pyro.ops.contract``).  The result is checked
+against Pyro's own one-state potential at every chain's starting point before sampling starts, so
+a model that does not broadcast over the extra dim is caught and evaluated chain by chain instead
+(never a silent wrong answer).  The potential and its gradient are traced together to one static
+graph of ATen operations (``make_fx``) and compiled where the trace can be followed; the compiled
+function is checked against the uncompiled one before use.  ``run_nuts`` (probgen's NUTS) and
+``run_chees`` (ChEES-HMC) both evaluate models through :class:`BatchedPotential`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.distributions.util import scale_and_mask
+from pyro.ops import packed
+from pyro.ops.contract import contract_to_tensor
+from pyro.ops.rings import LogRing
+from pyro.poutine.util import site_is_subsample
+from torch import Tensor
+from torch.fx.experimental.proxy_tensor import make_fx
+
+__all__ = ["BatchedPotential"]
+
+_CHAINS_PLATE = "_pg_chains"
+#: What tracing or running a compiled graph raises on a model it cannot follow (the eager
+#: potential is used then, so the choice never changes a result).
+_TRACE_ERRORS = (RuntimeError, TypeError, ValueError, NotImplementedError, AttributeError, IndexError)
+
+
+def _sum_to_chains(lp: Tensor, nesting: int, num_chains: int) -> Tensor:
+    """A site's log-prob summed over every dim but the chains dim, which sits at -(nesting + 1)."""
+    if lp.dim() < nesting + 1:
+        lp = lp.reshape((1,) * (nesting + 1 - lp.dim()) + tuple(lp.shape))
+    lp = lp.movedim(lp.dim() - nesting - 1, 0)
+    return lp.reshape(lp.shape[0], -1).sum(-1).expand(num_chains)
+
+
+class BatchedPotential:
+    """The potential energy of ``C`` unconstrained states at once, ``(C, D) -> (C,)``.
+
+    Parameters
+    ----------
+    model_fn : callable
+        The Pyro model (with ``config_enumerate`` applied when it has discrete latents).
+    data : object
+        Its argument.
+    transforms : dict
+        Pyro's constrained-to-unconstrained transforms by site (``initialize_model``'s).
+    template : dict of str to Tensor
+        One unconstrained state (its shapes and dtype), sites in sorted order.
+    num_chains : int
+    max_plate_nesting : int
+    enumerate_discrete : bool
+        Sum discrete latents out (tensor variable elimination).
+
+    Examples
+    --------
+    >>> import pyro, pyro.distributions as dist, torch
+    >>> def m(data):
+    ...     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    ...     pyro.sample("obs", dist.Normal(mu, 1.0), obs=data)
+    >>> from pyro.distributions.transforms import identity_transform
+    >>> pot = BatchedPotential(m, torch.tensor(0.0), {"mu": identity_transform}, {"mu": torch.zeros(())}, 2, 0)
+    >>> pot(torch.zeros(2, 1)).shape
+    torch.Size([2])
+    """
+
+    def __init__(
+        self,
+        model_fn: Callable[..., Any],
+        data: Any,
+        transforms: Mapping[str, Any],
+        template: Mapping[str, Tensor],
+        num_chains: int,
+        max_plate_nesting: int,
+        enumerate_discrete: bool = False,
+        one_state: Callable[[dict[str, Tensor]], Tensor] | None = None,
+    ) -> None:
+        self.model_fn = model_fn
+        self.one_state = one_state
+        self.vectorised = True
+        self.data = data
+        self.transforms = dict(transforms)
+        self.names = sorted(template)
+        self.shapes = {k: tuple(template[k].shape) for k in self.names}
+        self.sizes = [max(1, math.prod(self.shapes[k])) for k in self.names]
+        self.dim = sum(self.sizes)
+        self.dtype = next(iter(template.values())).dtype if template else torch.get_default_dtype()
+        self.num_chains = num_chains
+        self.nesting = max_plate_nesting
+        self.enumerate_discrete = enumerate_discrete
+        # the constrained sites' batch and event shapes, from one plain trace
+        constrained = {k: self.transforms[k].inv(template[k]) for k in self.names}
+        with poutine.block(), torch.no_grad():
+            trace: Any = poutine.trace(poutine.condition(model_fn, data=constrained)).get_trace(data)
+        self.site_shapes = {
+            k: (tuple(trace.nodes[k]["fn"].batch_shape), tuple(trace.nodes[k]["fn"].event_shape))
+            for k in self.names
+        }
+        self._compiled: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None
+
+    # ------------------------------------------------------------------ layout
+    def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
+        """``(C, D)`` -> unconstrained ``(C, *shape)`` per site."""
+        out = {}
+        for k, piece in zip(self.names, flat.split(self.sizes, dim=-1), strict=True):
+            out[k] = piece.reshape(flat.shape[:-1] + self.shapes[k])
+        return out
+
+    def unflatten_rows(self, flat: Tensor) -> list[dict[str, Tensor]]:
+        """``(C, D)`` -> one unconstrained state per row."""
+        per_site = self.unflatten(flat)
+        return [{k: v[c] for k, v in per_site.items()} for c in range(flat.shape[0])]
+
+    def flatten(self, states: Mapping[str, Tensor]) -> Tensor:
+        """Unconstrained ``(C, *shape)`` per site -> ``(C, D)``."""
+        C = next(iter(states.values())).shape[0]
+        return torch.cat([states[k].reshape(C, -1) for k in self.names], -1).to(self.dtype)
+
+    def constrained(self, flat: Tensor) -> dict[str, Tensor]:
+        """``(C, D)`` -> constrained site values ``(C, *value_shape)``."""
+        return {k: self.transforms[k].inv(v) for k, v in self.unflatten(flat).items()}
+
+    # ------------------------------------------------------------------ evaluation
+    def per_chain(self) -> None:
+        """Evaluate the chains one at a time with the one-state potential (models that do not
+        broadcast over the chains dim); compiled, the loop is unrolled into one graph."""
+        if self.one_state is None:
+            raise ValueError("per-chain evaluation needs the one-state potential (one_state=...)")
+        self.vectorised = False
+        self._compiled = None
+
+    def eager(self, flat: Tensor) -> Tensor:
+        """The potential without compilation."""
+        if not self.vectorised:
+            assert self.one_state is not None
+            return torch.stack([self.one_state(z) for z in self.unflatten_rows(flat)]).to(flat.dtype)
+        return self.batched(flat)
+
+    def batched(self, flat: Tensor) -> Tensor:
+        """The potential of every chain in one trace of the model, the chains as an outer plate."""
+        C, n = flat.shape[0], self.nesting
+        unconstrained = self.unflatten(flat)
+        values: dict[str, Tensor] = {}
+        log_jac = flat.new_zeros(C)
+        for k, u in unconstrained.items():
+            t = self.transforms[k]
+            x = t.inv(u)
+            jac = t.log_abs_det_jacobian(x, u)
+            log_jac = log_jac + jac.reshape(C, -1).sum(-1)
+            batch, event = self.site_shapes[k]
+            values[k] = x.reshape((C,) + (1,) * (n - len(batch)) + batch + event)
+        conditioned = poutine.condition(self.model_fn, data=values)
+
+        def chains(d: Any) -> Any:
+            with pyro.plate(_CHAINS_PLATE, C, dim=-(n + 1)):
+                return conditioned(d)
+
+        if self.enumerate_discrete:
+            log_joint = self._enumerated(chains, C)
+        else:
+            with poutine.block():
+                trace: Any = poutine.trace(chains).get_trace(self.data)
+            log_joint = flat.new_zeros(C)
+            for site in trace.nodes.values():
+                if site["type"] != "sample" or site_is_subsample(site):
+                    continue
+                lp = site["fn"].log_prob(site["value"])
+                lp = scale_and_mask(lp, site["scale"], site["mask"])
+                log_joint = log_joint + _sum_to_chains(lp, n, C)
+        return -(log_joint - log_jac)
+
+    def _enumerated(self, chains: Callable[..., Any], C: int) -> Tensor:
+        n = self.nesting
+        enumerated = poutine.enum(chains, first_available_dim=-(n + 2))
+        with poutine.block():
+            trace: Any = poutine.trace(enumerated).get_trace(self.data)
+        trace.compute_log_prob()
+        trace.pack_tensors()
+        tree: OrderedDict[frozenset[str], list[Tensor]] = OrderedDict()
+        plate_symbols = set(trace.plate_to_symbol.values())
+        sum_dims: set[str] = set()
+        dim_to_size: dict[str, int] = {}
+        for site in trace.nodes.values():
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            if not site["is_observed"] and site["infer"].get("_enumerate_dim") is None:
+                if site["name"] not in self.transforms:
+                    raise ValueError(f"site {site['name']!r} is a latent that cannot be enumerated")
+            term = site["packed"]["log_prob"]
+            ordinal = frozenset(
+                trace.plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized
+            )
+            tree.setdefault(ordinal, []).append(term)
+            sum_dims.update(set(term._pyro_dims) - plate_symbols)
+            dim_to_size.update(zip(term._pyro_dims, term.shape, strict=True))
+            for f in site["cond_indep_stack"]:
+                if f.vectorized:
+                    dim_to_size[trace.plate_to_symbol[f.name]] = f.size
+        target = frozenset({trace.plate_to_symbol[_CHAINS_PLATE]})
+        result = contract_to_tensor(
+            tree, sum_dims, target_ordinal=target, ring=LogRing(dim_to_size=dim_to_size)
+        )
+        result = packed.unpack(result, trace.symbol_to_dim)
+        return _sum_to_chains(result, n, C)
+
+    def __call__(self, flat: Tensor) -> Tensor:
+        if self._compiled is not None:
+            return self._compiled(flat)[1]
+        return self.eager(flat)
+
+    def value_and_grad(self, flat: Tensor) -> tuple[Tensor, Tensor]:
+        """Potential ``(C,)`` and its gradient ``(C, D)`` (each chain's own: chains are independent)."""
+        if self._compiled is not None:
+            grad, pe = self._compiled(flat.detach())
+            return pe, grad
+        return self._eager_value_and_grad(flat)
+
+    def _eager_value_and_grad(self, flat: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.enable_grad():
+            z = flat.detach().requires_grad_()
+            pe = self.eager(z)
+            (grad,) = torch.autograd.grad(pe.sum(), z)
+        return pe.detach(), grad
+
+    def compile(self, points: list[Tensor], rtol: float) -> bool:
+        """Compile the potential and its gradient into one static graph; False (eager kept) when unsafe.
+
+        The value-and-gradient function is traced to ATen operations with
+        ``torch.fx.experimental.proxy_tensor.make_fx`` (forward and backward in one graph, Pyro's
+        tracing cost gone) and that graph is compiled with ``torch.jit.trace``.  A static graph
+        freezes any Python control flow on tensor values, so the compiled function is kept only
+        when it reproduces the eager potential and gradient at every row of ``points``; callers
+        check it again on the states the chains visit (see :meth:`agrees_at`).
+        """
+
+        def value_and_grad(z: Tensor) -> tuple[Tensor, Tensor]:
+            pe, grad = self._eager_value_and_grad(z)
+            return grad, pe
+
+        try:
+            with warnings.catch_warnings(), pyro.validation_enabled(False):
+                warnings.simplefilter("ignore")  # the tracers' notices; the checks below decide
+                graph = make_fx(value_and_grad)(points[0])
+                compiled = torch.jit.trace(graph, (points[0],), check_trace=False)
+        except _TRACE_ERRORS:  # the tracers cannot follow this model: run it uncompiled
+            return False
+        for p in points:
+            want_pe, want_grad = self._eager_value_and_grad(p)
+            try:
+                got_grad, got_pe = compiled(p)
+            except _TRACE_ERRORS:
+                return False
+            if not (_close(got_pe, want_pe, rtol) and _close(got_grad, want_grad, rtol)):
+                return False
+        self._compiled = compiled
+        return True
+
+    def agrees_at(self, flat: Tensor, potential: Tensor, rtol: float) -> bool:
+        """Whether the one-state potential at each row of ``flat`` ``(C, D)`` equals ``potential``."""
+        if self.one_state is None:
+            raise ValueError("agrees_at needs the one-state potential (one_state=...)")
+        with torch.no_grad():
+            truth = torch.stack([self.one_state(z) for z in self.unflatten_rows(flat)]).to(self.dtype)
+        return _close(potential.to(self.dtype), truth, rtol)
+
+
+def _close(a: Tensor, b: Tensor, rtol: float) -> bool:
+    finite = torch.isfinite(b)
+    if not bool((torch.isfinite(a) == finite).all()):
+        return False
+    scale = max(1.0, float(b[finite].abs().max())) if bool(finite.any()) else 1.0
+    return bool(((a[finite] - b[finite]).abs() <= rtol * scale).all())
+
+
+# ---------------------------------------------------------------------------------------- sampler
