@@ -21,7 +21,6 @@ from probgen.models import (
     BernoulliMixture,
     CategoricalMixture,
     GaussianMixture,
-    HiddenMarkovModel,
     PoissonMixture,
 )
 
@@ -110,6 +109,15 @@ def test_a_fit_without_the_option_refuses_nan_in_new_data():
         fit.log_prob(_remove(x, 0.1, 0))
 
 
+def _normal_items(x=None):
+    import pyro
+    import pyro.distributions as dist
+
+    loc = pyro.sample("loc", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", 5 if x is None else len(x)):
+        pyro.sample("x", dist.Normal(loc, 1.0), obs=x)
+
+
 def test_bad_missing_values_are_refused_before_work():
     x = _remove(_blobs(), 0.1, 0)
     with pytest.raises(ValueError, match=r"missing must be one of 'raise', 'marginalize'; got 'drop'"):
@@ -119,7 +127,7 @@ def test_bad_missing_values_are_refused_before_work():
     with pytest.raises(ValueError, match="chunk_size"):
         pg.fit(GaussianMixture(2), x, method="em", missing="marginalize", chunk_size=50, progress=False)
     with pytest.raises(TypeError, match="MissingValues"):
-        pg.fit(HiddenMarkovModel(2), [x], method="em", missing="marginalize", progress=False)
+        pg.fit(pg.model(_normal_items), x[:, 0], method="em", missing="marginalize", progress=False)
     inf = x.copy()
     inf[3, 1] = np.inf
     with pytest.raises(ValueError, match="infinite"):
@@ -225,10 +233,10 @@ def test_impute_on_a_fit_of_complete_data_and_its_errors():
         fit.impute(gappy, method="median")
     with pytest.raises(ValueError, match="num_samples=2 applies to method='sample'"):
         fit.impute(gappy, num_samples=2)
-    seqs = [np.random.default_rng(0).normal(size=(30, 1))]
-    hmm_fit = pg.fit(HiddenMarkovModel(2), seqs, method="em", progress=False)
+    items = np.random.default_rng(0).normal(size=30)
+    user_fit = pg.fit(pg.model(_normal_items), items, method="svi", num_steps=20, progress=False)
     with pytest.raises(TypeError, match="cannot impute missing cells.*Imputes"):
-        hmm_fit.impute(seqs)
+        user_fit.impute(items)
 
 
 def _mcar_benchmark() -> list[tuple[str, np.ndarray]]:
