@@ -30,6 +30,7 @@ __all__ = [
     "contract_rows",
     "contract_single",
     "expected_counts",
+    "impute",
     "joint",
     "map_query",
     "marginals",
@@ -321,6 +322,65 @@ def most_probable_explanation(net: Network, cpds: CPDs, ev: Mapping[str, int]) -
     for v, rest, best in reversed(trace):
         assign[v] = int(best[tuple(assign[u] for u in rest)]) if rest else int(best)
     return assign
+
+
+# ---------------------------------------------------------------------------- imputation
+def _checked_total(p: Tensor, rows: Tensor) -> Tensor:
+    """``p`` (rows x states, unnormalised) normalised; rows of probability zero refused."""
+    z = p.sum(-1, keepdim=True)
+    zero = (z[:, 0] <= 0).nonzero().reshape(-1)
+    if len(zero):
+        raise ValueError(
+            f"{len(zero)} row(s) have observed values of probability zero under the network "
+            f"(e.g. codes {rows[int(zero[0])].tolist()}); drop them or check their states."
+        )
+    return p / z
+
+
+def impute(
+    net: Network,
+    cpd_sets: Sequence[CPDs],
+    rows: Tensor,
+    method: str,
+    num_samples: int,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """The missing codes (NaN) of ``rows`` filled given each row's observed codes.
+
+    ``method="mean"``: each missing cell's most probable state under its posterior marginal
+    ``P(X | observed cells of the row)`` (averaged over ``cpd_sets`` before normalising), one
+    copy.  ``method="sample"``: ``num_samples`` joint draws of a row's missing cells from
+    ``P(missing | observed)`` under ``cpd_sets[0]``, node by node in topological order (each
+    node given the row's evidence and the nodes drawn before it: the chain rule, exact).  Every
+    step is one batched contraction over the rows with missing cells.
+
+    Returns
+    -------
+    Tensor
+        ``(num_samples, n, n_nodes)`` codes, observed cells unchanged.
+    """
+    col = net.col
+    holed = torch.isnan(rows).any(1).nonzero().reshape(-1)
+    out = rows.unsqueeze(0).repeat(num_samples, 1, 1)
+    if not len(holed):
+        return out
+    part = rows[holed]
+    missing = [n for n in net.nodes if bool(torch.isnan(part[:, col[n]]).any())]
+    if method == "mean":
+        for n in missing:
+            p = torch.stack([contract_chunks(net, c, part, (n,)) for c in cpd_sets]).sum(0)
+            best = _checked_total(p, part).argmax(-1).to(_DTYPE)
+            x = part[:, col[n]]
+            out[0, holed, col[n]] = torch.where(torch.isnan(x), best, x)
+        return out
+    draws = part.repeat(num_samples, 1)  # copy-major: draws[s * m + i] is copy s of row i
+    for n in (v for v in net.order if v in missing):
+        x = draws[:, col[n]]
+        gap = torch.isnan(x)
+        p = _checked_total(contract_chunks(net, cpd_sets[0], draws[gap], (n,)), draws[gap])
+        x[gap] = _draw(p, generator)
+    out[:, holed] = draws.reshape(num_samples, len(holed), -1)
+    return out
 
 
 # ------------------------------------------------------------------------------ sampling

@@ -226,7 +226,9 @@ class BayesianNetwork(GenerativeModel):
     Fit helpers: ``fit.query(variables, evidence=..., joint=False)`` (a dict or a DataFrame of
     evidence rows), ``fit.map_query(variables, evidence=...)``, ``fit.cpd_table(node)``,
     ``fit.to_frame(codes)``; ``fit.log_prob(rows)`` sums missing entries out and
-    ``fit.sample(n, evidence=...)`` draws exactly given evidence.  Module functions:
+    ``fit.sample(n, evidence=...)`` draws exactly given evidence; ``fit.impute(rows)`` fills
+    missing cells with their most probable states given the row's observed cells
+    (``method="sample"``: joint draws from that posterior), in the form the rows came in.  Module functions:
     :func:`read_bif`, :func:`write_bif`, :func:`learn_structure`, :func:`structure_score`.
 
     Parameters
@@ -484,6 +486,67 @@ class BayesianNetwork(GenerativeModel):
     def latent_map(self, data: Any, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Most probable state of each node with missing values, per row (marginal argmax)."""
         return {k: v.argmax(-1) for k, v in self.latent_posterior(data, params).items()}
+
+    # ------------------------------------------------------------------------ imputation
+    def impute_items(
+        self,
+        data: Any,
+        params: Mapping[str, Tensor],
+        *,
+        method: str = "mean",
+        num_samples: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Missing cells (NaN codes) filled from each row's posterior given its observed cells
+        (the capability :class:`probgen.capabilities.Imputes`).
+
+        ``method="mean"`` gives each missing cell its most probable state (the argmax of its
+        posterior marginal, exact); ``method="sample"`` draws a row's missing cells jointly from
+        their posterior, ``num_samples`` copies.  Both are batched contractions over the rows.
+
+        Returns
+        -------
+        Tensor
+            ``(num_samples, n, n_nodes)`` state codes (one copy for ``"mean"``).
+
+        Raises
+        ------
+        ValueError
+            A row whose observed cells have probability zero under the network.
+        """
+        net = self._network_for(data, params)
+        return inference.impute(net, [net.params_cpds(params)], data, method, num_samples, generator)
+
+    def impute_over_draws(self, data: Any, param_sets: Sequence[Mapping[str, Tensor]]) -> Tensor:
+        """``fit.impute(method="mean")`` of a posterior fit: the most probable state of each
+        missing cell under the posterior predictive (marginals averaged over ``param_sets``).
+
+        Returns ``(n, n_nodes)`` codes."""
+        net = self._network_for(data, param_sets[0])
+        cpd_sets = [net.params_cpds(p) for p in param_sets]
+        return inference.impute(net, cpd_sets, data, "mean", 1, None)[0]
+
+    def imputed_like(self, given: Any, data: NetworkData, filled: Tensor) -> Any:
+        """Completed codes in the form ``given`` came in (``fit.impute``): a DataFrame of state
+        names (its index, its columns) for a DataFrame, with only its missing cells written;
+        codes as a numpy array or tensor otherwise (a DataFrame of state names for the
+        training data)."""
+        net = data.network
+        if given is None:
+            return net.to_frame(filled)
+        if not (hasattr(given, "columns") and hasattr(given, "isna")):
+            if isinstance(given, Tensor):
+                return filled.to(given.dtype if given.is_floating_point() else filled.dtype)
+            return filled.numpy()
+        names = net.to_frame(filled)
+        out = given.copy()
+        for n in given.columns:
+            if n in net.col:
+                gap = torch.isnan(data[:, net.col[n]]).numpy()
+                if gap.any():
+                    out[n] = out[n].astype(object)
+                    out.loc[gap, n] = names[n].to_numpy()[gap]
+        return out
 
     def sample_items(
         self,

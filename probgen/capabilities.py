@@ -258,7 +258,9 @@ class Imputes(Protocol):
     observed cells unchanged: ``method="mean"`` the conditional means (one copy),
     ``method="sample"`` draws from the conditional distribution of the missing cells.  A model
     whose items are not rows of a matrix (sequences) may add ``imputed_like(given, prepared,
-    filled)``, returning a completed copy in the form the user gave.
+    filled)``, returning a completed copy in the form the user gave; one whose ``"mean"`` over
+    posterior draws is not the mean of each draw's answer (the most probable state under the
+    posterior predictive) may add ``impute_over_draws(prepared, param_sets)``.
     """
 
     def impute_items(

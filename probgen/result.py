@@ -583,8 +583,12 @@ class FitResult:
             if len(sets) > max_draws:
                 idx = torch.linspace(0, len(sets) - 1, max_draws).round().long().tolist()
                 sets = [sets[i] for i in idx]
-            means = [model.impute_items(d, {**self.params, **p})[0] for p in sets]
-            filled = [torch.stack(means).mean(0)]
+            over = getattr(model, "impute_over_draws", None)  # states: not a mean of per-draw answers
+            if over is not None and len(sets) > 1:
+                filled = [over(d, [{**self.params, **p} for p in sets])]
+            else:
+                means = [model.impute_items(d, {**self.params, **p})[0] for p in sets]
+                filled = [torch.stack(means).mean(0)]
         else:
             which = torch.randint(len(sets), (int(num_samples),), generator=gen).tolist()
             filled = [

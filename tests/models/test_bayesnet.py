@@ -454,3 +454,114 @@ def test_sampling_given_evidence_by_state_name_after_learning_the_states():
     snow = fit.model.nodes.index("weather")
     states = fit.data.network.states["weather"]
     assert (rows[:, snow] == states.index("snow")).all()
+
+
+# ------------------------------------------------------------------------------- imputation
+def _holed_asia(n: int = 400, frac: float = 0.3) -> tuple[pg.Fit, pd.DataFrame, object]:
+    bn, ref = network("asia")
+    frame = bn.to_frame(bn.as_fit().sample(n, seed=2))
+    holed = frame.mask(np.random.default_rng(1).random(frame.shape) < frac)
+    return pg.fit(BayesianNetwork(bn.dag, states=bn.states), holed, method="em"), holed, ref
+
+
+def _refit_pgmpy(fit: pg.Fit, ref: object) -> VariableElimination:
+    """pgmpy's network carrying probgen's fitted CPDs (pgmpy's axes: the node, then its parents)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pgmpy.factors.discrete import TabularCPD
+        from pgmpy.models import DiscreteBayesianNetwork
+
+        net = fit.network
+        model = DiscreteBayesianNetwork([(p, n) for n in net.nodes for p in net.parents[n]])
+        for n in net.nodes:
+            par = net.parents[n]
+            t = fit.params[f"cpd_{n}"].reshape(-1, net.card(n)).T.numpy()
+            model.add_cpds(
+                TabularCPD(
+                    n,
+                    net.card(n),
+                    t,
+                    evidence=par or None,
+                    evidence_card=[net.card(p) for p in par] or None,
+                    state_names={v: list(net.states[v]) for v in [n, *par]},
+                )
+            )
+        return VariableElimination(model)
+
+
+def test_impute_most_probable_states_equal_pgmpys_marginals_and_keep_observed_cells():
+    fit, holed, ref = _holed_asia()
+    filled = fit.impute(holed)
+    assert list(filled.columns) == list(holed.columns) and filled.index.equals(holed.index)
+    assert not filled.isna().any().any()
+    seen = holed.notna()
+    assert (filled[seen] == holed[seen]).sum().sum() == seen.sum().sum()  # observed cells unchanged
+    ve = _refit_pgmpy(fit, ref)
+    rows = [i for i in range(len(holed)) if holed.iloc[i].isna().sum() >= 2][:6]
+    assert len(rows) == 6
+    for i in rows:
+        ev = {k: v for k, v in holed.iloc[i].items() if pd.notna(v)}
+        for v in holed.columns[holed.iloc[i].isna()]:
+            probs = ref_marginal(ve, fit.network, v, ev)
+            assert filled.iloc[i][v] == fit.network.states[v][int(np.argmax(probs))]
+
+
+def test_impute_codes_in_codes_out_and_draws_follow_the_joint_posterior():
+    bn = sprinkler()
+    fit = bn.as_fit()
+    codes = np.array([[np.nan, np.nan, 1.0]] * 4000 + [[0.0, np.nan, np.nan]])  # rain, sprinkler | wet
+    mean = fit.impute(codes)
+    assert isinstance(mean, np.ndarray) and mean.shape == codes.shape
+    q = fit.query(["rain", "sprinkler"], evidence={"wet": "wet"}, joint=True, labels=False)
+    best = np.unravel_index(int(q.argmax()), q.shape)
+    marg = fit.query(evidence={"wet": "wet"}, labels=False)
+    assert mean[0, 0] == int(marg["rain"].argmax()) and mean[0, 1] == int(marg["sprinkler"].argmax())
+    draws = fit.impute(codes, method="sample", num_samples=2, seed=0)
+    assert len(draws) == 2 and np.array_equal(draws[0][-1, :1], [0.0])
+    pairs = draws[0][:-1, :2].astype(int)
+    freq = np.zeros((2, 2))
+    np.add.at(freq, (pairs[:, 0], pairs[:, 1]), 1.0)
+    freq /= len(pairs)
+    assert np.abs(freq - q.numpy()).max() < 4 * np.sqrt(0.25 / len(pairs))  # the joint, not the marginals
+    assert best == tuple(np.unravel_index(int(freq.argmax()), freq.shape))
+    again = fit.impute(codes, method="sample", num_samples=2, seed=0)
+    assert np.array_equal(draws[1], again[1])
+
+
+def test_impute_naive_bayes_fills_the_class_and_features():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 600)
+    x = np.where(rng.random((600, 3)) < 0.85, y[:, None], 1 - y[:, None])
+    df = pd.DataFrame({"class": y, "a": x[:, 0], "b": x[:, 1], "c": x[:, 2]}).astype(float)
+    fit = pg.fit(NaiveBayes(), df, method="em")
+    holed = df.iloc[:5].copy()
+    holed.iloc[0, 0] = np.nan  # class missing: Bayes' rule
+    holed.iloc[1, 1:3] = np.nan
+    filled = fit.impute(holed)
+    assert filled.iloc[0, 0] == fit.predict(holed.iloc[:1, 1:]).tolist()[0]
+    assert filled.iloc[1, 1] == filled.iloc[1, 2] == filled.iloc[1, 0]  # features follow the class
+    assert filled.iloc[2:].equals(holed.iloc[2:].astype(filled.dtypes.to_dict()))
+
+
+def test_impute_of_a_posterior_fit_is_a_state_not_an_average_of_codes():
+    bn = sprinkler()
+    frame = bn.to_frame(bn.as_fit().sample(300, seed=4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        svi = pg.fit(
+            BayesianNetwork(bn.dag, states=bn.states), frame, method="svi", num_steps=200, num_samples=50
+        )
+    holed = frame.iloc[:20].copy()
+    holed.iloc[:, 0] = None
+    filled = svi.impute(holed)
+    q = svi.query("rain", evidence=holed.drop(columns="rain"), labels=False)["rain"]
+    expect = [bn.states["rain"][int(k)] for k in q.argmax(-1)]
+    assert filled["rain"].tolist() == expect
+
+
+def test_impute_refuses_rows_of_probability_zero():
+    chain = nx.DiGraph([("a", "b"), ("b", "c")])
+    cpds = {"a": [0.5, 0.5], "b": [[1.0, 0.0], [0.5, 0.5]], "c": [[0.5, 0.5], [0.5, 0.5]]}
+    fit = BayesianNetwork(chain, states={v: [0, 1] for v in "abc"}, cpds=cpds).as_fit()
+    with pytest.raises(ValueError, match="probability zero"):
+        fit.impute(np.array([[0.0, 1.0, np.nan]]))  # b = 1 cannot follow a = 0
