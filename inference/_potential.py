@@ -4,8 +4,10 @@ The model is traced once with the chains as an extra plate left of its own plate
 continuous site conditioned on a ``(chains, ...)`` value; discrete latents are summed out by tensor
 variable elimination down to the chains plate (``pyro.ops.contract``).  The result is checked
 against Pyro's own one-state potential at every chain's starting point before sampling starts, so
-a model that does not broadcast over the extra dim is caught and evaluated chain by chain instead
-(never a silent wrong answer).  The potential and its gradient are traced together to one static
+a model that does not broadcast over the extra dim is caught (never a silent wrong answer) and
+evaluated instead by ``torch.func.vmap`` of a one-state trace over the chains (the model sees one
+state, as written; checked the same way), or, where vmap cannot follow the model either, chain by
+chain.  :attr:`BatchedPotential.mode` says which: ``"batched"``, ``"vmap"`` or ``"per_chain"``.  The potential and its gradient are traced together to one static
 graph of ATen operations (``make_fx``) and compiled where the trace can be followed; the compiled
 function is checked against the uncompiled one before use.  ``run_nuts`` (probgen's NUTS) and
 ``run_chees`` (ChEES-HMC) both evaluate models through :class:`BatchedPotential`.
@@ -89,7 +91,7 @@ class BatchedPotential:
     ) -> None:
         self.model_fn = model_fn
         self.one_state = one_state
-        self.vectorised = True
+        self.mode = "batched"
         self.data = data
         self.transforms = dict(transforms)
         self.names = sorted(template)
@@ -132,21 +134,74 @@ class BatchedPotential:
         """``(C, D)`` -> constrained site values ``(C, *value_shape)``."""
         return {k: self.transforms[k].inv(v) for k, v in self.unflatten(flat).items()}
 
+    @property
+    def vectorised(self) -> bool:
+        """Whether every chain is evaluated in one trace of the model (``mode == "batched"``)."""
+        return self.mode == "batched"
+
     # ------------------------------------------------------------------ evaluation
     def per_chain(self) -> None:
         """Evaluate the chains one at a time with the one-state potential (models that do not
         broadcast over the chains dim); compiled, the loop is unrolled into one graph."""
         if self.one_state is None:
             raise ValueError("per-chain evaluation needs the one-state potential (one_state=...)")
-        self.vectorised = False
+        self.mode = "per_chain"
         self._compiled = None
+
+    def use_vmap(self, points: list[Tensor], rtol: float) -> bool:
+        """Evaluate the chains by ``torch.func.vmap`` of a one-state trace when it agrees with the
+        one-state potential at every row of ``points``; False (mode unchanged) otherwise.
+
+        The model is traced on one state at a time, as it is written, so a model that fails or
+        changes its answer with the chains as an extra batch dim (``x @ coef``, a sum over every
+        dim) is still evaluated in one call; a model that branches on values cannot be followed
+        by vmap and raises, which this method reports as False.
+        """
+        mode, compiled = self.mode, self._compiled
+        self.mode, self._compiled = "vmap", None
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                agrees = all(self.agrees_at(p, self.eager(p), rtol) for p in points)
+        except _TRACE_ERRORS:
+            agrees = False
+        if not agrees:
+            self.mode, self._compiled = mode, compiled
+        return agrees
 
     def eager(self, flat: Tensor) -> Tensor:
         """The potential without compilation."""
-        if not self.vectorised:
+        if self.mode == "per_chain":
             assert self.one_state is not None
             return torch.stack([self.one_state(z) for z in self.unflatten_rows(flat)]).to(flat.dtype)
+        if self.mode == "vmap":
+            with pyro.validation_enabled(False):  # validation branches on values: vmap cannot
+                return torch.func.vmap(self.single)(flat)
         return self.batched(flat)
+
+    def single(self, flat: Tensor) -> Tensor:
+        """The potential of one unconstrained state ``(D,) -> ()``, traced as the model is written
+        (no chains plate); the function :meth:`use_vmap` maps over the chains."""
+        values: dict[str, Tensor] = {}
+        log_jac = flat.new_zeros(())
+        for k, piece in zip(self.names, flat.split(self.sizes), strict=True):
+            u = piece.reshape(self.shapes[k])
+            t = self.transforms[k]
+            values[k] = x = t.inv(u)
+            log_jac = log_jac + t.log_abs_det_jacobian(x, u).sum()
+        conditioned = poutine.condition(self.model_fn, data=values)
+        if self.enumerate_discrete:
+            log_joint = self._enumerated(conditioned, None)
+        else:
+            with poutine.block():
+                trace: Any = poutine.trace(conditioned).get_trace(self.data)
+            log_joint = flat.new_zeros(())
+            for site in trace.nodes.values():
+                if site["type"] != "sample" or site_is_subsample(site):
+                    continue
+                lp = site["fn"].log_prob(site["value"])
+                log_joint = log_joint + scale_and_mask(lp, site["scale"], site["mask"]).sum()
+        return -(log_joint - log_jac)
 
     def batched(self, flat: Tensor) -> Tensor:
         """The potential of every chain in one trace of the model, the chains as an outer plate."""
@@ -181,9 +236,11 @@ class BatchedPotential:
                 log_joint = log_joint + _sum_to_chains(lp, n, C)
         return -(log_joint - log_jac)
 
-    def _enumerated(self, chains: Callable[..., Any], C: int) -> Tensor:
+    def _enumerated(self, chains: Callable[..., Any], C: int | None) -> Tensor:
+        """Discrete latents summed out: down to the chains plate ``(C,)``, or (``C`` None, a
+        one-state model without the chains plate) to a scalar."""
         n = self.nesting
-        enumerated = poutine.enum(chains, first_available_dim=-(n + 2))
+        enumerated = poutine.enum(chains, first_available_dim=-(n + 2 if C is not None else n + 1))
         with poutine.block():
             trace: Any = poutine.trace(enumerated).get_trace(self.data)
         trace.compute_log_prob()
@@ -208,12 +265,12 @@ class BatchedPotential:
             for f in site["cond_indep_stack"]:
                 if f.vectorized:
                     dim_to_size[trace.plate_to_symbol[f.name]] = f.size
-        target = frozenset({trace.plate_to_symbol[_CHAINS_PLATE]})
+        target = frozenset({trace.plate_to_symbol[_CHAINS_PLATE]}) if C is not None else frozenset()
         result = contract_to_tensor(
             tree, sum_dims, target_ordinal=target, ring=LogRing(dim_to_size=dim_to_size)
         )
         result = packed.unpack(result, trace.symbol_to_dim)
-        return _sum_to_chains(result, n, C)
+        return _sum_to_chains(result, n, C) if C is not None else result.sum()
 
     def __call__(self, flat: Tensor) -> Tensor:
         if self._compiled is not None:

@@ -262,7 +262,7 @@ def _run_chees(
         if together.shape != one_by_one.shape or not _agree(together, one_by_one, rtol):
             why_not = "the model gives other log densities with the chains as an extra leftmost batch dim"
             break
-    if why_not is not None:
+    if why_not is not None and not pot.use_vmap([flat, moved], rtol):
         pot.per_chain()
     compiled = pot.compile([flat, moved], rtol=max(rtol, 1e-5))
 
@@ -294,7 +294,7 @@ def _run_chees(
         )
 
     result = run()
-    if (compiled or pot.vectorised) and not _potential_held(pot, result, rtol):
+    if (compiled or pot.mode != "per_chain") and not _potential_held(pot, result, rtol):
         # the batched or compiled potential froze a branch the model takes on values: start again
         # with Pyro's one-state potential, chain by chain, uncompiled
         pot.per_chain()
@@ -319,6 +319,8 @@ def _run_chees(
         else {k: v[0] for k, v in pot.unflatten(result.inverse_mass[None]).items()},
         "compiled": compiled,
         "vectorised": why_not is None,
+        # how the chains were evaluated: "batched" (one trace), "vmap" or "per_chain"
+        "potential": pot.mode,
         "why_not_vectorised": why_not,
         "warmup_divergences": int(result.extra.get("warmup_divergences", 0)),
     }
@@ -441,9 +443,12 @@ class MCMC(BackendBase):
         it was vectorised).  A model that broadcasts over an extra leftmost batch dim (as
         ``pyro.ops.indexing.Vindex`` indexing does) is evaluated for every chain in one call;
         this is checked against Pyro's one-state potential at every chain's start and at a
-        moved point.  Any other model is evaluated one chain after another inside the compiled
-        graph (correct, but its cost grows with the number of chains): ``fit.extras["chees"]
-        ["vectorised"]`` is then False and ``["why_not_vectorised"]`` says why.
+        moved point.  Any other model (``x @ coef`` with covariates given as data) is evaluated
+        by ``torch.func.vmap`` of a one-state trace over the chains, checked the same way, or,
+        where vmap cannot follow it either, one chain after another inside the compiled graph
+        (correct, but its cost grows with the number of chains): ``fit.extras["chees"]
+        ["vectorised"]`` is then False, ``["why_not_vectorised"]`` says why and
+        ``["potential"]`` names the evaluation used (``"batched"``, ``"vmap"``, ``"per_chain"``).
     ``target_accept_prob`` : float, default 0.8
         Step-size adaptation target.
     ``max_tree_depth`` : int, default 10

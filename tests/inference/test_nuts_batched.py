@@ -393,3 +393,48 @@ def test_dense_mass_is_an_option_of_fit():
     assert ((x.mean((0, 1)) - MEAN).abs().numpy() < 4 * _mcse(x)[0]).all()
     with pytest.raises(ValueError, match="dense_mass"):
         pg.fit(correlated, torch.zeros(3), method="mcmc", kernel="chees", dense_mass=True, progress=False)
+
+
+def _covariates(x, y=None):
+    intercept = pyro.sample("intercept", dist.Normal(0.0, 5.0))
+    coef = pyro.sample("coef", dist.Normal(0.0, 1.0).expand([x.shape[-1]]).to_event(1))
+    scale = pyro.sample("scale", dist.LogNormal(0.0, 1.0))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("y", dist.Normal(intercept + x @ coef, scale), obs=y)  # no chains dim: x @ coef
+
+
+def test_a_covariate_model_runs_through_vmap_with_each_chains_own_potential_and_gradient():
+    from pyro.infer.mcmc.util import initialize_model
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 3, generator=g)
+    y = 0.5 + x @ torch.tensor([1.0, -2.0, 0.5]) + 0.3 * torch.randn(40, generator=g)
+    data = {"x": x, "y": y}
+
+    def model(d):
+        return _covariates(d["x"], d["y"])
+
+    pyro.set_rng_seed(0)
+    inits, potential_fn, transforms, _ = initialize_model(model, model_args=(data,))
+    pot = BatchedPotential(model, data, transforms, inits, 4, 1, one_state=potential_fn)
+    points = 0.5 * torch.randn(4, pot.dim, generator=g)
+    with pytest.raises(RuntimeError):  # the chains as a batch dim break x @ coef
+        pot.batched(points)
+    assert pot.use_vmap([points], rtol=1e-5) and pot.mode == "vmap"
+    others = torch.randn(4, pot.dim, generator=g)
+    for compiled in (False, True):
+        if compiled:
+            assert pot.compile([points], rtol=1e-5)
+        pe, grad = pot.value_and_grad(others)
+        for c, z in enumerate(pot.unflatten_rows(others)):
+            z = {k: v.detach().requires_grad_() for k, v in z.items()}
+            want = potential_fn(z)
+            want_grad = torch.autograd.grad(want, [z[k] for k in pot.names])
+            assert torch.allclose(pe[c], want, rtol=1e-5, atol=1e-4)
+            assert torch.allclose(
+                grad[c], torch.cat([w.reshape(-1) for w in want_grad]), rtol=1e-5, atol=1e-4
+            )
+    fit = pg.fit(pg.model(_covariates), data, method="mcmc", seed=0,
+                 progress=False, kernel="nuts_batched", num_chains=2, num_samples=30, warmup_steps=30)  # fmt: skip
+    info = fit.extras["nuts_batched"]
+    assert info["potential"] == "vmap" and not info["vectorised"]
