@@ -131,6 +131,12 @@ class EM(BackendBase):
         Option("step_offset", "any", 1.0, "online EM: offset of the step sizes"),
     )
 
+    def missing_refusal(self, model: GenerativeModel) -> str | None:
+        """Missing cells are marginalised by a MissingValues model's closed-form hooks."""
+        if isinstance(model, ClosedFormEM):
+            return None
+        return f"{model.name} has no closed-form EM hooks (ClosedFormEM) to marginalise missing cells"
+
     def refusal(self, model: GenerativeModel, data: Any) -> str | None:
         if _has_fast_path(model):
             return None

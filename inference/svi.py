@@ -289,6 +289,7 @@ class SVI(BackendBase):
     label = "SVI"
     #: fits from a stream of minibatches (``probgen.fit(model, loader, num_items=N)``)
     accepts_streams = True
+    accepts_missing = True  # through a MissingValues model's own objective, which masks the cells
 
     options = (
         Option("num_steps", "int", 3000, "optimisation steps at most"),
@@ -321,6 +322,13 @@ class SVI(BackendBase):
                 "to learn (use 'enum' for all-discrete models)"
             )
         return None
+
+    def missing_refusal(self, model: GenerativeModel) -> str | None:
+        """Missing cells are served by a model's own objective (it masks them); Pyro's ELBOs
+        would observe NaN."""
+        if isinstance(model, OwnSVIObjective):
+            return None
+        return f"{model.name} has no objective of its own (OwnSVIObjective) to mask missing cells"
 
     def fit(self, model: GenerativeModel, data: Any, *, seed: int, progress: bool, **options: Any) -> Fit:
         defaults: dict[str, Any] = self.defaults()
@@ -365,6 +373,16 @@ class SVI(BackendBase):
             model.svi_objective(data) if isinstance(model, OwnSVIObjective) and own else None
         )  # fresh weights, in the param store
         fused = objective is not None and o["elbo"] in (None, "analytic")  # minibatches its own way
+        if (
+            not fused
+            and isinstance(data, torch.Tensor)
+            and data.is_floating_point()
+            and bool(data.isnan().any())
+        ):
+            raise ValueError(
+                f"data have missing cells (missing='marginalize'), which only {model.name}'s own objective "
+                f"masks; elbo={o['elbo']!r} would observe NaN. Leave elbo unset (or 'analytic')."
+            )
         model_fn = config_enumerate(model.model, default="parallel") if roles.discrete_sites else model.model
         minibatches: _Minibatches | None = None
         slicing = False

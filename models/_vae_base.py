@@ -118,15 +118,23 @@ class _Likelihood:
         return dist.Normal(out, log_scale.exp()).to_event(1)
 
     def log_prob(self, out: Tensor, x: Tensor, log_scale: Tensor | None) -> Tensor:
-        """``log p(x | out)`` summed over features (the same numbers as :meth:`dist`)."""
+        """``log p(x | out)`` summed over features (the same numbers as :meth:`dist`); NaN cells of
+        ``x`` (missing) contribute nothing: the observed cells' marginal, features being
+        independent given ``z``."""
+        seen = ~torch.isnan(x)
+        if bool(seen.all()):
+            return self._log_prob(out, x, log_scale).sum(-1)
+        cells = self._log_prob(out, x.nan_to_num(0.0), log_scale)
+        return cells.masked_fill(~seen.expand_as(cells), 0.0).sum(-1)
+
+    def _log_prob(self, out: Tensor, x: Tensor, log_scale: Tensor | None) -> Tensor:
+        """``log p(x | out)`` per feature."""
         if self.kind == "bernoulli":
-            return -F.binary_cross_entropy_with_logits(out, x.expand_as(out), reduction="none").sum(-1)
+            return -F.binary_cross_entropy_with_logits(out, x.expand_as(out), reduction="none")
         if self.kind == "continuous_bernoulli":
-            return (
-                torch.distributions.ContinuousBernoulli(logits=out, validate_args=False).log_prob(x).sum(-1)
-            )
+            return torch.distributions.ContinuousBernoulli(logits=out, validate_args=False).log_prob(x)
         assert log_scale is not None
-        return (-0.5 * ((x - out) / log_scale.exp()) ** 2 - log_scale - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return -0.5 * ((x - out) / log_scale.exp()) ** 2 - log_scale - 0.5 * math.log(2 * math.pi)
 
     def mean(self, out: Tensor, log_scale: Tensor | None) -> Tensor:
         if self.kind == "bernoulli":
@@ -144,6 +152,7 @@ class _Likelihood:
         return out + log_scale.exp() * torch.randn(out.shape, generator=generator, dtype=out.dtype)
 
     def validate(self, x: Tensor, argname: str) -> None:
+        x = x[~torch.isnan(x)]  # missing cells (missing="marginalize") are not values to check
         if self.kind == "bernoulli":
             bad = (x != 0) & (x != 1)
             if bad.any():
@@ -160,6 +169,13 @@ class _Likelihood:
                     "but likelihood='continuous_bernoulli' observes values in [0, 1]; rescale the data "
                     "or use likelihood='gaussian'."
                 )
+
+
+def _encoder_input(x: Tensor) -> Tensor:
+    """What ``q(z | x)`` reads: ``x`` with missing cells (NaN) set to zero, as zero-imputation
+    amortises the posterior given the observed cells (Mattei & Frellsen's MIWAE; no mask input,
+    so one encoder serves complete and incomplete items alike)."""
+    return x.nan_to_num(0.0)
 
 
 def _kl_std_normal(loc: Tensor, scale: Tensor) -> Tensor:
@@ -198,7 +214,7 @@ class _ELBOObjective:
     def loss(self, index: Tensor | None, num_particles: int) -> Tensor:
         x = self.x if index is None else self.x.index_select(0, index)
         c = self.cond if self.cond is None or index is None else self.cond.index_select(0, index)
-        loc, scale = self.nets[self.vae._encoder](_with_class(x, c))
+        loc, scale = self.nets[self.vae._encoder](_with_class(_encoder_input(x), c))
         rec = self.vae._reconstruction(x, c, loc, scale, num_particles)
         return (self.n / len(x)) * (_kl_std_normal(loc, scale) - rec).sum()
 
@@ -332,7 +348,7 @@ class _VAEBase(_VAEPicture, GenerativeModel):
         with pyro.plate("data", self.num_items(data), subsample_size=subsample_size) as plate_idx:
             idx: Tensor = plate_idx  # type: ignore[assignment]
             x, c = self._guide_class(data, idx)
-            loc, scale = self._nets[self._encoder](_with_class(x, c))
+            loc, scale = self._nets[self._encoder](_with_class(_encoder_input(x), c))
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
     def roles(self, data: Any) -> Any:
@@ -396,7 +412,9 @@ class _VAEBase(_VAEPicture, GenerativeModel):
             for start in range(0, len(x), chunk):
                 xb = x[start : start + chunk]
                 cb = cond if cond is None or classes else cond[start : start + chunk]
-                loc, scale = _call(self._nets[self._encoder], params, self._encoder, _with_class(xb, cb))
+                loc, scale = _call(
+                    self._nets[self._encoder], params, self._encoder, _with_class(_encoder_input(xb), cb)
+                )
                 z = loc + scale * torch.randn(
                     (num_particles,) + tuple(loc.shape), generator=gen, dtype=loc.dtype
                 )
@@ -440,7 +458,9 @@ class _VAEBase(_VAEPicture, GenerativeModel):
     def _codes(self, params: Mapping[str, Tensor], x: Tensor, cond: Tensor | None) -> Tensor:
         """Posterior means of ``z`` (the encoder's) for items ``x`` under the one-hot class ``cond``."""
         with torch.no_grad():
-            loc: Tensor = _call(self._nets[self._encoder], params, self._encoder, _with_class(x, cond))[0]
+            loc: Tensor = _call(
+                self._nets[self._encoder], params, self._encoder, _with_class(_encoder_input(x), cond)
+            )[0]
         return loc
 
     def _plot_inputs(self, data: Any, params: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None, Any]:

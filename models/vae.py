@@ -37,10 +37,12 @@ from probgen.models._vae_base import (
     _call,
     _check_dims,
     _Decoder,
+    _encoder_input,
     _Gaussian,
     _kl_std_normal,
     _LabelledVAE,
     _mlp,
+    _normal_log_prob,
     _one_hot,
     _VAEBase,
     _with_class,
@@ -77,6 +79,8 @@ class VAE(_VAEBase):
     ``subsample_size``.  The fit adds ``encode``, ``decode``, ``interpolate`` and ``iwae``, and its
     ``log_prob`` is the importance-weighted (IWAE) bound with ``iwae_particles`` samples, a
     deterministic estimate (fixed seed) of ``log p(x)`` for held-out scores and anomalies.
+    With ``missing="marginalize"`` (SVI) NaN cells are missing at random: training and scores use
+    the observed cells' likelihood, and ``fit.impute`` fills the rest (:meth:`impute_items`).
 
     Parameters
     ----------
@@ -130,6 +134,84 @@ class VAE(_VAEBase):
         self._lik.validate(x, "data")
         return x
 
+    def prepare_missing(self, data: Any) -> Tensor:
+        """As :meth:`prepare_data`, with NaN kept as the mark of a missing cell (the capability
+        :class:`probgen.capabilities.MissingValues`: ``missing="marginalize"`` with SVI).
+
+        Training then maximises the ELBO of the observed cells (a missing cell adds nothing to
+        ``log p(x | z)``), the encoder reading the item with its missing cells set to zero;
+        ``fit.log_prob`` is the IWAE estimate of the observed cells' marginal likelihood.
+
+        Examples
+        --------
+        >>> VAE(2, 1).prepare_missing([[0.0, float("nan")], [1.0, 1.0]]).isnan().sum().item()
+        1
+        """
+        x = as_tensor(data, "data", dtype=_DTYPE, allow_nan=True)
+        if torch.isinf(x).any():
+            raise ValueError(
+                f"data has {int(torch.isinf(x).sum())} infinite values; NaN marks a missing cell."
+            )
+        if x.dim() != 2 or x.shape[1] != self.input_dim:
+            raise ValueError(
+                f"data must have shape (n_items, {self.input_dim}) (input_dim={self.input_dim}); "
+                f"got {tuple(x.shape)}."
+            )
+        self._lik.validate(x, "data")
+        return x
+
+    def impute_items(
+        self,
+        data: Any,
+        params: Mapping[str, Tensor],
+        *,
+        method: str = "mean",
+        num_samples: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Missing cells filled given each item's observed cells (the capability
+        :class:`probgen.capabilities.Imputes`), by importance sampling of ``z``.
+
+        ``iwae_particles`` codes ``z_k ~ q(z | x_obs)`` are weighted by ``w_k ∝ p(x_obs | z_k)
+        p(z_k) / q(z_k | x_obs)`` (self-normalised: the posterior of ``z`` given the observed
+        cells).  ``method="mean"``: ``sum_k w_k E[x | z_k]`` in the missing cells;
+        ``method="sample"``: per copy and item a code drawn by its weight, then the missing
+        cells from ``p(x | z)``.
+
+        Returns
+        -------
+        Tensor
+            ``(num_samples, n, input_dim)`` (one copy for ``"mean"``), observed cells unchanged.
+        """
+        x = data if isinstance(data, Tensor) else self.prepare_missing(data)
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        k, log_scale = self.iwae_particles, self._log_scale(params)
+        copies = 1 if method == "mean" else int(num_samples)
+        chunk = max(1, 20000 // k)
+        parts = []
+        with torch.no_grad():
+            for start in range(0, len(x), chunk):
+                xb = x[start : start + chunk]
+                loc, scale = _call(self._nets["encoder"], params, "encoder", _encoder_input(xb))
+                z = loc + scale * torch.randn((k, *loc.shape), generator=gen, dtype=loc.dtype)
+                out = _call(self.decoder, params, "decoder", z)
+                log_w = (
+                    self._lik.log_prob(out, xb, log_scale)
+                    + _normal_log_prob(z, torch.zeros_like(z), torch.ones_like(z))
+                    - _normal_log_prob(z, loc, scale)
+                )
+                w = torch.softmax(log_w, 0)  # (k, items)
+                if method == "mean":
+                    fill = (w.unsqueeze(-1) * self._lik.mean(out, log_scale)).sum(0, keepdim=True)
+                else:
+                    pick = torch.multinomial(
+                        w.T, copies, replacement=True, generator=gen
+                    ).T  # (copies, items)
+                    chosen = out[pick, torch.arange(len(xb))]
+                    fill = self._lik.sample(chosen, log_scale, gen)
+                parts.append(torch.where(torch.isnan(xb), fill, xb))
+        return torch.cat(parts, 1)
+
     def sample_items(
         self, n: int, params: Mapping[str, Tensor], *, generator: torch.Generator | None = None, **kwargs: Any
     ) -> dict[str, Any]:
@@ -140,7 +222,7 @@ class VAE(_VAEBase):
     def encode(self, fit: Any, x: Any) -> tuple[Tensor, Tensor]:
         """Posterior mean and scale of ``z`` given ``x``: two ``(n, latent_dim)`` tensors."""
         with torch.no_grad():
-            loc, scale = _call(self._nets["encoder"], fit.params, "encoder", fit._data(x))
+            loc, scale = _call(self._nets["encoder"], fit.params, "encoder", _encoder_input(fit._data(x)))
         return loc, scale
 
     def decode(self, fit: Any, z: Any) -> Tensor:

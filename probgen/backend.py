@@ -158,6 +158,11 @@ class BackendBase(abc.ABC):
         """Backend-specific reasons to refuse a model that has every required capability."""
         return None
 
+    def missing_refusal(self, model: GenerativeModel) -> str | None:
+        """None when this backend fits ``model`` on data with missing cells (``missing=
+        "marginalize"``), else why not; by default :attr:`accepts_missing` decides."""
+        return None if self.accepts_missing else "it does not marginalise missing cells"
+
     def defaults(self) -> dict[str, Any]:
         """Every declared option at its default."""
         return {o.name: o.default for o in self.options}

@@ -125,8 +125,8 @@ def fit(
 
     Missing values: ``missing="raise"`` (default) refuses NaN in the data; ``missing="marginalize"``
     reads NaN as a cell missing at random and marginalises it out of the likelihood, for models
-    that offer it (the mixtures, with ``method="em"``: exact EM with the missing cells' conditional
-    expectations).  The fit keeps the choice: its ``log_prob``, ``predict``, ``predict_proba`` and
+    that offer it (the mixtures and HMMs, with ``method="em"``: exact EM with the missing cells'
+    conditional expectations; ``VAE`` with ``method="svi"``: a masked likelihood).  The fit keeps the choice: its ``log_prob``, ``predict``, ``predict_proba`` and
     ``impute`` read NaN in new data as missing too.
 
     Scale options: ``num_items`` (streamed data: a ``DataLoader`` or re-iterable of minibatches,
@@ -297,6 +297,15 @@ def _numel(obj: Any, depth: int) -> int | None:
 MISSING_CHOICES = ("raise", "marginalize")
 
 
+def _missing_refusal(backend: Backend, gm: GenerativeModel) -> str | None:
+    """Why ``backend`` cannot fit ``gm`` on data with missing cells (None when it can)."""
+    ask = getattr(backend, "missing_refusal", None)
+    if ask is not None:
+        reason: str | None = ask(gm)
+        return reason
+    return None if getattr(backend, "accepts_missing", False) else "it does not marginalise missing cells"
+
+
 def check_missing(
     missing: Any, gm: GenerativeModel, backend: Backend, chunk_size: Any, num_items: Any, data: Any
 ) -> str:
@@ -313,11 +322,12 @@ def check_missing(
             f"MissingValues: prepare_missing); {gm.name} does not offer it. Drop or impute the "
             "missing values before fitting."
         )
-    if not getattr(backend, "accepts_missing", False):
-        able = [m for m in available_methods() if getattr(get_backend(m), "accepts_missing", False)]
+    refusal = _missing_refusal(backend, gm)
+    if refusal is not None:
+        able = [m for m in available_methods() if _missing_refusal(get_backend(m), gm) is None]
         raise ValueError(
-            f"missing='marginalize' is served by method={' or '.join(repr(m) for m in able) or 'none'}; "
-            f"method={backend.name!r} does not marginalise missing cells."
+            f"missing='marginalize' is served by method={' or '.join(repr(m) for m in able) or 'none'} "
+            f"for {gm.name}; method={backend.name!r} cannot: {refusal}."
         )
     if chunk_size is not None or num_items is not None or is_stream_source(data):
         raise ValueError(

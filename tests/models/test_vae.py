@@ -309,3 +309,76 @@ def test_semi_supervised_vae_passes_the_contract():
     ]
     assert report["predict vs predict_proba"] == "ok" and report["save/load"] == "ok"
     assert report["global state kept"] == "ok" and report["same seed, same fit"] == "ok"
+
+
+# ------------------------------------------------------------------------------ missing values
+def _holes(x: np.ndarray, frac: float, seed: int) -> np.ndarray:
+    out = np.array(x, dtype=np.float64)
+    out[np.random.default_rng(seed).random(out.shape) < frac] = np.nan
+    return out
+
+
+def test_masked_log_prob_equals_a_hand_iwae_over_the_observed_cells(digits):
+    train = _holes(digits[0][:300].numpy(), 0.3, 0)
+    vae = VAE(64, 3, hidden_dims=(32,), iwae_particles=50)
+    fit = pg.fit(vae, train, method="svi", missing="marginalize", num_steps=200, seed=0, progress=False)
+    x = train[:7].copy()
+    x[6] = np.nan  # a row with nothing observed
+    got = fit.log_prob(x)
+    xs = torch.as_tensor(x, dtype=torch.float32)
+    loc, scale = fit.encode(x)  # the encoder reads the missing cells as zeros
+    assert torch.allclose(loc, fit.encode(np.nan_to_num(x))[0])
+    eps = torch.randn((50, *loc.shape), generator=torch.Generator().manual_seed(0))
+    z = loc + scale * eps
+    p = fit.decode(z.reshape(-1, 3)).reshape(50, 7, 64).double()
+    seen = ~torch.isnan(xs)
+    xo = xs.nan_to_num(0.0).double()
+    cells = xo * p.log() + (1 - xo) * (1 - p).log()
+    log_w = (
+        torch.where(seen, cells, torch.zeros_like(cells)).sum(-1)
+        + torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+        - torch.distributions.Normal(loc, scale).log_prob(z).sum(-1)
+    )
+    hand = torch.logsumexp(log_w, 0) - math.log(50)
+    assert torch.allclose(got.double(), hand, atol=1e-3)
+    assert float(got[6]) < 0.5  # nothing observed: log of an estimate of 1
+
+
+def test_impute_keeps_observed_cells_and_fills_bernoulli_means_in_unit_interval(digits):
+    train = _holes(digits[0][:300].numpy(), 0.2, 1)
+    vae = VAE(64, 3, hidden_dims=(32,), iwae_particles=20)
+    fit = pg.fit(vae, train, method="svi", missing="marginalize", num_steps=100, seed=0, progress=False)
+    filled = fit.impute(train)
+    seen = ~np.isnan(train)
+    assert isinstance(filled, np.ndarray) and filled.shape == train.shape
+    assert np.array_equal(filled[seen], train[seen]) and np.isfinite(filled).all()
+    assert ((filled >= 0) & (filled <= 1)).all()
+    draws = fit.impute(train[:10], method="sample", num_samples=3, seed=0)
+    assert len(draws) == 3 and all(np.isin(d, [0.0, 1.0]).all() for d in draws)
+    assert np.array_equal(draws[2][seen[:10]], train[:10][seen[:10]])
+    again = fit.impute(train[:10], method="sample", num_samples=3, seed=0)
+    assert np.array_equal(draws[1], again[1])
+
+
+def test_vae_imputes_digits_better_than_column_means():
+    x = load_digits().data / 16.0
+    holed = _holes(x, 0.2, 0)
+    vae = VAE(64, 8, hidden_dims=(128,), likelihood="continuous_bernoulli")
+    fit = pg.fit(vae, holed, method="svi", missing="marginalize", num_steps=1500, seed=0, progress=False)
+    gap = np.isnan(holed)
+    rmse = np.sqrt(np.mean((fit.impute(holed)[gap] - x[gap]) ** 2))
+    means = np.broadcast_to(np.nanmean(holed, 0), x.shape)
+    baseline = np.sqrt(np.mean((means[gap] - x[gap]) ** 2))
+    assert rmse < 0.8 * baseline  # measured 0.17 against 0.27 (3,000 steps)
+
+
+def test_missing_values_need_the_vaes_own_objective():
+    x = _holes((np.random.default_rng(0).random((50, 4)) > 0.5).astype(float), 0.2, 0)
+    with pytest.raises(ValueError, match="elbo='trace' would observe NaN"):
+        pg.fit(
+            VAE(4, 2, hidden_dims=(8,)), x, method="svi", missing="marginalize", elbo="trace", progress=False
+        )
+    with pytest.raises(ValueError, match="served by method='svi' for VAE; method='mcmc' cannot"):
+        pg.fit(VAE(4, 2, hidden_dims=(8,)), x, method="mcmc", missing="marginalize", progress=False)
+    with pytest.raises(ValueError, match="NaN"):
+        pg.fit(VAE(4, 2, hidden_dims=(8,)), x, method="svi", progress=False)
