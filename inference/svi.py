@@ -45,7 +45,7 @@ from pyro.optim.clipped_adam import ClippedAdam as ClippedAdamOptimizer
 from tqdm.auto import tqdm
 
 from probgen.backend import BackendBase, Option, register_backend
-from probgen.capabilities import ClosedFormEM, OwnSVIObjective, StartingValues, SVIDefaults
+from probgen.capabilities import ClosedFormEM, MissingValues, OwnSVIObjective, StartingValues, SVIDefaults
 from probgen.fit import Fit
 from probgen.inference._svi_convergence import (
     _AVERAGE_EVALS,
@@ -375,6 +375,7 @@ class SVI(BackendBase):
         fused = objective is not None and o["elbo"] in (None, "analytic")  # minibatches its own way
         if (
             not fused
+            and isinstance(model, MissingValues)  # its NaN are cells that only its objective masks
             and isinstance(data, torch.Tensor)
             and data.is_floating_point()
             and bool(data.isnan().any())
