@@ -232,10 +232,12 @@ def _merge_turned(left: _Span, right: _Span, metric: _Metric) -> np.ndarray:
     the merged span, the left span extended by the right's first state, and the right span
     extended by the left's last state; all three in one batched evaluation."""
     (lb, le, lr), (rb, re, rr) = left, right
-    begins = np.stack((lb, lb, le))
-    ends = np.stack((re, rb, re))
-    rhos = np.stack((lr + rr, lr + rb, rr + le))
-    return np.asarray(_turned(begins, ends, rhos, metric).any(0))
+    # np.concatenate of views: the same numbers as np.stack at half its cost on small arrays
+    begins = np.concatenate((lb[None], lb[None], le[None]))
+    ends = np.concatenate((re[None], rb[None], re[None]))
+    rhos = np.concatenate(((lr + rr)[None], (lr + rb)[None], (rr + le)[None]))
+    turned = _turned(begins, ends, rhos, metric)
+    return turned[0] | turned[1] | turned[2]
 
 
 def _leapfrog(
@@ -355,11 +357,13 @@ def _transition(
             leaf = np.concatenate((z1, p1, g1, pe1[:, None], h1[:, None]), -1)
             delta = h1 - h0
             delta[np.isnan(delta)] = np.inf
-            div = live & ~((delta <= _MAX_ENERGY_ERROR) & np.isfinite(g1).all(-1))
+            # a gradient that is not finite makes the momentum, and so H, not finite: one check of H
+            # (a scalar per chain) stands for one of the gradient (D numbers per chain)
+            div = live & ~((delta <= _MAX_ENERGY_ERROR) & np.isfinite(h1))
             ok = live & ~div
-            n_steps = n_steps + live
-            sum_accept = sum_accept + np.where(live, np.exp(np.minimum(-delta, 0.0)), 0.0)
-            diverging = diverging | div
+            n_steps += live
+            sum_accept += np.where(live, np.exp(np.minimum(-delta, 0.0)), 0.0)
+            diverging |= div
             # multinomial sampling within the subtree: the new leaf with probability w / sum(w)
             new_w = np.logaddexp(sub_w, -delta)
             take = ok & (rng.random(C) < np.exp(-delta - new_w))
