@@ -279,6 +279,7 @@ def _run_chees(
                 dense_mass=o["dense_mass"],
                 progress=progress,
                 keep_warmup=o["save_warmup"],
+                compile=o["compile"],
             )
         return run_chees(
             pot,
@@ -321,8 +322,13 @@ def _run_chees(
         "vectorised": why_not is None,
         # how the chains were evaluated: "batched" (one trace), "vmap" or "per_chain"
         "potential": pot.mode,
+        # what ran the potential at the end: "trace" (TorchScript), "inductor" or None (eager)
+        "compiler": pot.compiler,
+        "compiler_note": pot.compiler_note,
         "why_not_vectorised": why_not,
         "warmup_divergences": int(result.extra.get("warmup_divergences", 0)),
+        # chees: warm-up restarts of stuck chains, per chain, and chains still unhealthy after it
+        **{k: result.extra[k] for k in ("restarts", "unhealthy_chains") if k in result.extra},
     }
     info.update(warmup_groups(pot, result.extra))  # save_warmup
     return draws, stats, inits, info
@@ -458,6 +464,14 @@ class MCMC(BackendBase):
         chain's draws in Stan's windows; Pyro's ``full_mass``) instead of a diagonal one, for
         strongly correlated posteriors (``O(D**2)`` work per leapfrog step).  "chees" keeps a
         diagonal one and refuses ``dense_mass=True``.
+    ``compile`` : bool or "auto", default "auto"
+        "nuts": compile the potential's traced graph with inductor (``torch.compile``; about half
+        of each leapfrog step's potential saved, seconds to compile): True always, False never,
+        "auto" when the calls expected after 20 iterations pay for the estimated compile time.
+        Checked against the uncompiled potential before use; ``fit.extras["nuts_batched"]
+        ["compiler"]`` names what ran (``"trace"``, ``"inductor"``, None) and
+        ``["compiler_note"]`` gives the decision's figures.  With "auto" the decision is timed,
+        so the same seed can give draws that differ in float rounding between machines.
     ``step_size`` : float, default 1.0
         Initial step size (adapted during warmup).
     ``num_steps`` : int, default None
@@ -535,6 +549,7 @@ class MCMC(BackendBase):
         Option("target_accept_prob", "any", 0.8, "step-size adaptation target"),
         Option("max_tree_depth", "int", 10, "NUTS tree depth at most"),
         Option("dense_mass", "any", False, "adapt a dense mass matrix (NUTS, HMC)"),
+        Option("compile", "any", "auto", 'NUTS: compile the potential with inductor (True, False, "auto")'),
         Option("step_size", "any", 1.0, "initial step size"),
         Option("num_steps", "any", None, "HMC: leapfrog steps per trajectory"),
         Option("init", "any", "auto", '"auto", "uniform", "median", "sample" or a dict of values'),
@@ -593,6 +608,8 @@ class MCMC(BackendBase):
                 "kernel='chees' adapts its trajectory length from the spread across chains; num_chains "
                 f"must be at least 2 (16 to 64 adapt best); got {o['num_chains']}."
             )
+        if o["compile"] not in (True, False, "auto"):
+            raise ValueError(f"compile must be True, False or 'auto'; got {o['compile']!r}.")
         if o["dense_mass"] not in (True, False):
             raise ValueError(f"dense_mass must be True or False; got {o['dense_mass']!r}.")
         if o["kernel"] == "chees" and o["dense_mass"]:

@@ -69,6 +69,9 @@ _DA_GAMMA, _DA_T0, _DA_KAPPA = 0.05, 10.0, 0.75
 #: Regularisation of the windowed variance: ``(n / (n + 5)) var + 1e-3 * 5 / (n + 5)`` (Stan's).
 _MASS_PRIOR_WEIGHT, _MASS_PRIOR = 5.0, 1e-3
 
+#: The iteration at which ``compile="auto"`` decides, from the calls per iteration until then.
+_COMPILE_DECISION = 20
+
 _STAT_NAMES = ("lp", "energy", "step_size", "n_steps", "tree_depth", "acceptance_rate", "diverging")
 
 
@@ -122,14 +125,18 @@ class _DualAveraging:
 _ValueAndGrad = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-def _numpy_potential(potential: BatchedPotential) -> _ValueAndGrad:
-    """The batched potential on numpy arrays (shared memory both ways: no copies)."""
+class _NumpyPotential:
+    """The batched potential on numpy arrays (shared memory both ways: no copies), counting calls."""
 
-    def value_and_grad(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pe, grad = potential.value_and_grad(torch.from_numpy(z))
+    def __init__(self, potential: BatchedPotential) -> None:
+        self.potential = potential
+        self.calls = 0
+
+    def __call__(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.calls += 1
+        # contiguous rows: a compiled function is specialised to the strides it was compiled for
+        pe, grad = self.potential.value_and_grad(torch.from_numpy(np.ascontiguousarray(z)))
         return pe.detach().numpy(), grad.detach().numpy()
-
-    return value_and_grad
 
 
 class _DiagonalMetric:
@@ -430,6 +437,7 @@ def run_nuts(
     keep_momentum: bool = False,
     dense_mass: bool = False,
     keep_warmup: bool = False,
+    compile: bool | str = False,
 ) -> NUTSResult:
     """Warm up and sample every chain of ``potential`` in lockstep from ``init`` ``(C, D)``.
 
@@ -462,6 +470,13 @@ def run_nuts(
     keep_warmup : bool, default False
         Keep the warm-up iterations too: ``NUTSResult.extra["warmup_draws"]`` ``(C, num_warmup,
         D)`` and ``extra["warmup_stats"]`` (the same statistics as ``stats``).
+    compile : bool or "auto", default False
+        Compile the potential's traced graph with inductor (:meth:`BatchedPotential.inductor`):
+        True before sampling, "auto" after the first 20 iterations when the calls still expected
+        (the calls per iteration so far times the iterations left) pay for its compile time
+        (``extra["compiler_note"]`` gives the figures).  A timed decision: with "auto" a fixed
+        seed gives draws that differ in float rounding only between a run that compiled and one
+        that did not.
 
     Returns
     -------
@@ -479,6 +494,8 @@ def run_nuts(
         raise ValueError(f"target_accept_prob must be in (0, 1); got {target_accept_prob!r}.")
     if max_tree_depth < 1:
         raise ValueError(f"max_tree_depth must be at least 1; got {max_tree_depth!r}.")
+    if compile not in (True, False, "auto"):
+        raise ValueError(f"compile must be True, False or 'auto'; got {compile!r}.")
     if num_warmup < 0 or num_samples < 1:
         raise ValueError(
             f"num_warmup must be >= 0 and num_samples >= 1; got {num_warmup!r} and {num_samples!r}."
@@ -498,6 +515,7 @@ def run_nuts(
             keep_momentum,
             dense_mass,
             keep_warmup,
+            compile,
         )
 
 
@@ -513,11 +531,16 @@ def _run(
     keep_momentum: bool,
     dense_mass: bool,
     keep_warmup: bool = False,
+    compile: bool | str = False,
 ) -> NUTSResult:
     C, D = init.shape
     # one numpy generator for the run, seeded from torch's global generator
     rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
-    value_and_grad = _numpy_potential(potential)
+    value_and_grad = _NumpyPotential(potential)
+    # a potential without a traced graph (any object with value_and_grad) is run as it is
+    inductor = getattr(potential, "inductor", None) if compile else None
+    if inductor is not None and compile is True:
+        inductor([init.detach()])
     z = init.detach().clone().numpy()
     dtype = z.dtype
     pe, grad = value_and_grad(z)
@@ -549,6 +572,9 @@ def _run(
     warm_stats = {k: np.zeros((C, warm_keep.shape[1])) for k in _STAT_NAMES}
     bar = tqdm(range(num_warmup + num_samples), disable=not progress, desc="nuts")
     for it in bar:
+        if inductor is not None and compile == "auto" and it == _COMPILE_DECISION:
+            left = (num_warmup + num_samples - it) * value_and_grad.calls / it
+            inductor([torch.from_numpy(z.copy()), init.detach()], expected_calls=left)
         warm = it < num_warmup
         step = eps if warm else eps_final
         draw = _transition(value_and_grad, z, pe, grad, step, metric, max_depth, rng)
@@ -596,7 +622,7 @@ def _run(
         trajectory_length=length,
         inverse_mass=torch.from_numpy(metric.matrix.copy()),
         momentum=None if momenta is None else torch.from_numpy(momenta),
-        extra={"warmup_divergences": warm_div}
+        extra={"warmup_divergences": warm_div, "compiler_note": getattr(potential, "compiler_note", None)}
         | ({"warmup_draws": torch.from_numpy(warm_keep), "warmup_stats": warm_stats} if keep_warmup else {}),
     )
 

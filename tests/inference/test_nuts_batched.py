@@ -438,3 +438,30 @@ def test_a_covariate_model_runs_through_vmap_with_each_chains_own_potential_and_
                  progress=False, kernel="nuts_batched", num_chains=2, num_samples=30, warmup_steps=30)  # fmt: skip
     info = fit.extras["nuts_batched"]
     assert info["potential"] == "vmap" and not info["vectorised"]
+
+
+def test_inductor_is_used_only_when_it_pays_and_reproduces_the_potential():
+    from pyro.infer.mcmc.util import initialize_model
+
+    x = torch.randn(30, 2, generator=torch.Generator().manual_seed(1))
+    data = {"x": x, "y": x @ torch.tensor([1.0, -1.0])}
+
+    def model(d):
+        return _covariates(d["x"], d["y"])
+
+    pyro.set_rng_seed(0)
+    inits, potential_fn, transforms, _ = initialize_model(model, model_args=(data,))
+    pot = BatchedPotential(model, data, transforms, inits, 3, 1, one_state=potential_fn)
+    points = 0.3 * torch.randn(3, pot.dim, generator=torch.Generator().manual_seed(2))
+    assert pot.use_vmap([points], rtol=2e-4) and pot.compile([points], rtol=1e-5)
+    assert not pot.inductor([points], expected_calls=10) and pot.compiler == "trace"
+    assert "not tried" in (pot.compiler_note or "")
+    want_pe, want_grad = pot._eager_value_and_grad(points)
+    if pot.inductor([points]):  # forced; False (traced kept) where inductor cannot run or is slower
+        assert pot.compiler == "inductor"
+    pe, grad = pot.value_and_grad(points)
+    assert torch.allclose(pe, want_pe, rtol=1e-5, atol=1e-4) and torch.allclose(
+        grad, want_grad, rtol=1e-5, atol=1e-4
+    )
+    with pytest.raises(ValueError, match="compile must be"):
+        run_nuts(pot, points, num_warmup=1, num_samples=1, compile="always")
