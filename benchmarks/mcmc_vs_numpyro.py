@@ -9,7 +9,8 @@ The protocol:
   defaults (uniform in (-2, 2) on the unconstrained space).
 * **What is timed.**  The whole fit, compilation (probgen's traced potential, JAX's jit) and
   warm-up included; not the imports.  Every run is a fresh process (``sys.executable``, this
-  environment), so neither side reuses a cache of an earlier run; the two sides alternate.
+  environment) with an empty cache for PyTorch's inductor, so neither side reuses a cache of an
+  earlier run; the two sides alternate.
 * **One thread each.**  probgen: ``torch.set_num_threads(1)`` (and ``OMP_NUM_THREADS=1``).
   JAX: ``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"`` and
   ``JAX_PLATFORMS=cpu``.
@@ -204,6 +205,8 @@ def spawn(side: str, name: str, seed: int, quick: bool) -> dict[str, np.ndarray]
     if side == "numpyro":
         env.update({"XLA_FLAGS": XLA_ONE_THREAD, "JAX_PLATFORMS": "cpu"})
     with tempfile.TemporaryDirectory() as tmp:
+        # inductor keeps compiled graphs on disk between processes: each run gets an empty cache
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "inductor")
         out = str(Path(tmp) / "draws.npz")
         cmd = [sys.executable, __file__, "--child", side, name, str(seed), out] + (
             ["--quick"] if quick else []
