@@ -40,9 +40,10 @@ _CHAINS_PLATE = "_pg_chains"
 #: potential is used then, so the choice never changes a result).
 _TRACE_ERRORS = (RuntimeError, TypeError, ValueError, NotImplementedError, AttributeError, IndexError)
 #: Inductor's compile time, estimated before compiling as fixed seconds plus seconds per node of the
-#: traced graph: above cold compiles measured on one CPU thread (graphs of 156, 200 and 522 nodes
-#: took 3.9, 6.3 and 8.5 s).
-_INDUCTOR_FIXED_S, _INDUCTOR_NODE_S = 2.5, 0.015
+#: traced graph: about the first compile of a fresh process with an empty inductor cache on one CPU
+#: thread, where inductor's own start-up is paid too (a graph of 156 nodes took 11.1 s; with some of
+#: inductor's cache warm, graphs of 200 and 522 nodes took 6.3 and 8.5 s).
+_INDUCTOR_FIXED_S, _INDUCTOR_NODE_S = 10.0, 0.01
 #: The share of a call's time inductor is expected to save (measured 0.41 to 0.8 on the same graphs).
 _INDUCTOR_SAVING = 0.5
 #: Timed calls of the potential behind the decision to compile with inductor.
@@ -345,7 +346,7 @@ class BatchedPotential:
         Inductor fuses the graph's operations into generated C++ (about half a call's time saved
         on the benchmark models) but takes seconds to compile, so with ``expected_calls`` given
         it compiles only when ``expected_calls * 0.5 * t_call`` exceeds its estimated compile
-        time ``2.5 s + 0.015 s`` per graph node, ``t_call`` timed on a few calls now
+        time ``10 s + 0.01 s`` per graph node, ``t_call`` timed on a few calls now
         (:attr:`compiler_note` gives the figures); ``None`` compiles regardless.  The compiled
         function is kept only when it reproduces the eager potential and gradient at every row
         of ``points`` (as :meth:`compile` checks) and is faster than the traced one.
@@ -377,6 +378,7 @@ class BatchedPotential:
             )
             if saving <= estimate:
                 return False
+        start = time.perf_counter()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -392,9 +394,11 @@ class BatchedPotential:
                 f"{self.compiler_note or 'inductor'}; it failed ({type(e).__name__}): traced kept"
             )
             return False
+        took = time.perf_counter() - start
         after = self._time_call(compiled, points[0])
         self.compiler_note = (
-            f"{self.compiler_note or 'inductor'}; {1e6 * before:.0f} -> {1e6 * after:.0f} us a call"
+            f"{self.compiler_note or 'inductor'}; compiled and checked in {took:.1f} s; "
+            f"{1e6 * before:.0f} -> {1e6 * after:.0f} us a call"
         )
         if after >= before:
             return False

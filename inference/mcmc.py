@@ -467,7 +467,7 @@ class MCMC(BackendBase):
     ``compile`` : bool or "auto", default "auto"
         "nuts": compile the potential's traced graph with inductor (``torch.compile``; about half
         of each leapfrog step's potential saved, seconds to compile): True always, False never,
-        "auto" when the calls expected after 20 iterations pay for the estimated compile time.
+        "auto" when the calls expected after 100 iterations pay for the estimated compile time.
         Checked against the uncompiled potential before use; ``fit.extras["nuts_batched"]
         ["compiler"]`` names what ran (``"trace"``, ``"inductor"``, None) and
         ``["compiler_note"]`` gives the decision's figures.  With "auto" the decision is timed,

@@ -69,8 +69,10 @@ _DA_GAMMA, _DA_T0, _DA_KAPPA = 0.05, 10.0, 0.75
 #: Regularisation of the windowed variance: ``(n / (n + 5)) var + 1e-3 * 5 / (n + 5)`` (Stan's).
 _MASS_PRIOR_WEIGHT, _MASS_PRIOR = 5.0, 1e-3
 
-#: The iteration at which ``compile="auto"`` decides, from the calls per iteration until then.
-_COMPILE_DECISION = 20
+#: The iteration at which ``compile="auto"`` decides, from the calls per iteration since iteration
+#: ``_COMPILE_DECISION // 2`` (the first iterations, at step sizes not yet adapted, take longer
+#: trajectories than the rest: counted from the start, eight schools' calls were overestimated 4x).
+_COMPILE_DECISION = 100
 
 _STAT_NAMES = ("lp", "energy", "step_size", "n_steps", "tree_depth", "acceptance_rate", "diverging")
 
@@ -472,8 +474,9 @@ def run_nuts(
         D)`` and ``extra["warmup_stats"]`` (the same statistics as ``stats``).
     compile : bool or "auto", default False
         Compile the potential's traced graph with inductor (:meth:`BatchedPotential.inductor`):
-        True before sampling, "auto" after the first 20 iterations when the calls still expected
-        (the calls per iteration so far times the iterations left) pay for its compile time
+        True before sampling, "auto" after the first 100 iterations when the calls still expected
+        (the calls per iteration over iterations 50 to 100 times the iterations left) pay for its
+        compile time
         (``extra["compiler_note"]`` gives the figures).  A timed decision: with "auto" a fixed
         seed gives draws that differ in float rounding only between a run that compiled and one
         that did not.
@@ -537,6 +540,7 @@ def _run(
     # one numpy generator for the run, seeded from torch's global generator
     rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
     value_and_grad = _NumpyPotential(potential)
+    calls_then = 0
     # a potential without a traced graph (any object with value_and_grad) is run as it is
     inductor = getattr(potential, "inductor", None) if compile else None
     if inductor is not None and compile is True:
@@ -572,8 +576,11 @@ def _run(
     warm_stats = {k: np.zeros((C, warm_keep.shape[1])) for k in _STAT_NAMES}
     bar = tqdm(range(num_warmup + num_samples), disable=not progress, desc="nuts")
     for it in bar:
+        if inductor is not None and compile == "auto" and it == _COMPILE_DECISION // 2:
+            calls_then = value_and_grad.calls
         if inductor is not None and compile == "auto" and it == _COMPILE_DECISION:
-            left = (num_warmup + num_samples - it) * value_and_grad.calls / it
+            rate = (value_and_grad.calls - calls_then) / (it - _COMPILE_DECISION // 2)
+            left = (num_warmup + num_samples - it) * rate
             inductor([torch.from_numpy(z.copy()), init.detach()], expected_calls=left)
         warm = it < num_warmup
         step = eps if warm else eps_final
