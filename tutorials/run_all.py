@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-#: Smallest width and height (pixels) of a figure a tutorial writes.
-MIN_PIXELS = 150
+#: Smallest side (pixels) of a figure a tutorial writes, and smallest area: a strip of images
+#: (an interpolation row) is wide and short, not tiny.
+MIN_SIDE = 64
+MIN_AREA = 150 * 150
 #: Smallest standard deviation of a figure's grey levels (0..1): below it the image is blank.
 MIN_SPREAD = 0.01
 
@@ -28,8 +30,8 @@ def figure_problem(path: Path) -> str | None:
 
     pixels = np.asarray(matplotlib.image.imread(path), dtype=float)
     height, width = pixels.shape[:2]
-    if min(height, width) < MIN_PIXELS:
-        return f"{width}x{height} pixels, under {MIN_PIXELS} on a side"
+    if min(height, width) < MIN_SIDE or height * width < MIN_AREA:
+        return f"{width}x{height} pixels, under {MIN_SIDE} on a side or {MIN_AREA} in all"
     grey = pixels[..., :3].mean(-1) if pixels.ndim == 3 else pixels
     if grey.std() < MIN_SPREAD:
         return f"blank (grey levels vary by {grey.std():.4f} < {MIN_SPREAD})"
