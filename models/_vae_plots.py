@@ -7,6 +7,7 @@ class condition and their labels (:meth:`_VAEPicture._plot_inputs`), the encoder
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,7 +34,7 @@ _LATENT_VIEWS = ("pca", "first")
 _GRID_QUANTILES = (0.05, 0.95)
 
 
-class _VAEPicture:
+class _VAEPicture(abc.ABC):
     """``plot_fit`` for the VAE families (a mixin: the family supplies the hooks below)."""
 
     name: str
@@ -41,16 +42,17 @@ class _VAEPicture:
     input_dim: int
     n_classes: int
 
+    @abc.abstractmethod
     def _plot_inputs(self, data: Any, params: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None, Any]:
         """Prepared items ``x``, their one-hot class condition (or None) and default labels (or None)."""
-        raise NotImplementedError  # pragma: no cover - every family defines it
 
+    @abc.abstractmethod
     def _codes(self, params: Mapping[str, Tensor], x: Tensor, cond: Tensor | None) -> Tensor:
         """Posterior means of ``z`` for items ``x`` under the condition ``cond``."""
-        raise NotImplementedError  # pragma: no cover
 
+    @abc.abstractmethod
     def _decoded_mean(self, params: Mapping[str, Tensor], z: Tensor, c: Tensor | None) -> Tensor:
-        raise NotImplementedError  # pragma: no cover
+        """Decoder means for codes ``z`` under the condition ``c``."""
 
     def plot_fit(
         self,
