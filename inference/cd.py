@@ -11,7 +11,8 @@ no family by name.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -23,13 +24,50 @@ from probgen.errors import ModelNotSupportedError
 from probgen.fit import Fit
 from probgen.model import GenerativeModel
 
-__all__ = ["CD"]
+__all__ = ["CD", "CDUpdater", "FusedCD"]
 
 _HOOKS = ("free_energy", "gibbs_step", "init_params")
 #: Items (at most) on which the per-epoch pseudo-log-likelihood is computed.
 _MONITOR_ITEMS = 1000
 #: Epochs in a row without a better pseudo-log-likelihood before the fit is called converged.
 _PATIENCE = 5
+
+
+class CDUpdater(Protocol):
+    """Runs of contrastive-divergence updates that a model carries out itself (see :class:`FusedCD`)."""
+
+    def run(self, data: torch.Tensor, order: torch.Tensor, lrs: Sequence[float]) -> None:
+        """``len(lrs)`` updates; update ``i`` takes the rows ``order[i * b:(i + 1) * b]`` of
+        ``data`` (``b`` the batch size; the last minibatch may be shorter) at rate ``lrs[i]``."""
+        ...
+
+    def params(self) -> dict[str, torch.Tensor]:
+        """The current parameters by name (may be views of the updater's state)."""
+        ...
+
+
+@runtime_checkable
+class FusedCD(Protocol):
+    """An energy-based model that runs contrastive-divergence updates itself.
+
+    What the backend would do step by step (a Gibbs sweep, the free-energy gradient of positives
+    and negatives, an SGD step with momentum and weight decay) in one loop of the model's own,
+    with the gradient in closed form and buffers reused: for small minibatches the per-step
+    Python and dispatch of the generic loop cost far more than the arithmetic.  The backend keeps
+    the epochs, the learning-rate schedule, the monitor and the convergence rule.
+    """
+
+    def cd_updater(
+        self,
+        params: Mapping[str, torch.Tensor],
+        chains: torch.Tensor | None,
+        *,
+        batch_size: int,
+        k: int,
+        momentum: float,
+        weight_decay: float,
+        generator: torch.Generator,
+    ) -> CDUpdater: ...
 
 
 def _is_binary(x: Any) -> bool:
@@ -153,6 +191,35 @@ class CD(BackendBase):
         chains = data.index_select(0, torch.randint(n, (size,), generator=gen)) if o["persistent"] else None
         perm, pos = torch.randperm(n, generator=gen), 0
         steps_per_epoch = math.ceil(n / size)
+        if isinstance(model, FusedCD) and data.device.type == "cpu":
+            updater = model.cd_updater(
+                params,
+                chains,
+                batch_size=size,
+                k=int(o["k"]),
+                momentum=momentum,
+                weight_decay=wd,
+                generator=gen,
+            )
+            done = 0
+            with tqdm(total=steps, disable=not progress, desc="CD", leave=False) as bar:
+                while done < steps:  # one epoch per pass: the updater runs its minibatches
+                    if done:
+                        perm = torch.randperm(n, generator=gen)
+                    m = min(steps_per_epoch, steps - done)
+                    updater.run(
+                        data, perm, [lr0 * (1.0 - (1.0 - final) * (done + i) / steps) for i in range(m)]
+                    )
+                    done += m
+                    params = updater.params()
+                    if not all(bool(torch.isfinite(p).all()) for p in params.values()):
+                        raise FloatingPointError(
+                            f"CD parameters became non-finite by step {done}; lower lr (now {o['lr']})."
+                        )
+                    history.append(record())
+                    bar.update(m)
+                    bar.set_postfix({"pll" if binary else "recon": f"{history[-1]:.4g}"})
+            return self._result(model, data, params, history, o["tol"], binary, seed)
         sign = _signs(size, size)
         own_grad = model if isinstance(model, FreeEnergyGradient) else None  # closed form, else autograd
         with tqdm(total=steps, disable=not progress, desc="CD", leave=False) as bar:
@@ -192,13 +259,24 @@ class CD(BackendBase):
                     )
                 bar.update(1)
         history.append(record())
+        return self._result(model, data, params, history, o["tol"], binary, seed)
 
-        converged, problems = self._converged(history, o["tol"], higher_is_better=binary)
+    def _result(
+        self,
+        model: GenerativeModel,
+        data: Any,
+        params: Mapping[str, torch.Tensor],
+        history: list[float],
+        tol: float,
+        binary: bool,
+        seed: int,
+    ) -> Fit:
+        converged, problems = self._converged(history, tol, higher_is_better=binary)
         return Fit(
             model=model,
             data=data,
             method=self.name,
-            params={k: v.detach().clone() for k, v in params.items()},
+            params={k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in params.items()},
             history=np.asarray(history, dtype=float),
             converged=converged,
             extras={

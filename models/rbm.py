@@ -27,6 +27,7 @@ from torch import Tensor
 
 from probgen.fit import Fit
 from probgen.model import GenerativeModel, as_tensor
+from probgen.models._rbm_pcd import PCDUpdater
 from probgen.models.plotting import _image_grid, _no_options, _panels, _positive, _square_side
 from probgen.roles import slot
 from probgen.validation import non_negative_int, positive_int
@@ -317,6 +318,36 @@ class RBM(GenerativeModel):
             p = torch.sigmoid(F.linear(v, W, c))
             pw = p * w[:, None]
             return {"W": -(pw.T @ v), "visible_bias": -(w @ v), "hidden_bias": -pw.sum(0)}
+
+    def cd_updater(
+        self,
+        params: Mapping[str, Tensor],
+        chains: Tensor | None,
+        *,
+        batch_size: int,
+        k: int,
+        momentum: float,
+        weight_decay: float,
+        generator: torch.Generator,
+    ) -> PCDUpdater:
+        """Contrastive-divergence updates in one loop of preallocated buffers (what ``"cd"`` runs).
+
+        The gradient is closed form and the updates reuse every buffer, so a minibatch costs a few
+        kernels rather than a generic step's dozens: see :class:`probgen.models._rbm_pcd.PCDUpdater`
+        (``chains``: starting visible states of the persistent chains, None for CD-k).
+        """
+        W, b, c = (t.detach().to(_DTYPE) for t in self._params(params))
+        return PCDUpdater(
+            W,
+            b,
+            c,
+            None if chains is None else chains.to(_DTYPE),
+            batch_size=batch_size,
+            k=k,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            generator=generator,
+        )
 
     def gibbs_step(
         self, data: Tensor, params: Mapping[str, Tensor], *, generator: torch.Generator | None = None
