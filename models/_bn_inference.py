@@ -23,6 +23,8 @@ import torch
 from networkx.algorithms.approximation import treewidth_min_degree
 from torch import Tensor
 
+from probgen.models import _bn_flat as flat_engine
+from probgen.models import _bn_junction as jt
 from probgen.models._bn_network import Network
 
 __all__ = [
@@ -57,19 +59,21 @@ def treewidth(dag: nx.DiGraph) -> int:
 
 
 @functools.lru_cache(maxsize=4096)
-def _compiled(eq: str, shapes: tuple[tuple[int, ...], ...], batched: bool) -> tuple[Any, float]:
-    """The contraction expression of ``eq`` on operands of ``shapes``, and its largest intermediate."""
+def _compiled(eq: str, shapes: tuple[tuple[int, ...], ...], batched: bool) -> tuple[Any, float, float]:
+    """The contraction expression of ``eq`` on operands of ``shapes``, its largest intermediate
+    and its cost (opt_einsum's flop count)."""
     # batched contractions: plain greedy paths blow up with the batch index on every evidence
     # factor (alarm, 2,048 rows: 220 GB); the best of 128 randomised greedy paths (fewest flops)
     # is compiled in ~0.6 s once and runs in ~50 ms
     small = "auto-hq" if len(shapes) <= 24 else "greedy"
     optimize = oe.RandomGreedy(max_repeats=128) if batched else small
     path, info = oe.contract_path(eq, *shapes, shapes=True, optimize=optimize)
-    return oe.contract_expression(eq, *shapes, optimize=path), float(info.largest_intermediate)
+    expr = oe.contract_expression(eq, *shapes, optimize=path)
+    return expr, float(info.largest_intermediate), float(info.opt_cost)
 
 
 def _expression(net: Network, eq: str, shapes: list[tuple[int, ...]], batched: bool) -> Any:
-    expr, largest = _compiled(eq, tuple(shapes), batched)
+    expr, largest, _ = _compiled(eq, tuple(shapes), batched)
     if largest > _MAX_INTERMEDIATE:
         rows = f" for {shapes[-1][0]} rows at once" if batched else ""
         raise ValueError(
@@ -78,6 +82,24 @@ def _expression(net: Network, eq: str, shapes: list[tuple[int, ...]], batched: b
             f"{treewidth(net.dag)}.  Query fewer variables, add evidence, or pass fewer rows."
         )
     return expr
+
+
+def _single_plan(
+    net: Network, evidence: Mapping[str, int], outputs: Sequence[str], keep: Sequence[str]
+) -> Any:
+    """Which CPDs, which of their axes the evidence slices, and the equation: once per pattern."""
+    plan_key = ("plan", tuple(sorted(evidence)), tuple(outputs), tuple(keep))
+    plan = net.plans.get(plan_key)
+    if plan is None:
+        nodes = net.relevant(set(outputs) | set(evidence) | set(keep))
+        fams = [(n, net.parents[n] + [n]) for n in nodes]
+        slices = [[v if v in evidence else None for v in fam] for _, fam in fams]
+        subs = ["".join(net.sym[v] for v in fam if v not in evidence) for _, fam in fams]
+        eq = ",".join(subs) + "->" + "".join(net.sym[v] for v in outputs)
+        shapes = tuple(tuple(net.card(v) for v in fam if v not in evidence) for _, fam in fams)
+        plan = ([n for n, _ in fams], slices, eq, shapes)
+        net.plans[plan_key] = plan
+    return plan
 
 
 def contract_single(
@@ -91,17 +113,8 @@ def contract_single(
 
     Barren nodes are pruned except ``keep`` (whose CPDs a caller differentiates).
     """
-    plan_key = ("plan", tuple(sorted(evidence)), tuple(outputs), tuple(keep))
-    plan = net.plans.get(plan_key)
-    if plan is None:  # which CPDs, which axes are sliced, the equation: once per pattern
-        nodes = net.relevant(set(outputs) | set(evidence) | set(keep))
-        fams = [(n, net.parents[n] + [n]) for n in nodes]
-        slices = [[v if v in evidence else None for v in fam] for _, fam in fams]
-        subs = ["".join(net.sym[v] for v in fam if v not in evidence) for _, fam in fams]
-        eq = ",".join(subs) + "->" + "".join(net.sym[v] for v in outputs)
-        plan = ([n for n, _ in fams], slices, eq)
-        net.plans[plan_key] = plan
-    nodes, slices, eq = plan
+    plan = _single_plan(net, evidence, outputs, keep)
+    nodes, slices, eq, _ = plan
     ops = []
     for n, sl in zip(nodes, slices, strict=True):
         t = cpds[n]
@@ -156,6 +169,30 @@ def contract_rows(
 
 
 def contract_chunks(net: Network, cpds: CPDs, rows: Tensor, outputs: Sequence[str]) -> Tensor:
+    """``P(outputs, evidence_b)`` per row, ``(B, *cards)``: by the junction tree (chunks of rows)
+    or by :func:`contract_rows` (chunks of at most ``_BATCH`` rows), whichever is cheaper."""
+    if _use_tree(net, cpds, {}, outputs, keep=_observed(net, rows), rows=len(rows)):
+        if not outputs:
+            return torch.cat(
+                [
+                    flat_engine.tree_evidence(net, cpds, {}, chunk)
+                    for chunk in flat_engine.tree_chunks(net, rows)
+                ]
+            )
+        if len(outputs) == 1:
+            return row_tables(net, cpds, rows, outputs)[outputs[0]]
+        return flat_engine.tree_joint(net, cpds, {}, outputs, rows)
+    return _contracted_chunks(net, cpds, rows, outputs)
+
+
+def _contracted_chunks(net: Network, cpds: CPDs, rows: Tensor, outputs: Sequence[str]) -> Tensor:
+    try:
+        return _contract_chunks(net, cpds, rows, outputs)
+    except ValueError as err:
+        raise _refusal(net, err) from None
+
+
+def _contract_chunks(net: Network, cpds: CPDs, rows: Tensor, outputs: Sequence[str]) -> Tensor:
     """:func:`contract_rows` over chunks of at most ``_BATCH`` rows (memory bound), concatenated."""
     return torch.cat(
         [contract_rows(net, cpds, rows[i : i + _BATCH], outputs) for i in range(0, len(rows), _BATCH)], 0
@@ -175,6 +212,9 @@ def expected_counts(net: Network, cpds: CPDs, data: Tensor) -> tuple[dict[str, T
             stats[n] += c
             ll += float((c * cpds[n].reshape(c.shape).log().nan_to_num(0.0, neginf=0.0)).sum())
     rest = data[~complete]
+    if len(rest) and _use_tree(net, cpds, {}, (), keep=net.nodes, rows=len(rest), passes=3.0):
+        more, part = flat_engine.tree_counts(net, cpds, rest)
+        return {n: stats[n] + more[n] for n in net.nodes}, ll + part
     for i in range(0, len(rest), _BATCH):
         chunk = rest[i : i + _BATCH]
         leaves = {n: cpds[n].detach().clone().requires_grad_() for n in net.nodes}
@@ -188,6 +228,79 @@ def expected_counts(net: Network, cpds: CPDs, data: Tensor) -> tuple[dict[str, T
     return stats, ll
 
 
+# ------------------------------------------------------------------ junction tree or contraction
+_CONTRACT_MAX_NODES = 40  # larger pruned networks always take the junction tree (no path search)
+
+
+def _refusal(net: Network, err: ValueError) -> ValueError:
+    """The contraction's refusal, restated with the junction tree's largest clique when the tree
+    is refused too (one limit on table sizes, ``_MAX_INTERMEDIATE``, for both)."""
+    try:
+        jt.check_size(net, jt.compile_tree(net), int(_MAX_INTERMEDIATE))
+    except ValueError as tree_err:
+        return ValueError(f"{tree_err}  The single contraction is refused too: {err}")
+    return err
+
+
+def _tree_cost(net: Network, cpds: CPDs, rows: int, targets: int) -> float:
+    """Estimated cost of one junction-tree pass over ``rows`` evidence rows; inf when too large."""
+    tree = jt.compile_tree(net)
+    if tree.largest > min(_MAX_INTERMEDIATE, jt.MAX_CLIQUE):
+        return math.inf
+    return rows * 4.0 * tree.total + jt.tree_cost(tree, targets) - 4.0 * tree.total
+
+
+def _contraction_cost(
+    net: Network, ev: Mapping[str, int], outputs: Sequence[str], keep: Sequence[str], rows: int, passes: float
+) -> float:
+    """Estimated cost of the single contraction(s) (opt_einsum's flops; inf when refused or
+    when the pruned network is too large to search a path for)."""
+    nodes = net.relevant(set(outputs) | set(ev) | set(keep))
+    if len(nodes) > _CONTRACT_MAX_NODES:
+        return math.inf
+    _, _, eq, shapes = _single_plan(net, ev, outputs, tuple(keep))
+    _, largest, flops = _compiled(eq, shapes, False)
+    if largest * rows > _MAX_INTERMEDIATE:
+        return math.inf
+    return passes * rows * (flops + 2e4 * len(nodes))
+
+
+def _use_tree(
+    net: Network,
+    cpds: CPDs,
+    ev: Mapping[str, int],
+    outputs: Sequence[str],
+    *,
+    keep: Sequence[str] = (),
+    rows: int = 1,
+    passes: float = 1.0,
+) -> bool:
+    """Whether the junction tree answers more cheaply than the single contraction (of
+    ``outputs`` given ``ev``, ``keep`` unpruned, ``passes`` contractions per row)."""
+    tree_cost = _tree_cost(net, cpds, rows, len(outputs))
+    if tree_cost == math.inf:
+        return False
+    return tree_cost <= _contraction_cost(net, ev, outputs, keep, rows, passes)
+
+
+def _observed(net: Network, rows: Tensor) -> list[str]:
+    """Nodes observed in at least one of ``rows``."""
+    seen = (~torch.isnan(rows)).any(0).tolist()
+    return [n for n, s in zip(net.nodes, seen, strict=True) if s]
+
+
+def row_tables(net: Network, cpds: CPDs, rows: Tensor, var: Sequence[str]) -> dict[str, Tensor]:
+    """``P(v, evidence_b)`` per row ``(B, card)`` for each of ``var``: one junction-tree pass
+    per chunk of rows, or one batched contraction per variable, whichever is cheaper."""
+    if _use_tree(net, cpds, {}, var, keep=_observed(net, rows), rows=len(rows), passes=len(var)):
+        parts = [
+            flat_engine.tree_marginals(net, cpds, {}, chunk, var)[0]
+            for chunk in flat_engine.tree_chunks(net, rows)
+        ]
+        return {v: torch.cat([p[v] for p in parts]) for v in var}
+    return {v: _contracted_chunks(net, cpds, rows, (v,)) for v in var}
+
+
 # ------------------------------------------------------------------------------ queries
 def joint(
     net: Network, cpd_sets: Sequence[CPDs], ev: Mapping[str, int], var: list[str], evidence: Any
@@ -198,21 +311,34 @@ def joint(
         raise ValueError(
             f"the joint of {len(var)} variables has {size} entries (> {_MAX_JOINT}); query fewer."
         )
-    total = torch.stack([contract_single(net, c, ev, var) for c in cpd_sets]).sum(0)
+    total = torch.stack([_joint_one(net, c, ev, var) for c in cpd_sets]).sum(0)
     z = float(total.sum())
     if not z > 0:
         raise ValueError(f"evidence {evidence} has probability zero under the network.")
     return total / z
 
 
+def _joint_one(net: Network, cpds: CPDs, ev: Mapping[str, int], var: list[str]) -> Tensor:
+    """``P(var, ev)`` by the junction tree or the single contraction, whichever is cheaper."""
+    if _use_tree(net, cpds, ev, var):
+        return flat_engine.tree_joint(net, cpds, ev, var, None)
+    try:
+        return contract_single(net, cpds, ev, var)
+    except ValueError as err:
+        raise _refusal(net, err) from None
+
+
 def marginals(
     net: Network, cpd_sets: Sequence[CPDs], ev: Mapping[str, int], var: list[str], evidence: Any
 ) -> dict[str, Tensor]:
-    """``P(v | ev)`` for each of ``var``: one contraction, or one backward pass for several."""
+    """``P(v | ev)`` for each of ``var``: one junction-tree pass, or one contraction (one
+    backward pass through it for several), whichever is cheaper."""
     out: dict[str, Tensor] = {}
     for cpds in cpd_sets:
-        if len(var) == 1:
-            part = {var[0]: contract_single(net, cpds, ev, var)}
+        if _use_tree(net, cpds, ev, var, passes=3.0 if len(var) > 1 else 1.0):
+            part = {k: p[0] for k, p in flat_engine.tree_marginals(net, cpds, ev, None, var)[0].items()}
+        elif len(var) == 1:
+            part = {var[0]: _joint_one(net, cpds, ev, var)}
         else:
             # P(family of X, e) = theta_X * dZ/dtheta_X: one backward pass gives every family
             leaves = {n: cpds[n].detach().requires_grad_() for n in net.relevant(set(var) | set(ev))}
@@ -240,8 +366,7 @@ def row_marginals(
         return (flat / flat.sum(-1, keepdim=True)).reshape(total.shape)
     out: dict[str, Tensor] = {}
     for cpds in cpd_sets:
-        for v in var:
-            p = contract_chunks(net, cpds, rows, (v,))
+        for v, p in row_tables(net, cpds, rows, var).items():
             out[v] = out[v] + p if v in out else p
     for p in out.values():
         zero = (p.sum(-1) <= 0).nonzero().reshape(-1)
@@ -275,7 +400,10 @@ def map_query(
     else the argmax of their joint."""
     ev = net.evidence_codes(evidence or {})
     if variables is None and mpe:
-        best = most_probable_explanation(net, cpd_sets[0], ev)
+        if jt.compile_tree(net).largest <= min(_MAX_INTERMEDIATE, jt.MAX_CLIQUE):
+            best = jt.mpe(net, cpd_sets[0], ev)
+        else:
+            best = most_probable_explanation(net, cpd_sets[0], ev)
         return {v: net.states[v][best[v]] for v in net.variables(None, tuple(ev))}
     var = net.variables(variables, tuple(ev))
     table = joint(net, cpd_sets, ev, var, evidence)
@@ -367,8 +495,9 @@ def impute(
     part = rows[holed]
     missing = [n for n in net.nodes if bool(torch.isnan(part[:, col[n]]).any())]
     if method == "mean":
+        tables = [row_tables(net, c, part, missing) for c in cpd_sets]
         for n in missing:
-            p = torch.stack([contract_chunks(net, c, part, (n,)) for c in cpd_sets]).sum(0)
+            p = torch.stack([t[n] for t in tables]).sum(0)
             best = _checked_total(p, part).argmax(-1).to(_DTYPE)
             x = part[:, col[n]]
             out[0, holed, col[n]] = torch.where(torch.isnan(x), best, x)
