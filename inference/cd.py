@@ -84,7 +84,11 @@ class CD(BackendBase):
 
     Each step takes a minibatch, draws negative particles by ``k`` Gibbs sweeps
     (``model.gibbs_step``) and takes a gradient step on ``mean F(batch) - mean F(negatives)``
-    (autograd of ``model.free_energy``; the negatives are constants), by SGD with momentum.
+    (autograd of ``model.free_energy``; the negatives are constants), by SGD with momentum.  A
+    model with the free energy's gradient in closed form (``FreeEnergyGradient``) gives it
+    instead of autograd; a model offering :class:`FusedCD` (the RBM)
+    runs each epoch's updates itself, the backend keeping the epochs, the learning rates, the
+    monitor and the convergence rule.
 
     Options (with defaults):
 
@@ -212,7 +216,8 @@ class CD(BackendBase):
                     )
                     done += m
                     params = updater.params()
-                    if not all(bool(torch.isfinite(p).all()) for p in params.values()):
+                    # one number per tensor and epoch: a non-finite entry makes its tensor's sum non-finite
+                    if not math.isfinite(sum(float(p.sum()) for p in params.values())):
                         raise FloatingPointError(
                             f"CD parameters became non-finite by step {done}; lower lr (now {o['lr']})."
                         )

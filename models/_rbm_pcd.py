@@ -57,19 +57,23 @@ class _Slots:
         # logistic noise for the visible draws, uniforms for the hidden ones: (steps, k, m, units)
         self.logistic = torch.empty(steps, k, m, n_visible)
         self.uniform = torch.empty(steps, k, m, n_hidden)
-        # views made once: the loop over updates indexes lists, never creates tensors
+        # views made once, a few calls of unbind for all updates: the loop over updates indexes
+        # lists and creates no tensor
         self.data_rows = self.block[:, :pos, :n_visible]
-        self.views = [
-            (
-                self.block[s],
-                self.block[s, :pos],
-                self.block[s, pos:],
-                self.block[s, pos:, :n_visible],
-                list(self.logistic[s].unbind(0)),
-                list(self.uniform[s].unbind(0)),
-            )
-            for s in range(steps)
+        by_sweep = [
+            list(zip(*(t.unbind(0) for t in draws.transpose(0, 1).unbind(0)), strict=True))
+            for draws in (self.logistic, self.uniform)
         ]
+        self.views = list(
+            zip(
+                self.block.unbind(0),
+                self.block[:, :pos].unbind(0),
+                self.block[:, pos:].unbind(0),
+                self.block[:, pos:, :n_visible].unbind(0),
+                *by_sweep,
+                strict=True,
+            )
+        )
 
 
 class PCDUpdater:

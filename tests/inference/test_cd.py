@@ -200,3 +200,56 @@ def test_progress_bar_only_on_request(capfd):
     assert "CD" not in capfd.readouterr().err
     pg.fit(_IndependentBits(5), x, method="cd", seed=0, progress=True, num_steps=20)
     assert "CD" in capfd.readouterr().err
+
+
+class _FusedBits(_IndependentBits):
+    """Independent bits running their own updates (the FusedCD capability): plain SGD on the exact
+    gradient ``mean(batch) - sigmoid(bias)``, with every call the backend makes recorded."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__(d)
+        self.calls: list[tuple[Tensor, list[float]]] = []
+        self.bias = torch.zeros(d)
+
+    def cd_updater(
+        self,
+        params: Mapping[str, Tensor],
+        chains: Tensor | None,
+        *,
+        batch_size: int,
+        k: int,
+        momentum: float,
+        weight_decay: float,
+        generator: torch.Generator,
+    ) -> Any:
+        model, bias = self, params["bias"].detach().clone()
+        self.bias = bias
+
+        class Updater:
+            def run(self, data: Tensor, order: Tensor, lrs: Any) -> None:
+                model.calls.append((order.clone(), list(lrs)))
+                for i, lr in enumerate(lrs):
+                    batch = data[order[i * batch_size : (i + 1) * batch_size]]
+                    bias.add_(batch.mean(0) - torch.sigmoid(bias), alpha=lr)
+
+            def params(self) -> dict[str, Tensor]:
+                return {"bias": bias}
+
+        return Updater()
+
+
+def test_a_model_with_its_own_updates_gets_epochs_rates_and_the_monitor_from_the_backend():
+    x, _ = _bits(105)  # 105 items in minibatches of 10: 11 updates an epoch, the last of 5 items
+    model = _FusedBits(5)
+    fit = pg.fit(model, x, method="cd", seed=0, progress=False, num_steps=30, subsample_size=10, lr=0.2)
+    assert [len(lrs) for _, lrs in model.calls] == [11, 11, 8]  # whole epochs, then what is left
+    rates = [lr for _, lrs in model.calls for lr in lrs]
+    expected = [0.2 * (1.0 - 0.9 * step / 30) for step in range(30)]  # linear decay to lr * lr_decay
+    assert rates == pytest.approx(expected, rel=1e-12)
+    for order, _ in model.calls:  # each epoch visits every item once, in a fresh order
+        assert torch.equal(order.sort().values, torch.arange(105))
+    assert not torch.equal(model.calls[0][0], model.calls[1][0])
+    assert fit.history.shape == (3,) and fit.extras["history"] == "pseudo_log_likelihood"
+    assert torch.equal(fit.params["bias"], model.bias) and fit.params["bias"] is not model.bias
+    long = pg.fit(_FusedBits(5), _bits()[0], method="cd", seed=0, progress=False, num_steps=1500, lr=0.2)
+    torch.testing.assert_close(long.params["bias"], torch.logit(_bits()[0].mean(0)), atol=0.1, rtol=0)

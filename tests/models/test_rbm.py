@@ -298,3 +298,114 @@ def test_the_closed_form_free_energy_gradient_is_autograd_s():
     closed = model.free_energy_grad(v, w, params)
     for (name, _), a in zip(params.items(), auto, strict=True):
         torch.testing.assert_close(closed[name], a, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------ fused CD updates
+def _sigmoid_draw(u: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    return (u < torch.sigmoid(act)).float()  # Bernoulli(sigmoid(act)) from uniforms u
+
+
+@pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.5, 0.1)], ids=["sgd", "momentum-decay"])
+def test_fused_pcd_updates_are_the_closed_form_steps_by_hand(momentum, weight_decay):
+    """Two PCD-1 updates of the model's own loop against the same updates written out, with the
+    random numbers it documents drawn from a copy of its generator."""
+    n_visible, n_hidden, size = 6, 3, 4
+    start = _random_params(n_visible, n_hidden, seed=1, scale=0.5)
+    data = _binary(8, n_visible, seed=2)
+    chains = _binary(size, n_visible, seed=3)
+    lrs = [0.3, 0.2]
+    model = RBM(n_visible, n_hidden)
+    updater = model.cd_updater(
+        start,
+        chains,
+        batch_size=size,
+        k=1,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        generator=torch.Generator().manual_seed(5),
+    )
+    updater.run(data, torch.arange(8), lrs)
+
+    # by hand: its draws, in its documented order
+    g = torch.Generator().manual_seed(5)
+    W, b, c = (start[k].clone() for k in ("W", "visible_bias", "hidden_bias"))
+    h = _sigmoid_draw(torch.rand(size, n_hidden, generator=g), chains @ W.T + c)
+    u_visible = torch.rand(2, 1, size, n_visible, generator=g)
+    u_hidden = torch.rand(2, 1, size, n_hidden, generator=g)
+    velocity = [torch.zeros_like(W), torch.zeros_like(b), torch.zeros_like(c)]
+    for s, lr in enumerate(lrs):
+        pos = data[s * size : (s + 1) * size]
+        neg = _sigmoid_draw(u_visible[s, 0], h @ W + b)  # one Gibbs sweep of the persistent chains
+        p_pos, p_neg = torch.sigmoid(pos @ W.T + c), torch.sigmoid(neg @ W.T + c)
+        h = _sigmoid_draw(u_hidden[s, 0], neg @ W.T + c)  # next hidden state, before the update
+        # ascent direction <v h>_data - <v h>_model (and the biases'), less the L2 penalty
+        direction = [
+            p_pos.T @ pos / size - p_neg.T @ neg / size,
+            pos.mean(0) - neg.mean(0),
+            p_pos.mean(0) - p_neg.mean(0),
+        ]
+        for i, (theta, d) in enumerate(zip((W, b, c), direction, strict=True)):
+            velocity[i] = momentum * velocity[i] + d - weight_decay * theta
+            theta += lr * velocity[i]
+    got = updater.params()
+    for name, want in zip(("W", "visible_bias", "hidden_bias"), (W, b, c), strict=True):
+        torch.testing.assert_close(got[name], want, rtol=0, atol=1e-6)
+    assert not torch.equal(got["W"], start["W"])  # the updates moved the parameters
+
+
+@pytest.mark.parametrize("persistent, k", [(True, 1), (False, 1), (True, 2)], ids=["pcd-1", "cd-1", "pcd-2"])
+def test_fused_updates_learn_as_well_as_the_generic_cd_loop(digits, persistent, k):
+    class _Generic(RBM):
+        cd_updater = None  # type: ignore[assignment]  (not offered: the backend's step-by-step loop)
+
+    train, held = digits
+    options = dict(seed=0, progress=False, num_steps=1500, subsample_size=10, persistent=persistent, k=k)
+    fused = pg.fit(RBM(64, 10), train, method="cd", **options)
+    generic = pg.fit(_Generic(64, 10), train, method="cd", **options)
+    ll_fused, ll_generic = float(fused.log_prob(held).mean()), float(generic.log_prob(held).mean())
+    assert ll_fused == pytest.approx(ll_generic, abs=0.5), (ll_fused, ll_generic)
+    assert len(fused.history) == len(generic.history) == 10
+    assert fused.history[-1] == pytest.approx(generic.history[-1], abs=1.0)
+
+
+def test_pseudo_likelihood_matches_scikit_learns_with_its_algorithm(digits):
+    """The same algorithm as BernoulliRBM (PCD-1, batches of 10, lr 0.1, no momentum, no decay)
+    reaches its held-out pseudo-log-likelihood, scored by BernoulliRBM itself (same flips)."""
+    train, held = digits
+
+    def pseudo(params: dict[str, np.ndarray]) -> float:
+        scorer = BernoulliRBM(n_components=10, random_state=0)
+        scorer.components_, scorer.n_features_in_ = np.asarray(params["W"], dtype=np.float64), 64
+        scorer.intercept_visible_ = np.asarray(params["visible_bias"], dtype=np.float64)
+        scorer.intercept_hidden_ = np.asarray(params["hidden_bias"], dtype=np.float64)
+        return float(scorer.score_samples(held.numpy().astype(np.float64)).mean())
+
+    ours, theirs = [], []
+    for seed in range(3):
+        with threadpool_limits(1):
+            sk = BernoulliRBM(n_components=10, n_iter=10, batch_size=10, random_state=seed).fit(train.numpy())
+        theirs.append(
+            pseudo(
+                {
+                    "W": sk.components_,
+                    "visible_bias": sk.intercept_visible_,
+                    "hidden_bias": sk.intercept_hidden_,
+                }
+            )
+        )
+        fit = pg.fit(
+            RBM(64, 10),
+            train,
+            method="cd",
+            seed=seed,
+            progress=False,
+            num_steps=1500,
+            subsample_size=10,
+            lr=0.1,
+            momentum=0.0,
+            lr_decay=1.0,
+        )
+        ours.append(pseudo({k: v.numpy() for k, v in fit.params.items()}))
+    # seed to seed the pseudo-likelihood of either side moves by about a nat
+    assert np.median(ours) == pytest.approx(np.median(theirs), abs=1.5), (ours, theirs)
+    assert np.median(ours) > -25.0  # the 64-pixel independent-Bernoulli model scores about -29 nats
