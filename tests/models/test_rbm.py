@@ -374,11 +374,15 @@ def test_pseudo_likelihood_matches_scikit_learns_with_its_algorithm(digits):
     train, held = digits
 
     def pseudo(params: dict[str, np.ndarray]) -> float:
-        scorer = BernoulliRBM(n_components=10, random_state=0)
+        scorer = BernoulliRBM(n_components=10)
         scorer.components_, scorer.n_features_in_ = np.asarray(params["W"], dtype=np.float64), 64
         scorer.intercept_visible_ = np.asarray(params["visible_bias"], dtype=np.float64)
         scorer.intercept_hidden_ = np.asarray(params["hidden_bias"], dtype=np.float64)
-        return float(scorer.score_samples(held.numpy().astype(np.float64)).mean())
+        flips = []  # one flipped unit per image is noisy: the mean over five draws of them
+        for draw in range(5):
+            scorer.random_state = draw
+            flips.append(float(scorer.score_samples(held.numpy().astype(np.float64)).mean()))
+        return float(np.mean(flips))
 
     ours, theirs = [], []
     for seed in range(3):
@@ -407,5 +411,5 @@ def test_pseudo_likelihood_matches_scikit_learns_with_its_algorithm(digits):
         )
         ours.append(pseudo({k: v.numpy() for k, v in fit.params.items()}))
     # seed to seed the pseudo-likelihood of either side moves by about a nat
-    assert np.median(ours) == pytest.approx(np.median(theirs), abs=1.5), (ours, theirs)
+    assert np.median(ours) == pytest.approx(np.median(theirs), abs=1.0), (ours, theirs)
     assert np.median(ours) > -25.0  # the 64-pixel independent-Bernoulli model scores about -29 nats
