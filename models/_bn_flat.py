@@ -15,7 +15,6 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -208,9 +207,11 @@ def compile_flat(net: Network, tree: JunctionTree) -> Flat:
     return flat
 
 
-def flat_potentials(net: Network, flat: Flat, cpds: Mapping[str, Tensor]) -> Tensor:
-    """All clique tables in one vector ``(total,)`` (kept per CPD set)."""
-    key = ("potentials", "flat", _cpd_key(net, cpds))
+def flat_potentials(
+    net: Network, flat: Flat, cpds: Mapping[str, Tensor], ckey: tuple | None = None
+) -> Tensor:
+    """All clique tables in one vector ``(total,)`` (kept per CPD set; ``ckey``: its key, when known)."""
+    key = ("potentials", "flat", _cpd_key(net, cpds) if ckey is None else ckey)
     hit = net.plans.get(key)
     if hit is not None:
         return hit[0]
@@ -297,7 +298,7 @@ _FLAT_TRIAL_MEAN = 500  # trees with larger mean clique tables take the per-cliq
 def engine(net: Network, cpds: CPDs) -> str:
     """``"flat"`` or ``"cliques"``: the junction-tree engine for ``net``, chosen once.
 
-    Trees of small cliques try both on an all-marginals pass (two runs each, the faster kept):
+    Trees of small cliques try both on an all-marginals pass (the best of three runs each):
     which one wins depends on how call overhead compares with gathers on this machine.
     """
     eng = net.plans.get("junction-engine")
@@ -319,9 +320,12 @@ def engine(net: Network, cpds: CPDs) -> str:
             times = []
             for fn in (by_levels, by_cliques):
                 fn()
-                t0 = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t0)
+                runs = []
+                for _ in range(3):
+                    t0 = time.perf_counter()
+                    fn()
+                    runs.append(time.perf_counter() - t0)
+                times.append(min(runs))
             eng = "flat" if times[0] <= times[1] else "cliques"
         net.plans["junction-engine"] = eng
     return eng
@@ -329,39 +333,33 @@ def engine(net: Network, cpds: CPDs) -> str:
 
 def tree_marginals(
     net: Network, cpds: CPDs, ev: Mapping[str, int], rows: Tensor | None, var: Sequence[str]
-) -> tuple[dict[str, Tensor], Tensor]:
-    """``P(v, evidence)`` for each of ``var`` (``(B, card)``, unnormalised) and ``P(evidence)``
-    ``(B,)`` by one junction-tree pass (dict evidence ``ev`` and/or evidence ``rows``)."""
+) -> tuple[Tensor, Tensor]:
+    """``P(v, evidence)`` of each of ``var`` side by side, ``(B, sum of their cards)``
+    (unnormalised), and ``P(evidence)`` ``(B,)``: one junction-tree pass (dict evidence ``ev``
+    and/or evidence ``rows``).  A dict calibration is kept for the next query with the same
+    CPDs and evidence."""
     if engine(net, cpds) == "cliques":
         cal = jt.calibrate(net, cpds, ev, rows)
-        return {v: cal.marginal(net.col[v]) for v in var}, cal.z
+        return torch.cat([cal.marginal(net.col[v]) for v in var], 1), cal.z
     flat = compile_flat(net, jt.compile_tree(net))
+    pick = net.plans.get(("slots", tuple(var)))
+    if pick is None:
+        pick = torch.cat([torch.arange(net.card(v)) + flat.var_offset[net.col[v]] for v in var])
+        net.plans[("slots", tuple(var))] = pick
+    ckey = _cpd_key(net, cpds)
     key = None
-    if rows is None:  # a dict calibration is kept for the next query with the same evidence
-        key = (
-            "calibration",
-            "flat",
-            jt._cpd_key(net, cpds),
-            tuple(sorted((net.col[k], v) for k, v in ev.items())),
-        )
+    if rows is None:
+        key = ("calibration", "flat", ckey, tuple(sorted((net.col[k], v) for k, v in ev.items())))
         hit = net.plans.get(key)
         if hit is not None:
             m, z = hit[0]
-            return _split(net, flat, m, var), z
-    psi = flat_potentials(net, flat, cpds)
+            return m.index_select(1, pick), z
+    psi = flat_potentials(net, flat, cpds, ckey)
     u, z = flat_run(flat, psi, evidence_vector(net, flat, ev, rows), distribute=True)
     m = flat_marginals(flat, u)
     if key is not None:
         jt._remember(net, key, ((m, z), [cpds[n] for n in net.nodes]))
-    return _split(net, flat, m, var), z
-
-
-def _split(net: Network, flat: Any, m: Tensor, var: Sequence[str]) -> dict[str, Tensor]:
-    out = {}
-    for v in var:
-        a = flat.var_offset[net.col[v]]
-        out[v] = m[:, a : a + net.card(v)]
-    return out
+    return m.index_select(1, pick), z
 
 
 def tree_evidence(net: Network, cpds: CPDs, ev: Mapping[str, int], rows: Tensor) -> Tensor:

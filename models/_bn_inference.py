@@ -242,19 +242,29 @@ def _refusal(net: Network, err: ValueError) -> ValueError:
     return err
 
 
+_CALL_NS = 1e4  # one torch call with its Python around it, in nanoseconds (one multiply-add ~ 1 ns)
+
+
 def _tree_cost(net: Network, cpds: CPDs, rows: int, targets: int) -> float:
-    """Estimated cost of one junction-tree pass over ``rows`` evidence rows; inf when too large."""
+    """Estimated nanoseconds of a junction-tree pass over ``rows`` evidence rows (inf when a
+    clique is over the table limit): table work plus calls, per level of the tree for the
+    level-synchronous engine, per clique for the other."""
     tree = jt.compile_tree(net)
     if tree.largest > min(_MAX_INTERMEDIATE, jt.MAX_CLIQUE):
         return math.inf
-    return rows * 4.0 * tree.total + jt.tree_cost(tree, targets) - 4.0 * tree.total
+    chunks = math.ceil(rows / jt.row_chunk(tree, rows))
+    if flat_engine.engine(net, cpds) == "flat":
+        levels = len(flat_engine.compile_flat(net, tree).levels)
+        return 6.0 * rows * tree.total + _CALL_NS * chunks * (18 * levels + 12)
+    return 4.0 * rows * tree.total + _CALL_NS * chunks * (8 * len(tree.cliques) + targets)
 
 
 def _contraction_cost(
     net: Network, ev: Mapping[str, int], outputs: Sequence[str], keep: Sequence[str], rows: int, passes: float
 ) -> float:
-    """Estimated cost of the single contraction(s) (opt_einsum's flops; inf when refused or
-    when the pruned network is too large to search a path for)."""
+    """Estimated nanoseconds of the single contraction(s) (opt_einsum's flop count and the
+    calls; a backward pass, ``passes > 1``, costs several calls per operand), inf when it
+    would be refused or the pruned network is too large to search a path for."""
     nodes = net.relevant(set(outputs) | set(ev) | set(keep))
     if len(nodes) > _CONTRACT_MAX_NODES:
         return math.inf
@@ -262,7 +272,8 @@ def _contraction_cost(
     _, largest, flops = _compiled(eq, shapes, False)
     if largest * rows > _MAX_INTERMEDIATE:
         return math.inf
-    return passes * rows * (flops + 2e4 * len(nodes))
+    calls = 2 * len(nodes) * (1 if passes <= 1 else 3)
+    return passes * (rows * flops + _CALL_NS * calls * math.ceil(rows / _BATCH))
 
 
 def _use_tree(
@@ -276,11 +287,15 @@ def _use_tree(
     passes: float = 1.0,
 ) -> bool:
     """Whether the junction tree answers more cheaply than the single contraction (of
-    ``outputs`` given ``ev``, ``keep`` unpruned, ``passes`` contractions per row)."""
-    tree_cost = _tree_cost(net, cpds, rows, len(outputs))
-    if tree_cost == math.inf:
-        return False
-    return tree_cost <= _contraction_cost(net, ev, outputs, keep, rows, passes)
+    ``outputs`` given ``ev``, ``keep`` unpruned, ``passes`` contractions per row); decided once
+    per pattern (and power of two of rows), kept in ``net.plans``."""
+    key = ("use-tree", tuple(sorted(ev)), tuple(outputs), tuple(keep), rows.bit_length(), passes)
+    use = net.plans.get(key)
+    if use is None:
+        tree_cost = _tree_cost(net, cpds, rows, len(outputs))
+        use = tree_cost < math.inf and tree_cost <= _contraction_cost(net, ev, outputs, keep, rows, passes)
+        net.plans[key] = use
+    return use
 
 
 def _observed(net: Network, rows: Tensor) -> list[str]:
@@ -297,7 +312,8 @@ def row_tables(net: Network, cpds: CPDs, rows: Tensor, var: Sequence[str]) -> di
             flat_engine.tree_marginals(net, cpds, {}, chunk, var)[0]
             for chunk in flat_engine.tree_chunks(net, rows)
         ]
-        return {v: torch.cat([p[v] for p in parts]) for v in var}
+        table = torch.cat(parts)
+        return dict(zip(var, table.split([net.card(v) for v in var], 1), strict=True))
     return {v: _contracted_chunks(net, cpds, rows, (v,)) for v in var}
 
 
@@ -333,17 +349,30 @@ def marginals(
 ) -> dict[str, Tensor]:
     """``P(v | ev)`` for each of ``var``: one junction-tree pass, or one contraction (one
     backward pass through it for several), whichever is cheaper."""
+    passes = 3.0 if len(var) > 1 else 1.0
+    if _use_tree(net, cpd_sets[0], ev, var, passes=passes):  # decided per pattern, whatever the CPDs
+        table: Tensor | None = None
+        total = 0.0
+        for cpds in cpd_sets:
+            m, z = flat_engine.tree_marginals(net, cpds, ev, None, var)
+            table = m[0] if table is None else table + m[0]
+            total += float(z[0])
+        if not total > 0:
+            raise ValueError(f"evidence {evidence} has probability zero under the network.")
+        assert table is not None
+        return dict(zip(var, (table / total).split([net.card(v) for v in var]), strict=True))
     out: dict[str, Tensor] = {}
     for cpds in cpd_sets:
-        if _use_tree(net, cpds, ev, var, passes=3.0 if len(var) > 1 else 1.0):
-            part = {k: p[0] for k, p in flat_engine.tree_marginals(net, cpds, ev, None, var)[0].items()}
-        elif len(var) == 1:
+        if len(var) == 1:
             part = {var[0]: _joint_one(net, cpds, ev, var)}
         else:
             # P(family of X, e) = theta_X * dZ/dtheta_X: one backward pass gives every family
             leaves = {n: cpds[n].detach().requires_grad_() for n in net.relevant(set(var) | set(ev))}
             with torch.enable_grad():
-                zt = contract_single(net, {**cpds, **leaves}, ev, (), keep=var)
+                try:
+                    zt = contract_single(net, {**cpds, **leaves}, ev, (), keep=var)
+                except ValueError as err:
+                    raise _refusal(net, err) from None
                 grads = torch.autograd.grad(zt, [leaves[v] for v in var])
             part = {v: (g * cpds[v]).reshape(-1, net.card(v)).sum(0) for v, g in zip(var, grads, strict=True)}
         for k, v in part.items():

@@ -254,16 +254,22 @@ def _potentials(net: Network, tree: JunctionTree, cpds: Mapping[str, Tensor]) ->
                 fam = [net.col[v] for v in net.parents[n] + [n]]
                 perm = sorted(range(len(fam)), key=fam.__getitem__)
                 shape = (1,) + tuple(net.card(net.nodes[v]) if v in fam else 1 for v in c)
-                items.append((n, perm, shape))
-            plan.append((items, (1,) + tuple(net.card(net.nodes[v]) for v in c)))
+                items.append((n, net.shape(n), None if perm == sorted(perm) else perm, shape))
+            full = (1,) + tuple(net.card(net.nodes[v]) for v in c)
+            plan.append((items, full, len(items) == 1 and items[0][3] == full))
         net.plans["potential-plan"] = plan
     out = []
-    for items, full in plan:
+    for items, full, whole in plan:
         t: Tensor | None = None
-        for n, perm, shape in items:
-            f = cpds[n].reshape(net.shape(n)).permute(perm).reshape(shape)
+        for n, cpd_shape, perm, shape in items:
+            f = cpds[n].reshape(cpd_shape)
+            f = (f if perm is None else f.permute(perm)).reshape(shape)
             t = f if t is None else t * f
-        out.append(torch.ones(full, dtype=_DTYPE) if t is None else t.expand(full).contiguous())
+        if t is None:
+            t = torch.ones(full, dtype=_DTYPE)
+        elif not whole:  # a clique with variables no CPD of its own covers: broadcast them
+            t = t.expand(full)
+        out.append(t.contiguous())
     _remember(net, key, (out, [cpds[n] for n in net.nodes]))
     return out
 

@@ -111,6 +111,20 @@ class NetworkFit(Fit):
             return [net.params_cpds(self.params)]
         return [net.params_cpds(p) for p in self._draw_params(200)]
 
+    def _query_inputs(self) -> tuple[Network, list[dict[str, Tensor]]]:
+        """The network and CPD sets of a query; a point fit's are kept for its next query (the
+        key notes each parameter tensor's version, so an in-place change is seen)."""
+        if self.posterior:
+            net = self._net()
+            return net, self._cpd_sets(net)
+        key = tuple((id(t), t._version) for t in self.params.values())
+        hit = self.__dict__.get("_query_memo")
+        if hit is None or hit[0] != key:
+            net = self._net()
+            hit = (key, net, self._cpd_sets(net))
+            object.__setattr__(self, "_query_memo", hit)  # a cache, not state: the fit stays a value
+        return hit[1], hit[2]
+
     def query(
         self, variables: Any = None, evidence: Any = None, *, joint: bool = False, labels: bool = True
     ) -> Any:
@@ -139,8 +153,8 @@ class NetworkFit(Fit):
             Posterior fits average ``P(. , e | theta_s)`` over draws before normalising (the
             posterior predictive).
         """
-        net = self._net()
-        result = inference.query(net, self._cpd_sets(net), variables, evidence, joint)
+        net, cpd_sets = self._query_inputs()
+        result = inference.query(net, cpd_sets, variables, evidence, joint)
         if not labels:
             return result
         rows = evidence.index if hasattr(evidence, "columns") else None
@@ -169,8 +183,8 @@ class NetworkFit(Fit):
         Returns ``{node: state name}``.  With ``variables=None`` every non-evidence node is
         maximised jointly (MPE) by max-product elimination.
         """
-        net = self._net()
-        return inference.map_query(net, self._cpd_sets(net), variables, evidence, mpe=not self.posterior)
+        net, cpd_sets = self._query_inputs()
+        return inference.map_query(net, cpd_sets, variables, evidence, mpe=not self.posterior)
 
     def cpd_table(self, node: str) -> pd.DataFrame:
         """The fitted CPD of ``node`` as a DataFrame: one row per parent configuration."""
