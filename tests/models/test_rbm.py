@@ -413,3 +413,9 @@ def test_pseudo_likelihood_matches_scikit_learns_with_its_algorithm(digits):
     # seed to seed the pseudo-likelihood of either side moves by about a nat
     assert np.median(ours) == pytest.approx(np.median(theirs), abs=1.0), (ours, theirs)
     assert np.median(ours) > -25.0  # the 64-pixel independent-Bernoulli model scores about -29 nats
+
+
+def test_a_learning_rate_that_overflows_the_parameters_is_reported():
+    x = _binary(100, 6)
+    with pytest.raises(FloatingPointError, match=r"non-finite by step 5; lower lr \(now 1e\+38\)"):
+        pg.fit(RBM(6, 3), x, method="cd", seed=0, progress=False, num_steps=100, lr=1e38)
