@@ -122,7 +122,7 @@ class Climber:
         add = self.allowed & ~a & ~a.T & ~reach.T & room[None, :]
         remove = a.copy()
         # reversing u -> v closes a cycle iff u reaches v by another path: u ~> w -> v, w != u
-        detour = (reach.astype(np.int32) @ a.astype(np.int32)) > 0
+        detour = (reach.astype(np.float32) @ a.astype(np.float32)) > 0
         reverse = a & self.allowed.T & ~detour & room[:, None]
         if use_tabu:
             t = self.tabu_count > 0

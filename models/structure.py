@@ -31,7 +31,7 @@ METHODS = ("auto", "hill_climb", "exact")
 #: ``method="auto"`` solves networks of up to this many nodes exactly.
 AUTO_EXACT_NODES = 15
 #: Families scored for the exact search's parent sets of two or more members, per node pair.
-_EXACT_BUDGET_PER_PAIR = 40
+_EXACT_BUDGET_PER_PAIR = 20
 #: A perturbed restart makes one random move per this many nodes (at least two).
 _PERTURB_FRACTION = 2
 
@@ -198,7 +198,7 @@ def learn_structure(
 
     ``method="exact"`` finds the best DAG among those whose parent sets it scored: every parent
     set up to a size limit (``max_indegree``, or as many sizes as a budget of about
-    ``40 * n_nodes**2`` families allows), less those that a bound proves useless for BIC/AIC. A
+    ``20 * n_nodes**2`` families allows), less those that a bound proves useless for BIC/AIC. A
     dynamic programme over node sets (Silander and Myllymaki, 2006) then gives the optimum, and a
     hill climb from it lifts any in-degree limit the budget imposed. ``method="hill_climb"``
     climbs as pgmpy's ``HillClimbSearch`` does (best add, remove or reverse of one edge, with a
@@ -245,8 +245,10 @@ def learn_structure(
     Returns
     -------
     networkx.DiGraph
-        Nodes in ``data``'s column order; ``graph["score"]`` holds its score and
-        ``graph["search"]`` how it was found (``"exact"``, ``"exact+climb"`` or ``"hill_climb"``).
+        Nodes in ``data``'s column order; ``graph["score"]`` holds its score,
+        ``graph["search"]`` how it was found (``"exact"``, ``"exact+climb"`` or ``"hill_climb"``)
+        and ``graph["optimal"]`` whether the exact search proved it a best DAG (among those
+        within ``max_indegree`` and the black and white lists).
 
     Raises
     ------
@@ -342,4 +344,5 @@ def learn_structure(
     g.add_edges_from((names[u], names[v]) for v, mask in enumerate(best.parents) for u in sc.members(mask))
     g.graph["score"] = sc.network(best.parents)
     g.graph["search"] = search
+    g.graph["optimal"] = finished
     return g

@@ -147,7 +147,7 @@ def test_exact_search_equals_brute_force_over_all_543_dags(score, max_indegree):
     g = learn_structure(frame, score=score, method="exact", max_indegree=max_indegree, progress=False)
     assert max(deg for _, deg in g.in_degree()) <= limit
     assert pgmpy_score(g, frame, score) == pytest.approx(best, abs=1e-8)
-    assert g.graph["search"] == "exact"
+    assert g.graph["search"] == "exact" and g.graph["optimal"]
 
 
 def test_exact_search_keeps_black_and_white_lists():
