@@ -177,17 +177,21 @@ class CD(BackendBase):
         binary = _is_binary(data)
         monitor_idx = torch.randperm(n, generator=gen)[: min(n, _MONITOR_ITEMS)]
         monitor = data.index_select(0, monitor_idx)
-        flip = torch.randint(monitor.shape[1], (len(monitor),), generator=gen) if binary else None
+        n_monitor = len(monitor)
+        if binary:
+            # the flipped items are the same every epoch: built once, scored beside the monitored
+            # items in one call per epoch (the first half flipped, the second as they are)
+            flip = torch.randint(monitor.shape[1], (n_monitor,), generator=gen)
+            rows = torch.arange(n_monitor)
+            scored = torch.cat([monitor, monitor])
+            scored[rows, flip] = 1.0 - scored[rows, flip]
         history: list[float] = []
 
         def record() -> float:
             with torch.no_grad():
                 if binary:
-                    assert flip is not None
-                    flipped = monitor.clone()
-                    rows = torch.arange(len(monitor))
-                    flipped[rows, flip] = 1.0 - flipped[rows, flip]
-                    gap = model.free_energy(flipped, params) - model.free_energy(monitor, params)
+                    energy = model.free_energy(scored, params)
+                    gap = energy[:n_monitor] - energy[n_monitor:]
                     return float(monitor.shape[1] * torch.nn.functional.logsigmoid(gap).mean())
                 recon = model.gibbs_step(monitor, params, generator=gen)
                 return float(((recon - monitor) ** 2).mean())
