@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from probgen.models import _bn_junction as jt
-from probgen.models._bn_junction import JunctionTree, _cpd_key, _remember
+from probgen.models._bn_junction import JunctionTree, _cpd_key, _recall, _remember
 from probgen.models._bn_network import Network
 
 __all__ = [
@@ -212,7 +212,7 @@ def flat_potentials(
 ) -> Tensor:
     """All clique tables in one vector ``(total,)`` (kept per CPD set; ``ckey``: its key, when known)."""
     key = ("potentials", "flat", _cpd_key(net, cpds) if ckey is None else ckey)
-    hit = net.plans.get(key)
+    hit = _recall(net, key)
     if hit is not None:
         return hit[0]
     w = torch.cat([cpds[n].reshape(-1) for n in net.nodes] + [torch.ones(1, dtype=_DTYPE)])
@@ -350,7 +350,7 @@ def tree_marginals(
     key = None
     if rows is None:
         key = ("calibration", "flat", ckey, tuple(sorted((net.col[k], v) for k, v in ev.items())))
-        hit = net.plans.get(key)
+        hit = _recall(net, key)
         if hit is not None:
             m, z = hit[0]
             return m.index_select(1, pick), z

@@ -1,6 +1,13 @@
-"""Exact inference on a discrete Bayesian network: variable elimination as one tensor contraction.
+"""Exact inference on a discrete Bayesian network: one tensor contraction, or a junction tree.
 
-Every answer is a contraction (:mod:`opt_einsum`) of the CPDs of the query's and the evidence's
+Each query goes the cheaper of two ways, estimated per network and query pattern (kept in
+:attr:`Network.plans`): the junction tree (:mod:`probgen.models._bn_junction`, its engines in
+:mod:`probgen.models._bn_flat`), whose cost is its total clique table size and its calls, or
+the single contraction below, whose cost is opt_einsum's flop count for its path; the tree is
+always taken when the contraction would be refused for its size, and a query both refuse is
+refused naming the tree's largest clique.
+
+A contraction answer is a contraction (:mod:`opt_einsum`) of the CPDs of the query's and the evidence's
 ancestors (barren nodes sum to one and are pruned).  Its path is compiled once per equation and
 operand shapes (a module-level memo of a pure function) and its plan (which CPDs, which axes the
 evidence slices) once per network and evidence pattern (:attr:`Network.plans`).  A batch of

@@ -22,6 +22,7 @@ import heapq
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import networkx as nx
 import torch
@@ -213,18 +214,23 @@ def tree_cost(tree: JunctionTree, n_targets: int) -> float:
 
 def clear_cache(net: Network) -> None:
     """Forget the calibrations and clique potentials kept on ``net`` (the tree stays)."""
-    for key in [
-        k for k in net.plans if isinstance(k, tuple) and k[:1] in (("calibration",), ("potentials",))
-    ]:
-        net.plans.pop(key, None)
+    net.plans.pop("kept", None)
+
+
+def _recall(net: Network, key: tuple) -> Any:
+    """What :func:`_remember` kept under ``key``, or None."""
+    kept = net.plans.get("kept")
+    return None if kept is None else kept.get(key)
 
 
 def _remember(net: Network, key: tuple, value: object) -> None:
-    """Keep ``value`` in ``net.plans`` under ``key``, dropping the oldest of its kind past ``_CACHE``."""
-    same = [k for k in net.plans if isinstance(k, tuple) and k[:1] == key[:1]]
+    """Keep ``value`` under ``key`` (in ``net.plans["kept"]``), dropping the oldest entry of its
+    kind (``key[0]``) past ``_CACHE``."""
+    kept = net.plans.setdefault("kept", {})
+    same = [k for k in kept if k[0] == key[0]]
     for k in same[: max(0, len(same) - _CACHE + 1)]:
-        net.plans.pop(k, None)
-    net.plans[key] = value
+        kept.pop(k, None)
+    kept[key] = value
 
 
 def _cpd_key(net: Network, cpds: Mapping[str, Tensor]) -> tuple:
@@ -239,7 +245,7 @@ def _cpd_key(net: Network, cpds: Mapping[str, Tensor]) -> tuple:
 def _potentials(net: Network, tree: JunctionTree, cpds: Mapping[str, Tensor]) -> list[Tensor]:
     """Each clique's table ``(1, *cards)``: the product of the CPDs assigned to it (kept per CPD set)."""
     key = ("potentials", _cpd_key(net, cpds))
-    hit = net.plans.get(key)
+    hit = _recall(net, key)
     if hit is not None:
         return hit[0]
     plan = net.plans.get("potential-plan")
@@ -450,7 +456,7 @@ def calibrate(
     key = None
     if rows is None and cache:
         key = ("calibration", _cpd_key(net, cpds), tuple(sorted((net.col[k], v) for k, v in ev.items())))
-        hit = net.plans.get(key)
+        hit = _recall(net, key)
         if hit is not None:
             return hit[0]
     sliced = frozenset(net.col[k] for k in ev)
