@@ -37,26 +37,31 @@ class _Slots:
     """Buffers for runs of up to ``steps`` updates whose minibatch has ``pos`` rows.
 
     ``block[s]`` is update ``s``'s stacked visible rows (``pos`` data rows, then the ``m`` negative
-    particles, each with a trailing 1); ``hidden`` the matching hidden probabilities (trailing 1),
-    scaled row-wise by ``signs`` before the update; ``logistic`` and ``uniform`` the random numbers.
+    particles, each with a trailing 1); ``hidden`` the matching hidden probabilities, scaled
+    row-wise by ``signs`` before the update, with ``signs`` as trailing column; ``logistic`` and
+    ``uniform`` the random numbers.
     """
 
-    def __init__(self, pos: int, m: int, n_visible: int, n_hidden: int, k: int, steps: int) -> None:
+    def __init__(
+        self, pos: int, m: int, n_visible: int, n_hidden: int, k: int, steps: int, dtype: torch.dtype
+    ) -> None:
         rows = pos + m
         self.pos, self.steps = pos, steps
-        self.block = torch.ones(steps, rows, n_visible + 1)
-        self.signs = torch.cat([torch.full((pos, 1), 1.0 / pos), torch.full((m, 1), -1.0 / m)])
+        self.block = torch.ones(steps, rows, n_visible + 1, dtype=dtype)
+        self.signs = torch.cat(
+            [torch.full((pos, 1), 1.0 / pos, dtype=dtype), torch.full((m, 1), -1.0 / m, dtype=dtype)]
+        )
         # the trailing column holds the signed weights themselves: the update's product then
         # gives the visible bias's direction sum_i sign_i v_i in its last row
-        self.hidden = torch.cat([torch.empty(rows, n_hidden), self.signs], 1)
+        self.hidden = torch.cat([torch.empty(rows, n_hidden, dtype=dtype), self.signs], 1)
         self.hidden_t = self.hidden.t()
         self.hidden_units = self.hidden[:, :n_hidden]
         self.hidden_neg = self.hidden[pos:, :n_hidden]
         # hidden states of chains that restart at the minibatch (CD-k): ``m == pos`` rows
-        self.chain = torch.ones(m, n_hidden + 1)
+        self.chain = torch.ones(m, n_hidden + 1, dtype=dtype)
         # logistic noise for the visible draws, uniforms for the hidden ones: (steps, k, m, units)
-        self.logistic = torch.empty(steps, k, m, n_visible)
-        self.uniform = torch.empty(steps, k, m, n_hidden)
+        self.logistic = torch.empty(steps, k, m, n_visible, dtype=dtype)
+        self.uniform = torch.empty(steps, k, m, n_hidden, dtype=dtype)
         # views made once, a few calls of unbind for all updates: the loop over updates indexes
         # lists and creates no tensor
         self.data_rows = self.block[:, :pos, :n_visible]
@@ -82,7 +87,8 @@ class PCDUpdater:
     Parameters
     ----------
     W, visible_bias, hidden_bias : Tensor
-        Starting values, ``(n_hidden, n_visible)``, ``(n_visible,)``, ``(n_hidden,)`` (copied).
+        Starting values, ``(n_hidden, n_visible)``, ``(n_visible,)``, ``(n_hidden,)`` (copied; the
+        updates compute in ``W``'s dtype, float32 for the RBM, whatever torch's default dtype).
     chains : Tensor or None
         ``(m, n_visible)`` visible states starting the persistent chains (their first hidden
         sample is drawn from them); None for CD-k, whose chains restart at each minibatch.
@@ -131,7 +137,7 @@ class PCDUpdater:
         self.persistent = chains is not None
         self.momentum, self.weight_decay = float(momentum), float(weight_decay)
         self.generator = generator
-        a = torch.zeros(n_hidden + 1, n_visible + 1)
+        a = torch.zeros(n_hidden + 1, n_visible + 1, dtype=W.dtype)
         a[:n_hidden, :n_visible] = W.detach()
         a[:n_hidden, n_visible] = hidden_bias.detach()
         a[n_hidden, :n_visible] = visible_bias.detach()
@@ -139,12 +145,14 @@ class PCDUpdater:
         self.velocity = torch.zeros_like(a) if self.momentum else None
         self.to_hidden = a[:n_hidden].t()  # (n_visible + 1, n_hidden): [v, 1] -> v W^T + c
         self.to_visible = a[:, :n_visible]  # (n_hidden + 1, n_visible): [h, 1] -> h W + b
-        self.chain_hidden = torch.ones(self.m, n_hidden + 1)
+        self.chain_hidden = torch.ones(self.m, n_hidden + 1, dtype=a.dtype)
         self.chain_units = self.chain_hidden[:, :n_hidden]
         if chains is not None:
             with torch.no_grad():
                 prob = torch.sigmoid(torch.addmm(hidden_bias.detach(), chains.to(a.dtype), W.detach().t()))
-                torch.lt(torch.rand(prob.shape, generator=generator), prob, out=self.chain_units)
+                torch.lt(
+                    torch.rand(prob.shape, generator=generator, dtype=a.dtype), prob, out=self.chain_units
+                )
         per_step = (batch_size + self.m) * (n_visible + 1) + k * self.m * (n_visible + n_hidden)
         self.chunk = max(1, _CHUNK_FLOATS // per_step)
         self._slots: dict[tuple[int, int], _Slots] = {}
@@ -159,7 +167,9 @@ class PCDUpdater:
         key = (pos, steps)
         if key not in self._slots:
             m = self.m if self.persistent else pos
-            self._slots[key] = _Slots(pos, m, self.n_visible, self.n_hidden, self.k, steps)
+            self._slots[key] = _Slots(
+                pos, m, self.n_visible, self.n_hidden, self.k, steps, self.augmented.dtype
+            )
         return self._slots[key]
 
     def run(self, data: Tensor, order: Tensor, lrs: Sequence[float]) -> None:
