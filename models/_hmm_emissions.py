@@ -241,6 +241,15 @@ class _Emission(abc.ABC):
         cells and the state marginals ``G`` ``(n, K)``: ``sum_k G[t, k] E[x_t | z_t = k, x_o]``
         (categorical: the most probable symbol)."""
 
+    def impute_sample(
+        self, X: Tensor, observed: Tensor, states: Tensor, params: Params, generator: torch.Generator
+    ) -> Tensor:
+        """Copies ``(S, *X.shape)`` of ``X``, the missing cells of copy ``s`` drawn from the emission
+        of their step's state ``states[s]`` (``(S, n)``) given the step's observed cells: here
+        the state's own emission (categorical; Poisson features are independent given the state)."""
+        draws = self.sample(states.reshape(-1), params, generator).view(states.shape + X.shape[1:])
+        return torch.where(observed, X, draws)
+
     # ------------------------------------------------------------------------ Viterbi
     def viterbi_compiled(
         self,

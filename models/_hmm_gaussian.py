@@ -26,7 +26,12 @@ from probgen.models._hmm_emissions import (
 )
 from probgen.models._hmm_engine import _forward_backward
 from probgen.models._hmm_layout import SequenceData, _Layout, _layout, _pad_time, _padded_length, _scratch
-from probgen.models._hmm_missing import gaussian_completed, gaussian_log_density, gaussian_moments
+from probgen.models._hmm_missing import (
+    gaussian_completed,
+    gaussian_draw,
+    gaussian_log_density,
+    gaussian_moments,
+)
 from probgen.models._hmm_viterbi import _ViterbiEmission
 
 __all__: list[str] = []
@@ -200,6 +205,12 @@ class _GaussianEmission(_VectorEmission):
         locs, cov = self._moments(params, X.shape[-1])
         full, _ = gaussian_completed(X, observed, locs, cov)
         return torch.where(observed, X, (G[:, :, None] * full).sum(1))
+
+    def impute_sample(
+        self, X: Tensor, observed: Tensor, states: Tensor, params: Params, generator: torch.Generator
+    ) -> Tensor:
+        locs, cov = self._moments(params, X.shape[-1])
+        return gaussian_draw(X, observed, states, locs, cov, generator)
 
     def _moments(self, params: Params, d: int) -> tuple[Tensor, Tensor]:
         """Means ``(K, d)`` and full covariance matrices ``(K, d, d)`` of the states."""

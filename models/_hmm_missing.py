@@ -93,3 +93,22 @@ def gaussian_moments(
         mass = G[rows].sum(0)  # (K,)
         second[:, m[:, None], m[None, :]] += mass[:, None, None] * C
     return first, second
+
+
+def gaussian_draw(
+    X: Tensor, observed: Tensor, states: Tensor, locs: Tensor, cov: Tensor, generator: torch.Generator
+) -> Tensor:
+    """Copies ``(S, n, d)`` of the steps ``X`` ``(n, d)``, every missing cell of copy ``s`` drawn
+    from ``N(mean, C)`` of its state ``states[s, i]`` given the step's observed features: the
+    conditional mean and covariance of :func:`gaussian_completed`, computed once for all copies
+    (a diagonal covariance makes the missing features independent of the observed ones)."""
+    full, extra = gaussian_completed(X, observed, locs, cov)  # (n, K, d)
+    S, n = states.shape
+    means = full.gather(1, states.T[:, :, None].expand(n, S, X.shape[1])).transpose(0, 1)  # (S, n, d)
+    out = torch.where(observed, X, means)
+    for rows, m, C in extra:
+        chol = torch.linalg.cholesky(C)  # (K, |m|, |m|): one factor per state and pattern
+        eps = torch.randn((S, rows.numel(), m.numel(), 1), generator=generator, dtype=X.dtype)
+        noise = (chol[states[:, rows]] @ eps)[..., 0]  # (S, rows, |m|)
+        out[:, rows[:, None], m[None, :]] += noise
+    return out

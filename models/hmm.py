@@ -31,6 +31,7 @@ from probgen.models._hmm_em import _BaumWelch
 from probgen.models._hmm_emissions import _CategoricalEmission, _Emission, _PoissonEmission
 from probgen.models._hmm_engine import _forward_backward_log, _small_problem
 from probgen.models._hmm_gaussian import _GaussianEmission
+from probgen.models._hmm_impute import sample_paths
 from probgen.models._hmm_layout import SequenceData, _Layout, _layout, _pad_time, _padded_length
 from probgen.models._hmm_viterbi import _LOG_FLOOR, _viterbi, _viterbi_block_length, _ViterbiEmission
 from probgen.validation import positive_int
@@ -454,44 +455,87 @@ class HiddenMarkovModel(_BaumWelch):
         num_samples: int = 1,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Missing cells filled with their conditional means given the whole sequence (the
-        capability :class:`probgen.capabilities.Imputes`).
+        """Missing cells filled given the whole sequence (the capability
+        :class:`probgen.capabilities.Imputes`): conditional means or posterior draws.
 
-        A missing cell of step ``t`` becomes ``sum_k gamma_t(k) E[x_t | z_t = k, observed cells
-        of x_t]`` with the smoothing marginals ``gamma`` of forward-backward; a categorical step
-        its most probable symbol.
+        ``method="mean"``: a missing cell of step ``t`` becomes ``sum_k gamma_t(k) E[x_t | z_t = k,
+        observed cells of x_t]`` with the smoothing marginals ``gamma`` of forward-backward; a
+        categorical step its most probable symbol.  ``method="sample"``: every copy draws each
+        sequence's state path from its posterior given the observed cells (forward filtering,
+        backward sampling, :mod:`probgen.models._hmm_impute`), then every missing cell from its
+        drawn state's emission given the observed cells of the same step (Gaussian: the
+        conditional Gaussian of the missing features given the observed ones).  Observed cells
+        and padded steps keep their values.
+
+        Parameters
+        ----------
+        data : array-like, list of array-like, or SequenceData
+            Sequences with NaN where a cell is missing.
+        params : dict of str to Tensor
+            ``fit.params`` (or one posterior draw).
+        method : {"mean", "sample"}, default "mean"
+            Conditional means, or draws from the conditional distribution.
+        num_samples : int, default 1
+            Completed copies drawn (``method="sample"``; ``"mean"`` gives one).
+        generator : torch.Generator, optional
+            Source of every draw of ``"sample"`` (default: seeded with 0).
 
         Returns
         -------
         Tensor
-            ``(1, *data.values.shape)``: one completed copy of the padded values.
+            ``(num_samples, *data.values.shape)`` float64: completed copies of the padded values.
 
         Raises
         ------
         ValueError
-            ``method="sample"``: HMMs impute conditional means only for now.
+            ``method`` not ``"mean"`` or ``"sample"``, ``num_samples`` not a positive integer, or
+            ``num_samples > 1`` with ``"mean"``.
         """
-        if method != "mean":
+        if method not in ("mean", "sample"):
+            raise ValueError(f"method must be 'mean' or 'sample'; got {method!r}.")
+        positive_int(num_samples, "num_samples")
+        if method == "mean" and num_samples != 1:
             raise ValueError(
-                f"method={method!r} is not available for HiddenMarkovModel; impute with method='mean' "
-                "(the posterior-weighted conditional means)."
+                f"num_samples={num_samples} applies to method='sample'; method='mean' gives one copy."
             )
         data = self.prepare_missing(data) if not isinstance(data, SequenceData) else data
         self._check_params(data, params)
         if data.observed is None:
-            filled = data.values
-        else:
-            lay, _, _, blocked, _ = self._run_forward_backward(data, params, posteriors=True)
-            assert blocked is not None
-            K = self.n_states
-            Tp = data.values.shape[1]
-            G = lay.from_blocks(blocked)[:, :Tp].reshape(-1, K)
-            if data.values.dim() == 2:  # categorical
-                X, seen = data.values.reshape(-1), data.observed.reshape(-1)
-            else:
-                X, seen = data.values.reshape(-1, data.n_features), data.observed.reshape(-1, data.n_features)
-            filled = self._emissions.impute_mean(X, seen, G, params).view(data.values.shape)
+            return data.values[None].expand((int(num_samples),) + tuple(data.values.shape)).to(_F64)
+        if method == "sample":
+            g = generator if generator is not None else torch.Generator().manual_seed(0)
+            return self._impute_sample(data, params, int(num_samples), g)
+        lay, _, _, blocked, _ = self._run_forward_backward(data, params, posteriors=True)
+        assert blocked is not None
+        K = self.n_states
+        Tp = data.values.shape[1]
+        G = lay.from_blocks(blocked)[:, :Tp].reshape(-1, K)
+        X, seen = self._flat_steps(data)
+        filled = self._emissions.impute_mean(X, seen, G, params).view(data.values.shape)
         return filled[None].to(_F64)  # categorical symbols too: NaN came in floating arrays
+
+    def _flat_steps(self, data: SequenceData) -> tuple[Tensor, Tensor]:
+        """Every padded step's values ``(N T, d)`` (categorical ``(N T,)``) and the cells that keep
+        their value: the observed ones and those of padded steps."""
+        assert data.observed is not None
+        keep = data.observed | ~data.mask.view(data.mask.shape + (1,) * (data.values.dim() - 2))
+        if data.values.dim() == 2:  # categorical
+            return data.values.reshape(-1), keep.reshape(-1)
+        return data.values.reshape(-1, data.n_features), keep.reshape(-1, data.n_features)
+
+    def _impute_sample(
+        self, data: SequenceData, params: Mapping[str, Tensor], num_samples: int, generator: torch.Generator
+    ) -> Tensor:
+        """``num_samples`` completed copies: state paths drawn from their posterior, then the
+        missing cells from the drawn states' emissions given each step's observed cells."""
+        assert data.observed is not None
+        log_e = self._emissions.log_density_missing(data.values, data.observed, params)
+        log_e = log_e.masked_fill(~data.mask[..., None], 0.0)  # padded steps observe nothing
+        initial, transition = params["initial"].to(_F64), params["transition"].to(_F64)
+        states = sample_paths(log_e, initial, transition, num_samples, generator)  # (S, N, T)
+        X, keep = self._flat_steps(data)
+        filled = self._emissions.impute_sample(X, keep, states.reshape(num_samples, -1), params, generator)
+        return filled.reshape((num_samples,) + tuple(data.values.shape)).to(_F64)
 
     def imputed_like(self, given: Any, data: SequenceData, filled: Tensor) -> Any:
         """The padded values ``filled`` as sequences in the form ``given`` came in (``fit.impute``):

@@ -191,3 +191,219 @@ def test_default_refuses_nan_naming_the_option():
     x = np.array([1.0, np.nan, 2.0, 3.0])
     with pytest.raises(ValueError, match="missing='marginalize'"):
         pg.fit(HiddenMarkovModel(2), x, method="em", progress=False)
+
+
+# ------------------------------------------------------------------- impute(method="sample")
+def _path_posterior(e, pi, A):
+    """Every state path of a sequence with emission likelihoods ``e`` ``(T, K)`` and its
+    posterior probability, by enumeration: ``(K^T, T)`` paths and ``(K^T,)`` probabilities."""
+    T, K = e.shape
+    paths = np.array(list(itertools.product(range(K), repeat=T)))
+    w = pi[paths[:, 0]] * e[0, paths[:, 0]]
+    for t in range(1, T):
+        w = w * A[paths[:, t - 1], paths[:, t]] * e[t, paths[:, t]]
+    return paths, w / w.sum()
+
+
+def _within(freq, p, n, z=4.0):
+    """Empirical frequencies ``freq`` of ``n`` draws within ``z`` binomial standard errors of ``p``."""
+    se = np.sqrt(np.maximum(p * (1 - p), 1e-12) / n)
+    assert np.all(np.abs(freq - p) <= z * se + 1e-12), (freq, p)
+
+
+def _conditional_moments(x, locs, covs):
+    """Conditional means ``(K, |m|)`` and covariances ``(K, |m|, |m|)`` of the missing features of
+    the step ``x`` given its observed ones, per state."""
+    o = ~np.isnan(x)
+    means, cs = [], []
+    for mu, S in zip(locs, covs, strict=True):
+        if o.any():
+            gain = S[np.ix_(~o, o)] @ np.linalg.inv(S[np.ix_(o, o)])
+            means.append(mu[~o] + gain @ (x[o] - mu[o]))
+            cs.append(S[np.ix_(~o, ~o)] - gain @ S[np.ix_(o, ~o)])
+        else:
+            means.append(mu[~o])
+            cs.append(S[np.ix_(~o, ~o)])
+    return np.array(means), np.array(cs)
+
+
+def _gaussian_case():
+    pi, A, locs, covs = _params(3, 2, 11)
+    rng = np.random.default_rng(12)
+    a = rng.normal(size=(5, 2)) + locs[[0, 0, 1, 2, 2]]
+    a[1, 0] = np.nan
+    a[2] = np.nan  # a step missing whole
+    a[4, 1] = np.nan
+    b = rng.normal(size=(3, 2)) + locs[[1, 1, 0]]
+    b[2, 0] = np.nan
+    return pi, A, locs, covs, [a, b]
+
+
+def test_sampled_state_paths_follow_the_brute_force_posterior():
+    from probgen.models._hmm_impute import sample_paths
+
+    pi, A, locs, covs, seqs = _gaussian_case()
+    T = max(len(s) for s in seqs)
+    log_e = np.zeros((len(seqs), T, 3))  # padded steps observe nothing
+    for i, s in enumerate(seqs):
+        log_e[i, : len(s)] = np.log([_emission(x, locs, covs) for x in s])
+    n = 20000
+    g = torch.Generator().manual_seed(0)
+    states = sample_paths(torch.tensor(log_e), torch.tensor(pi), torch.tensor(A), n, g).numpy()
+    assert states.shape == (n, 2, T)
+    for i, s in enumerate(seqs):
+        paths, post = _path_posterior(np.array([_emission(x, locs, covs) for x in s]), pi, A)
+        for t in range(len(s)):
+            marginal = np.array([post[paths[:, t] == k].sum() for k in range(3)])
+            _within(np.bincount(states[:, i, t], minlength=3) / n, marginal, n)
+        # the joint law of the path too, not only its marginals: the five likeliest whole paths
+        codes = (states[:, i, : len(s)] * 3 ** np.arange(len(s))[::-1]).sum(1)
+        want = (paths * 3 ** np.arange(len(s))[::-1]).sum(1)
+        top = np.argsort(post)[-5:]
+        _within(np.array([(codes == want[j]).mean() for j in top]), post[top], n)
+
+
+def test_sampled_gaussian_cells_have_the_mean_and_variance_of_the_posterior_mixture():
+    pi, A, locs, covs, seqs = _gaussian_case()
+    params = _torch_params(pi, A, locs, covs)
+    hmm = HiddenMarkovModel(3, covariance_type="full")
+    data = hmm.prepare_missing(seqs)
+    n = 4000
+    draws = hmm.impute_items(
+        data, params, method="sample", num_samples=n, generator=torch.Generator().manual_seed(1)
+    )
+    assert draws.shape == (n, *data.values.shape)
+    mean = hmm.impute_items(data, params)[0]
+    for i, s in enumerate(seqs):
+        got = draws[:, i, : len(s)].numpy()
+        seen = ~np.isnan(s)
+        assert np.array_equal(got[:, seen], np.broadcast_to(s[seen], (n, seen.sum())))  # observed unchanged
+        se = got.std(0) / np.sqrt(n)
+        diff = np.abs(got.mean(0) - mean[i, : len(s)].numpy())
+        assert np.all(diff[~seen] <= 4 * se[~seen]), (diff, se)
+        # every missing cell: mean and variance of the mixture over the states' conditional Gaussians
+        paths, post = _path_posterior(np.array([_emission(x, locs, covs) for x in s]), pi, A)
+        for t in range(len(s)):
+            if seen[t].all():
+                continue
+            g = np.array([post[paths[:, t] == k].sum() for k in range(3)])
+            m, C = _conditional_moments(s[t], locs, covs)
+            for j, dim in enumerate(np.flatnonzero(~seen[t])):
+                mix_mean = g @ m[:, j]
+                mix_var = g @ (C[:, j, j] + m[:, j] ** 2) - mix_mean**2
+                x = got[:, t, dim]
+                assert abs(x.mean() - mix_mean) <= 4 * np.sqrt(mix_var / n)
+                dev = (x - x.mean()) ** 2
+                assert abs(dev.mean() - mix_var) <= 4 * dev.std() / np.sqrt(n), (i, t, dim)
+    assert torch.equal(draws[:, 1, 3:], data.values[1, 3:].expand(n, -1, -1))  # padded steps untouched
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_sampled_cells_of_independent_features_ignore_the_observed_ones(covariance_type):
+    # one state: the posterior of a missing cell is its state's marginal, whatever the other cell
+    hmm = HiddenMarkovModel(1, covariance_type=covariance_type)
+    scales = torch.tensor([[0.5, 2.0]]) if covariance_type == "diag" else torch.tensor([1.5])
+    params = {"initial": torch.ones(1), "transition": torch.ones(1, 1), "locs": torch.tensor([[1.0, -3.0]])}
+    params["scales"] = scales.double()
+    x = np.array([[np.nan, 40.0], [7.0, np.nan]])
+    n = 4000
+    got = hmm.impute_items(
+        x, params, method="sample", num_samples=n, generator=torch.Generator().manual_seed(2)
+    )
+    a, b = got[:, 0, 0, 0].numpy(), got[:, 0, 1, 1].numpy()
+    sd = scales.expand(1, 2)[0].numpy() if covariance_type == "spherical" else scales[0].numpy()
+    for v, mu, s in ((a, 1.0, sd[0]), (b, -3.0, sd[1])):
+        assert abs(v.mean() - mu) <= 4 * s / np.sqrt(n)
+        assert abs(v.var() - s**2) <= 4 * s**2 * np.sqrt(2 / n)
+
+
+def test_sampled_symbols_follow_the_brute_force_posterior_predictive():
+    x = np.array([0.0, np.nan, np.nan, 2.0, 1.0, np.nan])
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    pi, A = np.array([0.6, 0.4]), np.array([[0.8, 0.2], [0.3, 0.7]])
+    params = {"initial": torch.tensor(pi), "transition": torch.tensor(A), "probs": torch.tensor(probs)}
+    hmm = HiddenMarkovModel(2, emission="categorical")
+    n = 20000
+    got = hmm.impute_items(
+        x, params, method="sample", num_samples=n, generator=torch.Generator().manual_seed(3)
+    )
+    got = got[:, 0, : len(x)].numpy().astype(int)
+    seen = ~np.isnan(x)
+    assert np.array_equal(got[:, seen], np.broadcast_to(x[seen], (n, seen.sum())))
+    e = np.where(seen[:, None], probs[:, np.nan_to_num(x).astype(int)].T, 1.0)
+    paths, post = _path_posterior(e, pi, A)
+    for t in np.flatnonzero(~seen):
+        predictive = np.array([post @ probs[paths[:, t], s] for s in range(3)])
+        _within(np.bincount(got[:, t], minlength=3) / n, predictive, n)
+    # the two adjacent missing steps jointly: their symbols depend on each other through the states
+    joint = np.array(
+        [[post @ (probs[paths[:, 1], a] * probs[paths[:, 2], b]) for b in range(3)] for a in range(3)]
+    )
+    freq = np.bincount(got[:, 1] * 3 + got[:, 2], minlength=9) / n
+    _within(freq, joint.reshape(-1), n)
+
+
+def test_sampled_counts_follow_the_brute_force_posterior_predictive():
+    from scipy.stats import poisson
+
+    rates = np.array([[1.0, 4.0], [3.0, 0.5]])
+    pi, A = np.array([0.6, 0.4]), np.array([[0.8, 0.2], [0.3, 0.7]])
+    x = np.array([[1.0, 3.0], [np.nan, 0.0], [np.nan, np.nan], [2.0, 5.0]])
+    params = {"initial": torch.tensor(pi), "transition": torch.tensor(A), "rates": torch.tensor(rates)}
+    hmm = HiddenMarkovModel(2, emission="poisson")
+    n = 20000
+    got = hmm.impute_items(
+        x, params, method="sample", num_samples=n, generator=torch.Generator().manual_seed(4)
+    )
+    got = got[:, 0].numpy()
+    seen = ~np.isnan(x)
+    assert np.array_equal(got[:, seen], np.broadcast_to(x[seen], (n, seen.sum())))
+    e = np.prod(np.where(seen[:, None, :], poisson.pmf(np.nan_to_num(x)[:, None, :], rates[None]), 1.0), -1)
+    paths, post = _path_posterior(e, pi, A)
+    for t, j in ((1, 0), (2, 0), (2, 1)):
+        predictive = np.array([post @ poisson.pmf(c, rates[paths[:, t], j]) for c in range(6)])
+        _within(np.array([(got[:, t, j] == c).mean() for c in range(6)]), predictive, n)
+
+
+def test_fit_impute_sample_is_reproducible_and_keeps_the_ragged_sequences():
+    rng = np.random.default_rng(13)
+    seqs = []
+    for n in (40, 25):
+        regime = (np.arange(n) // 8) % 2
+        s = rng.normal(size=(n, 2)) + np.array([[-3.0, 0.0], [3.0, 2.0]])[regime]
+        s[rng.random((n, 2)) < 0.15] = np.nan
+        seqs.append(s)
+    fit = pg.fit(
+        HiddenMarkovModel(2, covariance_type="full"),
+        seqs,
+        method="em",
+        tol=1e-4,
+        progress=False,
+        missing="marginalize",
+    )
+    copies = fit.impute(seqs, method="sample", num_samples=3, seed=5)
+    again = fit.impute(seqs, method="sample", num_samples=3, seed=5)
+    other = fit.impute(seqs, method="sample", num_samples=3, seed=6)
+    assert len(copies) == 3
+    for copy, copy2, copy3 in zip(copies, again, other, strict=True):
+        assert isinstance(copy, list) and [c.shape for c in copy] == [(40, 2), (25, 2)]
+        for c, c2, c3, s in zip(copy, copy2, copy3, seqs, strict=True):
+            seen = ~np.isnan(s)
+            assert np.array_equal(c[seen], s[seen]) and not np.isnan(c).any()
+            assert np.array_equal(c, c2) and not np.array_equal(c[~seen], c3[~seen])
+    assert not np.array_equal(copies[0][0], copies[1][0])  # copies are distinct draws
+
+
+def test_impute_items_names_a_bad_method_or_count():
+    hmm = HiddenMarkovModel(1)
+    params = {
+        "initial": torch.ones(1),
+        "transition": torch.ones(1, 1),
+        "locs": torch.zeros(1, 1),
+        "scales": torch.ones(1, 1),
+    }
+    x = np.array([1.0, np.nan])
+    with pytest.raises(ValueError, match="method must be 'mean' or 'sample'; got 'median'"):
+        hmm.impute_items(x, params, method="median")
+    with pytest.raises(ValueError, match="num_samples"):
+        hmm.impute_items(x, params, method="sample", num_samples=0)
