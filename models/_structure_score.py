@@ -3,12 +3,13 @@
 A node's local score depends only on the counts of its family (the node and its parents). The
 counts of one family are a ``bincount`` of the family's mixed-radix code; the search asks for the
 scores of *one parent set extended by each of several candidates* far more often than for single
-sets, so :meth:`LocalScores.extended` counts all those families with a single ``bincount`` over
+sets, so :meth:`LocalScores.grouped` counts all those families with a single ``bincount`` over
 stacked, offset codes and reduces them segment by segment.
 
-The scores equal pgmpy's on the same data and states (``bic-d``, ``aic-d``, ``bdeu``, ``k2``):
-the number of parent configurations ``q`` is the product of the parents' numbers of states,
-observed or not, and the log-likelihood is the maximised multinomial one.
+BIC, AIC and BDeu equal pgmpy's (``bic-d``, ``aic-d``, ``bdeu``) on the same data and states: the
+number of parent configurations ``q`` is the product of the parents' numbers of states, observed
+or not, and the log-likelihood is the maximised multinomial one. K2 is Cooper and Herskovits'
+score; pgmpy's ``K2`` differs from it by ``log Gamma(r)`` per unobserved parent configuration.
 """
 
 from __future__ import annotations
