@@ -57,10 +57,12 @@ class Flat:
     pair_slot: tuple[Tensor, ...]  # the child's separator slot of that pair
     rank_maps: tuple[tuple[Tensor, ...] | None, ...]  # parent entry -> slot of its r-th child (or the one)
     psi_maps: tuple[Tensor, ...]  # entry -> index into the CPD vector of its r-th CPD (or the one)
+    psi_matrix: Tensor  # those maps side by side, (total, ranks): one gather and one product
     var_offset: tuple[int, ...]  # each variable's first slot in the evidence vector
     slot_var: Tensor  # variable (column) of each evidence slot
     slot_state: Tensor  # state of each evidence slot
     lam_maps: tuple[Tensor, ...]  # entry -> evidence slot of the r-th variable entered there (or the one)
+    lam_flat: Tensor  # those maps interleaved, (total * ranks,)
     marg_entry: Tensor  # entries summed into each variable's marginal
     marg_slot: Tensor  # the variable's slot of each of those entries
 
@@ -200,8 +202,9 @@ def compile_flat(net: Network, tree: JunctionTree) -> Flat:
         ms.append(states[i][:, tree.cliques[i].index(v)] + var_offset[v])
     flat = Flat(
         tree.total, tuple(offset), tuple((a, b) for a, b in levels), tuple(n_slots), tuple(up_slot),
-        tuple(pair_entry), tuple(pair_slot), tuple(rank_maps), tuple(psi_maps), tuple(var_offset),
-        slot_var, slot_state, tuple(lam_maps), torch.cat(me), torch.cat(ms),
+        tuple(pair_entry), tuple(pair_slot), tuple(rank_maps), tuple(psi_maps), torch.stack(psi_maps, 1),
+        tuple(var_offset), slot_var, slot_state, tuple(lam_maps), torch.stack(lam_maps, 1).reshape(-1),
+        torch.cat(me), torch.cat(ms),
     )  # fmt: skip
     net.plans["junction-flat"] = flat
     return flat
@@ -216,9 +219,7 @@ def flat_potentials(
     if hit is not None:
         return hit[0]
     w = torch.cat([cpds[n].reshape(-1) for n in net.nodes] + [torch.ones(1, dtype=_DTYPE)])
-    psi = w[flat.psi_maps[0]]
-    for m in flat.psi_maps[1:]:
-        psi.mul_(w[m])
+    psi = w[flat.psi_matrix].prod(1)
     _remember(net, key, (psi, [cpds[n] for n in net.nodes]))
     return psi
 
@@ -252,9 +253,12 @@ def flat_run(flat: Flat, psi: Tensor, lam: Tensor | None, *, distribute: bool) -
     a sum of logs: zero messages give ``exp(-inf) = 0``).  Distribution divides the parent's
     separator marginal by the upward message (Hugin); ``0/0`` (a zero message) becomes 0.
     """
-    u = psi.unsqueeze(0).clone() if lam is None else psi * lam.index_select(1, flat.lam_maps[0])
-    for m in flat.lam_maps[1:] if lam is not None else ():
-        u.mul_(lam.index_select(1, m))
+    if lam is None:
+        u = psi.unsqueeze(0).clone()
+    elif len(flat.lam_maps) == 1:
+        u = psi * lam.index_select(1, flat.lam_maps[0])
+    else:
+        u = psi * lam.index_select(1, flat.lam_flat).reshape(len(lam), flat.total, -1).prod(-1)
     b = u.shape[0]
     msgs: list[Tensor] = [u]
     for d in range(len(flat.levels) - 1, 0, -1):

@@ -37,6 +37,7 @@ _DTYPE = torch.float64
 MAX_CLIQUE = 2**27
 _ROW_BUDGET = 2**24  # batch rows x total clique entries per chunk of evidence rows (memory bound)
 _CACHE = 8  # calibrations and clique potentials kept per network
+_ONE_CLIQUE = 4096  # networks whose joint table is at most this large get a one-clique tree
 _OP_COST = 2e4  # one torch call's overhead, in multiply-adds, for choosing against a contraction
 
 
@@ -176,7 +177,8 @@ def _tree_from(
 
 def compile_tree(net: Network) -> JunctionTree:
     """The junction tree of ``net`` (min-fill or min-weight elimination, the smaller total
-    table), compiled once and kept in ``net.plans``."""
+    table; a single clique when the whole joint table is tiny, where calls cost more than
+    entries), compiled once and kept in ``net.plans``."""
     tree = net.plans.get("junction")
     if tree is None:
         moral = nx.moral_graph(net.dag)
@@ -186,6 +188,13 @@ def compile_tree(net: Network) -> JunctionTree:
             adj[col[a]].add(col[b])
             adj[col[b]].add(col[a])
         cards = [net.card(v) for v in net.nodes]
+        joint = math.prod(cards)
+        if joint <= _ONE_CLIQUE:  # a tiny network: one table of everything, no messages at all
+            tree = JunctionTree(
+                (tuple(range(len(cards))),), (-1,), (0,), (0,) * len(cards), joint, joint, "one clique"
+            )
+            net.plans["junction"] = tree
+            return tree
         fams = [[col[v] for v in net.parents[n] + [n]] for n in net.nodes]
         trees = [
             _tree_from(_eliminate(adj, cards, rule), cards, len(cards), fams, name)

@@ -68,9 +68,12 @@ def reference_marginals(net, cpds, ev, var) -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("name", ["asia", "alarm", "child", "insurance"])
+@pytest.mark.parametrize("name", ["asia", "asia-tree", "alarm", "child", "insurance"])
 @pytest.mark.parametrize("engine", ENGINES)
-def test_all_marginals_equal_the_contraction(name, engine):
+def test_all_marginals_equal_the_contraction(name, engine, monkeypatch):
+    if name == "asia-tree":  # asia's cliques rather than its one-clique table
+        monkeypatch.setattr(jt, "_ONE_CLIQUE", 1)
+        name = "asia"
     _, net, cpds = fresh(name, engine)
     for ev in ({}, evidence_for(net, 3, 0)):
         ref_ev = ev
@@ -202,8 +205,10 @@ def sprinkler_plus() -> BayesianNetwork:
     return BayesianNetwork(g, states=states, cpds=cpds)
 
 
+@pytest.mark.parametrize("one_clique", [4096, 1])  # tiny networks get one clique unless the limit is 1
 @pytest.mark.parametrize("name", ["asia", "sprinkler_plus"])
-def test_mpe_equals_brute_force(name):
+def test_mpe_equals_brute_force(name, one_clique, monkeypatch):
+    monkeypatch.setattr(jt, "_ONE_CLIQUE", one_clique)
     bn = sprinkler_plus() if name == "sprinkler_plus" else bif(name)
     fit = bn.as_fit()
     net = fit._net()
@@ -228,7 +233,9 @@ def test_mpe_refuses_impossible_evidence():
         jt.mpe(net, net.params_cpds(bn.as_fit().params), {"b": 1})
 
 
-def test_forest_marginals_equal_the_contraction():
+@pytest.mark.parametrize("one_clique", [4096, 1])
+def test_forest_marginals_equal_the_contraction(one_clique, monkeypatch):
+    monkeypatch.setattr(jt, "_ONE_CLIQUE", one_clique)
     for engine in ENGINES:
         fit = sprinkler_plus().as_fit()
         net = fit._net()
@@ -241,6 +248,7 @@ def test_forest_marginals_equal_the_contraction():
         ref = reference_marginals(net, cpds, ev, var)
         for v in var:
             torch.testing.assert_close(got[v], ref[v], atol=1e-13, rtol=0)
+        assert (len(jt.compile_tree(net).cliques) == 1) == (one_clique > 1)
 
 
 def test_the_tree_is_a_valid_junction_tree():
