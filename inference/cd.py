@@ -86,9 +86,9 @@ class CD(BackendBase):
     (``model.gibbs_step``) and takes a gradient step on ``mean F(batch) - mean F(negatives)``
     (autograd of ``model.free_energy``; the negatives are constants), by SGD with momentum.  A
     model with the free energy's gradient in closed form (``FreeEnergyGradient``) gives it
-    instead of autograd; a model offering :class:`FusedCD` (the RBM)
-    runs each epoch's updates itself, the backend keeping the epochs, the learning rates, the
-    monitor and the convergence rule.
+    instead of autograd; a model offering :class:`FusedCD` (the RBM) runs each epoch's updates
+    itself, the backend keeping the epochs, the learning rates, the monitor and the convergence
+    rule.
 
     Options (with defaults):
 
