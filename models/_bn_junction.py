@@ -1,7 +1,7 @@
 """Exact inference on a discrete Bayesian network by message passing on a junction tree.
 
-The moral graph is triangulated by greedy elimination (min-fill and min-weight orders are both
-tried, the one with the smaller total clique table kept), its elimination cliques are joined into
+The moral graph is triangulated by greedy elimination (min-fill, min-weight and weighted
+min-fill orders are all tried, the one with the smallest total clique table kept), its elimination cliques are joined into
 a tree (non-maximal cliques merged into their neighbours, the trees of a disconnected graph linked
 by empty separators) and each CPD is assigned to a clique holding its family: :func:`compile_tree`,
 once per network (kept in :attr:`Network.plans`).
@@ -30,7 +30,17 @@ from torch import Tensor
 
 from probgen.models._bn_network import Network
 
-__all__ = ["Calibration", "JunctionTree", "calibrate", "clear_cache", "compile_tree", "mpe", "tree_cost"]
+__all__ = [
+    "MAX_CLIQUE",
+    "Calibration",
+    "JunctionTree",
+    "calibrate",
+    "check_size",
+    "clear_cache",
+    "compile_tree",
+    "mpe",
+    "row_chunk",
+]
 
 _DTYPE = torch.float64
 #: largest clique table (entries, one evidence row) the tree may hold: 2**27 float64 is 1 GiB
@@ -38,7 +48,6 @@ MAX_CLIQUE = 2**27
 _ROW_BUDGET = 2**24  # batch rows x total clique entries per chunk of evidence rows (memory bound)
 _CACHE = 8  # calibrations and clique potentials kept per network
 _ONE_CLIQUE = 4096  # networks whose joint table is at most this large get a one-clique tree
-_OP_COST = 2e4  # one torch call's overhead, in multiply-adds, for choosing against a contraction
 
 
 @dataclass(frozen=True)
@@ -58,7 +67,8 @@ class JunctionTree:
     total, largest : int
         Entries of all clique tables together, and of the largest one.
     heuristic : str
-        Elimination heuristic that gave the tree (``"min-fill"`` or ``"min-weight"``).
+        Elimination heuristic that gave the tree (``"min-fill"``, ``"min-weight"``,
+        ``"weighted min-fill"``, or ``"one clique"`` for a tiny network).
     """
 
     cliques: tuple[tuple[int, ...], ...]
@@ -75,7 +85,8 @@ def _eliminate(adj: list[set[int]], cards: list[int], rule: str) -> list[tuple[i
     """Greedy elimination: ``(v, its neighbours when eliminated)`` per step.
 
     ``rule="weight"`` eliminates the node whose clique table is smallest; ``"fill"`` the one
-    adding the fewest fill-in edges (ties by table size).  Scores live in a heap with lazy
+    adding the fewest fill-in edges (ties by table size); ``"wfill"`` the one whose fill-in
+    edges have the smallest sum of card products.  Scores live in a heap with lazy
     invalidation: eliminating ``x`` changes the weight of its neighbours only, and the fill of
     its neighbours and of their neighbours (new edges among ``x``'s neighbours).
     """
@@ -89,7 +100,11 @@ def _eliminate(adj: list[set[int]], cards: list[int], rule: str) -> list[tuple[i
         if rule == "weight":
             return (w, 0.0)
         nb = list(adj[v])
-        fill = sum(1 for i, a in enumerate(nb) for b in nb[i + 1 :] if b not in adj[a])
+        if rule == "fill":
+            fill = sum(1 for i, a in enumerate(nb) for b in nb[i + 1 :] if b not in adj[a])
+            return (float(fill), w)
+        # weighted fill: each new edge counts the table it could create (product of the cards)
+        fill = sum(cards[a] * cards[b] for i, a in enumerate(nb) for b in nb[i + 1 :] if b not in adj[a])
         return (float(fill), w)
 
     heap = [(score(v), v, 0) for v in range(len(adj))]
@@ -106,7 +121,7 @@ def _eliminate(adj: list[set[int]], cards: list[int], rule: str) -> list[tuple[i
             adj[u].discard(v)
             adj[u] |= nb - {u}
         touched = set(nb)
-        if rule == "fill":
+        if rule != "weight":
             for u in nb:
                 touched |= adj[u]
         for u in touched:
@@ -176,8 +191,8 @@ def _tree_from(
 
 
 def compile_tree(net: Network) -> JunctionTree:
-    """The junction tree of ``net`` (min-fill or min-weight elimination, the smaller total
-    table; a single clique when the whole joint table is tiny, where calls cost more than
+    """The junction tree of ``net`` (min-fill, min-weight or weighted min-fill elimination,
+    the smallest total table; a single clique when the whole joint table is tiny, where calls cost more than
     entries), compiled once and kept in ``net.plans``."""
     tree = net.plans.get("junction")
     if tree is None:
@@ -198,7 +213,7 @@ def compile_tree(net: Network) -> JunctionTree:
         fams = [[col[v] for v in net.parents[n] + [n]] for n in net.nodes]
         trees = [
             _tree_from(_eliminate(adj, cards, rule), cards, len(cards), fams, name)
-            for rule, name in (("fill", "min-fill"), ("weight", "min-weight"))
+            for rule, name in (("fill", "min-fill"), ("weight", "min-weight"), ("wfill", "weighted min-fill"))
         ]
         tree = min(trees, key=lambda t: (t.total, t.largest))
         net.plans["junction"] = tree
@@ -214,11 +229,6 @@ def check_size(net: Network, tree: JunctionTree, limit: int = MAX_CLIQUE) -> Non
             f"({len(big)} variables; limit {limit:,}) and {tree.total:,} entries in all; it is too "
             "large to answer exactly.  Add evidence, or query a smaller network."
         )
-
-
-def tree_cost(tree: JunctionTree, n_targets: int) -> float:
-    """Estimated multiply-adds of one calibration (tables and per-call overhead)."""
-    return 4.0 * tree.total + _OP_COST * (6 * len(tree.cliques) + n_targets)
 
 
 def clear_cache(net: Network) -> None:
