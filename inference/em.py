@@ -28,7 +28,7 @@ from torch.distributions import biject_to
 from tqdm.auto import tqdm
 
 from probgen.backend import BackendBase, Option, register_backend
-from probgen.capabilities import ChunkedEM, ClosedFormEM, ScaledConvergence, missing
+from probgen.capabilities import ChunkedEM, ClosedFormEM, MasksObserved, ScaledConvergence, missing
 from probgen.errors import ConvergenceWarning, ModelNotSupportedError
 from probgen.fit import Fit
 from probgen.model import GenerativeModel
@@ -133,9 +133,12 @@ class EM(BackendBase):
 
     def missing_refusal(self, model: GenerativeModel) -> str | None:
         """Missing cells are marginalised by a MissingValues model's closed-form hooks."""
-        if isinstance(model, ClosedFormEM):
+        if isinstance(model, ClosedFormEM | MasksObserved):  # MasksObserved: the generic path
             return None
-        return f"{model.name} has no closed-form EM hooks (ClosedFormEM) to marginalise missing cells"
+        return (
+            f"{model.name} has no closed-form EM hooks (ClosedFormEM) to marginalise missing cells "
+            "and does not mask its observed sites (MasksObserved)"
+        )
 
     def refusal(self, model: GenerativeModel, data: Any) -> str | None:
         if _has_fast_path(model):

@@ -17,6 +17,7 @@ import pyro
 import torch
 
 from probgen.backend import BackendBase, Option, register_backend
+from probgen.capabilities import MasksObserved
 from probgen.errors import ConvergenceWarning
 from probgen.fit import Fit
 from probgen.model import GenerativeModel
@@ -39,6 +40,12 @@ class Enumeration(BackendBase):
         Option("max_iter", "any", 200, "with pyro.param sites: L-BFGS iterations at most"),
         Option("tol", "any", 1e-9, "with pyro.param sites: change of the log evidence per item"),
     )
+
+    def missing_refusal(self, model: GenerativeModel) -> str | None:
+        """Missing cells are served by a model that masks its observed sites (a user's model)."""
+        if isinstance(model, MasksObserved):
+            return None
+        return f"{model.name} does not mask the missing cells of its observed sites (MasksObserved)"
 
     def refusal(self, model: GenerativeModel, data: Any) -> str | None:
         roles = model.roles(data)

@@ -49,7 +49,7 @@ from pyro.infer.autoguide.initialization import init_to_median, init_to_sample, 
 
 from probgen import arviz_bridge
 from probgen.backend import BackendBase, Option, register_backend
-from probgen.capabilities import ClosedFormEM, StartingValues
+from probgen.capabilities import ClosedFormEM, MasksObserved, StartingValues
 from probgen.fit import Fit
 from probgen.inference._mcmc_draws import typed_stats, warmup_groups
 from probgen.inference._mcmc_starts import (
@@ -566,6 +566,12 @@ class MCMC(BackendBase):
         ),
         Option("save_warmup", "bool", False, "keep the warm-up draws (fit.to_arviz(warmup=True))"),
     )
+
+    def missing_refusal(self, model: GenerativeModel) -> str | None:
+        """Missing cells are served by a model that masks its observed sites (a user's model)."""
+        if isinstance(model, MasksObserved):
+            return None
+        return f"{model.name} does not mask the missing cells of its observed sites (MasksObserved)"
 
     def refusal(self, model: GenerativeModel, data: Any) -> str | None:
         roles = model.roles(data)

@@ -45,7 +45,14 @@ from pyro.optim.clipped_adam import ClippedAdam as ClippedAdamOptimizer
 from tqdm.auto import tqdm
 
 from probgen.backend import BackendBase, Option, register_backend
-from probgen.capabilities import ClosedFormEM, MissingValues, OwnSVIObjective, StartingValues, SVIDefaults
+from probgen.capabilities import (
+    ClosedFormEM,
+    MasksObserved,
+    MissingValues,
+    OwnSVIObjective,
+    StartingValues,
+    SVIDefaults,
+)
 from probgen.fit import Fit
 from probgen.inference._svi_convergence import (
     _AVERAGE_EVALS,
@@ -324,11 +331,14 @@ class SVI(BackendBase):
         return None
 
     def missing_refusal(self, model: GenerativeModel) -> str | None:
-        """Missing cells are served by a model's own objective (it masks them); Pyro's ELBOs
-        would observe NaN."""
-        if isinstance(model, OwnSVIObjective):
+        """Missing cells are served by a model's own objective (it masks them) or by a model that
+        masks its observed sites (a user's model); Pyro's ELBOs would otherwise observe NaN."""
+        if isinstance(model, OwnSVIObjective | MasksObserved):
             return None
-        return f"{model.name} has no objective of its own (OwnSVIObjective) to mask missing cells"
+        return (
+            f"{model.name} has no objective of its own (OwnSVIObjective) and does not mask its "
+            "observed sites (MasksObserved)"
+        )
 
     def fit(self, model: GenerativeModel, data: Any, *, seed: int, progress: bool, **options: Any) -> Fit:
         defaults: dict[str, Any] = self.defaults()
@@ -376,6 +386,7 @@ class SVI(BackendBase):
         if (
             not fused
             and isinstance(model, MissingValues)  # its NaN are cells that only its objective masks
+            and not isinstance(model, MasksObserved)  # (a user's model masks them in its sites)
             and isinstance(data, torch.Tensor)
             and data.is_floating_point()
             and bool(data.isnan().any())

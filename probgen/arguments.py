@@ -122,7 +122,9 @@ def _leading_length(values: Mapping[str, Any]) -> int:
     return max(counts, key=lambda n: (counts[n], n))
 
 
-def bind_arguments(fn: Callable[..., Any], data: Any, *, dtype: torch.dtype | None = None) -> ModelArgs:
+def bind_arguments(
+    fn: Callable[..., Any], data: Any, *, dtype: torch.dtype | None = None, allow_nan: bool = False
+) -> ModelArgs:
     """``data`` (mapping, DataFrame or tuple) bound to ``fn``'s parameters and converted.
 
     Arrays become tensors (NaN/inf refused, naming the argument): integer arrays stay integers
@@ -134,7 +136,7 @@ def bind_arguments(fn: Callable[..., Any], data: Any, *, dtype: torch.dtype | No
     TypeError
         An argument the function does not take, or one given twice.
     ValueError
-        Bad values (NaN, empty arrays) in an argument.
+        Bad values (NaN unless ``allow_nan``, infinities, empty arrays) in an argument.
     """
     params = _parameters(fn)
     names = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
@@ -160,7 +162,7 @@ def bind_arguments(fn: Callable[..., Any], data: Any, *, dtype: torch.dtype | No
         if v is None or isinstance(v, bool | int | float | str):
             values[k] = v
             continue
-        t = as_tensor(v, f"data[{k!r}]")
+        t = as_tensor(v, f"data[{k!r}]", allow_nan=allow_nan)
         values[k] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
     return ModelArgs(values, _leading_length(values), (), tuple(values))
 

@@ -29,7 +29,7 @@ from pyro.infer import Predictive
 from torch import Tensor
 
 from probgen.arguments import ModelArgs
-from probgen.capabilities import EventDims, ObservedArrays
+from probgen.capabilities import EventDims, MasksObserved, ObservedArrays
 from probgen.posterior import _model_with, split_params, traced_with
 from probgen.roles import sample_sites
 from probgen.state import isolated_rng
@@ -355,6 +355,19 @@ def posterior_dataset(fit: Fit) -> xr.Dataset:
     return _dataset(draws, dims.group(draws, 2) if dims else {}, coords, _SAMPLE_DIMS)
 
 
+def _observed_items(fit: Fit, data: Any, n_items: int) -> Tensor | None:
+    """Which items have an observed cell, when a user model masked wholly missing items (None
+    when every item has one): PSIS-LOO's data points are the items observed."""
+    gm = fit.model
+    if fit.extras.get("missing") != "marginalize" or not isinstance(gm, MasksObserved):
+        return None
+    cells = gm.missing_cells(data)
+    if cells is None or cells.dim() == 0 or len(cells) != n_items:
+        return None
+    whole = cells.reshape(n_items, -1).all(1)
+    return ~whole if bool(whole.any()) else None
+
+
 def log_likelihood_name(fit: Fit) -> str:
     """Variable name of the pointwise log-likelihood (the observed site, or ``"obs"``)."""
     observed = fit.model.roles(fit.data).observed_sites
@@ -503,7 +516,11 @@ def to_inference_data(
         add("sample_stats", history, history_dims, (), history_attrs)
     if data is not None and roles is not None and gm.density != "none":
         # an implicit model (a GAN) has no likelihood to report
-        ll = {log_likelihood_name(fit): fit.pointwise_log_likelihood().detach().cpu().numpy()}
+        pointwise = fit.pointwise_log_likelihood().detach().cpu()
+        seen = _observed_items(fit, data, pointwise.shape[-1])
+        if seen is not None:  # an item with every cell missing is no data point (its factor is 1)
+            pointwise = pointwise[..., seen]
+        ll = {log_likelihood_name(fit): pointwise.numpy()}
         plate = roles.data_plate
         item = (
             plate

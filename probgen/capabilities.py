@@ -21,6 +21,8 @@ capability                  who uses it
 :class:`Exchangeable`       posterior tools: components that may swap labels
 :class:`AlignsPosterior`    posterior tools: the family relabels its own draws
 :class:`MissingValues`      ``probgen.fit(..., missing="marginalize")``: NaN read as missing
+:class:`MasksObserved`      every Pyro backend with ``missing="marginalize"``: the model masks
+                            the missing cells of its observed sites itself (user models)
 :class:`Imputes`            ``fit.impute``: missing cells filled given the observed ones
 :class:`Plottable`          ``fit.plot``
 :class:`DataArrays`         ``fit.save``/``probgen.load``: prepared data that are not one tensor
@@ -50,6 +52,7 @@ __all__ = [
     "FreeEnergyGradient",
     "Implicit",
     "Imputes",
+    "MasksObserved",
     "MissingValues",
     "ObservedArrays",
     "OwnSVIObjective",
@@ -247,6 +250,20 @@ class MissingValues(Protocol):
 
     def prepare_missing(self, data: Any) -> Any:
         """``data`` validated as :meth:`~probgen.GenerativeModel.prepare_data` does, NaN kept."""
+        ...
+
+
+@runtime_checkable
+class MasksObserved(Protocol):
+    """Missing cells masked inside the model: its observed sites drop their NaN cells from the
+    likelihood (a user's model, through :class:`probgen.masking.MaskMissing`), so every backend
+    that runs the model through Pyro (SVI, MCMC, enumeration, EM's generic path) fits the
+    observed cells with ``missing="marginalize"``."""
+
+    def prepare_missing(self, data: Any) -> Any: ...
+
+    def missing_cells(self, data: Any) -> Tensor | None:
+        """The NaN cells of the observed data in prepared ``data`` (None when complete)."""
         ...
 
 

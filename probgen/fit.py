@@ -126,8 +126,10 @@ def fit(
     Missing values: ``missing="raise"`` (default) refuses NaN in the data; ``missing="marginalize"``
     reads NaN as a cell missing at random and marginalises it out of the likelihood, for models
     that offer it (the mixtures and HMMs, with ``method="em"``: exact EM with the missing cells'
-    conditional expectations; ``VAE`` with ``method="svi"``: a masked likelihood).  The fit keeps the choice: its ``log_prob``, ``predict``, ``predict_proba`` and
-    ``impute`` read NaN in new data as missing too.
+    conditional expectations; ``VAE`` with ``method="svi"``: a masked likelihood; a user's Pyro
+    model with every Pyro backend: NaN in the data an observed site reads becomes a masked
+    observation, see :mod:`probgen.masking`).  The fit keeps the choice: its ``log_prob``,
+    ``predict``, ``predict_proba`` and ``impute`` read NaN in new data as missing too.
 
     Scale options: ``num_items`` (streamed data: a ``DataLoader`` or re-iterable of minibatches,
     SVI only; the items in the whole data set, default the loader's sampler length),

@@ -27,6 +27,7 @@ from pyro.infer import config_enumerate
 from torch import Tensor
 
 from probgen.arguments import ModelArgs, bind_arguments, is_argument_data, with_dtypes
+from probgen.masking import SOURCE_KEY, MaskMissing, has_missing, impute, nan_cells
 from probgen.posterior import (
     discrete_map,
     discrete_marginals,
@@ -333,16 +334,26 @@ class _FunctionModel(GenerativeModel):
         functools.update_wrapper(self, fn, updated=())
 
     def model(self, data: Any = None, **kwargs: Any) -> Any:
-        if isinstance(data, ModelArgs):
-            return data.call(self.fn, **kwargs)
-        return self.fn(data, **kwargs)
+        # NaN reaches the model only from missing="marginalize" (prepare_data refuses it): the
+        # observed sites then mask their missing cells (probgen.masking)
+        if data is not None and has_missing(data):
+            with MaskMissing():
+                return self._call(self.fn, data, kwargs)
+        return self._call(self.fn, data, kwargs)
 
     def guide(self, data: Any = None, **kwargs: Any) -> Any:
         if self._guide is None:
             return None
+        if data is not None and has_missing(data):
+            with MaskMissing():
+                return self._call(self._guide, data, kwargs)
+        return self._call(self._guide, data, kwargs)
+
+    @staticmethod
+    def _call(fn: Callable[..., Any], data: Any, kwargs: Mapping[str, Any]) -> Any:
         if isinstance(data, ModelArgs):
-            return data.call(self._guide, **kwargs)
-        return self._guide(data, **kwargs)
+            return data.call(fn, **kwargs)
+        return fn(data, **kwargs)
 
     def prepare_data(self, data: Any) -> Any:
         """One data array (see :meth:`GenerativeModel.prepare_data`), or the model's arguments: a
@@ -351,19 +362,160 @@ class _FunctionModel(GenerativeModel):
         to the type its site generates)."""
         if isinstance(data, ModelArgs):
             return data
-        if not is_argument_data(self.fn, data):
-            return super().prepare_data(data)
-        args = bind_arguments(self.fn, data, dtype=self.dtype or torch.get_default_dtype())
-        roles = self.roles(args)
-        with isolated_rng(None), pyro.poutine.block(), torch.no_grad():
-            trace = pyro.poutine.trace(self.model).get_trace(args)
-        observed = {
-            k: (roles.data_dtype or v.dtype)
+        try:
+            if not is_argument_data(self.fn, data):
+                return super().prepare_data(data)
+            return self._prepare_args(data, allow_nan=False)
+        except ValueError as err:
+            if " NaN and " not in str(err) or "missing=" in str(err):
+                raise
+            raise ValueError(
+                f"{err} Or pass missing='marginalize' to probgen.fit to read NaN in the observed data "
+                "as missing cells (masked observations)."
+            ) from None
+
+    def _prepare_args(self, data: Any, *, allow_nan: bool) -> ModelArgs:
+        args = bind_arguments(
+            self.fn, data, dtype=self.dtype or torch.get_default_dtype(), allow_nan=allow_nan
+        )
+        gappy = [
+            k
             for k, v in args.values.items()
-            if isinstance(v, Tensor)
-            and any(s["is_observed"] and s["value"] is v for s in sample_sites(trace))
+            if isinstance(v, Tensor) and v.is_floating_point() and nan_cells(v) is not None
+        ]
+        # which arguments the observed sites read; unvalidated, so NaN in a covariate reaches
+        # the check below rather than a distribution's argument check
+        with isolated_rng(None), pyro.poutine.block(), torch.no_grad(), pyro.validation_enabled(False):
+            try:
+                trace = pyro.poutine.trace(self.model).get_trace(args)
+            except (ValueError, RuntimeError, IndexError) as err:
+                if not gappy:
+                    raise
+                first = str(err).split(chr(10))[0]
+                raise ValueError(
+                    f"{self.name} fails on data whose argument(s) {gappy} hold NaN ({first}); NaN may "
+                    "mark missing cells of observed data only (missing='marginalize'), not of covariates."
+                ) from None
+        sites = [s for s in sample_sites(trace) if s["is_observed"]]
+        reads = [
+            k for k, v in args.values.items() if isinstance(v, Tensor) and any(_reads(s, v) for s in sites)
+        ]
+        for k in gappy:
+            if k not in reads:
+                raise ValueError(
+                    f"data[{k!r}] has {int(torch.isnan(args.values[k]).sum())} NaN values, but no observed "
+                    "site reads it (a covariate); missing='marginalize' masks missing cells of observed "
+                    "data only. Drop or impute the covariate's missing values."
+                )
+        roles = self.roles(args)
+        observed = {k: (roles.data_dtype or args.values[k].dtype) for k in reads}
+        # an integer-valued response with missing cells stays floating (NaN has no integer code);
+        # its sites read the filled cells as whole numbers
+        observed = {
+            k: (
+                args.values[k].dtype
+                if not want.is_floating_point and nan_cells(args.values[k]) is not None
+                else want
+            )
+            for k, want in observed.items()
         }
         return with_dtypes(args, self.dtype or roles.model_dtype, observed)
+
+    # ------------------------------------------------------------------- missing values
+    def prepare_missing(self, data: Any) -> Any:
+        """Data prepared as :meth:`prepare_data` does, NaN kept in the observed data (a masked
+        observation: each missing cell drops out of the likelihood, see :mod:`probgen.masking`).
+        NaN in a covariate is refused."""
+        if isinstance(data, ModelArgs):
+            return data
+        if is_argument_data(self.fn, data):
+            return self._prepare_args(data, allow_nan=True)
+        t = as_tensor(data, "data", dtype=self.dtype, allow_nan=True)
+        if nan_cells(t) is None or not t.is_floating_point():
+            return self.prepare_data(t)
+        if t.dim() == 0:
+            raise ValueError("data is a single missing number (NaN); pass an array of items.")
+        if self.dtype is None and t.dtype != torch.get_default_dtype():
+            t = t.to(torch.get_default_dtype())
+        with isolated_rng(None), pyro.poutine.block(), torch.no_grad():
+            trace = pyro.poutine.trace(self.model).get_trace(t)
+        if not any(_reads(s, t) for s in sample_sites(trace) if s["is_observed"]):
+            raise ValueError(
+                f"data has missing cells (NaN), but no observed site of {self.name} reads the data "
+                "whole or as its slices; missing='marginalize' masks the cells of observed data."
+            )
+        want = self.roles(t).data_dtype
+        return t.to(want) if want is not None and want.is_floating_point and want != t.dtype else t
+
+    def missing_cells(self, data: Any) -> Tensor | None:
+        """The NaN cells of the observed data in prepared ``data`` (None when complete)."""
+        target = self._missing_target(data, required=False)
+        return None if target is None else nan_cells(target)
+
+    def _missing_target(self, data: Any, *, required: bool = True) -> Tensor | None:
+        if isinstance(data, ModelArgs):
+            found = [
+                k
+                for k in data.observed
+                if isinstance(data.values[k], Tensor)
+                and data.values[k].is_floating_point()
+                and nan_cells(data.values[k]) is not None
+            ]
+            if len(found) > 1:
+                raise ValueError(
+                    f"data has missing cells in {len(found)} observed arguments ({', '.join(found)}); "
+                    "impute fills one observed argument at a time: pass the others complete."
+                )
+            return data.values[found[0]] if found else None
+        if isinstance(data, Tensor) and data.is_floating_point() and nan_cells(data) is not None:
+            return data
+        return None
+
+    def impute_items(
+        self,
+        data: Any,
+        params: Mapping[str, Tensor],
+        *,
+        method: str = "mean",
+        num_samples: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Copies of the observed data with the missing cells filled (see :func:`probgen.masking.impute`)."""
+        target = self._missing_target(data)
+        if target is None:
+            whole = data if isinstance(data, Tensor) else next(iter(data.values[k] for k in data.observed))
+            return whole.clone().unsqueeze(0).expand(num_samples, *whole.shape).clone()
+        return torch.stack(
+            [
+                impute(self, data, target, params, method=method, generator=generator)
+                for _ in range(num_samples)
+            ]
+        )
+
+    def imputed_like(self, given: Any, data: Any, filled: Tensor) -> Any:
+        """``filled`` (the completed observed data) in the form ``given`` came in: a model's
+        arguments come back as given (a dict, DataFrame or tuple), the completed argument in place."""
+        if not isinstance(data, ModelArgs):
+            from probgen.result import _like_input  # noqa: PLC0415 (result imports this module)
+
+            return _like_input(given, filled)
+        target = self._missing_target(data)
+        name = next(k for k, v in data.values.items() if v is target) if target is not None else None
+        if given is None:  # the training data: the arguments as a dict of prepared tensors
+            return {**data.values, name: filled} if name else dict(data.values)
+        if name is None:
+            return given
+        column = filled.detach().cpu().numpy()
+        if hasattr(given, "columns") and hasattr(given, "copy"):
+            out = given.copy()
+            out[name] = column
+            return out
+        if isinstance(given, tuple):
+            names = list(data.values)
+            return tuple(column if names[i] == name else v for i, v in enumerate(given))
+        out_map = dict(given)
+        out_map[name] = filled if isinstance(given[name], Tensor) else column
+        return out_map
 
     @property
     def has_guide(self) -> bool:
@@ -442,3 +594,13 @@ def model(
     if isinstance(fn, GenerativeModel):
         return fn
     return _FunctionModel(fn, guide, data_plate=data_plate, dtype=dtype)
+
+
+def _reads(site: Mapping[str, Any], v: Tensor) -> bool:
+    """Whether observed ``site`` reads ``v`` (itself, or a view of it once its NaN are masked)."""
+    if site["value"] is v:
+        return True
+    src = site["infer"].get(SOURCE_KEY)
+    return src is not None and (
+        src is v or src.untyped_storage().data_ptr() == v.untyped_storage().data_ptr()
+    )

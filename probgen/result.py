@@ -587,8 +587,9 @@ class FitResult:
             if over is not None and len(sets) > 1:
                 filled = [over(d, [{**self.params, **p} for p in sets])]
             else:
-                means = [model.impute_items(d, {**self.params, **p})[0] for p in sets]
-                filled = [torch.stack(means).mean(0)]
+                means = torch.stack([model.impute_items(d, {**self.params, **p})[0] for p in sets])
+                # cells every draw gives alike (the observed ones) keep their value to the bit
+                filled = [torch.where((means == means[0]).all(0), means[0], means.mean(0))]
         else:
             which = torch.randint(len(sets), (int(num_samples),), generator=gen).tolist()
             filled = [

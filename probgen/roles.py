@@ -353,7 +353,7 @@ def as_tensor(
     TypeError
         When ``data`` is not array-like.
     ValueError
-        When it is empty, ragged, or holds NaN/inf (unless ``allow_nan``).
+        When it is empty, ragged, or holds NaN (unless ``allow_nan``) or infinities.
     """
     if data is None:
         raise ValueError(f"{argname} is None; expected an array of data items.")
@@ -384,6 +384,13 @@ def as_tensor(
             dtype or (t.dtype if t.dtype == torch.float64 and dtype is None else torch.get_default_dtype())
         )
         _check_range(before, t, argname)
+    if t.is_floating_point() and allow_nan:  # NaN marks a missing cell; an infinity is no value
+        inf = torch.isinf(t)
+        if inf.any():
+            raise ValueError(
+                f"{argname} has {int(inf.sum())} infinite values; NaN marks a missing cell, an "
+                "infinity is not a value. Drop or replace them."
+            )
     if t.is_floating_point() and not allow_nan:
         bad = ~torch.isfinite(t)
         if bad.any():

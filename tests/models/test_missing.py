@@ -22,6 +22,7 @@ from probgen.models import (
     CategoricalMixture,
     GaussianMixture,
     PoissonMixture,
+    RBM,
 )
 
 COV_TYPES = ["full", "diag", "spherical", "tied"]
@@ -127,7 +128,9 @@ def test_bad_missing_values_are_refused_before_work():
     with pytest.raises(ValueError, match="chunk_size"):
         pg.fit(GaussianMixture(2), x, method="em", missing="marginalize", chunk_size=50, progress=False)
     with pytest.raises(TypeError, match="MissingValues"):
-        pg.fit(pg.model(_normal_items), x[:, 0], method="em", missing="marginalize", progress=False)
+        pg.fit(RBM(2, 2), (x > 0).astype(float), method="cd", missing="marginalize", progress=False)
+    with pytest.raises(ValueError, match=r"missing='marginalize' is served by method=.*'svi'.*cannot"):
+        pg.fit(pg.model(_normal_items), x[:, 0], method="cd", missing="marginalize", progress=False)
     inf = x.copy()
     inf[3, 1] = np.inf
     with pytest.raises(ValueError, match="infinite"):
@@ -233,10 +236,10 @@ def test_impute_on_a_fit_of_complete_data_and_its_errors():
         fit.impute(gappy, method="median")
     with pytest.raises(ValueError, match="num_samples=2 applies to method='sample'"):
         fit.impute(gappy, num_samples=2)
-    items = np.random.default_rng(0).normal(size=30)
-    user_fit = pg.fit(pg.model(_normal_items), items, method="svi", num_steps=20, progress=False)
+    bits = (np.random.default_rng(0).random((40, 3)) < 0.5).astype(float)
+    rbm_fit = pg.fit(RBM(3, 2), bits, method="cd", progress=False)
     with pytest.raises(TypeError, match="cannot impute missing cells.*Imputes"):
-        user_fit.impute(items)
+        rbm_fit.impute(bits)
 
 
 def _mcar_benchmark() -> list[tuple[str, np.ndarray]]:
