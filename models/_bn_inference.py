@@ -249,7 +249,11 @@ def _refusal(net: Network, err: ValueError) -> ValueError:
     return err
 
 
-_CALL_NS = 1e4  # one torch call with its Python around it, in nanoseconds (one multiply-add ~ 1 ns)
+# one torch call with its Python around it, in nanoseconds (one multiply-add ~ 1 ns); the call
+# counts below were fitted to cold single and all-marginal queries on alarm, child, insurance
+# and hepar2 (a contraction costs ~20 us per operand, a tree pass ~60 us per level or ~50 us per
+# clique)
+_CALL_NS = 1e4
 
 
 def _tree_cost(net: Network, cpds: CPDs, rows: int, targets: int) -> float:
@@ -262,8 +266,8 @@ def _tree_cost(net: Network, cpds: CPDs, rows: int, targets: int) -> float:
     chunks = math.ceil(rows / jt.row_chunk(tree, rows))
     if flat_engine.engine(net, cpds) == "flat":
         levels = len(flat_engine.compile_flat(net, tree).levels)
-        return 6.0 * rows * tree.total + _CALL_NS * chunks * (18 * levels + 12)
-    return 4.0 * rows * tree.total + _CALL_NS * chunks * (8 * len(tree.cliques) + targets)
+        return 6.0 * rows * tree.total + _CALL_NS * chunks * (6 * levels + 10)
+    return 4.0 * rows * tree.total + _CALL_NS * chunks * (5 * len(tree.cliques) + targets)
 
 
 def _contraction_cost(
