@@ -47,6 +47,22 @@ def _plain(state: Any) -> Any:
     return state if isinstance(state, str | int | float) else str(state)
 
 
+def _ordered_copy(dag: nx.DiGraph) -> nx.DiGraph:
+    """A copy of ``dag`` whose every node lists its predecessors in ``dag``'s order.
+
+    ``nx.DiGraph(dag)`` adds the edges source by source, so a node's predecessors come out in
+    the order of the nodes, not of the original: a network rebuilt from the copy would read each
+    CPD's parent axes in another order.  Edges are added target by target here instead.
+    """
+    out = nx.DiGraph()
+    out.graph.update(dag.graph)
+    out.add_nodes_from(dag.nodes(data=True))
+    for n in dag.nodes:
+        for p in dag.predecessors(n):
+            out.add_edge(p, n, **dag.edges[p, n])
+    return out
+
+
 class Network:
     """A DAG with ordered state names per node (some may be unknown until data or CPDs give them).
 
@@ -59,7 +75,7 @@ class Network:
     """
 
     def __init__(self, dag: nx.DiGraph, states: Mapping[str, Sequence[Any]]) -> None:
-        self.dag = nx.DiGraph(dag)  # a copy; the parents' order is read from ``dag`` itself
+        self.dag = _ordered_copy(dag)  # the parents' order is read from ``dag`` and kept in the copy
         self.nodes: list[str] = list(dag.nodes)
         self.order: list[str] = list(nx.topological_sort(dag))
         self.parents: dict[str, list[str]] = {n: list(dag.predecessors(n)) for n in self.nodes}

@@ -88,6 +88,18 @@ def test_all_marginals_equal_pgmpy_for_random_evidence(name, data):
         np.testing.assert_allclose(single.numpy(), mine[var].numpy(), atol=1e-12)
 
 
+def test_a_network_rebuilt_from_its_own_dag_reads_its_cpds_alike():
+    # a copy of the graph must keep each node's parents in the CPDs' axis order (a plain
+    # nx.DiGraph copy reorders them, and the flat CPD shapes still fit: silently wrong answers)
+    bn, ref = network("alarm")
+    again = BayesianNetwork(bn.dag, states=bn.states, cpds=bn.cpds)
+    evidence = {"HRBP": "HIGH", "CO": "LOW"}
+    mine = again.as_fit().query(evidence=evidence, labels=False)
+    ve = VariableElimination(ref)
+    for var in ["HYPOVOLEMIA", "LVFAILURE", "KINKEDTUBE", "INTUBATION"]:
+        np.testing.assert_allclose(mine[var].numpy(), ref_marginal(ve, bn, var, evidence), atol=1e-10)
+
+
 @pytest.mark.parametrize("name", ["asia", "alarm"])
 def test_map_query_equals_pgmpy(name):
     bn, ref = network(name)
