@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import networkx as nx
 import numpy as np
 
 __all__: list[str] = []
@@ -220,3 +221,38 @@ def _samples_beside_data(
         ax.set(xlabel="feature 0", ylabel="feature 1")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title)
+
+
+def draw_dag(dag: nx.DiGraph, ax: Any, *, node_size: int | None, font_size: float) -> Any:
+    """``dag`` layered by topological generation on matplotlib axes (created when None): each
+    name in a box of its own size; ``node_size`` (points squared) only sets where arrows stop."""
+    g = nx.DiGraph(dag)
+    for layer, nodes in enumerate(nx.topological_generations(g)):
+        for n in nodes:
+            g.nodes[n]["layer"] = layer
+    widest = max((len(ls) for ls in nx.topological_generations(g)), default=1)
+    ax = _axes(ax, figsize=(max(6.0, 1.1 * widest), 5.0))
+    pos = nx.multipartite_layout(g, subset_key="layer", align="horizontal")
+    pos = {k: (x, -y) for k, (x, y) in pos.items()}
+    nodes = list(g.nodes)
+    if node_size is None:  # arrows stop about at the box of each name (width ~0.6 em a character,
+        # height ~2 em): the mean of the two, so that steep and flat arrows both end near it
+        sizes = [
+            (0.5 * (0.62 * font_size * max(len(str(n)), 2) + 0.9 * font_size + 2.2 * font_size)) ** 2
+            for n in nodes
+        ]
+    else:
+        sizes = [float(node_size)] * len(nodes)
+    nx.draw_networkx_edges(
+        g, pos=pos, ax=ax, nodelist=nodes, node_size=sizes, arrows=True, edge_color="0.4", node_shape="s"
+    )
+    nx.draw_networkx_labels(
+        g,
+        pos=pos,
+        ax=ax,
+        font_size=font_size,
+        bbox={"boxstyle": "round,pad=0.3", "facecolor": "#cde", "edgecolor": "#7a9ab8"},
+    )
+    ax.margins(0.08)
+    ax.set_axis_off()
+    return ax
