@@ -59,6 +59,7 @@ def run(progress: bool = False) -> None:
 
     learned = learn_structure(frame, score="bic")
     print(
-        f"\nHill climbing (BIC) on the complete rows (edges up to Markov equivalence): {sorted(learned.edges())}"
+        f"\nStructure search ({learned.graph['search']}, BIC) on the complete rows (edges up to Markov "
+        f"equivalence): {sorted(learned.edges())}"
     )
     print(f"(network tour: {time.perf_counter() - t0:.1f} s)")
