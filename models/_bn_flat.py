@@ -114,7 +114,8 @@ def compile_flat(net: Network, tree: JunctionTree) -> Flat:
         pos += size[i]
         levels[depth[i]][1] = pos
     states = [_states(c, cards) for c in tree.cliques]
-    n_slots, up_slot, pair_entry, pair_slot, rank_maps = [0], [torch.zeros(0, dtype=torch.long)], [], [], []
+    n_slots, up_slot, pair_entry, pair_slot = [0], [torch.zeros(0, dtype=torch.long)], [], []
+    rank_maps: list[tuple[Tensor, ...] | None] = []
     pair_entry.append(up_slot[0])
     pair_slot.append(up_slot[0])
     rank_maps.append(None)

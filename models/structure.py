@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import networkx as nx
 import numpy as np
@@ -98,7 +98,7 @@ def _scorer(data: Any, states: Any, score: Any, equivalent_sample_size: Any) -> 
     name = canonical_score(score)
     if isinstance(equivalent_sample_size, bool) or not isinstance(equivalent_sample_size, numbers.Real):
         raise TypeError(f"equivalent_sample_size must be a positive number; got {equivalent_sample_size!r}.")
-    if not equivalent_sample_size > 0 or not math.isfinite(equivalent_sample_size):
+    if not float(equivalent_sample_size) > 0 or not math.isfinite(equivalent_sample_size):
         raise ValueError(f"equivalent_sample_size must be a positive number; got {equivalent_sample_size!r}.")
     net, codes = _frame_codes(data, states)
     return net, LocalScores(codes, [net.card(n) for n in net.nodes], name, float(equivalent_sample_size))
@@ -268,8 +268,8 @@ def learn_structure(
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}.")
     max_indegree = _int_option("max_indegree", max_indegree, 0, allow_none=True)
-    tabu_length = _int_option("tabu_length", tabu_length, 0)
-    max_iter = _int_option("max_iter", max_iter, 0)
+    tabu_length = cast(int, _int_option("tabu_length", tabu_length, 0))
+    max_iter = cast(int, _int_option("max_iter", max_iter, 0))
     restarts = _int_option("restarts", restarts, 0, allow_none=True)
     patience = _int_option("patience", patience, 0, allow_none=True)
     if seed is not None:

@@ -55,7 +55,11 @@ def data_from_arrays(gm: GenerativeModel, arrays: dict[str, torch.Tensor], *, mi
     if any(k.startswith(("arg:", "scalar:")) for k in arrays):
         values: dict[str, Any] = {k[4:]: v for k, v in arrays.items() if k.startswith("arg:")}
         values.update({k[7:]: v.item() for k, v in arrays.items() if k.startswith("scalar:")})
-        return gm.prepare_missing(values) if missing and isinstance(gm, MissingValues) else gm.prepare_data(values)
+        return (
+            gm.prepare_missing(values)
+            if missing and isinstance(gm, MissingValues)
+            else gm.prepare_data(values)
+        )
     return gm.prepare_data(arrays["data"]) if "data" in arrays else None
 
 

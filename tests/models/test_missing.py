@@ -18,11 +18,11 @@ from scipy.special import logsumexp
 
 import probgen as pg
 from probgen.models import (
+    RBM,
     BernoulliMixture,
     CategoricalMixture,
     GaussianMixture,
     PoissonMixture,
-    RBM,
 )
 
 COV_TYPES = ["full", "diag", "spherical", "tied"]
