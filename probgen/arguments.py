@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 
@@ -123,7 +124,12 @@ def _leading_length(values: Mapping[str, Any]) -> int:
 
 
 def bind_arguments(
-    fn: Callable[..., Any], data: Any, *, dtype: torch.dtype | None = None, allow_nan: bool = False
+    fn: Callable[..., Any],
+    data: Any,
+    *,
+    dtype: torch.dtype | None = None,
+    allow_nan: bool = False,
+    nan_hint: str = "",
 ) -> ModelArgs:
     """``data`` (mapping, DataFrame or tuple) bound to ``fn``'s parameters and converted.
 
@@ -162,7 +168,7 @@ def bind_arguments(
         if v is None or isinstance(v, bool | int | float | str):
             values[k] = v
             continue
-        t = as_tensor(v, f"data[{k!r}]", allow_nan=allow_nan)
+        t = as_tensor(v, f"data[{k!r}]", allow_nan=allow_nan, nan_hint=nan_hint)
         values[k] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
     return ModelArgs(values, _leading_length(values), (), tuple(values))
 
@@ -180,3 +186,18 @@ def with_dtypes(
         else:
             values[k] = v
     return args.replace(values=values, observed=tuple(observed))
+
+
+def like_input(given: Any, filled: Tensor) -> Any:
+    """``filled`` in the form ``given`` came in: a DataFrame with its index and columns, a numpy
+    array (lists too) or a tensor of its floating dtype."""
+    if isinstance(given, pd.DataFrame):
+        return pd.DataFrame(filled.detach().cpu().numpy(), index=given.index, columns=given.columns)
+    if isinstance(given, Tensor):
+        return filled.to(given.dtype if given.is_floating_point() else filled.dtype)
+    if given is None:  # the training data: prepared tensors
+        return filled
+    out = filled.detach().cpu().numpy()
+    if isinstance(given, np.ndarray) and given.dtype.kind == "f":
+        return out.astype(given.dtype, copy=False)
+    return out

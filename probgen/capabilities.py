@@ -24,6 +24,8 @@ capability                  who uses it
 :class:`MasksObserved`      every Pyro backend with ``missing="marginalize"``: the model masks
                             the missing cells of its observed sites itself (user models)
 :class:`Imputes`            ``fit.impute``: missing cells filled given the observed ones
+:class:`ImputesLike`        ``fit.impute``: completed data in the form they were given
+:class:`ImputesOverDraws`   ``fit.impute``: one posterior answer over all parameter draws
 :class:`Plottable`          ``fit.plot``
 :class:`DataArrays`         ``fit.save``/``probgen.load``: prepared data that are not one tensor
 :class:`PreparesLike`       every tool of a fit: new data read as the training data were
@@ -34,7 +36,7 @@ capability                  who uses it
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -52,6 +54,8 @@ __all__ = [
     "FreeEnergyGradient",
     "Implicit",
     "Imputes",
+    "ImputesLike",
+    "ImputesOverDraws",
     "MasksObserved",
     "MissingValues",
     "ObservedArrays",
@@ -274,10 +278,9 @@ class Imputes(Protocol):
     ``impute_items`` returns ``(num_samples, *data.shape)`` copies of the prepared ``data``, the
     observed cells unchanged: ``method="mean"`` the conditional means (one copy),
     ``method="sample"`` draws from the conditional distribution of the missing cells.  A model
-    whose items are not rows of a matrix (sequences) may add ``imputed_like(given, prepared,
-    filled)``, returning a completed copy in the form the user gave; one whose ``"mean"`` over
-    posterior draws is not the mean of each draw's answer (the most probable state under the
-    posterior predictive) may add ``impute_over_draws(prepared, param_sets)``.
+    whose items are not rows of a matrix (sequences) also offers :class:`ImputesLike`; one whose
+    ``"mean"`` over posterior draws is not the mean of each draw's answer offers
+    :class:`ImputesOverDraws`.
     """
 
     def impute_items(
@@ -289,6 +292,23 @@ class Imputes(Protocol):
         num_samples: int = 1,
         generator: torch.Generator | None = None,
     ) -> Tensor: ...
+
+
+@runtime_checkable
+class ImputesLike(Protocol):
+    """``fit.impute``: completed data returned in the form the user gave them, for items that are
+    not rows of a matrix (sequences, a model's named arguments)."""
+
+    def imputed_like(self, given: Any, data: Any, filled: Tensor) -> Any: ...
+
+
+@runtime_checkable
+class ImputesOverDraws(Protocol):
+    """``fit.impute(method="mean")`` of a posterior fit: one answer over all parameter draws,
+    where it is not the mean of each draw's answer (the most probable state under the
+    posterior predictive)."""
+
+    def impute_over_draws(self, data: Any, param_sets: Sequence[Mapping[str, Tensor]]) -> Tensor: ...
 
 
 @runtime_checkable

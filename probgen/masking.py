@@ -24,7 +24,7 @@ from __future__ import annotations
 import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from pyro import poutine
@@ -38,7 +38,7 @@ from probgen.arguments import ModelArgs
 from probgen.posterior import _model_with, enum_factors, split_params
 from probgen.state import isolated_rng
 
-__all__ = ["MaskMissing", "has_missing", "impute", "nan_cells"]
+__all__ = ["MaskMissing", "has_missing", "impute", "masked_view", "nan_cells"]
 
 #: keys this module adds to an observed site's ``infer`` dict
 MISSING_KEY = "_probgen_missing_cells"
@@ -78,11 +78,7 @@ def _filler(fn: Any, value: Tensor, name: str) -> Tensor:
     masked out, so only finiteness matters)."""
     for c in (0.0, 1.0, 0.5):
         candidate = torch.full_like(value, c)
-        try:
-            ok = fn.support.check(candidate)
-        except (RuntimeError, ValueError, NotImplementedError):
-            continue
-        if bool(torch.as_tensor(ok).all()):
+        if bool(torch.as_tensor(fn.support.check(candidate)).all()):
             return candidate
     raise ValueError(
         f"observed site {name!r} has missing cells (NaN), but none of 0, 1, 0.5 lies in the support "
@@ -133,14 +129,21 @@ class MaskMissing(Messenger):
         msg["infer"] = {**msg["infer"], MISSING_KEY: nan, SOURCE_KEY: value}
 
 
+def masked_view(site: Mapping[str, Any], target: Tensor) -> Tensor | None:
+    """The data a masked observed ``site`` reads when that is ``target`` or a view of it (a step
+    ``y[t]`` of a series observed in a ``pyro.markov`` loop); None otherwise."""
+    src = site["infer"].get(SOURCE_KEY) if site["type"] == "sample" else None
+    if src is None or src.untyped_storage().data_ptr() != target.untyped_storage().data_ptr():
+        return None
+    return cast(Tensor, src)
+
+
 def _views_of(trace: Any, target: Tensor) -> list[tuple[str, Tensor, Tensor]]:
-    """``(site, source, nan)`` for each masked site whose data is ``target`` or a view of it (a
-    step ``y[t]`` of a series observed in a ``pyro.markov`` loop)."""
-    ptr = target.untyped_storage().data_ptr()
+    """``(site, source, nan)`` for each masked site that reads ``target`` or a view of it."""
     out = []
     for name, site in trace.nodes.items():
-        src = site["infer"].get(SOURCE_KEY) if site["type"] == "sample" else None
-        if src is not None and src.untyped_storage().data_ptr() == ptr:
+        src = masked_view(site, target)
+        if src is not None:
             out.append((name, src, site["infer"][MISSING_KEY]))
     return out
 

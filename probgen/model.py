@@ -26,8 +26,8 @@ import torch
 from pyro.infer import config_enumerate
 from torch import Tensor
 
-from probgen.arguments import ModelArgs, bind_arguments, is_argument_data, with_dtypes
-from probgen.masking import SOURCE_KEY, MaskMissing, has_missing, impute, nan_cells
+from probgen.arguments import ModelArgs, bind_arguments, is_argument_data, like_input, with_dtypes
+from probgen.masking import MaskMissing, has_missing, impute, masked_view, nan_cells
 from probgen.posterior import (
     discrete_map,
     discrete_marginals,
@@ -114,6 +114,8 @@ class GenerativeModel(abc.ABC):
     #: True when NaN in the data means a missing value the model sums out (Bayesian networks)
     #: rather than bad input; ``probgen.testing.check_model`` then skips its NaN-refusal check.
     accepts_missing: ClassVar[bool] = False
+    #: What the refusal of NaN in the data adds (the option that reads NaN otherwise), if any.
+    nan_hint: ClassVar[str] = ""
     #: What the model's likelihood is: ``"normalised"`` (a proper density, every backend's
     #: default), ``"unnormalised"`` (known up to its normalising constant, e.g. an energy-based
     #: RBM: likelihood-based backends refuse it, ``"cd"`` serves it) or ``"none"`` (an implicit
@@ -196,7 +198,7 @@ class GenerativeModel(abc.ABC):
         data whatever the input, a float64 model float64, categorical observations integers).
         Raises ``ValueError`` on NaN/inf and on empty data, ``TypeError`` on non-numeric data.
         """
-        t = as_tensor(data, "data", dtype=self.dtype)
+        t = as_tensor(data, "data", dtype=self.dtype, nan_hint=self.nan_hint)
         if t.dim() == 0:
             raise ValueError(
                 f"data is a single number ({t.item()!r}); pass an array of items, e.g. [{t.item()!r}]."
@@ -315,6 +317,11 @@ def registered_model(name: str) -> type[GenerativeModel] | None:
 class _FunctionModel(GenerativeModel):
     """A user's Pyro function (and optional guide) as a :class:`GenerativeModel`."""
 
+    nan_hint = (
+        "Or pass missing='marginalize' to probgen.fit to read NaN in the observed data as missing "
+        "cells (masked observations)."
+    )
+
     def __init__(
         self,
         fn: Callable[..., Any],
@@ -362,17 +369,9 @@ class _FunctionModel(GenerativeModel):
         to the type its site generates)."""
         if isinstance(data, ModelArgs):
             return data
-        try:
-            if not is_argument_data(self.fn, data):
-                return super().prepare_data(data)
-            return self._prepare_args(data, allow_nan=False)
-        except ValueError as err:
-            if " NaN and " not in str(err) or "missing=" in str(err):
-                raise
-            raise ValueError(
-                f"{err} Or pass missing='marginalize' to probgen.fit to read NaN in the observed data "
-                "as missing cells (masked observations)."
-            ) from None
+        if not is_argument_data(self.fn, data):
+            return super().prepare_data(data)
+        return self._prepare_args(data, allow_nan=False)
 
     def _prepare_args(self, data: Any, *, allow_nan: bool) -> ModelArgs:
         args = bind_arguments(
@@ -496,9 +495,7 @@ class _FunctionModel(GenerativeModel):
         """``filled`` (the completed observed data) in the form ``given`` came in: a model's
         arguments come back as given (a dict, DataFrame or tuple), the completed argument in place."""
         if not isinstance(data, ModelArgs):
-            from probgen.result import _like_input  # noqa: PLC0415 (result imports this module)
-
-            return _like_input(given, filled)
+            return like_input(given, filled)
         target = self._missing_target(data)
         name = next(k for k, v in data.values.items() if v is target) if target is not None else None
         if given is None:  # the training data: the arguments as a dict of prepared tensors
@@ -598,9 +595,4 @@ def model(
 
 def _reads(site: Mapping[str, Any], v: Tensor) -> bool:
     """Whether observed ``site`` reads ``v`` (itself, or a view of it once its NaN are masked)."""
-    if site["value"] is v:
-        return True
-    src = site["infer"].get(SOURCE_KEY)
-    return src is not None and (
-        src is v or src.untyped_storage().data_ptr() == v.untyped_storage().data_ptr()
-    )
+    return site["value"] is v or masked_view(site, v) is not None

@@ -16,8 +16,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from probgen.arguments import ModelArgs
-from probgen.capabilities import Imputes, MissingValues, PreparesLike
+from probgen.arguments import ModelArgs, like_input
+from probgen.capabilities import Imputes, ImputesLike, ImputesOverDraws, MissingValues, PreparesLike
 from probgen.marginal import marginal_log_likelihood
 from probgen.model import GenerativeModel, _FunctionModel, scores_local_latents_generically
 from probgen.posterior import (
@@ -70,21 +70,6 @@ def _proba_frame(proba: Any, site: str, data: Any) -> pd.DataFrame:
 
 
 _IMPUTE_METHODS = ("mean", "sample")
-
-
-def _like_input(given: Any, filled: Tensor) -> Any:
-    """``filled`` in the form ``given`` came in: a DataFrame with its index and columns, a numpy
-    array (lists too) or a tensor of its floating dtype."""
-    if isinstance(given, pd.DataFrame):
-        return pd.DataFrame(filled.detach().cpu().numpy(), index=given.index, columns=given.columns)
-    if isinstance(given, Tensor):
-        return filled.to(given.dtype if given.is_floating_point() else filled.dtype)
-    if given is None:  # the training data: prepared tensors
-        return filled
-    out = filled.detach().cpu().numpy()
-    if isinstance(given, np.ndarray) and given.dtype.kind == "f":
-        return out.astype(given.dtype, copy=False)
-    return out
 
 
 class FrozenDict(dict[str, Any]):
@@ -583,9 +568,10 @@ class FitResult:
             if len(sets) > max_draws:
                 idx = torch.linspace(0, len(sets) - 1, max_draws).round().long().tolist()
                 sets = [sets[i] for i in idx]
-            over = getattr(model, "impute_over_draws", None)  # states: not a mean of per-draw answers
-            if over is not None and len(sets) > 1:
-                filled = [over(d, [{**self.params, **p} for p in sets])]
+            if (
+                isinstance(model, ImputesOverDraws) and len(sets) > 1
+            ):  # states: not a mean of per-draw answers
+                filled = [model.impute_over_draws(d, [{**self.params, **p} for p in sets])]
             else:
                 means = torch.stack([model.impute_items(d, {**self.params, **p})[0] for p in sets])
                 # cells every draw gives alike (the observed ones) keep their value to the bit
@@ -596,8 +582,10 @@ class FitResult:
                 model.impute_items(d, {**self.params, **sets[i]}, method="sample", generator=gen)[0]
                 for i in which
             ]
-        restore = getattr(model, "imputed_like", None)  # items that are not rows (sequences)
-        copies = [restore(data, d, f) if restore is not None else _like_input(data, f) for f in filled]
+        if isinstance(model, ImputesLike):  # items that are not rows (sequences, model arguments)
+            copies = [model.imputed_like(data, d, f) for f in filled]
+        else:
+            copies = [like_input(data, f) for f in filled]
         return copies[0] if num_samples == 1 else copies
 
     # ----------------------------------------------------------------- generation

@@ -344,7 +344,7 @@ def _check_range(before: Tensor, after: Tensor, argname: str) -> None:
 
 
 def as_tensor(
-    data: Any, argname: str, *, dtype: torch.dtype | None = None, allow_nan: bool = False
+    data: Any, argname: str, *, dtype: torch.dtype | None = None, allow_nan: bool = False, nan_hint: str = ""
 ) -> Tensor:
     """Convert array-like ``data`` to a tensor, validating it at the public boundary.
 
@@ -353,7 +353,8 @@ def as_tensor(
     TypeError
         When ``data`` is not array-like.
     ValueError
-        When it is empty, ragged, or holds NaN (unless ``allow_nan``) or infinities.
+        When it is empty, ragged, or holds NaN (unless ``allow_nan``; ``nan_hint`` ends the
+        message, naming what else the caller offers) or infinities.
     """
     if data is None:
         raise ValueError(f"{argname} is None; expected an array of data items.")
@@ -398,5 +399,6 @@ def as_tensor(
             n_inf = int(bad.sum()) - n_nan
             raise ValueError(
                 f"{argname} has {n_nan} NaN and {n_inf} infinite values; drop or impute them before fitting."
+                + (f" {nan_hint}" if n_nan and nan_hint else "")
             )
     return t
