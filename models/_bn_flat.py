@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -77,6 +77,27 @@ def _states(c: tuple[int, ...], cards: list[int]) -> Tensor:
         out[:, k] = (a // stride) % cards[c[k]]
         stride *= cards[c[k]]
     return out
+
+
+def _rank_maps(
+    ranks: list[list[int]],
+    fill: int,
+    total: int,
+    offset: list[int],
+    size: list[int],
+    entries: Callable[[int, int], Tensor],
+) -> list[Tensor]:
+    """One gather map per rank ``r``: clique ``i``'s entries point at ``entries(i, ranks[i][r])``
+    (the ``r``-th CPD or evidence factor assigned to the clique), every other entry at ``fill``
+    (the slot holding one)."""
+    maps = []
+    for r in range(max(len(x) for x in ranks)):
+        m = torch.full((total,), fill, dtype=torch.long)
+        for i, items in enumerate(ranks):
+            if r < len(items):
+                m[offset[i] : offset[i] + size[i]] = entries(i, items[r])
+        maps.append(m)
+    return maps
 
 
 def _flat_index(states: Tensor, pos: Sequence[int], dims: Sequence[int]) -> Tensor:
@@ -162,16 +183,13 @@ def compile_flat(net: Network, tree: JunctionTree) -> Flat:
     psi_ranks: list[list[int]] = [[] for _ in range(n)]
     for j in range(len(net.nodes)):
         psi_ranks[tree.home[j]].append(j)
-    psi_maps = []
-    for r in range(max(len(x) for x in psi_ranks)):
-        m = torch.full((tree.total,), one, dtype=torch.long)
-        for i, js in enumerate(psi_ranks):
-            if r < len(js):
-                j = js[r]
-                fam = [net.col[u] for u in net.parents[net.nodes[j]]] + [j]
-                idx = _flat_index(states[i], [tree.cliques[i].index(u) for u in fam], [cards[u] for u in fam])
-                m[offset[i] : offset[i] + size[i]] = idx + cpd_off[j]
-        psi_maps.append(m)
+
+    def cpd_entries(i: int, j: int) -> Tensor:  # clique i's entries -> CPD j's positions
+        fam = [net.col[u] for u in net.parents[net.nodes[j]]] + [j]
+        idx = _flat_index(states[i], [tree.cliques[i].index(u) for u in fam], [cards[u] for u in fam])
+        return idx + cpd_off[j]
+
+    psi_maps = _rank_maps(psi_ranks, one, tree.total, offset, size, cpd_entries)
     # evidence: each variable enters in the clique holding it with fewest variables entered yet
     var_offset = [0] * len(cards)
     k = 0
@@ -188,14 +206,14 @@ def compile_flat(net: Network, tree: JunctionTree) -> Flat:
     for v in range(len(cards)):
         i = min(holders[v], key=lambda h: (len(entered[h]), size[h]))
         entered[i].append(v)
-    lam_maps = []
-    for r in range(max(len(x) for x in entered)):
-        m = torch.full((tree.total,), k, dtype=torch.long)
-        for i, vs in enumerate(entered):
-            if r < len(vs):
-                v = vs[r]
-                m[offset[i] : offset[i] + size[i]] = states[i][:, tree.cliques[i].index(v)] + var_offset[v]
-        lam_maps.append(m)
+    lam_maps = _rank_maps(
+        entered,
+        k,
+        tree.total,
+        offset,
+        size,
+        lambda i, v: states[i][:, tree.cliques[i].index(v)] + var_offset[v],
+    )
     me, ms = [], []
     for v in range(len(cards)):  # each marginal from the smallest clique holding the variable
         i = min(holders[v], key=size.__getitem__)
