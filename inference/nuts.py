@@ -55,12 +55,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from probgen.inference import _nuts_kernels
 from probgen.inference.chees import BatchedPotential, _stan_windows
 
 __all__ = ["NUTSResult", "run_nuts"]
 
-#: An energy error above this is a divergence (Stan's and NumPyro's threshold).
-_MAX_ENERGY_ERROR = 1000.0
 #: Stan's step-size heuristic doubles or halves the step until one leapfrog step's acceptance
 #: probability crosses this value.
 _HEURISTIC_ACCEPT = 0.8
@@ -152,10 +151,6 @@ class _DiagonalMetric:
     def identity(cls, C: int, D: int, dtype: Any) -> _DiagonalMetric:
         return cls(np.ones((C, D), dtype=dtype))
 
-    def velocity(self, p: np.ndarray) -> np.ndarray:
-        """``M^-1 p``."""
-        return self.matrix * p
-
     def move(self, step: np.ndarray, p: np.ndarray) -> np.ndarray:
         """``step M^-1 p``, each chain's signed step ``(C, 1)``."""
         return step * self.matrix * p
@@ -224,29 +219,6 @@ class _DenseMetric:
 
 
 _Metric = _DiagonalMetric | _DenseMetric
-
-
-def _turned(p_begin: np.ndarray, p_end: np.ndarray, rho: np.ndarray, metric: _Metric) -> np.ndarray:
-    """Per chain, whether the generalised no-U-turn criterion fails for a span of momenta summing
-    to ``rho`` that begins with momentum ``p_begin`` and ends with ``p_end`` (any leading dims)."""
-    sharp_rho = metric.velocity(rho)
-    return ~(((p_begin * sharp_rho).sum(-1) > 0) & ((p_end * sharp_rho).sum(-1) > 0))
-
-
-_Span = tuple[np.ndarray, np.ndarray, np.ndarray]  # first momentum, last momentum, sum of momenta
-
-
-def _merge_turned(left: _Span, right: _Span, metric: _Metric) -> np.ndarray:
-    """The U-turn checks of Stan 2.x when two adjacent spans merge (in the order they were built):
-    the merged span, the left span extended by the right's first state, and the right span
-    extended by the left's last state; all three in one batched evaluation."""
-    (lb, le, lr), (rb, re, rr) = left, right
-    # np.concatenate of views: the same numbers as np.stack at half its cost on small arrays
-    begins = np.concatenate((lb[None], lb[None], le[None]))
-    ends = np.concatenate((re[None], rb[None], re[None]))
-    rhos = np.concatenate(((lr + rr)[None], (lr + rb)[None], (rr + le)[None]))
-    turned = _turned(begins, ends, rhos, metric)
-    return turned[0] | turned[1] | turned[2]
 
 
 def _leapfrog(
@@ -319,8 +291,9 @@ def _transition(
     """One NUTS transition of every chain in lockstep (see the module docstring).
 
     A state is packed in one row ``[z | p | grad | pe | H]`` (``3 D + 2`` numbers per chain), so
-    that choosing between two states for every chain is one ``np.where``.  The bookkeeping runs
-    on numpy arrays: on the small arrays of a tree's leaf it costs a fraction of torch's.
+    that choosing between two states for every chain is one ``np.where``.  The bookkeeping of
+    each leaf runs in one compiled call (:func:`probgen.inference._nuts_kernels.leaf`); that of
+    each doubling, a few times a draw, on numpy arrays.
     """
     C, D = z.shape
     dtype = z.dtype
@@ -328,90 +301,48 @@ def _transition(
     p0 = metric.momentum(rng)
     h0 = pe + metric.kinetic(p0)
     start = np.concatenate((z, p0, grad, pe[:, None], h0[:, None]), -1)
-    left, right_end, proposal = start, start, start  # the trajectory's two ends, the proposal
-    rho = p0  # the trajectory's sum of momenta
+    left, right_end, proposal = start.copy(), start.copy(), start.copy()  # the two ends, the proposal
+    rho = p0.copy()  # the trajectory's sum of momenta
     log_w = np.zeros(C, dtype=dtype)  # log sum of exp(H0 - H) over the trajectory
     done = np.zeros(C, dtype=bool)
     diverging = np.zeros(C, dtype=bool)
     n_steps = np.zeros(C, dtype=np.int64)
     depth = np.zeros(C, dtype=np.int64)
     sum_accept = np.zeros(C, dtype=dtype)
+    dense = isinstance(metric, _DenseMetric)
+    diag = metric.matrix if not dense else np.ones((C, 1), dtype=dtype)
+    full = metric.matrix if dense else np.ones((C, 1, 1), dtype=dtype)
+    eps = eps.astype(dtype, copy=False)
+    # the current doubling: its direction, signed step, front state, the momenta at the far and
+    # near ends of the trajectory so far, and the subtree's log weight, momentum sum, proposal,
+    # first momentum and whether it turned or diverged; the next leaf's positions and momenta
+    right, step = np.zeros(C, dtype=bool), np.zeros(C, dtype=dtype)
+    front, sub_prop, rows = np.empty_like(start), np.empty_like(start), np.empty_like(start)
+    p_far, p_near, p_first, sub_rho = (np.empty_like(z) for _ in range(4))
+    sub_w, sub_bad = np.empty(C, dtype=dtype), np.zeros(C, dtype=bool)
+    z1, p_half = np.empty_like(z), np.empty_like(z)
+    pending = np.empty((max(max_depth - 1, 1), 3, C, D), dtype=dtype)  # left spans awaiting a right
     for d in range(max_depth):
-        active = ~done
-        if not active.any():
+        if done.all():
             break
-        depth = depth + active
-        right = np.less(rng.random(C), 0.5)
-        step = np.where(right, eps, -eps)[:, None]
-        half_step = 0.5 * step
-        # extend from the end in each chain's direction
-        front = np.where(right[:, None], right_end, left)
-        p_far, p_near = np.where(right[:, None], left[:, P], right_end[:, P]), front[:, P]
-        sub_w = np.full(C, -np.inf, dtype=dtype)
-        sub_rho = np.zeros_like(z)
-        sub_prop = front  # replaced at the first leaf of every valid subtree
-        sub_bad = np.zeros(C, dtype=bool)  # turned or diverged inside the subtree
-        p_first = p_near
-        pending: list[_Span | None] = [None] * d  # left siblings awaiting their right sibling
+        active = ~done
+        _nuts_kernels.subtree_start(
+            rng.random(C), eps, done, left, right_end, depth, right, step, front, p_far, p_near,
+            sub_w, sub_rho, sub_prop, sub_bad, p_first, z1, p_half, diag, full, dense,
+        )  # fmt: skip
         for n in range(2**d):
-            live = active & ~sub_bad
-            if not live.any():
-                break
-            zf = front[:, Z]
-            p_half = front[:, P] - half_step * front[:, G]
-            z1 = np.where(live[:, None], zf + metric.move(step, p_half), zf)  # waiting chains stay put
             pe1, g1 = value_and_grad(z1)
-            p1 = p_half - half_step * g1
-            h1 = pe1 + metric.kinetic(p1)
-            leaf = np.concatenate((z1, p1, g1, pe1[:, None], h1[:, None]), -1)
-            delta = h1 - h0
-            delta[np.isnan(delta)] = np.inf
-            # a gradient that is not finite makes the momentum, and so H, not finite: one check of H
-            # (a scalar per chain) stands for one of the gradient (D numbers per chain)
-            div = live & ~((delta <= _MAX_ENERGY_ERROR) & np.isfinite(h1))
-            ok = live & ~div
-            n_steps += live
-            sum_accept += np.where(live, np.exp(np.minimum(-delta, 0.0)), 0.0)
-            diverging |= div
-            # multinomial sampling within the subtree: the new leaf with probability w / sum(w)
-            new_w = np.logaddexp(sub_w, -delta)
-            take = ok & (rng.random(C) < np.exp(-delta - new_w))
-            sub_w = np.where(ok, new_w, sub_w)
-            sub_prop = np.where(take[:, None], leaf, sub_prop)
-            ok_col = ok[:, None]
-            sub_rho = np.where(ok_col, sub_rho + p1, sub_rho)
-            front = np.where(ok_col, leaf, front)
-            if n == 0:
-                p_first = front[:, P]
-            # the U-turn checks of every subtree this leaf completes
-            node: _Span = (p1, p1, p1)
-            turned: np.ndarray | None = None
-            for j in range(d):
-                if (n >> j) & 1:
-                    sibling = pending[j]
-                    assert sibling is not None
-                    if j == 0:  # two single states: the extra checks are the merged one
-                        now = _turned(sibling[0], p1, sibling[2] + p1, metric)
-                    else:
-                        now = _merge_turned(sibling, node, metric)
-                    turned = now if turned is None else turned | now
-                    node = (sibling[0], node[1], sibling[2] + node[2])
-                else:
-                    pending[j] = node
-                    break
-            sub_bad = sub_bad | div
-            if turned is not None:
-                sub_bad = sub_bad | (ok & turned)
-        valid = active & ~sub_bad
-        # biased progressive sampling between the trajectory so far and the new subtree
-        take = valid & (rng.random(C) < np.exp(np.minimum(sub_w - log_w, 0.0)))
-        proposal = np.where(take[:, None], sub_prop, proposal)
-        log_w = np.where(valid, np.logaddexp(log_w, sub_w), log_w)
-        right_end = np.where((valid & right)[:, None], front, right_end)
-        left = np.where((valid & ~right)[:, None], front, left)
-        turned_all = _merge_turned((p_far, p_near, rho), (p_first, front[:, P], sub_rho), metric)
-        rho = np.where(valid[:, None], rho + sub_rho, rho)
-        done = done | ~valid | turned_all
+            more = _nuts_kernels.leaf(
+                n, d, rows, z1, p_half, pe1.astype(dtype, copy=False), g1.astype(dtype, copy=False),
+                h0, step, active, front, sub_bad, sub_w, sub_rho, sub_prop, p_first, pending,
+                n_steps, sum_accept, diverging, rng.random(C), diag, full, dense,
+            )  # fmt: skip
+            if not more:
+                break
+        _nuts_kernels.subtree_end(
+            rng.random(C), done, right, sub_bad, sub_w, sub_prop, sub_rho, front, p_far, p_near,
+            p_first, log_w, proposal, left, right_end, rho, diag, full, dense,
+        )  # fmt: skip
     accept = (sum_accept / np.maximum(n_steps, 1)).astype(dtype)
     return _Draw(
         proposal[:, Z],

@@ -1,0 +1,109 @@
+"""The traced-graph simplification: same values bit for bit, fewer nodes."""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from probgen.inference._graph_passes import simplify
+
+SCALES = torch.tensor([15.0, 10.0, 16.0, 11.0])
+
+
+def _value_and_grad(f):
+    def vg(z):
+        with torch.enable_grad():
+            z = z.detach().requires_grad_()
+            v = f(z)
+            (g,) = torch.autograd.grad(v.sum(), z)
+        return g, v.detach()
+
+    return vg
+
+
+def _normal_scales(z):
+    # a constant scale's log and square are recomputed by log_prob at every call
+    return -dist.Normal(z * 1.0 + 0.0, SCALES).log_prob(torch.zeros(4)).sum(-1)
+
+
+def _with_inplace(z):
+    # in-place updates of a fresh tensor and of a view of it: must survive the passes
+    buf = torch.zeros_like(z)
+    buf.add_(z.exp())
+    view = buf[:, :2]
+    view.mul_(2.0)
+    out = buf.sum(-1) + (z - 0.0).pow(1.0).sum(-1) + torch.ones_like(z).sum(-1)
+    return out.neg().neg()
+
+
+def _halfcauchy_model(z):
+    d = dist.HalfCauchy(5.0).expand([4])
+    return -(d.log_prob(z.exp()) + z).sum(-1)
+
+
+@pytest.mark.parametrize("f", [_normal_scales, _with_inplace, _halfcauchy_model])
+def test_simplified_graph_equals_traced_graph(f):
+    torch.manual_seed(0)
+    example = torch.randn(3, 4)
+    with pyro.validation_enabled(False):  # validation branches on values: tracing cannot
+        traced = make_fx(_value_and_grad(f))(example)
+        reference = make_fx(_value_and_grad(f))(example)
+    before = len(traced.graph.nodes)
+    simplified = simplify(traced, example)
+    assert len(simplified.graph.nodes) < before
+    for _ in range(5):
+        z = torch.randn(3, 4)
+        want, got = reference(z), simplified(z)
+        for w, g in zip(want, got, strict=True):
+            assert torch.equal(w, g)
+        # and the eager computation itself
+        with pyro.validation_enabled(False):
+            grad, value = _value_and_grad(f)(z)
+        assert torch.equal(got[1], value) and torch.equal(got[0], grad)
+
+
+def test_constants_are_folded_out_of_the_graph():
+    example = torch.randn(2, 4)
+    with pyro.validation_enabled(False):
+        traced = make_fx(_value_and_grad(_normal_scales))(example)
+    simplified = simplify(traced, example)
+    logs = [n for n in simplified.graph.nodes if n.target is torch.ops.aten.log.default]
+    assert not logs  # log(scale) is a constant now: no log of anything left
+
+
+def _mixture_like(z):
+    # per-component parameters broadcast over 500 items: log and square of 3 numbers, not 1,500
+    scale = z.exp()[:, :, None].expand(3, 4, 500)
+    x = torch.linspace(-2, 2, 500)
+    return -(-((x - z[:, :, None]) ** 2) / (2 * scale**2) - scale.log()).logsumexp(1).sum(-1)
+
+
+def test_pointwise_operations_move_before_broadcasts():
+    example = torch.randn(3, 4)
+    traced = make_fx(_value_and_grad(_mixture_like))(example)
+    reference = make_fx(_value_and_grad(_mixture_like))(example)
+
+    def big_logs(gm):
+        values = {}
+        from torch.fx import Interpreter
+
+        class Rec(Interpreter):
+            def run_node(self, n):
+                values[n] = out = super().run_node(n)
+                return out
+
+        Rec(gm).run(example)
+        return [
+            n for n in gm.graph.nodes if n.target is torch.ops.aten.log.default and values[n].numel() > 12
+        ]
+
+    assert big_logs(traced)
+    simplified = simplify(traced, example)
+    assert not big_logs(simplified)
+    for _ in range(3):
+        z = torch.randn(3, 4)
+        for w, g in zip(reference(z), simplified(z), strict=True):
+            assert torch.equal(w, g)
