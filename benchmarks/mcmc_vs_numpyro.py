@@ -57,6 +57,9 @@ from typing import Any
 import numpy as np
 
 MODELS = ("schools", "mixture", "logistic")
+#: ``mix1d`` (a 1-D two-component mixture of 300 points, learned scales) is for the seed sweep
+#: (``benchmarks/mcmc_seed_sweep.py``) and may be named with ``--models``.
+CHOICES = (*MODELS, "mix1d")
 SIDES = ("probgen", "numpyro")
 CHAINS, WARMUP, SAMPLES = 4, 1000, 1000
 QUICK_WARMUP, QUICK_SAMPLES = 200, 200
@@ -76,6 +79,14 @@ def mixture_data() -> np.ndarray:
     return x.astype(np.float32)
 
 
+def mix1d_data() -> np.ndarray:
+    """300 points from two overlapping components (-2 with sd 1, 2 with sd 0.5), float32."""
+    rng = np.random.default_rng(0)
+    return np.concatenate([rng.standard_normal(150) - 2.0, 0.5 * rng.standard_normal(150) + 2.0]).astype(
+        np.float32
+    )
+
+
 def breast_cancer() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's breast-cancer covariates, standardised, and the 0/1 labels (float32)."""
     from sklearn.datasets import load_breast_cancer
@@ -86,8 +97,8 @@ def breast_cancer() -> tuple[np.ndarray, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------ the two sides
-def run_probgen(name: str, seed: int, warmup: int | None, samples: int | None) -> dict[str, np.ndarray]:
-    """One probgen fit in this process; returns the draws ``(chain, draw, ...)`` and the seconds."""
+def probgen_model(name: str) -> tuple[Any, Any]:
+    """The probgen model ``name`` (``pg.model`` of the Pyro function users write) and its data."""
     import pyro
     import pyro.distributions as dist
     import torch
@@ -95,7 +106,6 @@ def run_probgen(name: str, seed: int, warmup: int | None, samples: int | None) -
 
     import probgen as pg
 
-    torch.set_num_threads(1)
     s8 = torch.tensor(S8)
 
     def schools(y: Any = None) -> None:
@@ -106,10 +116,11 @@ def run_probgen(name: str, seed: int, warmup: int | None, samples: int | None) -
             pyro.sample("obs", dist.Normal(mu + tau * eta, s8), obs=y)
 
     def mixture(x: Any = None) -> None:
-        weights = pyro.sample("weights", dist.Dirichlet(torch.ones(3)))
-        locs = pyro.sample("locs", dist.Normal(0.0, 10.0).expand([3]).to_event(1))
-        scales = pyro.sample("scales", dist.LogNormal(0.0, 1.0).expand([3]).to_event(1))
-        with pyro.plate("data", 1000 if x is None else len(x)):
+        k = 2 if name == "mix1d" else 3
+        weights = pyro.sample("weights", dist.Dirichlet(torch.ones(k)))
+        locs = pyro.sample("locs", dist.Normal(0.0, 10.0).expand([k]).to_event(1))
+        scales = pyro.sample("scales", dist.LogNormal(0.0, 1.0).expand([k]).to_event(1))
+        with pyro.plate("data", len(x)):
             z = pyro.sample("z", dist.Categorical(weights))
             pyro.sample("obs", dist.Normal(Vindex(locs)[..., z], Vindex(scales)[..., z]), obs=x)
 
@@ -122,27 +133,36 @@ def run_probgen(name: str, seed: int, warmup: int | None, samples: int | None) -
     data: Any
     if name == "schools":
         fn, data = schools, torch.tensor(Y8)
-    elif name == "mixture":
-        fn, data = mixture, torch.from_numpy(mixture_data())
+    elif name in ("mixture", "mix1d"):
+        fn, data = mixture, torch.from_numpy(mixture_data() if name == "mixture" else mix1d_data())
     else:
         x, y = breast_cancer()
         fn, data = logistic, {"x": torch.from_numpy(x), "y": torch.from_numpy(y)}
+    return pg.model(fn), data
+
+
+def run_probgen(name: str, seed: int, warmup: int | None, samples: int | None) -> dict[str, np.ndarray]:
+    """One probgen fit in this process; returns the draws ``(chain, draw, ...)`` and the seconds."""
+    import torch
+
+    import probgen as pg
+
+    torch.set_num_threads(1)
+    model, data = probgen_model(name)
     sizes = {} if warmup is None else {"warmup_steps": warmup, "num_samples": samples}
     start = time.perf_counter()
-    fit = pg.fit(pg.model(fn), data, method="mcmc", seed=seed, progress=False, **sizes)
+    fit = pg.fit(model, data, method="mcmc", seed=seed, progress=False, **sizes)
     seconds = time.perf_counter() - start
     draws = {k: v.numpy() for k, v in (fit.posterior or {}).items()}
     return {**draws, "_seconds": np.array(seconds)}
 
 
-def run_numpyro(name: str, seed: int, warmup: int | None, samples: int | None) -> dict[str, np.ndarray]:
-    """One NumPyro fit in this process (JAX's threads set before it is imported)."""
-    import jax
+def numpyro_model(name: str) -> tuple[Any, tuple[Any, ...]]:
+    """The NumPyro model ``name`` and its arguments (JAX's threads set before it is imported)."""
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
     from numpyro.contrib.funsor import config_enumerate
-    from numpyro.infer import MCMC, NUTS
     from numpyro.ops.indexing import Vindex
 
     s8 = jnp.array(S8)
@@ -156,10 +176,11 @@ def run_numpyro(name: str, seed: int, warmup: int | None, samples: int | None) -
 
     @config_enumerate
     def mixture(x: Any = None) -> None:
-        weights = numpyro.sample("weights", dist.Dirichlet(jnp.ones(3)))
-        locs = numpyro.sample("locs", dist.Normal(0.0, 10.0).expand([3]).to_event(1))
-        scales = numpyro.sample("scales", dist.LogNormal(0.0, 1.0).expand([3]).to_event(1))
-        with numpyro.plate("data", 1000 if x is None else len(x)):
+        k = 2 if name == "mix1d" else 3
+        weights = numpyro.sample("weights", dist.Dirichlet(jnp.ones(k)))
+        locs = numpyro.sample("locs", dist.Normal(0.0, 10.0).expand([k]).to_event(1))
+        scales = numpyro.sample("scales", dist.LogNormal(0.0, 1.0).expand([k]).to_event(1))
+        with numpyro.plate("data", len(x)):
             z = numpyro.sample("z", dist.Categorical(weights))
             numpyro.sample("obs", dist.Normal(Vindex(locs)[..., z], Vindex(scales)[..., z]), obs=x)
 
@@ -169,14 +190,20 @@ def run_numpyro(name: str, seed: int, warmup: int | None, samples: int | None) -
         with numpyro.plate("data", x.shape[0]):
             numpyro.sample("y", dist.Bernoulli(logits=intercept + x @ coef), obs=y)
 
-    args: tuple[Any, ...]
     if name == "schools":
-        fn, args = schools, (jnp.array(Y8),)
-    elif name == "mixture":
-        fn, args = mixture, (jnp.asarray(mixture_data()),)
-    else:
-        x, y = breast_cancer()
-        fn, args = logistic, (jnp.asarray(x), jnp.asarray(y))
+        return schools, (jnp.array(Y8),)
+    if name in ("mixture", "mix1d"):
+        return mixture, (jnp.asarray(mixture_data() if name == "mixture" else mix1d_data()),)
+    x, y = breast_cancer()
+    return logistic, (jnp.asarray(x), jnp.asarray(y))
+
+
+def run_numpyro(name: str, seed: int, warmup: int | None, samples: int | None) -> dict[str, np.ndarray]:
+    """One NumPyro fit in this process (JAX's threads set before it is imported)."""
+    import jax
+    from numpyro.infer import MCMC, NUTS
+
+    fn, args = numpyro_model(name)
     start = time.perf_counter()
     mcmc = MCMC(
         NUTS(fn),
@@ -222,7 +249,7 @@ def spawn(side: str, name: str, seed: int, quick: bool) -> dict[str, np.ndarray]
 def scalars(draws: dict[str, np.ndarray], name: str) -> dict[str, np.ndarray]:
     """Every latent scalar as ``(chain, draw)``; a mixture's components sorted by location."""
     sites = {k: v for k, v in draws.items() if not k.startswith("_")}
-    if name == "mixture":
+    if name in ("mixture", "mix1d"):
         order = np.argsort(sites["locs"], axis=-1)
         sites = {k: np.take_along_axis(sites[k], order, -1) for k in ("weights", "locs", "scales")}
     out = {}
@@ -258,7 +285,7 @@ def largest_z(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> tuple[float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: seed 0, 200 + 200 draws")
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--models", nargs="+", choices=CHOICES, default=list(MODELS))
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2 (--quick: 0)")
     parser.add_argument("--json", default=None, help="also write every run's figures to this file")
     parser.add_argument("--child", nargs=4, metavar=("SIDE", "MODEL", "SEED", "OUT"), help=argparse.SUPPRESS)
