@@ -115,6 +115,13 @@ def _empty_guide(*args: Any, **kwargs: Any) -> None:
     return None
 
 
+def _scheduled(
+    lr_schedule: Callable[[int, int], float], lr_decay: float, num_steps: int
+) -> Callable[[int], float]:
+    """The learning-rate factor of step ``s``: ``lr_schedule(s, num_steps) * lr_decay ** (s / num_steps)``."""
+    return lambda s: float(lr_schedule(s, num_steps)) * lr_decay ** (s / num_steps)
+
+
 class _ObjectiveSVI:
     """Pyro's ``SVI`` interface (``step``, ``evaluate_loss``) over a model's own objective.
 
@@ -133,12 +140,15 @@ class _ObjectiveSVI:
         lr_decay: float,
         num_steps: int,
         scale: float = 1.0,
+        lr_schedule: Callable[[int, int], float] | None = None,
+        clip_norm: float | None = None,
     ) -> None:
         self.objective = objective
         self.params = list(objective.parameters())
         self.scale = float(scale)  # the shard's share of the whole data under torch.distributed
         world.broadcast(self.params)
         self.n, self.size, self.num_particles = n, subsample_size, num_particles
+        self.clip_norm = clip_norm
         self.scheduler: Any = None
         if isinstance(optim, pyro.optim.PyroOptim | pyro.optim.PyroLRScheduler):
             self.optim, self.torch_optim = optim, None  # steps each param-store tensor itself
@@ -146,10 +156,14 @@ class _ObjectiveSVI:
             _, torch_optim, decay_arg = _OPTIMS[optim[0]]
             factor = lr_decay ** (1.0 / num_steps)
             args: dict[str, Any] = {"lr": optim[1]}
-            if decay_arg is not None and lr_decay != 1.0:
+            if decay_arg is not None and lr_decay != 1.0 and lr_schedule is None:
                 args[decay_arg] = factor
             self.torch_optim = torch_optim(self.params, **args)
-            if decay_arg is None and lr_decay != 1.0:
+            if lr_schedule is not None:  # the decay folded into the schedule's factor
+                self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                    self.torch_optim, _scheduled(lr_schedule, lr_decay, num_steps)
+                )
+            elif decay_arg is None and lr_decay != 1.0:
                 self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.torch_optim, gamma=factor)
             self.optim = self.torch_optim
         self.perm = torch.arange(n)
@@ -172,6 +186,8 @@ class _ObjectiveSVI:
             self.torch_optim.zero_grad(set_to_none=True)
             loss.backward()
             world.average_gradients(self.params)
+            if self.clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
             self.torch_optim.step()
             if self.scheduler is not None:
                 self.scheduler.step()
@@ -180,6 +196,8 @@ class _ObjectiveSVI:
                 p.grad = None
             loss.backward()
             world.average_gradients(self.params)
+            if self.clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
             self.optim([p for p in self.params if p.grad is not None])
             if isinstance(self.optim, pyro.optim.PyroLRScheduler):
                 self.optim.step()
@@ -237,6 +255,15 @@ class SVI(BackendBase):
         The learning rate is multiplied by this over the whole run, keeping the chosen optimiser:
         ClippedAdam through its own per-step factor ``lrd = lr_decay ** (1 / num_steps)``, Adam
         through ``pyro.optim.ExponentialLR`` with that factor as ``gamma``.  Not for instances.
+    ``lr_schedule`` : callable or None, default None
+        ``lr_schedule(step, num_steps)``: the factor of ``lr`` at step ``step`` (from 0), e.g. a
+        warm-up then a decay (times ``lr_decay ** (step / num_steps)`` when both are given);
+        through ``torch.optim.lr_scheduler.LambdaLR`` (``pyro.optim.LambdaLR`` on Pyro's path).
+        Not for instances (a model's default one is then dropped).
+    ``clip_norm`` : float or None, default None
+        Largest L2 norm of the gradient (``torch.nn.utils.clip_grad_norm_``): of all the weights
+        at once with a model's own objective, of each parameter tensor on Pyro's path.  Not for
+        instances (a model's default one is then dropped).
     ``num_particles`` : int, default 1
         Monte Carlo samples per ELBO estimate.
     ``subsample_size`` : int or None, default None
@@ -303,6 +330,8 @@ class SVI(BackendBase):
         Option("lr", "float", 0.01, "learning rate"),
         Option("optim", "any", "adam", '"adam", "clipped_adam" or a pyro.optim instance'),
         Option("lr_decay", "(0, 1]", 1.0, "learning-rate factor over the whole run"),
+        Option("lr_schedule", "any", None, "callable (step, num_steps) -> factor of lr", none=True),
+        Option("clip_norm", "float", None, "largest L2 norm of the gradient", none=True),
         Option("num_particles", "int", 1, "ELBO particles per step"),
         Option(
             "subsample_size",
@@ -346,6 +375,8 @@ class SVI(BackendBase):
         if not isinstance(data, StreamingData) and isinstance(model, SVIDefaults):
             defaults.update(model.svi_defaults(data))
         o = {**defaults, **options}
+        if not isinstance(o["optim"], str):  # an instance carries its own schedule: a model's default yields
+            o.update({k: None for k in ("lr_schedule", "clip_norm") if k not in options})
         own = isinstance(model, OwnSVIObjective)
         if o["elbo"] == "analytic" and not own:
             raise ValueError(
@@ -450,7 +481,9 @@ class SVI(BackendBase):
             optim = (
                 (o["optim"], o["lr"])
                 if named and o["optim"] in _OPTIMS
-                else self._optim(o["optim"], o["lr"], o["lr_decay"], o["num_steps"])
+                else self._optim(
+                    o["optim"], o["lr"], o["lr_decay"], o["num_steps"], o["lr_schedule"], o["clip_norm"]
+                )
             )
             svi = _ObjectiveSVI(
                 objective,
@@ -461,13 +494,17 @@ class SVI(BackendBase):
                 o["lr_decay"],
                 o["num_steps"],
                 scale=n_total / n_local,
+                lr_schedule=o["lr_schedule"],
+                clip_norm=o["clip_norm"],
             )
             optim = svi.optim
         else:
             elbo = self._elbo(
                 o["elbo"], bool(roles.discrete_sites), roles.max_plate_nesting, o["num_particles"]
             )
-            optim = self._optim(o["optim"], o["lr"], o["lr_decay"], o["num_steps"])
+            optim = self._optim(
+                o["optim"], o["lr"], o["lr_decay"], o["num_steps"], o["lr_schedule"], o["clip_norm"]
+            )
             if distributed:
                 svi = _ReducedSVI(train_model, train_guide, optim, elbo)
             else:
@@ -636,26 +673,50 @@ class SVI(BackendBase):
         return _AUTOGUIDES[name](exposed, init_loc_fn=init_loc, init_scale=_init_scale(n_items))
 
     @staticmethod
-    def _optim(optim: Any, lr: float, lr_decay: float, num_steps: int) -> Any:
+    def _optim(
+        optim: Any,
+        lr: float,
+        lr_decay: float,
+        num_steps: int,
+        lr_schedule: Callable[[int, int], float] | None = None,
+        clip_norm: float | None = None,
+    ) -> Any:
         if isinstance(optim, pyro.optim.PyroOptim | pyro.optim.PyroLRScheduler):
-            if lr_decay != 1.0:
-                raise ValueError(
-                    f"lr_decay={lr_decay} applies to an optimiser chosen by name ({', '.join(_OPTIMS)}); "
-                    "a pyro.optim instance carries its own schedule (e.g. pyro.optim.ExponentialLR)."
-                )
+            given = {
+                "lr_decay": lr_decay if lr_decay != 1.0 else None,
+                "lr_schedule": lr_schedule,
+                "clip_norm": clip_norm,
+            }
+            for name, value in given.items():
+                if value is not None:
+                    raise ValueError(
+                        f"{name}={value} applies to an optimiser chosen by name ({', '.join(_OPTIMS)}); a "
+                        "pyro.optim instance carries its own schedule (e.g. pyro.optim.ExponentialLR)."
+                    )
             return optim
         if optim not in _OPTIMS:
             raise ValueError(
                 f"optim={optim!r} is not known; expected a pyro.optim instance or one of: {', '.join(_OPTIMS)}."
             )
         wrapper, torch_optim, decay_arg = _OPTIMS[optim]
+        # Pyro clips each parameter tensor on its own
+        clip: dict[str, Any] = {} if clip_norm is None else {"clip_args": {"clip_norm": clip_norm}}
+        if lr_schedule is not None:
+            return getattr(pyro.optim, "LambdaLR")(  # noqa: B009
+                {
+                    "optimizer": torch_optim,
+                    "optim_args": {"lr": lr},
+                    "lr_lambda": _scheduled(lr_schedule, lr_decay, num_steps),
+                },
+                **clip,
+            )
         if lr_decay == 1.0:
-            return wrapper({"lr": lr})
+            return wrapper({"lr": lr}, **clip)
         factor = lr_decay ** (1.0 / num_steps)  # per step, so the whole run multiplies lr by lr_decay
         if decay_arg is not None:
-            return wrapper({"lr": lr, decay_arg: factor})
+            return wrapper({"lr": lr, decay_arg: factor}, **clip)
         return getattr(pyro.optim, "ExponentialLR")(  # noqa: B009
-            {"optimizer": torch_optim, "optim_args": {"lr": lr}, "gamma": factor}
+            {"optimizer": torch_optim, "optim_args": {"lr": lr}, "gamma": factor}, clip_args=clip
         )
 
     @staticmethod
