@@ -46,6 +46,47 @@ __all__ = ["CharTransformer", "CharTransformerFit"]
 _ROTARY_BASE = 10000.0
 
 
+class _WarmupCosine:
+    """A learning-rate schedule: a linear warm-up, then a cosine decay to ``floor`` at the last step.
+
+    ``factor(step, num_steps)`` multiplies SVI's ``lr`` at step ``step`` (from 0; SVI's
+    ``lr_schedule`` option).  With ``w = max(1, min(warmup_steps, num_steps // 5))`` warm-up steps
+    (a short fit warms up over its first fifth):
+
+    - ``(step + 1) / w`` for ``step < w``;
+    - ``floor + (1 - floor) (1 + cos(pi (step - w) / (num_steps - w))) / 2`` after.
+
+    Parameters
+    ----------
+    warmup_steps : int, default 200
+        Steps of the linear warm-up (at most a fifth of the run).
+    floor : float, default 0.1
+        The factor reached at the end of the run.
+
+    Examples
+    --------
+    >>> s = _WarmupCosine(warmup_steps=10, floor=0.1)
+    >>> [round(s(t, 110), 3) for t in (0, 9, 10, 60, 110)]
+    [0.1, 1.0, 1.0, 0.55, 0.1]
+    """
+
+    def __init__(self, warmup_steps: int = 200, floor: float = 0.1) -> None:
+        _check_positive(warmup_steps=warmup_steps)
+        if isinstance(floor, bool) or not isinstance(floor, int | float) or not 0.0 <= floor <= 1.0:
+            raise ValueError(f"floor must be a number in [0, 1]; got {floor!r}.")
+        self.warmup_steps, self.floor = int(warmup_steps), float(floor)
+
+    def __call__(self, step: int, num_steps: int) -> float:
+        warm = max(1, min(self.warmup_steps, num_steps // 5))
+        if step < warm:
+            return (step + 1) / warm
+        done = min(1.0, (step - warm) / max(1, num_steps - warm))
+        return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * done))
+
+    def __repr__(self) -> str:
+        return f"_WarmupCosine(warmup_steps={self.warmup_steps}, floor={self.floor})"
+
+
 class _Cache(NamedTuple):
     """What the network keeps between calls: per block the last ``seq_len - 1`` keys and values
     (``(batch, heads, time, head_dim)``, already rotated), the embeddings of the last ``shift``
@@ -198,8 +239,15 @@ class CharTransformer(_CharModel):
     scores each text whole, ``fit.perplexity(texts)`` per character, and
     ``fit.sample(n, length=200, prompt="", temperature=1.0)`` generates with a key/value cache.
 
-    SVI defaults for this model (:meth:`svi_defaults`): ``subsample_size=64`` windows (fewer on
-    a short text), ``lr=0.005``, ``num_steps=2000``.
+    SVI defaults for this model (:meth:`svi_defaults`; each can be overridden): ``subsample_size=32``
+    windows (fewer on a short text), a peak ``lr=0.02`` reached by a linear warm-up over 200 steps
+    (at most a fifth of the run) and decayed by a cosine to a tenth of it at the last step
+    (``lr_schedule=_WarmupCosine()``), the gradient's norm clipped to 1 (``clip_norm=1.0``; the loss
+    is that of the whole text, so this rescales every step's gradient to unit norm), and
+    ``num_steps=2000``.  The warm-up and clipping let the higher peak learning rate train stably.
+    On the bundled Shakespeare text, with 70 s of training on one CPU thread, these defaults
+    reach a lower median held-out loss than a GRU ``CharRNN`` over 3 seeds, 1.648 against 1.677
+    nats per character (``benchmarks/char_transformer_vs_rnn.py``).
 
     Parameters
     ----------
@@ -219,7 +267,7 @@ class CharTransformer(_CharModel):
     dropout : float, default 0.0
         Dropout on the embeddings, the attention weights and each residual branch, in training
         only; in ``[0, 1)``.
-    seq_len : int, default 128
+    seq_len : int, default 64
         Characters per training window, and the attention window (keys per query).
     vocabulary : str, optional
         The characters the model knows, each once, in index order.  Default: the sorted
@@ -250,7 +298,7 @@ class CharTransformer(_CharModel):
 
     fit_class: ClassVar[type[CharTransformerFit]] = CharTransformerFit
     _net_name = "transformer"  # the network's name in Pyro's param store
-    _lr = 0.005
+    _lr = 0.02
 
     def __init__(
         self,
@@ -259,7 +307,7 @@ class CharTransformer(_CharModel):
         n_layers: int = 2,
         dim_feedforward: int | None = None,
         dropout: float = 0.0,
-        seq_len: int = 128,
+        seq_len: int = 64,
         shift: int = 2,
         vocabulary: str | None = None,
     ) -> None:
@@ -296,6 +344,16 @@ class CharTransformer(_CharModel):
             self.seq_len,
             self.shift,
         )
+
+    def svi_defaults(self, data: Any) -> dict[str, Any]:
+        """Minibatches of 32 windows, a peak lr of 0.02 with a warm-up and a cosine decay, the
+        gradient clipped to norm 1, 2000 steps (more, cheaper steps learn faster on a CPU)."""
+        return {
+            **super().svi_defaults(data),
+            "subsample_size": min(32, self.num_items(data)),
+            "lr_schedule": _WarmupCosine(),
+            "clip_norm": 1.0,
+        }
 
     def _time_chunk(self) -> int:
         """Scoring runs ``seq_len`` characters per call (each attends to at most ``2 seq_len - 1`` keys)."""

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from pyro.infer import Trace_ELBO
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import probgen as pg
 from probgen.models import CharRNN, CharTransformer, CharTransformerFit
@@ -242,3 +243,62 @@ def test_a_dropout_fit_trains_with_dropout_and_scores_without():
     assert not isinstance(fit.model, CharRNN) and fit.params["transformer$$$head.bias"].shape == (
         len(fit.vocabulary),
     )
+
+
+# ------------------------------------------------------------------ the default training schedule
+def _warmup_cosine_by_hand(step, num_steps, peak=0.02, warmup=200, floor=0.1):
+    """The documented default: linear warm-up over min(200, num_steps // 5) steps, cosine to floor * peak."""
+    w = max(1, min(warmup, num_steps // 5))
+    if step < w:
+        return peak * (step + 1) / w
+    return peak * (floor + (1 - floor) * (1 + math.cos(math.pi * (step - w) / (num_steps - w))) / 2)
+
+
+def _record_steps():
+    """Every optimiser step's learning rate(s) and gradient norm, by a global step pre-hook."""
+    seen = []
+
+    def hook(optimizer, args, kwargs):
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+        seen.append(([g["lr"] for g in optimizer.param_groups], norm))
+
+    return seen, register_optimizer_step_pre_hook(hook)
+
+
+def test_the_default_fit_follows_the_warmup_cosine_schedule_with_clipped_gradients():
+    seen, handle = _record_steps()
+    try:
+        fit = pg.fit(
+            CharTransformer(**SIZES), TEXT * 4, method="svi", seed=0, progress=False, num_steps=50, tol=0
+        )
+    finally:
+        handle.remove()
+    assert len(seen) == 50
+    lrs = [lr[0] for lr, _ in seen]
+    expected = [_warmup_cosine_by_hand(t, 50) for t in range(50)]  # 10 warm-up steps, then the cosine
+    assert lrs == pytest.approx(expected, rel=1e-9)
+    assert lrs[9] == pytest.approx(0.02) and lrs[-1] == pytest.approx(
+        0.002 + 0.018 * (1 + math.cos(math.pi * 39 / 40)) / 2
+    )
+    assert max(norm for _, norm in seen) <= 1.0 + 1e-5  # the gradient clipped to norm 1 before each step
+    assert all(torch.isfinite(v).all() for v in fit.params.values())
+
+
+def test_the_schedule_and_clipping_can_be_turned_off_and_pyro_s_path_follows_the_schedule():
+    seen, handle = _record_steps()
+    try:
+        _fit(CharTransformer(**SIZES), TEXT, num_steps=20, lr=0.01, lr_schedule=None, clip_norm=None, tol=0)
+        constant = list(seen)
+        seen.clear()
+        _fit(CharTransformer(**SIZES), TEXT, num_steps=20, elbo="trace", tol=0)
+    finally:
+        handle.remove()
+    assert [lr for lr, _ in constant] == [[0.01]] * 20 and max(n for _, n in constant) > 1.0
+    # Pyro's path: one optimiser per parameter tensor, each at the scheduled rate, each step
+    by_step = [lr[0] for lr, _ in seen]
+    per_step = len(by_step) // 20
+    assert per_step >= 1 and len(by_step) == 20 * per_step
+    expected = [_warmup_cosine_by_hand(t, 20, peak=0.01) for t in range(20) for _ in range(per_step)]
+    assert by_step == pytest.approx(expected, rel=1e-9)
+    assert max(n for _, n in seen) <= 1.0 + 1e-5  # each parameter tensor clipped on Pyro's path
