@@ -22,6 +22,7 @@ from torch import Tensor
 from probgen.models import _mixture_plots
 from probgen.models._covariance import _COVARIANCES, _Covariance, _GaussianCache
 from probgen.models._missing import _gaussian_fill, _gaussian_log_joint, _gaussian_moments, _Patterns
+from probgen.models._shrinkage import _check_shrinkage, _pseudo_items, _shrink_correlations
 from probgen.models.mixture import _check_positive_float, _Mixture
 from probgen.models.plotting import _axes, _colors, _index, _no_options
 from probgen.roles import slot
@@ -58,6 +59,12 @@ class GaussianMixture(_Mixture):
     ``"z"`` : (n,)
         Component of each item (a local discrete latent, summed out by every backend).
 
+    Missing cells (NaN) are read as missing at random with ``probgen.fit(..., method="em",
+    missing="marginalize")``, and ``fit.impute(X)`` fills them with their conditional means given
+    each item's observed cells.  With the default ``covariance_shrinkage="auto"`` a user's plain
+    ``GaussianMixture(3)`` imputes standardised iris, wine and penguins (20% of cells removed at
+    random) with a smaller RMSE than scikit-learn's ``IterativeImputer`` and ``KNNImputer``.
+
     :meth:`covariances` turns these into covariance matrices and :meth:`params_from_covariances`
     goes back, so scikit-learn's ``means_``/``covariances_`` and probgen's sites convert both ways.
 
@@ -70,6 +77,15 @@ class GaussianMixture(_Mixture):
     reg_covar : float, default 1e-6
         Added to every covariance diagonal in the M-step (scikit-learn's ``reg_covar``), so
         duplicate items or a one-item component never make a singular covariance.
+    covariance_shrinkage : float or "auto", default "auto"
+        ``nu`` pseudo-items of uncorrelated features weighed against each component's
+        correlations in the EM M-step: the covariance keeps its variances and its off-diagonal
+        entries are multiplied by ``n_k / (n_k + nu)`` (``n_k`` the component's items; all items
+        for "tied"; "diag" and "spherical" have nothing to shrink).  ``"auto"``: ``nu = n_features``
+        when the data have missing cells (``missing="marginalize"``), where imputation regresses
+        missing cells on observed ones through the correlations and unshrunk ones overfit, and
+        ``nu = 0`` on complete data (scikit-learn's M-step exactly).  Pass ``0.0`` for the plain
+        maximum-likelihood fit with missing cells.
     weight_concentration : float, default 1.0
         Dirichlet concentration of the weights prior.
     loc_scale : float, default 2.0
@@ -98,6 +114,7 @@ class GaussianMixture(_Mixture):
         covariance_type: str = "full",
         *,
         reg_covar: float = 1e-6,
+        covariance_shrinkage: float | str = "auto",
         weight_concentration: float = 1.0,
         loc_scale: float = 2.0,
         lkj_concentration: float = 2.0,
@@ -112,6 +129,7 @@ class GaussianMixture(_Mixture):
         self.covariance_type = covariance_type
         self._covariance: _Covariance = _COVARIANCES[covariance_type]()
         self.reg_covar = _check_positive_float(reg_covar, "reg_covar", allow_zero=True)
+        self.covariance_shrinkage = _check_shrinkage(covariance_shrinkage)
         self.loc_scale = _check_positive_float(loc_scale, "loc_scale")
         self.lkj_concentration = _check_positive_float(lkj_concentration, "lkj_concentration")
         self._component_sites = ("weights", "locs") + self._covariance.component_sites
@@ -121,6 +139,7 @@ class GaussianMixture(_Mixture):
             "n_components": self.n_components,
             "covariance_type": self.covariance_type,
             "reg_covar": self.reg_covar,
+            "covariance_shrinkage": self.covariance_shrinkage,
             "weight_concentration": self.weight_concentration,
             "loc_scale": self.loc_scale,
             "lkj_concentration": self.lkj_concentration,
@@ -199,7 +218,7 @@ class GaussianMixture(_Mixture):
             cov = None if p is None else self._full_covariances(p)
             s1, s2 = _gaussian_moments(pats, resp, None if p is None else p["locs"], cov)
             stats = {"x": s1, "xx": self._covariance.from_full_moments(s2)}
-            return self._m_step_stats(stats, nk, shift=pats.center)
+            return self._m_step_stats(stats, nk, shift=pats.center, missing=True)
         cache = self._cached(data)
         resp_t = resp.T.contiguous()  # (K, n): the GEMMs below run faster on this layout
         return self._m_step_stats(self._covariance.moments(cache, resp_t), nk, shift=cache.center)
@@ -223,14 +242,24 @@ class GaussianMixture(_Mixture):
         return {"shift": n * shift, "x": x, "xx": xx}
 
     def _m_step_stats(
-        self, stats: Mapping[str, Tensor], nk: Tensor, *, shift: Tensor | None = None
+        self,
+        stats: Mapping[str, Tensor],
+        nk: Tensor,
+        *,
+        shift: Tensor | None = None,
+        missing: bool = False,
     ) -> dict[str, Tensor]:
+        """The M-step from moments about ``shift`` (``missing``: the moments are expected ones,
+        of data with missing cells, for ``covariance_shrinkage="auto"``)."""
         if shift is None:
             shift = stats["shift"] / stats["n"]
         d = stats["x"].shape[1]
         mu = stats["x"] / nk[:, None]  # means about the shift
         out = {"weights": self._weights_from_counts(nk), "locs": mu + shift}
         cov = self._covariance.covariance(stats, nk, mu, self.reg_covar)
+        nu = _pseudo_items(self.covariance_shrinkage, d, missing)
+        if nu > 0:
+            cov = _shrink_correlations(self.covariance_type, cov, nk, nu)
         out.update(self._covariance.to_sites(cov, d))
         return out
 
