@@ -41,7 +41,6 @@ from pyro.infer.autoguide import (
     AutoNormal,
 )
 from pyro.infer.autoguide.initialization import init_to_feasible, init_to_value
-from pyro.optim.clipped_adam import ClippedAdam as ClippedAdamOptimizer
 from tqdm.auto import tqdm
 
 from probgen.backend import BackendBase, Option, register_backend
@@ -66,6 +65,7 @@ from probgen.inference._svi_convergence import (
     _unsettled,
 )
 from probgen.inference._svi_minibatch import _check_plate_subsample, _Minibatches, _PlateSubsample, _take
+from probgen.inference._svi_optim import OPTIMS, build_optim, scheduled
 from probgen.model import GenerativeModel
 from probgen.streaming import StreamingData, scaled, world
 from probgen.summaries import posterior_means
@@ -77,11 +77,6 @@ _AUTOGUIDES = {
     "diagonal": AutoDiagonalNormal,
     "mvn": AutoMultivariateNormal,
     "delta": AutoDelta,
-}
-#: name -> (pyro.optim wrapper, torch optimiser class, the optimiser's own per-step lr decay argument)
-_OPTIMS: dict[str, tuple[Any, Any, str | None]] = {
-    "adam": (pyro.optim.Adam, torch.optim.Adam, None),  # type: ignore[attr-defined]
-    "clipped_adam": (pyro.optim.ClippedAdam, ClippedAdamOptimizer, "lrd"),
 }
 #: ``elbo=`` choices: Pyro's ELBOs by name ("analytic": the model's own objective, its fast path).
 _ELBOS = ("analytic", "jit", "meanfield", "trace")
@@ -115,13 +110,6 @@ def _empty_guide(*args: Any, **kwargs: Any) -> None:
     return None
 
 
-def _scheduled(
-    lr_schedule: Callable[[int, int], float], lr_decay: float, num_steps: int
-) -> Callable[[int], float]:
-    """The learning-rate factor of step ``s``: ``lr_schedule(s, num_steps) * lr_decay ** (s / num_steps)``."""
-    return lambda s: float(lr_schedule(s, num_steps)) * lr_decay ** (s / num_steps)
-
-
 class _ObjectiveSVI:
     """Pyro's ``SVI`` interface (``step``, ``evaluate_loss``) over a model's own objective.
 
@@ -153,7 +141,7 @@ class _ObjectiveSVI:
         if isinstance(optim, pyro.optim.PyroOptim | pyro.optim.PyroLRScheduler):
             self.optim, self.torch_optim = optim, None  # steps each param-store tensor itself
         else:
-            _, torch_optim, decay_arg = _OPTIMS[optim[0]]
+            _, torch_optim, decay_arg = OPTIMS[optim[0]]
             factor = lr_decay ** (1.0 / num_steps)
             args: dict[str, Any] = {"lr": optim[1]}
             if decay_arg is not None and lr_decay != 1.0 and lr_schedule is None:
@@ -161,7 +149,7 @@ class _ObjectiveSVI:
             self.torch_optim = torch_optim(self.params, **args)
             if lr_schedule is not None:  # the decay folded into the schedule's factor
                 self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-                    self.torch_optim, _scheduled(lr_schedule, lr_decay, num_steps)
+                    self.torch_optim, scheduled(lr_schedule, lr_decay, num_steps)
                 )
             elif decay_arg is None and lr_decay != 1.0:
                 self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.torch_optim, gamma=factor)
@@ -480,8 +468,8 @@ class SVI(BackendBase):
             named = isinstance(o["optim"], str)
             optim = (
                 (o["optim"], o["lr"])
-                if named and o["optim"] in _OPTIMS
-                else self._optim(
+                if named and o["optim"] in OPTIMS
+                else build_optim(
                     o["optim"], o["lr"], o["lr_decay"], o["num_steps"], o["lr_schedule"], o["clip_norm"]
                 )
             )
@@ -502,7 +490,7 @@ class SVI(BackendBase):
             elbo = self._elbo(
                 o["elbo"], bool(roles.discrete_sites), roles.max_plate_nesting, o["num_particles"]
             )
-            optim = self._optim(
+            optim = build_optim(
                 o["optim"], o["lr"], o["lr_decay"], o["num_steps"], o["lr_schedule"], o["clip_norm"]
             )
             if distributed:
@@ -671,53 +659,6 @@ class SVI(BackendBase):
         if name == "delta":
             return _AUTOGUIDES[name](exposed, init_loc_fn=init_loc)
         return _AUTOGUIDES[name](exposed, init_loc_fn=init_loc, init_scale=_init_scale(n_items))
-
-    @staticmethod
-    def _optim(
-        optim: Any,
-        lr: float,
-        lr_decay: float,
-        num_steps: int,
-        lr_schedule: Callable[[int, int], float] | None = None,
-        clip_norm: float | None = None,
-    ) -> Any:
-        if isinstance(optim, pyro.optim.PyroOptim | pyro.optim.PyroLRScheduler):
-            given = {
-                "lr_decay": lr_decay if lr_decay != 1.0 else None,
-                "lr_schedule": lr_schedule,
-                "clip_norm": clip_norm,
-            }
-            for name, value in given.items():
-                if value is not None:
-                    raise ValueError(
-                        f"{name}={value} applies to an optimiser chosen by name ({', '.join(_OPTIMS)}); a "
-                        "pyro.optim instance carries its own schedule (e.g. pyro.optim.ExponentialLR)."
-                    )
-            return optim
-        if optim not in _OPTIMS:
-            raise ValueError(
-                f"optim={optim!r} is not known; expected a pyro.optim instance or one of: {', '.join(_OPTIMS)}."
-            )
-        wrapper, torch_optim, decay_arg = _OPTIMS[optim]
-        # Pyro clips each parameter tensor on its own
-        clip: dict[str, Any] = {} if clip_norm is None else {"clip_args": {"clip_norm": clip_norm}}
-        if lr_schedule is not None:
-            return getattr(pyro.optim, "LambdaLR")(  # noqa: B009
-                {
-                    "optimizer": torch_optim,
-                    "optim_args": {"lr": lr},
-                    "lr_lambda": _scheduled(lr_schedule, lr_decay, num_steps),
-                },
-                **clip,
-            )
-        if lr_decay == 1.0:
-            return wrapper({"lr": lr}, **clip)
-        factor = lr_decay ** (1.0 / num_steps)  # per step, so the whole run multiplies lr by lr_decay
-        if decay_arg is not None:
-            return wrapper({"lr": lr, decay_arg: factor}, **clip)
-        return getattr(pyro.optim, "ExponentialLR")(  # noqa: B009
-            {"optimizer": torch_optim, "optim_args": {"lr": lr}, "gamma": factor}, clip_args=clip
-        )
 
     @staticmethod
     def _draws(

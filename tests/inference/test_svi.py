@@ -214,3 +214,13 @@ def test_a_model_s_svi_defaults_apply_and_the_user_s_options_win():
     assert len(fit.history) == 5  # the user's num_steps, over the model's 2000
     with pytest.raises(ValueError, match="subsample_size must be an int in"):
         pg.fit(model, text, method="svi", num_steps=5, subsample_size=10_000, progress=False)
+
+
+@pytest.mark.parametrize("lr_decay", [1.0, 0.5])
+@pytest.mark.parametrize("schedule", [None, lambda step, n: 1.0])
+def test_clip_norm_reaches_pyros_optimiser_whatever_the_schedule(lr_decay, schedule):
+    from probgen.inference._svi_optim import build_optim
+
+    optim = build_optim("adam", 0.01, lr_decay, 100, schedule, 2.5)
+    assert optim.pt_clip_args == {"clip_norm": 2.5}
+    assert build_optim("adam", 0.01, lr_decay, 100, schedule, None).pt_clip_args in ({}, None)
