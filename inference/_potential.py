@@ -284,9 +284,11 @@ class BatchedPotential:
                 if f.vectorized:
                     dim_to_size[trace.plate_to_symbol[f.name]] = f.size
         target = frozenset({trace.plate_to_symbol[_CHAINS_PLATE]}) if C is not None else frozenset()
-        result = contract_to_tensor(
-            tree, sum_dims, target_ordinal=target, ring=LogRing(dim_to_size=dim_to_size)
-        )
+        result = _sum_out_locals(tree, sum_dims, target, dim_to_size)
+        if result is None:
+            result = contract_to_tensor(
+                tree, sum_dims, target_ordinal=target, ring=LogRing(dim_to_size=dim_to_size)
+            )
         result = packed.unpack(result, trace.symbol_to_dim)
         return _sum_to_chains(result, n, C) if C is not None else result.sum()
 
@@ -427,6 +429,73 @@ class BatchedPotential:
         with torch.no_grad():
             truth = torch.stack([self.one_state(z) for z in self.unflatten_rows(flat)]).to(self.dtype)
         return _close(potential.to(self.dtype), truth, rtol)
+
+
+def _sum_out_locals(
+    tree: Mapping[frozenset[str], list[Tensor]],
+    sum_dims: set[str],
+    target: frozenset[str],
+    dim_to_size: Mapping[str, int],
+) -> Tensor | None:
+    """The log joint with every enumerated variable summed out, down to the ``target`` plates,
+    when no log-probability term holds two enumerated variables (a mixture's labels, one discrete
+    site per plate); None otherwise (a Markov chain: :func:`pyro.ops.contract.contract_to_tensor`).
+
+    Each variable ``d`` is summed out on its own: the terms holding it are reduced over the
+    plates nested below its own site's (a product of likelihoods), added, and
+    ``logsumexp``-ed over ``d``; then every term is reduced over its plates but the target's.
+    The same numbers as Pyro's contraction, which computes the sum as an exp-matrix-product-log:
+    its batched ``bmm`` over every (chain, item) pair and its components-last layout cost several
+    times the ``logsumexp``, compiled or not.  Packed tensors as Pyro's contraction takes them
+    (``_pyro_dims`` names each dim).
+    """
+    terms = [(o, t, str(getattr(t, "_pyro_dims", ""))) for o, ts in tree.items() for t in ts]
+    if len(target) > 1 or any(len(set(names) & sum_dims) > 1 for _, _, names in terms):
+        return None
+    parts: list[Tensor] = []
+    for d in sorted(sum_dims):
+        group = [(o, t, names) for o, t, names in terms if d in names]
+        if not group:
+            continue
+        own = frozenset.intersection(*(o for o, _, _ in group))
+        # the sum dim first, then the site's plates, the largest last (contiguous for a compiler)
+        dims = d + "".join(sorted(own, key=lambda p: (dim_to_size[p], p)))
+        total: Tensor | None = None
+        for o, t, names in group:
+            x, left = _plate_sum(t, names, o - own, dim_to_size)
+            x = x.permute([left.index(s) for s in dims if s in left])
+            x = x.reshape([dim_to_size[s] if s in left else 1 for s in dims])
+            total = x if total is None else total + x
+        assert total is not None
+        lse = total.logsumexp(0)
+        # a plate no term had a dim for is size one here, and counts its size
+        present = "".join(s for s, n in zip(dims[1:], lse.shape, strict=True) if n > 1)
+        lse = lse.reshape([dim_to_size[s] for s in present])
+        x, _ = _plate_sum(lse, present, own - target, dim_to_size)
+        parts.append(x.reshape(-1))
+    for o, t, names in terms:
+        if not set(names) & sum_dims:
+            x, _ = _plate_sum(t, names, o - target, dim_to_size)
+            parts.append(x.reshape(-1))
+    result = parts[0]
+    for part in parts[1:]:
+        result = result + part
+    result._pyro_dims = "".join(sorted(target))  # type: ignore[attr-defined]
+    return result
+
+
+def _plate_sum(
+    x: Tensor, names: str, plates: frozenset[str], dim_to_size: Mapping[str, int]
+) -> tuple[Tensor, str]:
+    """``x`` (its dims named by ``names``) summed over the dims of ``plates``, and the names
+    left; a plate ``x`` has no dim for (packing drops size-one dims) multiplies it by the plate's
+    size, as Pyro's contraction counts it."""
+    summed = [i for i, s in enumerate(names) if s in plates]
+    out = x.sum(summed) if summed else x
+    factor = math.prod(dim_to_size[p] for p in plates if p not in names)
+    if factor != 1:
+        out = out * factor
+    return out, "".join(s for s in names if s not in plates)
 
 
 def _close(a: Tensor, b: Tensor, rtol: float) -> bool:

@@ -107,3 +107,23 @@ def test_pointwise_operations_move_before_broadcasts():
         z = torch.randn(3, 4)
         for w, g in zip(reference(z), simplified(z), strict=True):
             assert torch.equal(w, g)
+
+
+def test_batched_outer_products_become_broadcast_products():
+    # a logsumexp over 3 components written as Pyro's contraction writes it: its gradient takes
+    # bmm of (B, 3, 1) by (B, 1, 1)
+    def f(z):
+        e = z.exp().reshape(20, 1, 3)
+        w = torch.full((20, 3, 1), 0.5)
+        return torch.bmm(e, w).log().sum((-1, -2))
+
+    example = torch.randn(20, 3)
+    traced = make_fx(_value_and_grad(f))(example)
+    reference = make_fx(_value_and_grad(f))(example)
+    bmms = sum(n.target is torch.ops.aten.bmm.default for n in traced.graph.nodes)
+    simplified = simplify(traced, example)
+    assert sum(n.target is torch.ops.aten.bmm.default for n in simplified.graph.nodes) < bmms
+    for _ in range(3):
+        z = torch.randn(20, 3)
+        for w, g in zip(reference(z), simplified(z), strict=True):
+            assert torch.equal(w, g)
