@@ -16,20 +16,21 @@ window of 64 characters), in nats per character, beside an add-one-smoothed bigr
 sampling speed: characters per second per sequence of ``fit.sample(1, length=...)`` (the
 transformer decodes with its key/value cache).
 
-Measured (2-core machine shared with other jobs, so the seconds per step wander; 70 s budget):
+Measured on a quiet machine (nothing else running; 70 s budget):
 
 ====  =====================================  =====================================
 seed  GRU CharRNN                            CharTransformer (defaults)
 ====  =====================================  =====================================
-0     1.666 nats/char, 394 steps, 73.5 s     1.666 nats/char, 1509 steps, 82.8 s
-1     1.677 nats/char, 611 steps, 67.2 s     1.648 nats/char, 1122 steps, 71.9 s
-2     1.689 nats/char, 565 steps, 61.4 s     1.644 nats/char, 1260 steps, 75.8 s
+0     1.700 nats/char, 984 steps, 67.7 s     1.680 nats/char, 1620 steps, 60.9 s
+1     1.749 nats/char, 1133 steps, 78.1 s    1.674 nats/char, 1772 steps, 70.2 s
+2     1.722 nats/char, 1107 steps, 72.4 s    1.676 nats/char, 1845 steps, 83.6 s
 ====  =====================================  =====================================
 
-Median 1.677 (GRU) against 1.648 (transformer); the bigram 2.492.  The transformer took 5 to
-14 s longer than the GRU in each pair (the 20-step probe misjudges the speed when the load
-changes).  Sampling one sequence: the transformer 798 to 1,973 characters/s, the GRU 3,749 to
-7,300.  Before the schedule (constant lr 0.005, no clipping) the transformer scored 1.726
+Median 1.722 (GRU) against 1.676 (transformer); the bigram 2.492.  On seeds 0 and 1 the
+transformer trained for less time than the GRU and still scored better; on seed 2 the 20-step
+speed probe gave it 11 s more.  Sampling one sequence: the transformer 1,159 to 1,842
+characters/s, the GRU 4,171 to 6,580.  An earlier run on a loaded machine (fewer steps on both
+sides): 1.666/1.677/1.689 (GRU) against 1.666/1.648/1.644.  Before the schedule (constant lr 0.005, no clipping) the transformer scored 1.726
 against the GRU's 1.714 (seed 0); a constant lr of 0.01 diverged on seed 1 (2.111).
 
 Run: ``python benchmarks/char_transformer_vs_rnn.py`` (``--budget`` seconds per model, default

@@ -21,9 +21,9 @@ Then timing: for each of ``--seeds`` seeds, each side is timed over a whole fit 
 steps (probgen's fixed costs included), the two sides alternating; the ratio probgen / plain is
 printed per seed, with its median and worst.
 
-Measured (250 steps, 3 seeds, a 2-core machine shared with other jobs): held-out 1.880 (plain)
-and 1.884 (probgen) nats/char; ratio probgen / plain 1.164, 0.979, 0.794 (median 0.979, worst
-1.164: the load, not probgen, moves single timings by 20%).
+Measured (250 steps, 3 seeds, a quiet machine): held-out 1.880 (plain) and 1.884 (probgen)
+nats/char; ratio probgen / plain 0.989, 0.923, 0.939 (median 0.939, worst 0.989).  On a loaded
+machine the same run gave 1.164, 0.979, 0.794: the load moves single timings by 20%.
 
 Run: ``python benchmarks/char_transformer_vs_torch.py`` (``--quick`` for a smoke run).
 """
