@@ -34,7 +34,8 @@ __all__ = ["simplify"]
 
 aten = torch.ops.aten
 
-#: Operations whose value depends only on the shape, dtype and device of their tensor input.
+#: Operations whose value depends only on the shape, dtype and device of their tensor input
+#: (factories with no tensor input, such as ``arange``, are constants by the general rule).
 _SHAPE_ONLY = {
     aten.zeros_like.default,
     aten.ones_like.default,
@@ -42,13 +43,6 @@ _SHAPE_ONLY = {
     aten.new_zeros.default,
     aten.new_ones.default,
     aten.new_full.default,
-    aten.scalar_tensor.default,
-    aten.arange.default,
-    aten.arange.start,
-    aten.arange.start_step,
-    aten.zeros.default,
-    aten.ones.default,
-    aten.full.default,
 }
 #: Operations that return their first input unchanged.
 _ALWAYS_IDENTITY = {aten.detach.default, aten.alias.default, aten.lift_fresh_copy.default, aten.clone.default}
@@ -258,15 +252,11 @@ def _sink_expands(gm: GraphModule, values: dict[Node, Any], pinned: set[Node]) -
         concrete = [values[s] if isinstance(s, Node) else s for s in sources]
         if any(isinstance(s, Node) and not isinstance(values.get(s), Tensor) for s in sources):
             continue
-        try:
-            small = n.target(*concrete, **n.kwargs)
-        except (RuntimeError, TypeError, ValueError):
+        shape = _broadcast([c.shape for c in concrete if isinstance(c, Tensor)] + [out.shape])
+        if shape != tuple(out.shape):  # the sources must broadcast to the output, as the expands did
             continue
+        small = n.target(*concrete, **n.kwargs)
         if not isinstance(small, Tensor) or small.dtype != out.dtype or small.numel() >= out.numel():
-            continue
-        try:
-            torch.broadcast_shapes(small.shape, out.shape)
-        except RuntimeError:
             continue
         with gm.graph.inserting_before(n):
             op = gm.graph.call_function(n.target, tuple(sources), dict(n.kwargs))
@@ -296,6 +286,19 @@ def _outer_products(gm: GraphModule, values: dict[Node, Any], pinned: set[Node])
             product = gm.graph.call_function(aten.mul.Tensor, (a, b))
         values[product] = values[n]
         n.replace_all_uses_with(product)
+
+
+def _broadcast(shapes: list[Any]) -> tuple[int, ...] | None:
+    """The broadcast of ``shapes`` (right-aligned, size one stretching), or None if they clash."""
+    out: list[int] = []
+    for dims in zip(
+        *(reversed((1,) * (max(map(len, shapes)) - len(s)) + tuple(s)) for s in shapes), strict=True
+    ):
+        sizes = {d for d in dims if d != 1}
+        if len(sizes) > 1:
+            return None
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(reversed(out))
 
 
 def _key(arg: Any) -> Any:

@@ -18,13 +18,8 @@ from scipy.stats import norm
 
 import probgen as pg
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
+# every test in float64 (the shared fixture of tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 # ------------------------------------------------------------------ a mixture, EM's generic path

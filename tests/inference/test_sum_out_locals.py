@@ -64,12 +64,8 @@ def markov_chain(x):
         pyro.sample(f"x_{t}", dist.Normal(loc * z.double(), 1.0), obs=x[t])
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+# every test in float64 (the shared fixture of tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 CASES = [(local_labels, X), (global_label, X), (nested_plates, GROUPS), (two_independent_labels, X)]
