@@ -8,12 +8,14 @@ detaches, the zero log-Jacobian of an identity transform summed into the result,
 about two nodes in three, and each node costs about 1.5 us a call under TorchScript: the whole
 potential-and-gradient call of a small model is mostly such overhead, so removing the nodes is the
 cheapest speed-up there is.  PyTorch offers no such pass for an ATen graph outside inductor (whose
-compile costs seconds), hence this module; every pass keeps the graph's values bit for bit, and
-the caller still checks the result against the eager potential.
+compile costs seconds), hence this module; the passes keep the graph's values bit for bit, but
+for one case (a broadcast that a ``view`` reads: a reduction downstream may then add in another
+order, a last-bit difference), and the caller still checks the result against the eager potential.
 
-In-place operations stay as traced: every node that shares memory with a tensor mutated in place
-is left untouched (functionalising the graph first would free them, but retracing it costs about
-4 ms a node, more than it saves on small models).  The passes, in order: constant folding (a node whose inputs
+The caller retraces the graph functionalised (no in-place operations: about 0.1 s for a few
+hundred nodes), so that a comparison written in place into a mask still moves before its
+broadcast; any node that still shares memory with a tensor mutated in place is left untouched.
+The passes, in order: constant folding (a node whose inputs
 are all constants, or whose value depends only on the shape of its input, such as
 ``zeros_like``, becomes a stored constant); removal of identities (an operation whose output is
 its input: same-shape views, expands and permutes, detaches, multiplication and division by one,
@@ -235,13 +237,14 @@ def _sink_expands(gm: GraphModule, values: dict[Node, Any], pinned: set[Node]) -
     expands: the same numbers (a pointwise operation commutes with broadcasting), often a
     thousand times less work for a mixture's enumerated sites, whose parameters are broadcast
     over every data item.  The result is expanded again, so shapes downstream are unchanged;
-    a node whose users need contiguous memory (``view``) or write in place is left alone.
+    a node with a user that writes in place, or that needs memory laid out (``view``) and cannot
+    view the broadcast, is left alone.
     """
     for n in list(gm.graph.nodes):
         if n.op != "call_function" or n in pinned or torch.Tag.pointwise not in getattr(n.target, "tags", ()):
             continue
         out = values.get(n)
-        if not isinstance(out, Tensor) or any(u.target in _NEEDS_STRIDES or _is_mutable(u) for u in n.users):
+        if not isinstance(out, Tensor) or any(_is_mutable(u) for u in n.users):
             continue
         sources = [
             a.args[0] if isinstance(a, Node) and a.target is aten.expand.default and a not in pinned else a
@@ -258,11 +261,31 @@ def _sink_expands(gm: GraphModule, values: dict[Node, Any], pinned: set[Node]) -
         small = n.target(*concrete, **n.kwargs)
         if not isinstance(small, Tensor) or small.dtype != out.dtype or small.numel() >= out.numel():
             continue
+        viewed = _views_of_broadcast(n, small.expand(out.shape), values)
+        if viewed is None:
+            continue
+        values.update(viewed)
         with gm.graph.inserting_before(n):
             op = gm.graph.call_function(n.target, tuple(sources), dict(n.kwargs))
             wide = gm.graph.call_function(aten.expand.default, (op, list(out.shape)))
         values[op], values[wide] = small, small.expand(out.shape)
         n.replace_all_uses_with(wide)
+
+
+def _views_of_broadcast(n: Node, wide: Tensor, values: dict[Node, Any]) -> dict[Node, Tensor] | None:
+    """The values of ``n``'s users that need its memory laid out (``view``) when ``n`` becomes the
+    broadcast ``wide``, or None when one of them cannot view a broadcast (a static graph's strides
+    are the same on every call, so trying it once decides)."""
+    viewed: dict[Node, Tensor] = {}
+    for u in n.users:
+        if u.target not in _NEEDS_STRIDES:
+            continue
+        args = [wide if a is n else values.get(a, a) if isinstance(a, Node) else a for a in u.args]
+        try:
+            viewed[u] = u.target(*args, **u.kwargs)
+        except RuntimeError:  # "view size is not compatible with input tensor's size and stride"
+            return None
+    return viewed
 
 
 def _outer_products(gm: GraphModule, values: dict[Node, Any], pinned: set[Node]) -> None:

@@ -127,3 +127,27 @@ def test_batched_outer_products_become_broadcast_products():
         z = torch.randn(20, 3)
         for w, g in zip(reference(z), simplified(z), strict=True):
             assert torch.equal(w, g)
+
+
+def _categorical_like(z):
+    # Pyro's enumerated Categorical: log of the weights broadcast over 500 items, then viewed and
+    # transposed to put the components first (the view needs the broadcast's memory layout)
+    probs = z.softmax(-1).clamp(1e-7, 1 - 1e-7)
+    logits = probs[:, None, :].expand(4, 500, 3).log()
+    by_component = logits.view(1, 4, 500, 3).transpose(-4, -1).squeeze(-1)
+    x = torch.linspace(-2, 2, 500)
+    return (by_component - (x - torch.arange(3.0)[:, None, None]) ** 2).logsumexp(0).sum(-1)
+
+
+def test_pointwise_operations_move_before_broadcasts_that_are_viewed():
+    example = torch.randn(4, 3)
+    traced = make_fx(_value_and_grad(_categorical_like))(example)
+    reference = make_fx(_value_and_grad(_categorical_like))(example)
+    simplified = simplify(traced, example)
+    logs = [n for n in simplified.graph.nodes if n.target is torch.ops.aten.log.default]
+    assert logs and all(n.meta.get("val") is None or n.meta["val"].numel() <= 12 for n in logs)
+    for _ in range(3):
+        z = torch.randn(4, 3)
+        for w, g in zip(reference(z), simplified(z), strict=True):
+            # the gradient's sum over items reads the broadcast: another order, the last bit
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-4)
