@@ -43,10 +43,10 @@ _CHAINS_PLATE = "_pg_chains"
 #: potential is used then, so the choice never changes a result).
 _TRACE_ERRORS = (RuntimeError, TypeError, ValueError, NotImplementedError, AttributeError, IndexError)
 #: Inductor's compile time, estimated before compiling as fixed seconds plus seconds per node of the
-#: traced graph: about the first compile of a fresh process with an empty inductor cache on one CPU
-#: thread, where inductor's own start-up is paid too (a graph of 156 nodes took 11.1 s; with some of
-#: inductor's cache warm, graphs of 200 and 522 nodes took 6.3 and 8.5 s).
-_INDUCTOR_FIXED_S, _INDUCTOR_NODE_S = 10.0, 0.01
+#: simplified graph: about the first compile of a fresh process with an empty inductor cache on one
+#: CPU thread, inductor's own start-up included (graphs of 86, 92 and 227 nodes took 3.9, 4.3 and
+#: 6.8 s).
+_INDUCTOR_FIXED_S, _INDUCTOR_NODE_S = 3.0, 0.016
 #: The share of a call's time inductor is expected to save (measured 0.41 to 0.8 on the same graphs).
 _INDUCTOR_SAVING = 0.5
 #: Timed calls of the potential behind the decision to compile with inductor.
@@ -130,6 +130,8 @@ class BatchedPotential:
         self.compiler: str | None = None
         #: Why inductor was or was not used (an estimate in seconds), for ``fit.extras``.
         self.compiler_note: str | None = None
+        #: Whether :meth:`inductor` compiled (or tried to and failed): a second call does nothing.
+        self.inductor_tried = False
 
     # ------------------------------------------------------------------ layout
     def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
@@ -376,6 +378,8 @@ class BatchedPotential:
         if self._graph is None or self._compiled is None:
             self.compiler_note = "inductor not tried: no traced graph"
             return False
+        if self.inductor_tried:
+            return self.compiler == "inductor"
         traced = self._compiled
         before = self._time_call(traced, points[0])
         if expected_calls is not None:
@@ -388,6 +392,7 @@ class BatchedPotential:
             )
             if saving <= estimate:
                 return False
+        self.inductor_tried = True
         start = time.perf_counter()
         try:
             with warnings.catch_warnings():
@@ -444,10 +449,17 @@ def _inductor_compile(graph: Any, example: Tensor) -> Callable[[Tensor], Any]:
     ``torch.compile`` is the fallback where that entry point is missing.
     """
     try:
+        from torch._inductor import config
         from torch._inductor.compile_fx import compile_fx
     except ImportError:  # pragma: no cover - the entry point moved
         return torch.compile(graph, backend="inductor", dynamic=False, fullgraph=True)
-    compiled: Any = compile_fx(graph, [example])
+    # Unless the user decided it, inductor first builds and loads a test library per SIMD
+    # instruction set the CPU reports, to see which ones the C++ compiler can use: 7.7 of the 17 s
+    # of a first compile with an empty cache.  Taken as usable here (this call only); a compiler
+    # that cannot build them fails the compile, and the traced graph is kept.
+    patch = {"cpp.vec_isa_ok": True} if config.cpp.vec_isa_ok is None else {}
+    with config.patch(patch):
+        compiled: Any = compile_fx(graph, [example])
     return compiled  # called with the graph's one tensor input, it returns [gradient, potential]
 
 
