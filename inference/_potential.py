@@ -319,8 +319,9 @@ class BatchedPotential:
 
         The value-and-gradient function is traced to ATen operations with
         ``torch.fx.experimental.proxy_tensor.make_fx`` (forward and backward in one graph, Pyro's
-        tracing cost gone), shrunk by :func:`~probgen.inference._graph_passes.simplify` (constants
-        folded, identities and repeats removed: eight schools' 200 nodes become 94) and compiled
+        tracing cost gone), retraced functionalised (``torch.func.functionalize``: no in-place
+        operations), shrunk by :func:`~probgen.inference._graph_passes.simplify` (constants
+        folded, identities and repeats removed: eight schools' 200 nodes become 92) and compiled
         with ``torch.jit.trace``.  A static graph
         freezes any Python control flow on tensor values, so the compiled function is kept only
         when it reproduces the eager potential and gradient at every row of ``points``; callers
@@ -353,12 +354,12 @@ class BatchedPotential:
         return True
 
     def inductor(self, points: list[Tensor], expected_calls: float | None = None) -> bool:
-        """Compile the traced graph with inductor (``torch.compile``) when it is expected to pay.
+        """Compile the traced graph with inductor (:func:`_inductor_compile`) when it is expected to pay.
 
-        Inductor fuses the graph's operations into generated C++ (about half a call's time saved
-        on the benchmark models) but takes seconds to compile, so with ``expected_calls`` given
-        it compiles only when ``expected_calls * 0.5 * t_call`` exceeds its estimated compile
-        time ``10 s + 0.01 s`` per graph node, ``t_call`` timed on a few calls now
+        Inductor fuses the graph's operations into generated C++ (0.6 to 0.8 of a call's time
+        saved on the benchmark models) but takes seconds to compile, so with ``expected_calls``
+        given it compiles only when ``expected_calls * 0.5 * t_call`` exceeds its estimated
+        compile time ``3 s + 0.016 s`` per graph node, ``t_call`` timed on a few calls now
         (:attr:`compiler_note` gives the figures); ``None`` compiles regardless.  The compiled
         function is kept only when it reproduces the eager potential and gradient at every row
         of ``points`` (as :meth:`compile` checks) and is faster than the traced one.
