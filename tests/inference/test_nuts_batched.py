@@ -441,8 +441,10 @@ def test_a_covariate_model_runs_through_vmap_with_each_chains_own_potential_and_
     assert info["potential"] == "vmap" and not info["vectorised"]
 
 
-def test_inductor_is_used_only_when_it_pays_and_reproduces_the_potential():
+def test_inductor_is_used_only_when_it_pays_and_reproduces_the_potential(monkeypatch):
     from pyro.infer.mcmc.util import initialize_model
+
+    import probgen.inference._potential as potential_module
 
     x = torch.randn(30, 2, generator=torch.Generator().manual_seed(1))
     data = {"x": x, "y": x @ torch.tensor([1.0, -1.0])}
@@ -460,6 +462,10 @@ def test_inductor_is_used_only_when_it_pays_and_reproduces_the_potential():
     want_pe, want_grad = pot._eager_value_and_grad(points)
     if pot.inductor([points]):  # forced; False (traced kept) where inductor cannot run or is slower
         assert pot.compiler == "inductor"
+    assert pot.inductor_tried
+    # a second look (compile="auto" looks twice) never compiles again
+    monkeypatch.setattr(potential_module, "_inductor_compile", lambda *a: pytest.fail("compiled twice"))
+    assert pot.inductor([points]) == (pot.compiler == "inductor")
     pe, grad = pot.value_and_grad(points)
     assert torch.allclose(pe, want_pe, rtol=1e-5, atol=1e-4) and torch.allclose(
         grad, want_grad, rtol=1e-5, atol=1e-4
