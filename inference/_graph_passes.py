@@ -328,27 +328,31 @@ def _matmul_layouts(gm: GraphModule, values: dict[Node, Any], pinned: set[Node])
         if n.op != "call_function" or n.target is not aten.mm.default or n in pinned:
             continue
         a, b = n.args[0], n.args[1]
-        if not (isinstance(a, Node) and isinstance(b, Node)) or (a.op != "get_attr") == (b.op != "get_attr"):
+        if not (isinstance(a, Node) and isinstance(b, Node)) or (a.op == "get_attr") == (b.op == "get_attr"):
             continue  # one constant operand exactly
         if any(u.target in _NEEDS_STRIDES or _is_mutable(u) for u in n.users):
             continue
         va, vb = values.get(a), values.get(b)
         if not (isinstance(va, Tensor) and isinstance(vb, Tensor)):
             continue
-        stored = (vb if b.op == "get_attr" else va).t().contiguous()
-        left, right = (stored, va.t()) if b.op == "get_attr" else (vb.t(), stored)
+        # mm(a, b) = mm(b', a')': the constant transposed and stored contiguous, the other a view
+        const_right = b.op == "get_attr"
+        variable, v_variable = (a, va) if const_right else (b, vb)
+        stored = (vb if const_right else va).t().contiguous()
+        left, right = (stored, v_variable.t()) if const_right else (v_variable.t(), stored)
         if _best_time(torch.mm, left, right) > 0.75 * _best_time(torch.mm, va, vb):
             continue
         name = f"_pg_mm_{n.name}"
         gm.register_buffer(name, stored)
         with gm.graph.inserting_before(n):
             const = gm.graph.get_attr(name)
-            other = gm.graph.call_function(aten.t.default, (a if b.op == "get_attr" else b,))
-            args = (const, other) if b.op == "get_attr" else (other, const)
-            product = gm.graph.call_function(aten.mm.default, args)
+            other = gm.graph.call_function(aten.t.default, (variable,))
+            product = gm.graph.call_function(
+                aten.mm.default, (const, other) if const_right else (other, const)
+            )
             out = gm.graph.call_function(aten.t.default, (product,))
-        values[const], values[other] = stored, (va if b.op == "get_attr" else vb).t()
-        values[product] = torch.mm(*(values[x] for x in args))
+        values[const], values[other] = stored, v_variable.t()
+        values[product] = torch.mm(left, right)
         values[out] = values[product].t()
         n.replace_all_uses_with(out)
 

@@ -34,7 +34,7 @@ from torch import Tensor
 from torch.func import functionalize
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from probgen.inference._graph_passes import simplify
+from probgen.inference._graph_passes import _best_time, simplify
 
 __all__ = ["BatchedPotential"]
 
@@ -424,13 +424,7 @@ class BatchedPotential:
     @staticmethod
     def _time_call(fn: Callable[[Tensor], Any], z: Tensor) -> float:
         """Seconds per call of ``fn`` at ``z``, the least of a few timed calls (after one warm call)."""
-        fn(z)
-        times = []
-        for _ in range(_TIMED_CALLS):
-            start = time.perf_counter()
-            fn(z)
-            times.append(time.perf_counter() - start)
-        return min(times)
+        return _best_time(fn, z, repeats=_TIMED_CALLS, number=1)
 
     def agrees_at(self, flat: Tensor, potential: Tensor, rtol: float) -> bool:
         """Whether the one-state potential at each row of ``flat`` ``(C, D)`` equals ``potential``."""

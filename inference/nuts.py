@@ -511,14 +511,16 @@ def _run(
     warm_div = 0
     warm_keep = np.empty((C, num_warmup if keep_warmup else 0, D), dtype=dtype)
     warm_stats = {k: np.zeros((C, warm_keep.shape[1])) for k in _STAT_NAMES}
+    # compile="auto": the iterations at which inductor is considered, each with the divisor of the
+    # calls per iteration counted since its half
+    auto = inductor is not None and compile == "auto"
+    looks = {_COMPILE_EARLY: _EARLY_DISCOUNT, _COMPILE_DECISION: 1.0} if auto else {}
     bar = tqdm(range(num_warmup + num_samples), disable=not progress, desc="nuts")
     for it in bar:
-        if inductor is not None and compile == "auto" and it in (_COMPILE_EARLY // 2, _COMPILE_DECISION // 2):
+        if 2 * it in looks:
             calls_then = value_and_grad.calls
-        if inductor is not None and compile == "auto" and it in (_COMPILE_EARLY, _COMPILE_DECISION):
-            rate = (value_and_grad.calls - calls_then) / (it // 2)
-            if it == _COMPILE_EARLY:
-                rate /= _EARLY_DISCOUNT
+        if it in looks and inductor is not None:
+            rate = (value_and_grad.calls - calls_then) / (it // 2) / looks[it]
             left = (num_warmup + num_samples - it) * rate
             inductor([torch.from_numpy(z.copy()), init.detach()], expected_calls=left)
         warm = it < num_warmup

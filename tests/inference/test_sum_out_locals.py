@@ -78,10 +78,9 @@ def _build(model, data, chains=3):
         params, potential_fn, transforms, _ = initialize_model(
             config, model_args=(data,), num_chains=chains, max_plate_nesting=2
         )
-    flat_sites = {k: v for k, v in params.items()}
-    template = {k: v[0] for k, v in flat_sites.items()}
+    template = {k: v[0] for k, v in params.items()}
     pot = BatchedPotential(config, data, transforms, template, chains, 2, enumerate_discrete=True)
-    flat = pot.flatten(flat_sites)
+    flat = pot.flatten(params)
     return pot, flat, potential_fn
 
 
