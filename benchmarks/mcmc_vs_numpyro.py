@@ -11,6 +11,12 @@ The protocol:
   warm-up included; not the imports.  Every run is a fresh process (``sys.executable``, this
   environment) with an empty cache for PyTorch's inductor, so neither side reuses a cache of an
   earlier run; the two sides alternate.
+* **Cold or warm compile caches** (``--cache``).  ``cold`` (the default, a user's first fit on a
+  machine): every run gets an empty inductor cache.  ``warm`` (every later fit of the same model
+  and data, in a new process): each side's on-disk compile cache holds the model's compiled code
+  from an earlier, untimed run of the same side, model and data (seed 1000): inductor's (on by
+  default in PyTorch) and JAX's persistent compilation cache (off by default, switched on here with
+  ``jax_compilation_cache_dir`` so that NumPyro is not the only side compiling from nothing).
 * **One thread each.**  probgen: ``torch.set_num_threads(1)`` (and ``OMP_NUM_THREADS=1``).
   JAX: ``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"`` and
   ``JAX_PLATFORMS=cpu``.
@@ -226,14 +232,19 @@ def child(side: str, name: str, seed: int, quick: bool, out: str) -> None:
     np.savez(out, **run(name, seed, warmup, samples))
 
 
-def spawn(side: str, name: str, seed: int, quick: bool) -> dict[str, np.ndarray]:
-    """One fit in a fresh process on one thread; its draws and ``_seconds``."""
+def spawn(side: str, name: str, seed: int, quick: bool, cache: str | None = None) -> dict[str, np.ndarray]:
+    """One fit in a fresh process on one thread; its draws and ``_seconds``.  ``cache``: a folder
+    for the side's on-disk compile cache (kept), or None for an empty one (removed after)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     if side == "numpyro":
         env.update({"XLA_FLAGS": XLA_ONE_THREAD, "JAX_PLATFORMS": "cpu"})
+        if cache is not None:
+            env.update(
+                {"JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+            )
     with tempfile.TemporaryDirectory() as tmp:
-        # inductor keeps compiled graphs on disk between processes: each run gets an empty cache
-        env["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "inductor")
+        # inductor keeps compiled graphs on disk between processes: an empty cache unless one is named
+        env["TORCHINDUCTOR_CACHE_DIR"] = cache if cache is not None else str(Path(tmp) / "inductor")
         out = str(Path(tmp) / "draws.npz")
         cmd = [sys.executable, __file__, "--child", side, name, str(seed), out] + (
             ["--quick"] if quick else []
@@ -288,6 +299,12 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", choices=CHOICES, default=list(MODELS))
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2 (--quick: 0)")
     parser.add_argument("--json", default=None, help="also write every run's figures to this file")
+    parser.add_argument(
+        "--cache",
+        choices=("cold", "warm"),
+        default="cold",
+        help="cold: an empty compile cache every run (default); warm: each side's cache primed by an untimed run",
+    )
     parser.add_argument("--child", nargs=4, metavar=("SIDE", "MODEL", "SEED", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -296,14 +313,21 @@ def main() -> None:
         return
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
     runs: list[dict[str, Any]] = []
+    caches = tempfile.TemporaryDirectory() if args.cache == "warm" else None
+    print(f"compile caches: {args.cache}")
     print(
         f"{'model':9s} {'seed':>4s} {'side':8s} {'seconds':>8s} {'min ESS':>8s} {'ESS/s':>8s}  worst scalar"
     )
     for name in args.models:
+        cache = {side: None for side in SIDES}
+        if caches is not None:
+            for side in SIDES:  # the untimed run that fills the side's cache for this model
+                cache[side] = str(Path(caches.name) / f"{side}-{name}")
+                spawn(side, name, 1000, args.quick, cache[side])
         for seed in seeds:
             # alternate which side runs first, seed by seed
             order = SIDES if seed % 2 == 0 else SIDES[::-1]
-            got = {side: spawn(side, name, seed, args.quick) for side in order}
+            got = {side: spawn(side, name, seed, args.quick, cache[side]) for side in order}
             x = {side: scalars(got[side], name) for side in SIDES}
             z, z_at = largest_z(x["probgen"], x["numpyro"])
             for side in SIDES:
