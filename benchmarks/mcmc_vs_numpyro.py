@@ -8,7 +8,10 @@ The protocol:
   chain_method="vectorized")`` run with ``jax.random.PRNGKey(seed)``.  Both start from their
   defaults (uniform in (-2, 2) on the unconstrained space).
 * **What is timed.**  The whole fit, compilation (probgen's traced potential, JAX's jit) and
-  warm-up included; not the imports.  Every run is a fresh process (``sys.executable``, this
+  warm-up included; not the imports, which are timed apart (``imports`` column): the side's
+  package and what its fit loads on first use (probgen's sampler imports PyTorch's compiler,
+  ``torch._inductor``, about 2 s, the first time it compiles a potential; NumPyro's side imports
+  JAX and NumPyro).  A user pays them once a process.  Every run is a fresh process (``sys.executable``, this
   environment) with an empty cache for PyTorch's inductor, so neither side reuses a cache of an
   earlier run; the two sides alternate.
 * **Cold or warm compile caches** (``--cache``).  ``cold`` (the default, a user's first fit on a
@@ -225,11 +228,27 @@ def run_numpyro(name: str, seed: int, warmup: int | None, samples: int | None) -
     return {**draws, "_seconds": np.array(seconds)}
 
 
+def import_side(side: str) -> float:
+    """Import what the side's fit uses (its package and what the fit imports on first use);
+    the seconds taken."""
+    start = time.perf_counter()
+    if side == "probgen":
+        import torch._inductor.compile_fx  # noqa: F401  (the sampler's compiler, imported on first use)
+
+        import probgen  # noqa: F401
+    else:
+        import jax  # noqa: F401
+        import numpyro.contrib.funsor  # noqa: F401
+        import numpyro.infer  # noqa: F401
+    return time.perf_counter() - start
+
+
 def child(side: str, name: str, seed: int, quick: bool, out: str) -> None:
     """Run one fit (this process is fresh) and save its draws and seconds to ``out`` (npz)."""
     warmup, samples = (QUICK_WARMUP, QUICK_SAMPLES) if quick else (None, None)
+    imports = import_side(side)
     run = run_probgen if side == "probgen" else run_numpyro
-    np.savez(out, **run(name, seed, warmup, samples))
+    np.savez(out, **run(name, seed, warmup, samples), _imports=np.array(imports))
 
 
 def spawn(side: str, name: str, seed: int, quick: bool, cache: str | None = None) -> dict[str, np.ndarray]:
@@ -316,7 +335,8 @@ def main() -> None:
     caches = tempfile.TemporaryDirectory() if args.cache == "warm" else None
     print(f"compile caches: {args.cache}")
     print(
-        f"{'model':9s} {'seed':>4s} {'side':8s} {'seconds':>8s} {'min ESS':>8s} {'ESS/s':>8s}  worst scalar"
+        f"{'model':9s} {'seed':>4s} {'side':8s} {'seconds':>8s} {'min ESS':>8s} {'ESS/s':>8s} {'imports':>8s}"
+        "  worst scalar"
     )
     for name in args.models:
         cache = {side: None for side in SIDES}
@@ -334,9 +354,20 @@ def main() -> None:
                 seconds = float(got[side]["_seconds"])
                 ess, at = min_bulk_ess(x[side])
                 runs.append(
-                    {"model": name, "seed": seed, "side": side, "seconds": seconds, "ess": ess, "z": z}
+                    {
+                        "model": name,
+                        "seed": seed,
+                        "side": side,
+                        "seconds": seconds,
+                        "ess": ess,
+                        "z": z,
+                        "imports": float(got[side]["_imports"]),
+                    }
                 )
-                print(f"{name:9s} {seed:4d} {side:8s} {seconds:8.2f} {ess:8.0f} {ess / seconds:8.1f}  {at}")
+                imports = float(got[side]["_imports"])
+                print(
+                    f"{name:9s} {seed:4d} {side:8s} {seconds:8.2f} {ess:8.0f} {ess / seconds:8.1f} {imports:8.2f}  {at}"
+                )
             flag = "ok" if z <= MAX_Z else "DIFFERENT"
             print(f"{name:9s} {seed:4d} same posterior: largest |z| {z:.2f} at {z_at} ({flag})")
     print()

@@ -46,9 +46,9 @@ _CHAINS_PLATE = "_pg_chains"
 _TRACE_ERRORS = (RuntimeError, TypeError, ValueError, NotImplementedError, AttributeError, IndexError)
 #: Inductor's compile time, estimated before compiling as fixed seconds plus seconds per node of the
 #: simplified graph: about the first compile of a fresh process with an empty inductor cache on one
-#: CPU thread, inductor's own start-up included (graphs of 86, 92 and 227 nodes took 3.9, 4.3 and
-#: 6.8 s).
-_INDUCTOR_FIXED_S, _INDUCTOR_NODE_S = 3.0, 0.016
+#: CPU thread, inductor's own start-up and its C++ wrapper included (graphs of 86 and 227 nodes took
+#: 4.3 and 7.4 s).
+_INDUCTOR_FIXED_S, _INDUCTOR_NODE_S = 3.5, 0.016
 #: Graphs up to this many nodes get inductor's C++ wrapper (see :func:`_inductor_compile`).
 _CPP_WRAPPER_MAX_NODES = 1000
 #: The estimate instead when inductor compiled the same graph before, so that its on-disk graph cache
@@ -366,7 +366,8 @@ class BatchedPotential:
         Inductor fuses the graph's operations into generated C++ (0.6 to 0.8 of a call's time
         saved on the benchmark models) but takes seconds to compile, so with ``expected_calls``
         given it compiles only when ``expected_calls * 0.5 * t_call`` exceeds its estimated
-        compile time ``3 s + 0.016 s`` per graph node, ``t_call`` timed on a few calls now
+        compile time ``3.5 s + 0.016 s`` per graph node (2 s for a graph inductor compiled
+        before, in any process: its on-disk cache holds it), ``t_call`` timed on a few calls now
         (:attr:`compiler_note` gives the figures); ``None`` compiles regardless.  The compiled
         function is kept only when it reproduces the eager potential and gradient at every row
         of ``points`` (as :meth:`compile` checks) and is faster than the traced one.
