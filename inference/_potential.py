@@ -526,7 +526,10 @@ def _compiled_marker(graph: Any, example: Tensor) -> Path | None:
             value = getattr(graph, node.target)
             if isinstance(value, Tensor):
                 digest.update(str(node.target).encode())
-                digest.update(value.detach().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+                data = value.detach().cpu()
+                if data.dtype == torch.bfloat16:  # the one dtype numpy lacks
+                    data = data.float()
+                digest.update(data.numpy().tobytes())
     return Path(cache_dir()) / "probgen_compiled" / digest.hexdigest()
 
 
