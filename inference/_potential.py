@@ -15,13 +15,11 @@ function is checked against the uncompiled one before use.  ``run_nuts`` (probge
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import pyro
@@ -37,6 +35,7 @@ from torch.func import functionalize
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from probgen.inference._graph_passes import _best_time, simplify
+from probgen.inference._inductor import _compiled_marker, _inductor_compile
 
 __all__ = ["BatchedPotential"]
 
@@ -47,10 +46,8 @@ _TRACE_ERRORS = (RuntimeError, TypeError, ValueError, NotImplementedError, Attri
 #: Inductor's compile time, estimated before compiling as fixed seconds plus seconds per node of the
 #: simplified graph: about the first compile of a fresh process with an empty inductor cache on one
 #: CPU thread, inductor's own start-up and its C++ wrapper included (graphs of 86 and 227 nodes took
-#: 4.3 and 7.4 s).
-_INDUCTOR_FIXED_S, _INDUCTOR_NODE_S = 3.5, 0.016
-#: Graphs up to this many nodes get inductor's C++ wrapper (see :func:`_inductor_compile`).
-_CPP_WRAPPER_MAX_NODES = 1000
+#: 3.4-4.0 and 6.3-6.8 s; a 4,000-node graph 34 s, so generous for large graphs).
+_INDUCTOR_FIXED_S, _INDUCTOR_NODE_S = 3.0, 0.016
 #: The estimate instead when inductor compiled the same graph before, so that its on-disk graph cache
 #: holds the kernels (1.0 to 1.2 s measured on the benchmark models, plus inductor's import).
 _INDUCTOR_CACHED_S = 2.0
@@ -366,7 +363,7 @@ class BatchedPotential:
         Inductor fuses the graph's operations into generated C++ (0.6 to 0.8 of a call's time
         saved on the benchmark models) but takes seconds to compile, so with ``expected_calls``
         given it compiles only when ``expected_calls * 0.5 * t_call`` exceeds its estimated
-        compile time ``3.5 s + 0.016 s`` per graph node (2 s for a graph inductor compiled
+        compile time ``3 s + 0.016 s`` per graph node (2 s for a graph inductor compiled
         before, in any process: its on-disk cache holds it), ``t_call`` timed on a few calls now
         (:attr:`compiler_note` gives the figures); ``None`` compiles regardless.  The compiled
         function is kept only when it reproduces the eager potential and gradient at every row
@@ -412,7 +409,7 @@ class BatchedPotential:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                compiled = _inductor_compile(self._graph, points[0])
+                compiled, how = _inductor_compile(self._graph, points[0])
                 for p in points:
                     want_pe, want_grad = self._eager_value_and_grad(p)
                     got_grad, got_pe = compiled(p)
@@ -427,7 +424,7 @@ class BatchedPotential:
         took = time.perf_counter() - start
         after = self._time_call(compiled, points[0])
         self.compiler_note = (
-            f"{self.compiler_note or 'inductor'}; compiled and checked in {took:.1f} s; "
+            f"{self.compiler_note or 'inductor'}; compiled ({how}) and checked in {took:.1f} s; "
             f"{1e6 * before:.0f} -> {1e6 * after:.0f} us a call"
         )
         if after >= before:
@@ -453,84 +450,6 @@ class BatchedPotential:
         with torch.no_grad():
             truth = torch.stack([self.one_state(z) for z in self.unflatten_rows(flat)]).to(self.dtype)
         return _close(potential.to(self.dtype), truth, rtol)
-
-
-def _inductor_compile(graph: Any, example: Tensor) -> Callable[[Tensor], Any]:
-    """``graph`` compiled by inductor for inputs shaped as ``example``.
-
-    The graph is already ATen operations with static shapes, so it goes to inductor's graph
-    compiler directly: ``torch.compile`` would trace it again with dynamo and check dynamo's
-    guards on every call, about 45 us a call on the benchmark models (a third of the call).
-    ``torch.compile`` is the fallback where that entry point is missing.
-    """
-    try:
-        from torch._guards import TracingContext, tracing
-        from torch._inductor import config
-        from torch._inductor.compile_fx import compile_fx
-        from torch._subclasses.fake_tensor import FakeTensorMode
-        from torch.fx.experimental.symbolic_shapes import ShapeEnv
-    except ImportError:  # pragma: no cover - the entry point moved
-        return torch.compile(graph, backend="inductor", dynamic=False, fullgraph=True)
-    # Unless the user decided it, inductor first builds and loads a test library per SIMD
-    # instruction set the CPU reports, to see which ones the C++ compiler can use: 7.7 of the 17 s
-    # of a first compile with an empty cache.  Taken as usable here (this call only); a compiler
-    # that cannot build them fails the compile, and the traced graph is kept.
-    patch: dict[str, Any] = {"cpp.vec_isa_ok": True} if config.cpp.vec_isa_ok is None else {}
-    # The code that allocates the buffers and calls the kernels is generated as C++ instead of
-    # Python: 91 -> 72 us a call on the enumerated mixture (its 40 buffers), 34 -> 32 us on
-    # logistic regression, for 0.6 to 0.8 s more of compiling.  Not on very large graphs, whose
-    # C++ would take long to build; plain Python where the C++ form fails.
-    tries = (
-        [{**patch, "cpp_wrapper": True}, patch]
-        if len(graph.graph.nodes) <= _CPP_WRAPPER_MAX_NODES
-        else [patch]
-    )
-    # Inductor's on-disk graph cache (keyed by the graph and the shapes of its inputs, the data
-    # among them) is consulted only under a tracing context whose fake mode has a shape
-    # environment, as ``torch.compile`` sets up; without one every compile is a cache bypass.  With
-    # it a later fit of the same model, in any process, loads the kernels instead of generating
-    # and building them: 4.7 -> 1.0 s on logistic regression, 7.0 -> 1.1 s on the mixture.  The
-    # shapes stay static (the example is a real tensor, with no source to make a symbol of).
-    for i, options in enumerate(tries):
-        context = TracingContext(FakeTensorMode(shape_env=ShapeEnv()))
-        try:
-            with config.patch(options), tracing(context):
-                compiled: Any = compile_fx(graph, [example])
-            break
-        except Exception:  # noqa: BLE001  the C++ wrapper fails in many types; the last form raises
-            if i == len(tries) - 1:
-                raise
-    return compiled  # called with the graph's one tensor input, it returns [gradient, potential]
-
-
-def _compiled_marker(graph: Any, example: Tensor) -> Path | None:
-    """A file that exists once inductor has compiled ``graph`` for inputs shaped as ``example``.
-
-    Named by a digest of the graph's code, its constants' values (so other data never counts as
-    compiled, though inductor may serve it), the input's shape and dtype and torch's version, in
-    inductor's cache directory; it only informs the compile-time estimate.  None where inductor's
-    graph cache is off or unknown.
-    """
-    try:
-        from torch._inductor import config
-        from torch._inductor.runtime.cache_dir_utils import cache_dir
-    except ImportError:  # pragma: no cover - moved in another torch
-        return None
-    if not config.fx_graph_cache:
-        return None
-    digest = hashlib.sha256(
-        f"{torch.__version__}|{graph.code}|{tuple(example.shape)}|{example.dtype}".encode()
-    )
-    for node in graph.graph.nodes:
-        if node.op == "get_attr":
-            value = getattr(graph, node.target)
-            if isinstance(value, Tensor):
-                digest.update(str(node.target).encode())
-                data = value.detach().cpu()
-                if data.dtype == torch.bfloat16:  # the one dtype numpy lacks
-                    data = data.float()
-                digest.update(data.numpy().tobytes())
-    return Path(cache_dir()) / "probgen_compiled" / digest.hexdigest()
 
 
 def _sum_out_locals(

@@ -466,9 +466,9 @@ class MCMC(BackendBase):
         diagonal one and refuses ``dense_mass=True``.
     ``compile`` : bool or "auto", default "auto"
         "nuts": compile the potential's traced graph with inductor (0.6 to 0.8 of each leapfrog
-        step's potential saved, 4 to 7 s to compile with an empty cache): True always, False
-        never, "auto" when the calls expected (looked at after 20 and after 100 iterations) pay
-        for the estimated compile time.
+        step's potential saved; 4 to 8 s to compile, 1 s when inductor's disk cache holds the
+        graph from an earlier fit): True always, False never, "auto" when the calls expected
+        (looked at after 20 and 100 iterations) pay for the estimated compile time.
         Checked against the uncompiled potential before use; ``fit.extras["nuts_batched"]
         ["compiler"]`` names what ran (``"trace"``, ``"inductor"``, None) and
         ``["compiler_note"]`` gives the decision's figures.  With "auto" the decision is timed,

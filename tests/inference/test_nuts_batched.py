@@ -531,3 +531,22 @@ def test_inductor_reuses_its_graph_cache_and_the_estimate_knows_a_compiled_graph
     assert not used and "compiled before" not in (other.compiler_note or "")
     assert compiled(other)[0]
     assert not torch.allclose(other.value_and_grad(points)[0], again.value_and_grad(points)[0])
+
+
+def test_inductor_takes_its_vector_instruction_sets_from_the_cpu_flags_without_test_builds(monkeypatch):
+    isa = pytest.importorskip("torch._inductor.cpu_vec_isa")
+    from probgen.inference._inductor import _instruction_sets_from_cpu_flags
+
+    flags = set(isa.x86_isa_checker())
+    if not flags or isa.valid_vec_isa_list.cache_info().currsize:
+        pytest.skip("not x86, or inductor listed its instruction sets in this process already")
+    builds = []
+    monkeypatch.setattr(isa.VecISA, "check_build", lambda self, code: builds.append(str(self)) or True)
+    with _instruction_sets_from_cpu_flags():
+        picked = isa.pick_vec_isa()
+        assert picked and str(picked) in flags & {"avx512", "avx2"}
+        assert picked.nelements(torch.float32) in (8, 16)
+    assert builds == []
+    # inductor's own list is untouched: computed afresh, with its checks, by a later compile
+    assert isa.valid_vec_isa_list.cache_info().currsize == 0
+    assert not any(type(v).__bool__ is type(picked).__bool__ for v in isa.supported_vec_isa_list)
