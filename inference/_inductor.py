@@ -132,7 +132,7 @@ def _instruction_sets_from_cpu_flags() -> Iterator[None]:
     # the shared ones inductor's own list uses are left untested)
     found = [type(type(v).__name__, (type(v),), {"__bool__": _usable})() for v in listed if str(v) in flags]
     saved = isa.valid_vec_isa_list
-    isa.valid_vec_isa_list = lambda: found
+    isa.valid_vec_isa_list = lambda: found  # type: ignore[assignment]  # a list, as the cached function returns
     try:
         yield
     finally:
