@@ -11,9 +11,9 @@ The protocol:
   warm-up included; not the imports, which are timed apart (``imports`` column): the side's
   package and what its fit loads on first use (probgen's sampler imports PyTorch's compiler,
   ``torch._inductor``, about 2 s, the first time it compiles a potential; NumPyro's side imports
-  JAX and NumPyro).  A user pays them once a process.  Every run is a fresh process (``sys.executable``, this
-  environment) with an empty cache for PyTorch's inductor, so neither side reuses a cache of an
-  earlier run; the two sides alternate.
+  JAX and NumPyro).  A user pays them once a process.  Every run is a fresh process
+  (``sys.executable``, this environment), with an empty inductor cache unless ``--cache warm``;
+  the two sides alternate.
 * **Cold or warm compile caches** (``--cache``).  ``cold`` (the default, a user's first fit on a
   machine): every run gets an empty inductor cache.  ``warm`` (every later fit of the same model
   and data, in a new process): each side's on-disk compile cache holds the model's compiled code
@@ -351,7 +351,7 @@ def main() -> None:
             x = {side: scalars(got[side], name) for side in SIDES}
             z, z_at = largest_z(x["probgen"], x["numpyro"])
             for side in SIDES:
-                seconds = float(got[side]["_seconds"])
+                seconds, imports = float(got[side]["_seconds"]), float(got[side]["_imports"])
                 ess, at = min_bulk_ess(x[side])
                 runs.append(
                     {
@@ -361,10 +361,9 @@ def main() -> None:
                         "seconds": seconds,
                         "ess": ess,
                         "z": z,
-                        "imports": float(got[side]["_imports"]),
+                        "imports": imports,
                     }
                 )
-                imports = float(got[side]["_imports"])
                 print(
                     f"{name:9s} {seed:4d} {side:8s} {seconds:8.2f} {ess:8.0f} {ess / seconds:8.1f} {imports:8.2f}  {at}"
                 )

@@ -44,35 +44,29 @@ def _inductor_compile(graph: Any, example: Tensor) -> tuple[Callable[[Tensor], A
     # of a first compile with an empty cache.  Taken as usable here (this call only); a compiler
     # that cannot build them fails the compile, and the traced graph is kept.
     patch: dict[str, Any] = {"cpp.vec_isa_ok": True} if config.cpp.vec_isa_ok is None else {}
-    # The code that allocates the buffers and calls the kernels is generated as C++ instead of
-    # Python: 91 -> 72 us a call on the enumerated mixture (its 40 buffers), 34 -> 32 us on
-    # logistic regression, for 0.6 to 0.8 s more of compiling.  Not on very large graphs, whose
-    # C++ would take long to build; plain Python where the C++ form fails.
-    tries = (
-        [{**patch, "cpp_wrapper": True}, patch]
-        if len(graph.graph.nodes) <= _CPP_WRAPPER_MAX_NODES
-        else [patch]
-    )
+
     # Inductor's on-disk graph cache (keyed by the graph and the shapes of its inputs, the data
     # among them) is consulted only under a tracing context whose fake mode has a shape
     # environment, as ``torch.compile`` sets up; without one every compile is a cache bypass.  With
     # it a later fit of the same model, in any process, loads the kernels instead of generating
     # and building them: 4.7 -> 1.0 s on logistic regression, 7.0 -> 1.1 s on the mixture.  The
     # shapes stay static (the example is a real tensor, with no source to make a symbol of).
-    how = ""
-    for i, options in enumerate(tries):
+    def build(options: dict[str, Any]) -> Any:
         context = TracingContext(FakeTensorMode(shape_env=ShapeEnv()))
+        with config.patch(options), tracing(context), _instruction_sets_from_cpu_flags():
+            return compile_fx(graph, [example])  # called with the one input: [gradient, potential]
+
+    # The code that allocates the buffers and calls the kernels is generated as C++ instead of
+    # Python: 91 -> 72 us a call on the enumerated mixture (its 40 buffers), 34 -> 32 us on
+    # logistic regression, for 0.6 to 0.8 s more of compiling.  Not on very large graphs, whose
+    # C++ would take long to build; plain Python where the C++ form fails.
+    failed = ""
+    if len(graph.graph.nodes) <= _CPP_WRAPPER_MAX_NODES:
         try:
-            with config.patch(options), tracing(context), _instruction_sets_from_cpu_flags():
-                compiled: Any = compile_fx(graph, [example])
-            break
-        except Exception as e:  # noqa: BLE001  the C++ wrapper fails in many types; the last form raises
-            if i == len(tries) - 1:
-                raise
-            how = f"Python wrapper (the C++ one failed: {type(e).__name__})"
-    how = how or ("C++ wrapper" if len(tries) > 1 else "Python wrapper")
-    # called with the graph's one tensor input, it returns [gradient, potential]
-    return compiled, how
+            return build({**patch, "cpp_wrapper": True}), "C++ wrapper"
+        except Exception as e:  # noqa: BLE001  the C++ wrapper fails in many types; Python's is built then
+            failed = f" (the C++ one failed: {type(e).__name__})"
+    return build(patch), "Python wrapper" + failed
 
 
 def _compiled_marker(graph: Any, example: Tensor) -> Path | None:
