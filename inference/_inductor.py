@@ -2,9 +2,9 @@
 
 The graph is already ATen operations with static shapes, so it goes to inductor's graph compiler
 directly, with three settings of its own: its on-disk graph cache consulted (a later fit of the
-same model compiles in about a second), the code around the kernels generated as C++, and the
-vector instruction sets taken from the CPU's flags instead of test builds.
-"""
+same model compiles in about half a second), the code around the kernels generated as C++ on
+graphs with many buffers, and the vector instruction sets taken from the CPU's flags instead of
+test builds."""
 
 from __future__ import annotations
 
@@ -19,25 +19,37 @@ from torch import Tensor
 
 __all__: list[str] = []
 
-#: Graphs up to this many nodes get inductor's C++ wrapper (see :func:`_inductor_compile`).
-_CPP_WRAPPER_MAX_NODES = 1000
+#: Graphs with this many nodes may get inductor's C++ wrapper (see :func:`_inductor_compile`):
+#: measured, 22 us of 130 a call saved on the enumerated mixture (234 nodes), 2 us of 19 on
+#: logistic regression (87 nodes) and none on eight schools (93), for about 1 s more of compiling;
+#: very large graphs' C++ would take long to build.
+CPP_WRAPPER_NODES = range(200, 1001)
 
 
-def _inductor_compile(graph: Any, example: Tensor) -> tuple[Callable[[Tensor], Any], str]:
+def _inductor_compile(
+    graph: Any, example: Tensor, cpp_wrapper: bool = False
+) -> tuple[Callable[[Tensor], Any], str]:
     """``graph`` compiled by inductor for inputs shaped as ``example``, and how (a few words).
 
-    The graph is already ATen operations with static shapes, so it goes to inductor's graph
-    compiler directly: ``torch.compile`` would trace it again with dynamo and check dynamo's
-    guards on every call, about 45 us a call on the benchmark models (a third of the call).
-    ``torch.compile`` is the fallback where that entry point is missing.
+    The graph is already functional ATen operations with static shapes, so after inductor's
+    decompositions (``make_fx`` once more, about 0.1 s) it goes to inductor's graph compiler,
+    ``compile_fx_inner``, directly.  The full entry point, ``compile_fx``, would trace it again
+    through AOT autograd (about 0.5 s) and run the compiled function inside AOT's runtime
+    wrappers, 15 to 20 us a call on the benchmark models (logistic regression: 40 -> 20 us);
+    ``torch.compile`` would also check dynamo's guards on every call.  ``compile_fx`` is the
+    fallback where the direct route fails.  ``cpp_wrapper``: the code that allocates the buffers
+    and calls the kernels generated as C++ instead of Python (see :data:`CPP_WRAPPER_NODES`),
+    Python's where the C++ form fails.
     """
     try:
         from torch._guards import TracingContext, tracing
         from torch._inductor import config
-        from torch._inductor.compile_fx import compile_fx
+        from torch._inductor.compile_fx import compile_fx, compile_fx_inner
+        from torch._inductor.decomposition import select_decomp_table
         from torch._subclasses.fake_tensor import FakeTensorMode
+        from torch.fx.experimental.proxy_tensor import make_fx
         from torch.fx.experimental.symbolic_shapes import ShapeEnv
-    except ImportError:  # pragma: no cover - the entry point moved
+    except ImportError:  # pragma: no cover - the entry points moved
         return torch.compile(graph, backend="inductor", dynamic=False, fullgraph=True), "torch.compile"
     # Unless the user decided it, inductor first builds and loads a test library per SIMD
     # instruction set the CPU reports, to see which ones the C++ compiler can use: 7.7 of the 17 s
@@ -45,28 +57,38 @@ def _inductor_compile(graph: Any, example: Tensor) -> tuple[Callable[[Tensor], A
     # that cannot build them fails the compile, and the traced graph is kept.
     patch: dict[str, Any] = {"cpp.vec_isa_ok": True} if config.cpp.vec_isa_ok is None else {}
 
-    # Inductor's on-disk graph cache (keyed by the graph and the shapes of its inputs, the data
-    # among them) is consulted only under a tracing context whose fake mode has a shape
-    # environment, as ``torch.compile`` sets up; without one every compile is a cache bypass.  With
-    # it a later fit of the same model, in any process, loads the kernels instead of generating
-    # and building them: 4.7 -> 1.0 s on logistic regression, 7.0 -> 1.1 s on the mixture.  The
-    # shapes stay static (the example is a real tensor, with no source to make a symbol of).
-    def build(options: dict[str, Any]) -> Any:
-        context = TracingContext(FakeTensorMode(shape_env=ShapeEnv()))
-        with config.patch(options), tracing(context), _instruction_sets_from_cpu_flags():
-            return compile_fx(graph, [example])  # called with the one input: [gradient, potential]
+    # Inductor's on-disk graph cache (keyed by the graph and its input's shape; the data are
+    # constants read from the graph when a compiled graph is loaded) is consulted only under a
+    # tracing context whose fake mode has a shape environment, as ``torch.compile`` sets up;
+    # without one every compile is a cache bypass.  With it a later fit of the same model, in any
+    # process, loads the kernels instead of generating and building them (logistic regression:
+    # 1.7 -> 0.5 s).  The shapes stay static: the example has no source to make a symbol of.
+    @contextlib.contextmanager
+    def settings(cpp: bool, fake: Any) -> Iterator[None]:
+        with config.patch({**patch, "cpp_wrapper": cpp}), tracing(TracingContext(fake)):
+            with _instruction_sets_from_cpu_flags():
+                yield
 
-    # The code that allocates the buffers and calls the kernels is generated as C++ instead of
-    # Python: 91 -> 72 us a call on the enumerated mixture (its 40 buffers), 34 -> 32 us on
-    # logistic regression, for 0.6 to 0.8 s more of compiling.  Not on very large graphs, whose
-    # C++ would take long to build; plain Python where the C++ form fails.
+    def direct(cpp: bool) -> Callable[[Tensor], Any]:
+        aten = make_fx(graph, decomposition_table=select_decomp_table())(example)
+        fake = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True)  # the data stay real
+        with settings(cpp, fake):
+            compiled = compile_fx_inner(aten, [fake.from_tensor(example)], cpp_wrapper=cpp, is_inference=True)
+        return lambda z: compiled([z])  # inductor's calling convention: the list of inputs
+
     failed = ""
-    if len(graph.graph.nodes) <= _CPP_WRAPPER_MAX_NODES:
+    if cpp_wrapper:
         try:
-            return build({**patch, "cpp_wrapper": True}), "C++ wrapper"
+            return direct(True), "C++ wrapper"
         except Exception as e:  # noqa: BLE001  the C++ wrapper fails in many types; Python's is built then
             failed = f" (the C++ one failed: {type(e).__name__})"
-    return build(patch), "Python wrapper" + failed
+    try:
+        return direct(False), "Python wrapper" + failed
+    except Exception as e:  # noqa: BLE001  as above; then through AOT autograd, which may follow the graph
+        failed = f" (the direct compile failed: {type(e).__name__})"
+    with settings(False, FakeTensorMode(shape_env=ShapeEnv())):
+        through_aot: Callable[[Tensor], Any] = compile_fx(graph, [example])  # type: ignore[assignment]
+    return through_aot, "Python wrapper through AOT autograd" + failed
 
 
 def _compiled_marker(graph: Any, example: Tensor) -> Path | None:

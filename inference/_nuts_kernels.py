@@ -26,7 +26,7 @@ __all__: list[str] = []
 MAX_ENERGY_ERROR = 1000.0
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True)
 def _velocity_dot(
     c: int, p: np.ndarray, rho: np.ndarray, diag: np.ndarray, full: np.ndarray, dense: bool
 ) -> float:  # pragma: no cover - compiled
@@ -45,7 +45,7 @@ def _velocity_dot(
     return s
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True)
 def _turned(
     c: int,
     p_begin: np.ndarray,
@@ -106,9 +106,11 @@ def leaf(
     """
     C, D = z1.shape
     P, G, PE, H = D, 2 * D, 3 * D, 3 * D + 1
+    W = 3 * D + 2
     node_rho = np.empty(D, dtype=z1.dtype)
     node_begin = np.empty(D, dtype=z1.dtype)
     rho_tmp = np.empty(D, dtype=z1.dtype)
+    p1v = np.empty(D, dtype=z1.dtype)
     any_live = False
     for c in range(C):
         live = active[c] and not sub_bad[c]
@@ -119,11 +121,12 @@ def leaf(
             p1 = p_half[c, i] - half * g1[c, i]
             row[i] = z1[c, i]
             row[P + i] = p1
+            p1v[i] = p1
             row[G + i] = g1[c, i]
             if not dense:
                 kinetic += p1 * p1 * diag[c, i]
         if dense:
-            kinetic = _velocity_dot(c, row[P : P + D], row[P : P + D], diag, full, dense)
+            kinetic = _velocity_dot(c, p1v, p1v, diag, full, dense)
         h1 = pe1[c] + 0.5 * kinetic
         row[PE] = pe1[c]
         row[H] = h1
@@ -142,17 +145,20 @@ def leaf(
             w = sub_w[c]
             new_w = -delta if w == -math.inf else max(w, -delta) + math.log1p(math.exp(-abs(w + delta)))
             if uniform[c] < math.exp(-delta - new_w):
-                sub_prop[c, :] = row
+                for i in range(W):
+                    sub_prop[c, i] = row[i]
             sub_w[c] = new_w
             for i in range(D):
                 sub_rho[c, i] += row[P + i]
-            front[c, :] = row
+            for i in range(W):
+                front[c, i] = row[i]
         if n == 0:
-            p_first[c, :] = front[c, P : P + D]
+            for i in range(D):
+                p_first[c, i] = front[c, P + i]
         # the U-turn checks of every subtree this leaf completes
-        p1v = row[P : P + D]
-        node_begin[:] = p1v
-        node_rho[:] = p1v
+        for i in range(D):
+            node_begin[i] = p1v[i]
+            node_rho[i] = p1v[i]
         turned = False
         for j in range(d):
             if (n >> j) & 1:
@@ -176,9 +182,10 @@ def leaf(
                     node_begin[i] = sb[i]
                     node_rho[i] += sr[i]
             else:
-                pending[j, 0, c, :] = node_begin
-                pending[j, 1, c, :] = p1v
-                pending[j, 2, c, :] = node_rho
+                for i in range(D):
+                    pending[j, 0, c, i] = node_begin[i]
+                    pending[j, 1, c, i] = p1v[i]
+                    pending[j, 2, c, i] = node_rho[i]
                 break
         if div or (ok and turned):
             sub_bad[c] = True
@@ -231,23 +238,23 @@ def subtree_start(
     positions ``z1`` and half-step momenta ``p_half`` (a finished chain stays put)."""
     C, D = z1.shape
     P, G = D, 2 * D
+    W = 3 * D + 2
     for c in range(C):
         active = not done[c]
         if active:
             depth[c] += 1
         right[c] = uniform[c] < 0.5
         step[c] = eps[c] if right[c] else -eps[c]
-        if right[c]:
-            front[c, :] = right_end[c]
-            p_far[c, :] = left[c, P : P + D]
-        else:
-            front[c, :] = left[c]
-            p_far[c, :] = right_end[c, P : P + D]
-        p_near[c, :] = front[c, P : P + D]
-        p_first[c, :] = p_near[c]
+        src, far = (right_end, left) if right[c] else (left, right_end)
+        for i in range(W):
+            front[c, i] = src[c, i]
+            sub_prop[c, i] = src[c, i]
+        for i in range(D):
+            p_far[c, i] = far[c, P + i]
+            p_near[c, i] = src[c, P + i]
+            p_first[c, i] = src[c, P + i]
+            sub_rho[c, i] = 0.0
         sub_w[c] = -math.inf
-        sub_rho[c, :] = 0.0
-        sub_prop[c, :] = front[c]
         sub_bad[c] = False
         half = 0.5 * step[c]
         for i in range(D):
@@ -294,22 +301,24 @@ def subtree_end(
     Returns whether every chain is done."""
     C, D = front.shape[0], p_far.shape[1]
     P = D
+    W = 3 * D + 2
     rho_tmp = np.empty(D, dtype=rho.dtype)
+    p_end = np.empty(D, dtype=rho.dtype)
     all_done = True
     for c in range(C):
         valid = not done[c] and not sub_bad[c]
         if valid:
             if uniform[c] < math.exp(min(sub_w[c] - log_w[c], 0.0)):
-                proposal[c, :] = sub_prop[c]
+                for i in range(W):
+                    proposal[c, i] = sub_prop[c, i]
             a, b = log_w[c], sub_w[c]
             log_w[c] = max(a, b) + math.log1p(math.exp(-abs(a - b)))
-            if right[c]:
-                right_end[c, :] = front[c]
-            else:
-                left[c, :] = front[c]
+            end = right_end if right[c] else left
+            for i in range(W):
+                end[c, i] = front[c, i]
         # the whole trajectory (old span, then the new subtree) checked as Stan 2.x merges spans
-        p_end = front[c, P : P + D]
         for i in range(D):
+            p_end[i] = front[c, P + i]
             rho_tmp[i] = rho[c, i] + sub_rho[c, i]
         turned = _turned(c, p_far[c], p_end, rho_tmp, diag, full, dense)
         for i in range(D):

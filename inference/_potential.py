@@ -35,7 +35,7 @@ from torch.func import functionalize
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from probgen.inference._graph_passes import _best_time, simplify
-from probgen.inference._inductor import _compiled_marker, _inductor_compile
+from probgen.inference._inductor import CPP_WRAPPER_NODES, _compiled_marker, _inductor_compile
 
 __all__ = ["BatchedPotential"]
 
@@ -45,14 +45,17 @@ _CHAINS_PLATE = "_pg_chains"
 _TRACE_ERRORS = (RuntimeError, TypeError, ValueError, NotImplementedError, AttributeError, IndexError)
 #: Inductor's compile time, estimated before compiling as fixed seconds plus seconds per node of the
 #: simplified graph: about the first compile of a fresh process with an empty inductor cache on one
-#: CPU thread, inductor's own start-up and its C++ wrapper included (graphs of 86 and 227 nodes took
-#: 3.4-4.0 and 6.3-6.8 s; a 4,000-node graph 34 s, so generous for large graphs).
-_INDUCTOR_FIXED_S, _INDUCTOR_NODE_S = 3.0, 0.016
+#: CPU thread, with its Python wrapper (graphs of 87, 93 and 234 nodes took 1.7, 1.8 and 5.1 s).
+_INDUCTOR_FIXED_S, _INDUCTOR_NODE_S = 0.6, 0.02
 #: The estimate instead when inductor compiled the same graph before, so that its on-disk graph cache
-#: holds the kernels (1.0 to 1.2 s measured on the benchmark models, plus inductor's import).
-_INDUCTOR_CACHED_S = 2.0
-#: The share of a call's time inductor is expected to save (measured 0.41 to 0.8 on the same graphs).
-_INDUCTOR_SAVING = 0.5
+#: holds the kernels (0.4 to 0.5 s measured on logistic regression).
+_INDUCTOR_CACHED_S = 0.6
+#: The share of a call's time inductor is expected to save (measured 0.8 to 0.93 on the benchmark
+#: models: eight schools 108 -> 7 us, logistic regression 147 -> 20, the mixture 607 -> 120).
+_INDUCTOR_SAVING = 0.7
+#: Inductor's C++ wrapper (on graphs of :data:`~._inductor.CPP_WRAPPER_NODES`): its extra compile
+#: seconds, and the seconds it is expected to save a call.
+_CPP_WRAPPER_EXTRA_S, _CPP_WRAPPER_SAVING_S = 1.0, 1e-5
 #: Timed calls of the potential behind the decision to compile with inductor.
 _TIMED_CALLS = 10
 
@@ -360,12 +363,14 @@ class BatchedPotential:
     def inductor(self, points: list[Tensor], expected_calls: float | None = None) -> bool:
         """Compile the traced graph with inductor (:func:`_inductor_compile`) when it is expected to pay.
 
-        Inductor fuses the graph's operations into generated C++ (0.6 to 0.8 of a call's time
+        Inductor fuses the graph's operations into generated C++ (0.8 to 0.93 of a call's time
         saved on the benchmark models) but takes seconds to compile, so with ``expected_calls``
-        given it compiles only when ``expected_calls * 0.5 * t_call`` exceeds its estimated
-        compile time ``3 s + 0.016 s`` per graph node (2 s for a graph inductor compiled
-        before, in any process: its on-disk cache holds it), ``t_call`` timed on a few calls now
-        (:attr:`compiler_note` gives the figures); ``None`` compiles regardless.  The compiled
+        given it compiles only when ``expected_calls * 0.7 * t_call`` exceeds its estimated
+        compile time ``0.6 s + 0.02 s`` per graph node, 1 s more with the C++ wrapper (0.6 s for
+        a graph inductor compiled before, in any process: its on-disk cache holds it), ``t_call``
+        timed on a few calls now (:attr:`compiler_note` gives the figures); ``None`` compiles
+        regardless.  The C++ wrapper is chosen on graphs of 200 to 1,000 nodes when the calls
+        expected save more than its extra compile at 10 us a call.  The compiled
         function is kept only when it reproduces the eager potential and gradient at every row
         of ``points`` (as :meth:`compile` checks) and is faster than the traced one.
 
@@ -389,12 +394,17 @@ class BatchedPotential:
         traced = self._compiled
         before = self._time_call(traced, points[0])
         marker = _compiled_marker(self._graph, points[0])
+        nodes = len(self._graph.graph.nodes)
+        # the C++ wrapper where its saving a call pays for its extra compile (or the calls are unknown)
+        cpp = nodes in CPP_WRAPPER_NODES and (
+            expected_calls is None or expected_calls * _CPP_WRAPPER_SAVING_S > _CPP_WRAPPER_EXTRA_S
+        )
         if expected_calls is not None:
             cached = marker is not None and marker.exists()
             estimate = (
                 _INDUCTOR_CACHED_S
                 if cached
-                else _INDUCTOR_FIXED_S + _INDUCTOR_NODE_S * len(self._graph.graph.nodes)
+                else _INDUCTOR_FIXED_S + _INDUCTOR_NODE_S * nodes + cpp * _CPP_WRAPPER_EXTRA_S
             )
             saving = expected_calls * _INDUCTOR_SAVING * before
             self.compiler_note = (
@@ -409,7 +419,7 @@ class BatchedPotential:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                compiled, how = _inductor_compile(self._graph, points[0])
+                compiled, how = _inductor_compile(self._graph, points[0], cpp_wrapper=cpp)
                 for p in points:
                     want_pe, want_grad = self._eager_value_and_grad(p)
                     got_grad, got_pe = compiled(p)

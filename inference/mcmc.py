@@ -465,8 +465,8 @@ class MCMC(BackendBase):
         strongly correlated posteriors (``O(D**2)`` work per leapfrog step).  "chees" keeps a
         diagonal one and refuses ``dense_mass=True``.
     ``compile`` : bool or "auto", default "auto"
-        "nuts": compile the potential's traced graph with inductor (0.6 to 0.8 of each leapfrog
-        step's potential saved; 4 to 8 s to compile, 1 s when inductor's disk cache holds the
+        "nuts": compile the potential's traced graph with inductor (0.8 to 0.93 of each leapfrog
+        step's potential saved; 2 to 6 s to compile, 0.5 s when inductor's disk cache holds the
         graph from an earlier fit): True always, False never, "auto" when the calls expected
         (looked at after 20 and 100 iterations) pay for the estimated compile time.
         Checked against the uncompiled potential before use; ``fit.extras["nuts_batched"]
