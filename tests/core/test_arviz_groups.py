@@ -19,7 +19,7 @@ from scipy import stats
 import probgen as pg
 from probgen import arviz_bridge
 from probgen.arviz_bridge import LEGACY, group_names
-from probgen.inference import mcmc as mcmc_backend
+from probgen.inference import _pyro_kernels as pyro_kernels
 from probgen.models import GaussianMixture, HiddenMarkovModel
 from tests.core.models import normal_normal
 
@@ -297,10 +297,10 @@ def test_energy_is_the_hamiltonian_of_the_draws_own_momentum(monkeypatch):
         pyro.sample("obs", dist.Normal(x, 1.0).to_event(1), obs=data)
 
     kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    call = mcmc_backend._DrawStats.__call__
+    call = pyro_kernels.DrawStats.__call__
 
     def spy(self, kernel, params, stage, i):
-        moved = self._state is None or self._state[0] != mcmc_backend._state_key(params)
+        moved = self._state is None or self._state[0] != pyro_kernels.state_key(params)
         call(self, kernel, params, stage, i)
         if stage.startswith("Sample"):
             r = kernel.momentum(params, moved, scaled=True)
@@ -309,7 +309,7 @@ def test_energy_is_the_hamiltonian_of_the_draws_own_momentum(monkeypatch):
                 (params["x"].detach().numpy().copy(), r["x"].detach().numpy().copy(), inv_mass.numpy().copy())
             )
 
-    monkeypatch.setattr(mcmc_backend._DrawStats, "__call__", spy)
+    monkeypatch.setattr(pyro_kernels.DrawStats, "__call__", spy)
     fit = pg.fit(
         gaussian,
         d,

@@ -195,7 +195,7 @@ def test_divergences_and_step_size_are_pyros_own(spy):
         Y8,
         num_samples=60,
         warmup_steps=40,
-        target_accept_prob=0.6,
+        target_accept_prob=0.5,  # 46-65 divergences in 120 draws over seeds 0-3 (0.6: 0-1)
         max_tree_depth=4,
         kernel="pyro_nuts",
         num_chains=2,

@@ -536,6 +536,76 @@ def test_inductor_reuses_its_graph_cache_and_the_estimate_knows_a_compiled_graph
     assert not torch.allclose(other.value_and_grad(points)[0], again.value_and_grad(points)[0])
 
 
+def _covariate_potential(num_chains=3, n=30):
+    from pyro.infer.mcmc.util import initialize_model
+
+    x = torch.randn(n, 2, generator=torch.Generator().manual_seed(1))
+    data = {"x": x, "y": x @ torch.tensor([1.0, -1.0])}
+
+    def model(d):
+        return _covariates(d["x"], d["y"])
+
+    pyro.set_rng_seed(0)
+    inits, potential_fn, transforms, _ = initialize_model(model, model_args=(data,))
+    pot = BatchedPotential(model, data, transforms, inits, num_chains, 1, one_state=potential_fn)
+    points = 0.3 * torch.randn(num_chains, pot.dim, generator=torch.Generator().manual_seed(2))
+    assert pot.use_vmap([points], rtol=2e-4) and pot.compile([points], rtol=1e-5)
+    return pot, points
+
+
+@pytest.mark.parametrize(
+    ("nodes_in_range", "calls", "want_cpp"),
+    [(False, None, False), (False, 10**7, False), (True, None, True), (True, 50_000, False), (True, 200_000, True)],
+)
+def test_inductor_builds_its_cpp_wrapper_only_where_the_calls_expected_pay_for_it(
+    monkeypatch, nodes_in_range, calls, want_cpp
+):
+    import probgen.inference._potential as potential_module
+
+    pot, points = _covariate_potential()
+    nodes = len(pot._graph.graph.nodes)
+    monkeypatch.setattr(potential_module, "CPP_WRAPPER_NODES", range(nodes if nodes_in_range else nodes + 1, 10**4))
+    # a call of 1 s: any number of calls pays for the compile itself
+    monkeypatch.setattr(BatchedPotential, "_time_call", staticmethod(lambda fn, z: 1.0))
+    asked = []
+
+    def compile_stub(graph, example, cpp_wrapper=False):
+        asked.append(cpp_wrapper)
+        return (lambda z: pot._compiled(z)), "stub"
+
+    monkeypatch.setattr(potential_module, "_inductor_compile", compile_stub)
+    pot.inductor([points], expected_calls=calls)
+    # 50,000 calls save 0.5 s with the C++ wrapper (10 us each), less than its 1 s of compiling
+    assert asked == [want_cpp]
+
+
+@pytest.mark.slow
+def test_inductor_falls_back_to_its_full_entry_point_where_the_direct_compile_fails(monkeypatch, tmp_path):
+    from probgen.inference._inductor import _inductor_compile
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # inductor's imports' deprecation notices
+        import torch._inductor.compile_fx as compile_fx_module
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    pot, points = _covariate_potential()
+    want_pe, want_grad = pot._eager_value_and_grad(points)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no direct route")
+
+    monkeypatch.setattr(compile_fx_module, "compile_fx_inner", broken)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the full entry point's deprecation notices
+            compiled, how = _inductor_compile(pot._graph, points, cpp_wrapper=True)
+    except Exception as e:  # noqa: BLE001  no C++ compiler here: nothing to fall back to
+        pytest.skip(f"inductor cannot compile here: {type(e).__name__}: {e}")
+    assert how == "Python wrapper through AOT autograd (the direct compile failed: RuntimeError)"
+    grad, pe = compiled(points)
+    assert torch.allclose(pe, want_pe, rtol=1e-5, atol=1e-4)
+    assert torch.allclose(grad, want_grad, rtol=1e-5, atol=1e-4)
+
+
 def test_inductor_takes_its_vector_instruction_sets_from_the_cpu_flags_without_test_builds(monkeypatch):
     isa = pytest.importorskip("torch._inductor.cpu_vec_isa")
     from probgen.inference._inductor import _instruction_sets_from_cpu_flags
