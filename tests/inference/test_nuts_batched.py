@@ -555,7 +555,13 @@ def _covariate_potential(num_chains=3, n=30):
 
 @pytest.mark.parametrize(
     ("nodes_in_range", "calls", "want_cpp"),
-    [(False, None, False), (False, 10**7, False), (True, None, True), (True, 50_000, False), (True, 200_000, True)],
+    [
+        (False, None, False),
+        (False, 10**7, False),
+        (True, None, True),
+        (True, 50_000, False),
+        (True, 200_000, True),
+    ],
 )
 def test_inductor_builds_its_cpp_wrapper_only_where_the_calls_expected_pay_for_it(
     monkeypatch, nodes_in_range, calls, want_cpp
@@ -564,7 +570,9 @@ def test_inductor_builds_its_cpp_wrapper_only_where_the_calls_expected_pay_for_i
 
     pot, points = _covariate_potential()
     nodes = len(pot._graph.graph.nodes)
-    monkeypatch.setattr(potential_module, "CPP_WRAPPER_NODES", range(nodes if nodes_in_range else nodes + 1, 10**4))
+    monkeypatch.setattr(
+        potential_module, "CPP_WRAPPER_NODES", range(nodes if nodes_in_range else nodes + 1, 10**4)
+    )
     # a call of 1 s: any number of calls pays for the compile itself
     monkeypatch.setattr(BatchedPotential, "_time_call", staticmethod(lambda fn, z: 1.0))
     asked = []
