@@ -43,6 +43,19 @@ _EMISSION_CHUNK = 8192  # rows of emission densities computed at a time
 _LOG_2PI = math.log(2 * math.pi)
 
 
+def _cholesky(cov: Tensor) -> Tensor:
+    """The Cholesky factor of an M-step's covariance; ``torch.linalg.LinAlgError`` also where it is
+    singular to rounding: a pivot at or under ``d * eps`` of the largest variance, where the
+    factorisation passes or fails on the last bits (constant data give ``[[a, a], [a, a]]``, as
+    hmmlearn adds its scalar ``covars_prior`` to every cell)."""
+    chol, info = torch.linalg.cholesky_ex(cov)
+    pivots = torch.diagonal(chol, dim1=-2, dim2=-1) ** 2
+    largest = torch.diagonal(cov, dim1=-2, dim2=-1).amax(-1, keepdim=True)
+    if bool((info != 0).any()) or bool((pivots <= cov.shape[-1] * torch.finfo(cov.dtype).eps * largest).any()):
+        raise torch.linalg.LinAlgError("linalg.cholesky: the covariance is not positive definite (singular)")
+    return chol
+
+
 class _CholeskyPrior(dist.TorchDistribution):
     """Independent prior on the free entries of a lower Cholesky factor.
 
@@ -279,7 +292,7 @@ class _CholeskyCovariance(_Covariance):
             - om.transpose(-1, -2)
             + means[:, :, None] * means[:, None, :] * post[:, None, None]
         )
-        return {"scale_tril": torch.linalg.cholesky(self.pooled(c_n, post, prior))}
+        return {"scale_tril": _cholesky(self.pooled(c_n, post, prior))}
 
     def validate(self, value: Tensor, K: int, d: int) -> Tensor:
         _expect_shape(value, self.shape(K, d), self.site)

@@ -92,7 +92,7 @@ def test_lp_is_the_log_joint_in_the_unconstrained_space():
             pyro.sample("obs", dist.Normal(0.0, sigma), obs=data)
 
     data = torch.randn(10, generator=torch.Generator().manual_seed(3)) * 1.5
-    fit = _chees(noise_scale, data, num_chains=2, num_samples=20, warmup_steps=30)
+    fit = _chees(noise_scale, data, num_chains=2, num_samples=20, warmup_steps=100)
     sigma = fit.posterior["sigma"]
     by_hand = (
         dist.HalfNormal(2.0).log_prob(sigma)
