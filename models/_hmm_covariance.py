@@ -51,7 +51,9 @@ def _cholesky(cov: Tensor) -> Tensor:
     chol, info = torch.linalg.cholesky_ex(cov)
     pivots = torch.diagonal(chol, dim1=-2, dim2=-1) ** 2
     largest = torch.diagonal(cov, dim1=-2, dim2=-1).amax(-1, keepdim=True)
-    if bool((info != 0).any()) or bool((pivots <= cov.shape[-1] * torch.finfo(cov.dtype).eps * largest).any()):
+    if bool((info != 0).any()) or bool(
+        (pivots <= cov.shape[-1] * torch.finfo(cov.dtype).eps * largest).any()
+    ):
         raise torch.linalg.LinAlgError("linalg.cholesky: the covariance is not positive definite (singular)")
     return chol
 

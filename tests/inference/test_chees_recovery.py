@@ -56,7 +56,9 @@ def test_a_chain_started_where_every_transition_diverges_is_restarted_and_recove
     # stays there: every transition divergent, R-hat of sigma 1.27)
     init = {"mu": torch.full((8,), 3.0), "sigma": torch.ones(8)}
     init["sigma"][0] = 1e-4
-    fit = _chees(normal, X20, num_chains=8, num_samples=1000, warmup_steps=300, init=init)  # R-hat 1.002 (300: 1.022)
+    fit = _chees(
+        normal, X20, num_chains=8, num_samples=1000, warmup_steps=300, init=init
+    )  # R-hat 1.002 (300: 1.022)
     info = fit.extras["chees"]
     assert info["restarts"][0] >= 1, info["restarts"]
     assert sum(info["restarts"][1:]) == 0, info["restarts"]

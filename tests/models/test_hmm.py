@@ -130,7 +130,9 @@ def test_covariances_match_hmmlearn_covars(case):
     assert cov.shape == (3, 2, 2) and cov.dtype == torch.float64
     np.testing.assert_allclose(cov.numpy(), ref.covars_, rtol=1e-7)
     draws = {k: v.expand((2, 5) + tuple(v.shape)) for k, v in fit.params.items()}  # (chain, draw, ...)
-    torch.testing.assert_close(model.covariances(draws)[1, 4], cov, rtol=1e-13, atol=0.0)  # batched: last bits
+    torch.testing.assert_close(
+        model.covariances(draws)[1, 4], cov, rtol=1e-13, atol=0.0
+    )  # batched: last bits
 
 
 def test_covariances_need_gaussian_emissions():
