@@ -31,8 +31,9 @@ import torch
 from torch import Tensor
 
 from probgen.errors import ConvergenceWarning
-from probgen.model import GenerativeModel, as_tensor
-from probgen.models._missing import _check_finite_observed, _Patterns, _patterns_of
+from probgen.model import GenerativeModel
+from probgen.models._missing import _Patterns, _patterns_of
+from probgen.models._mixture_data import _as_matrix
 from probgen.models.kmeans import _kmeans, _kmeanspp_indices
 from probgen.relabel import relabel
 from probgen.roles import slot
@@ -40,11 +41,6 @@ from probgen.validation import positive_int
 
 __all__: list[str] = []  # the families live in gaussian_mixture.py and discrete_mixture.py
 
-#: How every refusal of NaN names the option that accepts it.
-_MISSING_HINT = (
-    "or pass missing='marginalize' to probgen.fit (method='em') to read NaN as missing at random "
-    "and marginalise it."
-)
 _INIT_STRATEGIES = ("kmeans", "k-means++", "random", "random_from_data")
 _EPS = float(torch.finfo(torch.float64).eps)
 _DEFAULT_MAX_ITER = 1000
@@ -65,59 +61,6 @@ def _check_positive_float(value: Any, name: str, *, allow_zero: bool = False) ->
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be a finite number {bound}; got {value!r}.")
     return float(value)
-
-
-def _frame_to_array(data: Any, missing: bool = False) -> Any:
-    """Turn a pandas DataFrame into a numeric array with errors naming columns and rows (missing
-    values kept as NaN when ``missing``)."""
-    if not hasattr(data, "columns") or not hasattr(data, "isna"):
-        return data
-    non_numeric = [
-        str(c) for c, kind in zip(data.columns, data.dtypes, strict=True) if kind.kind not in "biuf"
-    ]
-    if non_numeric:
-        raise TypeError(
-            f"data must hold numeric columns only; got non-numeric column(s) {non_numeric}. "
-            "Select the measurement columns, e.g. frame[[...]]."
-        )
-    gaps = data.isna().any(axis=1)
-    if not missing and bool(gaps.any()):
-        rows = list(data.index[gaps.to_numpy()][:5])
-        raise ValueError(
-            f"data has {int(gaps.sum())} row(s) with missing values (first: {rows}); "
-            f"drop or impute them before fitting, e.g. frame.dropna(), {_MISSING_HINT}"
-        )
-    return np.array(data.to_numpy(dtype=np.float64, na_value=np.nan))  # a writable copy
-
-
-def _as_matrix(data: Any, family: str, *, missing: bool = False) -> Tensor:
-    """Validate ``data`` as a 2-D float64 tensor ``(n_items, n_features)``.
-
-    NaN is refused with a message naming ``missing="marginalize"``, unless ``missing`` (then it
-    marks a missing cell); infinite values are always refused.
-    """
-    if isinstance(data, str | bytes):
-        raise TypeError(f"data must be a 2-D numeric array (n_items, n_features); got {type(data).__name__}.")
-    data = _frame_to_array(data, missing)
-    if hasattr(data, "to_numpy") and not isinstance(data, Tensor):  # pandas Series
-        data = data.to_numpy()
-    if isinstance(data, np.ndarray) and not data.flags.writeable:
-        data = data.copy()  # torch cannot wrap read-only memory
-    t = as_tensor(data, "data", dtype=torch.float64, allow_nan=True)
-    gaps = torch.isnan(t)
-    if not missing and bool(gaps.any()):
-        raise ValueError(
-            f"{family}: data has {int(gaps.sum())} NaN value(s) in {int(gaps.reshape(len(t), -1).any(1).sum())} "
-            f"item(s); drop or impute them before fitting, {_MISSING_HINT}"
-        )
-    _check_finite_observed(t, "data")
-    if t.dim() != 2:
-        hint = " For a single feature pass data.reshape(-1, 1)." if t.dim() == 1 else ""
-        raise ValueError(
-            f"{family}: data must be 2-D (n_items, n_features); got {t.dim()}-D data of shape "
-            f"{tuple(t.shape)}.{hint}"
-        )
-    return t.contiguous()
 
 
 def _per_data(owner: Any, name: str, data: Tensor, compute: Callable[[], Any], *extra: Any) -> Any:
@@ -253,7 +196,7 @@ class _Mixture(GenerativeModel, abc.ABC):
         return pats.zero_filled[first, torch.arange(t.shape[1])]
 
     def _readable(self, data: Any) -> Any:
-        """``data`` as :func:`_as_matrix` reads it (a family may convert, e.g. booleans)."""
+        """``data`` as :func:`~probgen.models._mixture_data._as_matrix` reads it (a family may convert, e.g. booleans)."""
         return data
 
     @abc.abstractmethod

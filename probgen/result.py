@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from probgen._result_data import describe_items, proba_frame, same_data
 from probgen.arguments import ModelArgs, like_input
 from probgen.capabilities import Imputes, ImputesLike, ImputesOverDraws, MissingValues, PreparesLike
 from probgen.marginal import marginal_log_likelihood
@@ -31,42 +32,6 @@ from probgen.state import isolated_rng, serialised
 from probgen.validation import check_seed, positive_int
 
 __all__ = ["FitResult", "FrozenDict", "frozen"]
-
-
-def _proba_frame(proba: Any, site: str, data: Any) -> pd.DataFrame:
-    """Probabilities ``(n, K)`` (or one such tensor per sequence) as a labelled DataFrame."""
-    parts = proba if isinstance(proba, list | tuple) else [proba]
-    arrays = [np.asarray(p.detach().cpu().numpy() if isinstance(p, Tensor) else p) for p in parts]
-    if any(a.ndim != 2 for a in arrays):
-        shapes = [tuple(a.shape) for a in arrays]
-        raise ValueError(
-            f"as_frame=True needs one row of probabilities per item (an (n, K) array); the "
-            f"probabilities of {site!r} have shape {shapes[0] if len(shapes) == 1 else shapes}."
-        )
-    columns = pd.RangeIndex(arrays[0].shape[1], name=site)
-    if not isinstance(proba, list | tuple):
-        index = (
-            data.index if isinstance(data, pd.DataFrame | pd.Series) and len(data) == len(arrays[0]) else None
-        )
-        return pd.DataFrame(arrays[0], index=index, columns=columns)
-    items = (
-        list(data) if isinstance(data, list | tuple) and len(data) == len(arrays) else [None] * len(arrays)
-    )
-    frames = []
-    for i, (a, item) in enumerate(zip(arrays, items, strict=True)):
-        inner = (
-            item.index
-            if isinstance(item, pd.DataFrame | pd.Series) and len(item) == len(a)
-            else pd.RangeIndex(len(a))
-        )
-        frames.append(
-            pd.DataFrame(
-                a,
-                index=pd.MultiIndex.from_product([[i], inner], names=["sequence", "position"]),
-                columns=columns,
-            )
-        )
-    return pd.concat(frames)
 
 
 _IMPUTE_METHODS = ("mean", "sample")
@@ -93,28 +58,6 @@ def frozen(d: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
 
 def _flat(draws: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.reshape((-1,) + tuple(v.shape[2:])) for k, v in draws.items()}
-
-
-def _describe_items(data: Tensor) -> str:
-    """What a data set's items are, in words: ``scalar items`` or ``items of shape (2,) (2 features)``."""
-    shape = tuple(data.shape[1:])
-    if not shape:
-        return "scalar items (one number each)"
-    return f"items of shape {shape} ({shape[-1]} features)" if len(shape) == 1 else f"items of shape {shape}"
-
-
-def _same_data(a: Any, b: Any) -> bool:
-    """Whether two prepared data sets hold the same values (new data given equal to the training data)."""
-    if isinstance(a, Tensor) and isinstance(b, Tensor):
-        return a.shape == b.shape and bool(torch.equal(a, b.to(a.dtype)))
-    if isinstance(a, ModelArgs) and isinstance(b, ModelArgs):
-        return set(a.values) == set(b.values) and all(
-            _same_data(a.values[k], b.values[k])
-            if isinstance(a.values[k], Tensor)
-            else a.values[k] == b.values[k]
-            for k in a.values
-        )
-    return a is b
 
 
 @dataclass(frozen=True, eq=False)
@@ -183,7 +126,7 @@ class FitResult:
             if len(shape) > 1 and shape[1:] != tuple(train.shape[1:]):
                 raise ValueError(
                     f"data has items of shape {shape[1:]}; {self.model.name} was fitted on "
-                    f"{_describe_items(train)}."
+                    f"{describe_items(train)}."
                 )
         if self.extras.get("missing") == "marginalize" and isinstance(model, MissingValues):
             prepared = model.prepare_missing(data)
@@ -199,7 +142,7 @@ class FitResult:
         ):
             raise ValueError(
                 f"data has items of shape {tuple(prepared.shape[1:])}; {self.model.name} was fitted on "
-                f"{_describe_items(train)}."
+                f"{describe_items(train)}."
             )
         if isinstance(prepared, ModelArgs) and isinstance(train, ModelArgs):
             for k in set(prepared.per_item) & set(train.per_item):
@@ -305,7 +248,7 @@ class FitResult:
                 )
                 lp = scores.log_prob.to(self._score_dtype(d))
                 return (lp, scores.se.to(lp.dtype)) if return_se else lp
-            if data is not None and not _same_data(d, self.data):
+            if data is not None and not same_data(d, self.data):
                 raise ValueError(
                     "local='conditional' scores the training items at their fitted latents "
                     f"{list(roles.local_sites)}; new items have none: use local='marginal'."
@@ -444,7 +387,7 @@ class FitResult:
             raise TypeError(f"as_frame must be a bool; got {type(as_frame).__name__}.")
         probs = self._latent_probabilities(self._data(data), max_draws, filtering)
         if as_frame:
-            frames = {k: _proba_frame(v, k, data) for k, v in probs.items()}
+            frames = {k: proba_frame(v, k, data) for k, v in probs.items()}
             return self._single(frames)
         return self._single(probs)
 
