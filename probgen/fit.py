@@ -21,8 +21,9 @@ import pyro
 import torch
 from torch import Tensor
 
+from probgen._fallback_plot import plot_fit_fallback
 from probgen.arguments import ModelArgs
-from probgen.arviz_bridge import plot_fit_fallback, to_inference_data
+from probgen.arviz_bridge import to_inference_data
 from probgen.backend import (
     Backend,
     BackendBase,

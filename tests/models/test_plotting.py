@@ -497,7 +497,7 @@ def test_user_model_point_fit_draws_bars_of_its_estimates_and_replicates_of_them
 
 
 def test_hand_drawn_forest_marks_means_and_central_intervals():
-    from probgen.arviz_bridge import _forest
+    from probgen._fallback_plot import _forest
 
     rng = np.random.default_rng(1)
     draws = {"a": rng.normal(size=400), "b": rng.normal(size=(400, 2)) + [5.0, -5.0]}
